@@ -1,0 +1,119 @@
+"""The gRPC server lifecycle every service shares.
+
+Health and reflection are always on. SIGTERM (or SIGINT) stops accepting RPCs, lets in-flight
+ones finish within the grace period, stops background work (outbox relay, consumers), then
+closes connections. A background task that dies takes the process down with a non-zero exit, so
+the supervisor restarts it rather than leaving a half-working service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from accrue.runtime.interceptors import ErrorAndMetricsInterceptor
+from accrue.runtime.settings import ServiceSettings
+from accrue.telemetry import MetricsServer, get_logger, start_metrics_server
+
+log = get_logger(__name__)
+
+Background = Callable[[], Awaitable[None]]
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Service:
+    """What a service's bootstrap hands to the runtime."""
+
+    name: str
+    settings: ServiceSettings
+    register: Callable[[grpc.aio.Server], None]
+    service_names: Sequence[str]
+    background: Sequence[Background] = ()
+    on_stop: Sequence[Closer] = ()
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+
+
+@dataclass
+class RunningService:
+    """A started service: its bound ports and what it takes to stop it."""
+
+    service: Service
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    grpc_port: int
+    metrics: MetricsServer | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, drain RPCs, stop background work, close resources."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.service.settings.shutdown_grace_seconds)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for close in self.service.on_stop:
+            try:
+                await close()
+            except Exception:
+                log.exception("close_failed", service=self.service.name)
+        if self.metrics is not None:
+            self.metrics.stop()
+        log.info("service_stopped", service=self.service.name)
+
+
+async def start(service: Service) -> RunningService:
+    """Start serving gRPC (and /metrics) and launch the background tasks."""
+    settings = service.settings
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor(), ErrorAndMetricsInterceptor(), *service.interceptors],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    service.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"could not bind gRPC to {settings.grpc_host}:{settings.grpc_port}")
+    metrics = start_metrics_server(settings.metrics_host, settings.metrics_port) if settings.metrics_port >= 0 else None
+    await server.start()
+    running = RunningService(service, server, health_servicer, port, metrics)
+    for name in ("", *service.service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running.tasks = [asyncio.create_task(job(), name=f"{service.name}:{job}") for job in service.background]
+    log.info(
+        "service_started",
+        service=service.name,
+        grpc=f"{settings.grpc_host}:{port}",
+        metrics=f"http://{settings.metrics_host}:{metrics.port}/metrics" if metrics else None,
+    )
+    return running
+
+
+async def serve(service: Service) -> None:
+    """Run until SIGTERM/SIGINT, then stop gracefully; exit non-zero if background work dies."""
+    running = await start(service)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    waiting: set[asyncio.Task[None] | asyncio.Task[bool]] = {stopper, *running.tasks}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    crashed = [t for t in done if t is not stopper]
+    for task in crashed:
+        exc = task.exception() if not task.cancelled() else None
+        log.error("background_task_died", service=service.name, task=task.get_name(), error=repr(exc))
+    stopper.cancel()
+    await running.stop()
+    if crashed:
+        raise SystemExit(1)

@@ -1,0 +1,62 @@
+"""Typed settings, read once from the environment at start.
+
+Each service subclasses ServiceSettings with its own prefix (ACCRUE_BILLING_...). Values shared
+by the whole stack (ACCRUE_DATABASE_URL, ACCRUE_NATS_URL) may be given once without the service
+part; the service-specific variable wins when both are set.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service process has."""
+
+    model_config = SettingsConfigDict(env_prefix="ACCRUE_SERVICE_", extra="ignore", frozen=True)
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    otlp_endpoint: str | None = None
+    shutdown_grace_seconds: float = 10.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Service prefix first, then the stack-wide ACCRUE_ prefix as a fallback.
+        return (init_settings, env_settings, EnvSettingsSource(settings_cls, env_prefix="ACCRUE_"))
+
+
+def describe_errors(exc: ValidationError, prefix: str) -> str:
+    """One line per bad setting, naming the environment variable and the reason."""
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"  {prefix}{name}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings from the environment, or stop the process saying which variable is wrong."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        print(f"accrue: invalid configuration for {cls.__name__}:\n{describe_errors(exc, prefix)}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
