@@ -25,3 +25,9 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "acc
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The same database as a plain libpq-style URL, for direct asyncpg connections (LISTEN)."""
+    parsed = make_url(normalize_url(url)).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)

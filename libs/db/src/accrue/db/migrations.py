@@ -80,3 +80,22 @@ def _configure_and_run(connection: Connection, metadata: sa.MetaData, schema: st
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+async def autogenerate(database_url: str, schema: str, script_location: Path, message: str) -> None:
+    """Write a new revision from the difference between the tables and the migrated database.
+
+    A developer tool: review and edit what it writes before committing it.
+    """
+    await upgrade(database_url, schema, script_location)
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_revision_sync, _config(script_location, schema), message)
+    finally:
+        await engine.dispose()
+
+
+def _revision_sync(connection: Connection, cfg: Config, message: str) -> None:
+    cfg.attributes["connection"] = connection
+    command.revision(cfg, message=message, autogenerate=True)

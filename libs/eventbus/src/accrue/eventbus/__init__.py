@@ -7,6 +7,7 @@ record each event id in an inbox in the same transaction as its effect, ack only
 retry with backoff and dead-letter what keeps failing.
 """
 
+from accrue.eventbus.backbone import Backbone
 from accrue.eventbus.connection import connect_nats
 from accrue.eventbus.consumer import ConsumerRunner, Handler, Received, Subscription
 from accrue.eventbus.envelope import Event, Headers
@@ -15,6 +16,7 @@ from accrue.eventbus.streams import DLQ_STREAM, STREAMS, ensure_consumer, ensure
 
 __all__ = [
     "DLQ_STREAM",
+    "Backbone",
     "STREAMS",
     "ConsumerRunner",
     "Event",

@@ -1,0 +1,40 @@
+"""A service's connection to the event backbone, set up the same way by every bootstrap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accrue.db import asyncpg_dsn
+from accrue.eventbus.connection import connect_nats
+from accrue.eventbus.outbox import OutboxRelay
+from accrue.eventbus.streams import ensure_streams
+
+
+@dataclass
+class Backbone:
+    """A NATS connection with JetStream, the streams provisioned."""
+
+    client: Client
+    js: JetStreamContext
+
+    @classmethod
+    async def connect(cls, url: str, name: str, *, replicas: int = 1) -> Backbone:
+        """Connect (waiting for the server) and make sure every stream exists."""
+        client = await connect_nats(url, name)
+        js = client.jetstream()
+        await ensure_streams(js, replicas=replicas)
+        return cls(client, js)
+
+    def relay(self, engine: AsyncEngine, outbox: sa.Table, database_url: str) -> OutboxRelay:
+        """The outbox relay for a service's schema, woken by LISTEN/NOTIFY."""
+        return OutboxRelay(engine, outbox, self.js, listen_dsn=asyncpg_dsn(database_url))
+
+    async def close(self) -> None:
+        """Flush pending publishes and acks, then disconnect."""
+        if not self.client.is_closed:
+            await self.client.drain()

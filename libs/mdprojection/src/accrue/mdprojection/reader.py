@@ -1,0 +1,111 @@
+"""Read master data locally, falling back to the master data service on a miss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from accrue.masterdata.v1 import masterdata_service_pb2 as api
+from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
+from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.mdprojection.store import ProjectionStore
+from accrue.runtime import Unavailable
+from accrue.telemetry import get_logger
+
+log = get_logger(__name__)
+
+# gRPC getter per kind: (method name, request class, response field).
+_GETTERS = {
+    "legal_entity": ("GetLegalEntity", api.GetLegalEntityRequest),
+    "customer": ("GetCustomer", api.GetCustomerRequest),
+    "labor_category": ("GetLaborCategory", api.GetLaborCategoryRequest),
+    "consultant": ("GetConsultant", api.GetConsultantRequest),
+    "project": ("GetProject", api.GetProjectRequest),
+    "rate_card": ("GetRateCard", api.GetRateCardRequest),
+    "contract": ("GetContract", api.GetContractRequest),
+    "milestone": ("GetMilestone", api.GetMilestoneRequest),
+    "assignment": ("GetAssignment", api.GetAssignmentRequest),
+}
+
+
+class MasterDataReader:
+    """Local projection first; gRPC to master data for what is not there yet (stored on the way)."""
+
+    def __init__(self, stub: api_grpc.MasterDataServiceStub, table: sa.Table, timeout: float = 5.0) -> None:
+        self._stub = stub
+        self._table = table
+        self._timeout = timeout
+
+    async def records(self, conn: AsyncConnection, kind: str, ids: Iterable[str]) -> dict[str, Message]:
+        """Records of a kind by id; ids master data does not know are absent."""
+        wanted = {i for i in ids if i}
+        store = ProjectionStore(conn, self._table)
+        found = await store.get_many(kind, wanted)
+        for missing in wanted - found.keys():
+            record = await self._fetch(kind, missing)
+            if record is not None:
+                await store.upsert(kind, record)
+                found[missing] = record
+        return found
+
+    async def assignments(self, conn: AsyncConnection, project_id: str, consultant_id: str) -> list[md.Assignment]:
+        """The consultant's assignments on the project."""
+        store = ProjectionStore(conn, self._table)
+        local = [
+            a for a in await store.by_project("assignment", [project_id])
+            if isinstance(a, md.Assignment) and a.consultant_id == consultant_id
+        ]
+        if local:
+            return local
+        reply = await self._call(
+            "ListAssignments", api.ListAssignmentsRequest(project_id=project_id, consultant_id=consultant_id,
+                                                          page_size=1000)
+        )
+        remote = list(reply.assignments) if reply is not None else []
+        for assignment in remote:
+            await store.upsert("assignment", assignment)
+        return remote
+
+    async def contract_line(self, conn: AsyncConnection, project_id: str) -> tuple[md.ContractLine | None, str]:
+        """The line billing the project and its contract's currency, or (None, "")."""
+        store = ProjectionStore(conn, self._table)
+        lines = await store.by_project("contract_line", [project_id])
+        if not lines:
+            reply = await self._call("ListContracts", api.ListContractsRequest(project_id=project_id, page_size=10))
+            for contract in reply.contracts if reply is not None else []:
+                await store.upsert("contract", contract)
+            lines = await store.by_project("contract_line", [project_id])
+        if not lines:
+            return None, ""
+        line = lines[0]
+        assert isinstance(line, md.ContractLine)
+        contract = await self._contract_of(conn, line)
+        return line, contract.currency if contract is not None else ""
+
+    async def _contract_of(self, conn: AsyncConnection, line: md.ContractLine) -> md.Contract | None:
+        t = self._table
+        parent = await conn.scalar(sa.select(t.c.parent_id).where(t.c.kind == "contract_line", t.c.id == line.id))
+        if parent is None:
+            return None
+        found = await self.records(conn, "contract", [parent])
+        contract = found.get(parent)
+        return contract if isinstance(contract, md.Contract) else None
+
+    async def _fetch(self, kind: str, record_id: str) -> Message | None:
+        method, request_cls = _GETTERS[kind]
+        reply = await self._call(method, request_cls(id=record_id))
+        return getattr(reply, kind) if reply is not None else None  # type: ignore[no-any-return]
+
+    async def _call(self, method: str, request: Message) -> Message | None:
+        try:
+            reply: Message = await getattr(self._stub, method)(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            log.warning("masterdata_unavailable", method=method, code=exc.code().name, details=exc.details())
+            raise Unavailable(f"master data did not answer {method}: {exc.details()}") from exc
+        return reply

@@ -1,0 +1,35 @@
+"""Who is acting: the one seam for identity.
+
+Until the gateway verifies bearer tokens and passes the principal in gRPC metadata (DESIGN §8),
+the acting person is the one the request names (e.g. `approverId`). Every service asks this
+module, and only this module, so switching to verified identity is a change here, not in each
+use case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+
+from accrue.runtime.errors import InvalidArgument, Violation
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a subject (a consultant id for people), roles and legal entities."""
+
+    subject: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    legal_entity_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+def acting_principal(context: grpc.aio.ServicerContext, named_in_request: str, field_name: str) -> Principal:
+    """The principal acting on this call; today, the subject the request names in field_name."""
+    del context  # will carry the verified principal once tokens do
+    if not named_in_request:
+        raise InvalidArgument(
+            f"{field_name} is required until bearer tokens carry identity",
+            [Violation(field_name, "REQUIRED", f"{field_name} names who is acting")],
+        )
+    return Principal(subject=named_in_request)

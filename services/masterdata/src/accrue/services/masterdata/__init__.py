@@ -1,0 +1,1 @@
+"""The master data service: canonical entities, their external references, rate resolution."""

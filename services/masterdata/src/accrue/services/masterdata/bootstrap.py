@@ -1,0 +1,56 @@
+"""The composition root: the only place that builds engines, clients and publishers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accrue.db import create_engine
+from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.migrations import upgrade
+from accrue.eventbus import Backbone
+from accrue.masterdata.v1 import masterdata_service_pb2_grpc
+from accrue.runtime.server import Service
+from accrue.services.masterdata.adapters import tables
+from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
+from accrue.services.masterdata.entrypoints.grpc_api import MasterDataServicer
+from accrue.services.masterdata.service_layer.handlers import MasterData
+from accrue.services.masterdata.settings import MasterDataSettings
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE_NAME = "accrue.masterdata.v1.MasterDataService"
+
+
+async def migrate(settings: MasterDataSettings) -> None:
+    """Bring the masterdata schema to the newest revision."""
+    await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
+
+
+def build_app(engine: AsyncEngine) -> MasterData:
+    """The application service on a database (what unit tests and the servicer share)."""
+    uow_factory: Callable[[], MasterDataUnitOfWork] = lambda: MasterDataUnitOfWork(engine)  # noqa: E731
+    return MasterData(uow_factory)
+
+
+async def bootstrap(settings: MasterDataSettings) -> Service:
+    """Wire the service: database, backbone, use cases, gRPC servicer and outbox relay."""
+    engine = create_engine(settings.database_url, application_name="accrue-masterdata")
+    backbone = await Backbone.connect(settings.nats_url, "masterdata", replicas=settings.stream_replicas)
+    servicer = MasterDataServicer(build_app(engine))
+    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+
+    def register(server: grpc.aio.Server) -> None:
+        masterdata_service_pb2_grpc.add_MasterDataServiceServicer_to_server(servicer, server)
+
+    return Service(
+        name="masterdata",
+        settings=settings,
+        register=register,
+        service_names=[SERVICE_NAME],
+        background=[relay.run],
+        on_stop=[backbone.close, engine.dispose],
+        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+    )

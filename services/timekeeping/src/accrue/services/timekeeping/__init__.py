@@ -1,0 +1,1 @@
+"""The timekeeping service: time capture, validation against master data, approval."""

@@ -1,0 +1,66 @@
+"""The timekeeping schema: entries, period locks, and the local master-data projection."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from accrue.db.idempotency import idempotency_table
+from accrue.eventbus import inbox_table, outbox_table
+from accrue.mdprojection import projection_table
+
+SCHEMA = "timekeeping"
+metadata = sa.MetaData(schema=SCHEMA)
+
+outbox = outbox_table(metadata)
+inbox = inbox_table(metadata)
+idempotency_keys = idempotency_table(metadata)
+
+time_entries = sa.Table(
+    "time_entries",
+    metadata,
+    sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),
+    sa.Column("external_ref_system", sa.Text, nullable=True),
+    sa.Column("external_ref_id", sa.Text, nullable=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("consultant_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("requested_labor_category_id", sa.Text, nullable=True),
+    sa.Column("labor_category_id", sa.Text, nullable=False),
+    sa.Column("work_date", sa.Date, nullable=False),
+    sa.Column("hours", sa.Numeric(8, 2), nullable=False),
+    sa.Column("requested_billable", sa.Boolean, nullable=True),
+    sa.Column("billable", sa.Boolean, nullable=False),
+    sa.Column("notes", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("violations", JSONB, nullable=False),
+    sa.Column("approver_id", sa.Text, nullable=False),
+    sa.Column("approve_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("decline_reason", sa.Text, nullable=False),
+    sa.Column("invoice_id", sa.Text, nullable=False),
+    sa.Column("legal_entity_id", sa.Text, nullable=False),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("rate", sa.Numeric(18, 6), nullable=True),
+    sa.Column("rate_currency", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("external_ref_system", "external_ref_id", name="time_entries_external_ref_key"),
+    sa.Index("time_entries_consultant_day", "consultant_id", "work_date"),
+    sa.Index("time_entries_project_day", "project_id", "work_date"),
+    sa.Index("time_entries_approver_pending", "approver_id", "create_time",
+             postgresql_where=sa.text("status = 'PENDING_APPROVAL'")),
+)
+
+period_locks = sa.Table(
+    "period_locks",
+    metadata,
+    sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),
+    sa.Column("legal_entity_id", sa.Text, nullable=False, index=True),
+    sa.Column("locked_through", sa.Date, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The master data validation reads, fed by md.* events and by gRPC on a miss.
+md_projection = projection_table(metadata)

@@ -1,0 +1,65 @@
+"""The composition root: the only place that builds engines, clients and publishers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accrue.db import UnitOfWork, create_engine
+from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.migrations import upgrade
+from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.masterdata.v1 import masterdata_service_pb2_grpc
+from accrue.mdprojection import MasterDataReader
+from accrue.runtime.server import Service
+from accrue.services.timekeeping.adapters import tables
+from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
+from accrue.services.timekeeping.entrypoints.consumers import masterdata_subscription
+from accrue.services.timekeeping.entrypoints.grpc_api import TimekeepingServicer
+from accrue.services.timekeeping.service_layer.handlers import Timekeeping
+from accrue.services.timekeeping.settings import TimekeepingSettings
+from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE_NAME = "accrue.timekeeping.v1.TimekeepingService"
+
+
+async def migrate(settings: TimekeepingSettings) -> None:
+    """Bring the timekeeping schema to the newest revision."""
+    await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
+
+
+def build_app(engine: AsyncEngine, reader: MasterDataReader, settings: TimekeepingSettings) -> Timekeeping:
+    """The application service (what the servicer and the tests share)."""
+    return Timekeeping(
+        lambda: TimekeepingUnitOfWork(engine, reader), future_allowance_days=settings.future_allowance_days
+    )
+
+
+async def bootstrap(settings: TimekeepingSettings) -> Service:
+    """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers."""
+    engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
+    channel = grpc.aio.insecure_channel(settings.masterdata_address)
+    reader = MasterDataReader(masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection)
+    backbone = await Backbone.connect(settings.nats_url, "timekeeping", replicas=settings.stream_replicas)
+    servicer = TimekeepingServicer(build_app(engine, reader, settings))
+    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    md_consumer = ConsumerRunner(backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription())
+
+    def register(server: grpc.aio.Server) -> None:
+        timekeeping_service_pb2_grpc.add_TimekeepingServiceServicer_to_server(servicer, server)
+
+    async def close_channel() -> None:
+        await channel.close()
+
+    return Service(
+        name="timekeeping",
+        settings=settings,
+        register=register,
+        service_names=[SERVICE_NAME],
+        background=[relay.run, md_consumer.run],
+        on_stop=[backbone.close, close_channel, engine.dispose],
+        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+    )
