@@ -76,7 +76,10 @@ def _generate(out: Path) -> None:
 def gen() -> None:
     # Only generated files are replaced; accrue/contracts/__init__.py is hand-written.
     for path in GENERATED_ROOT.rglob("*"):
-        if path.is_file() and (path.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")) or path == DESCRIPTOR_SET):
+        if path.is_file() and (
+            path.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"))
+            or path == DESCRIPTOR_SET
+        ):
             path.unlink()
     _generate(OUT)
     print(f"generated {sum(1 for _ in GENERATED_ROOT.rglob('*_pb2*.py'))} modules into {OUT}")
@@ -90,12 +93,18 @@ def check() -> None:
         committed = {
             p.relative_to(OUT)
             for p in GENERATED_ROOT.rglob("*")
-            if p.is_file() and (p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")) or p == DESCRIPTOR_SET)
+            if p.is_file()
+            and (
+                p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"))
+                or p == DESCRIPTOR_SET
+            )
         }
         problems = [f"missing: {p}" for p in sorted(fresh_files - committed)]
         problems += [f"stale (no proto makes it): {p}" for p in sorted(committed - fresh_files)]
         problems += [
-            f"differs: {p}" for p in sorted(fresh_files & committed) if not filecmp.cmp(fresh / p, OUT / p, shallow=False)
+            f"differs: {p}"
+            for p in sorted(fresh_files & committed)
+            if not filecmp.cmp(fresh / p, OUT / p, shallow=False)
         ]
     if problems:
         print("generated contracts are out of date; run `make proto`:\n  " + "\n  ".join(problems))

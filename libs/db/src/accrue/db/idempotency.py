@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from accrue.runtime.grpc_types import Context, Handler
+
+Behavior = Callable[[Any, Context], Awaitable[Any]]
 from accrue.db.unit_of_work import ambient_connection
 from accrue.runtime.errors import FailedPrecondition, InvalidArgument
 
@@ -42,10 +45,9 @@ def idempotency_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def _key_from(context: grpc.aio.ServicerContext) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item.key == METADATA_KEY:
-            value = item.value
+def _key_from(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == METADATA_KEY:
             return value.decode() if isinstance(value, bytes) else value
     return None
 
@@ -59,17 +61,17 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
-        behavior = handler.unary_unary
+        behavior = cast(Behavior, handler.unary_unary)
         serialize = handler.response_serializer
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             key = _key_from(context)
             if key is None:
                 return await behavior(request, context)
@@ -81,7 +83,7 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
             # A replayed response is already bytes; a fresh one is a message.
             if isinstance(response, bytes):
                 return response
-            return serialize(response) if serialize else response.SerializeToString()  # type: ignore[no-any-return]
+            return serialize(response) if serialize else bytes(response.SerializeToString())
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped, request_deserializer=handler.request_deserializer, response_serializer=serialize_or_pass
@@ -92,12 +94,14 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
         key: str,
         method: str,
         request: Any,
-        context: grpc.aio.ServicerContext,
-        behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        context: Context,
+        behavior: Behavior,
         serialize: Callable[[Any], bytes] | None,
     ) -> Any:
         table = self._table
-        request_hash = hashlib.sha256(method.encode() + b"\0" + request.SerializeToString(deterministic=True)).digest()
+        request_hash = hashlib.sha256(
+            method.encode() + b"\0" + request.SerializeToString(deterministic=True)
+        ).digest()
         async with self._engine.connect() as conn, conn.begin():
             claimed = await conn.scalar(
                 insert(table)
@@ -108,7 +112,9 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
             if claimed is None:
                 stored = (
                     await conn.execute(
-                        sa.select(table.c.method, table.c.request_hash, table.c.response).where(table.c.key == key)
+                        sa.select(table.c.method, table.c.request_hash, table.c.response).where(
+                            table.c.key == key
+                        )
                     )
                 ).one()
                 if stored.method != method or stored.request_hash != request_hash:

@@ -16,8 +16,8 @@ from accrue.eventbus.streams import DLQ_STREAM, STREAMS, ensure_consumer, ensure
 
 __all__ = [
     "DLQ_STREAM",
-    "Backbone",
     "STREAMS",
+    "Backbone",
     "ConsumerRunner",
     "Event",
     "Handler",

@@ -120,7 +120,9 @@ class ConsumerRunner:
             except Exception as exc:
                 log.warning("consumer_bind_retry", consumer=sub.durable, error=repr(exc))
                 await asyncio.sleep(1.0)
-        log.info("consumer_started", consumer=sub.durable, stream=sub.stream, subjects=list(sub.filter_subjects))
+        log.info(
+            "consumer_started", consumer=sub.durable, stream=sub.stream, subjects=list(sub.filter_subjects)
+        )
         while True:
             try:
                 messages = await psub.fetch(sub.batch, timeout=1.0)
@@ -170,8 +172,12 @@ class ConsumerRunner:
             f"consume {event_type}",
             context=extract_context(headers),
             kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
-                        "messaging.message.id": event_id, "messaging.consumer.group.name": sub.durable},
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.message.id": event_id,
+                "messaging.consumer.group.name": sub.durable,
+            },
         ):
             try:
                 applied = await self._apply(handler, received)
@@ -207,8 +213,14 @@ class ConsumerRunner:
             await self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
             return
         delay = sub.backoff[min(deliveries - 1, len(sub.backoff) - 1)]
-        log.warning("event_retry", consumer=sub.durable, subject=msg.subject, deliveries=deliveries,
-                    retry_in=delay, error=repr(exc))
+        log.warning(
+            "event_retry",
+            consumer=sub.durable,
+            subject=msg.subject,
+            deliveries=deliveries,
+            retry_in=delay,
+            error=repr(exc),
+        )
         PROCESSED.labels(sub.durable, "retried").inc()
         await msg.nak(delay=delay)
 

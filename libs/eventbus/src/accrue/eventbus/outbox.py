@@ -34,9 +34,13 @@ log = get_logger(__name__)
 PUBLISHED = Counter("accrue_outbox_published_total", "Events moved from the outbox to JetStream.", ["schema"])
 PENDING = Gauge("accrue_outbox_pending_events", "Committed events not yet published.", ["schema"])
 OLDEST = Gauge(
-    "accrue_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished event (0 when none).", ["schema"]
+    "accrue_outbox_oldest_pending_age_seconds",
+    "Age of the oldest unpublished event (0 when none).",
+    ["schema"],
 )
-RELAY_ERRORS = Counter("accrue_outbox_relay_errors_total", "Relay attempts that failed and will be retried.", ["schema"])
+RELAY_ERRORS = Counter(
+    "accrue_outbox_relay_errors_total", "Relay attempts that failed and will be retried.", ["schema"]
+)
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -208,8 +212,16 @@ class OutboxRelay:
         async with self._engine.connect() as conn, conn.begin():
             rows = (
                 await conn.execute(
-                    sa.select(t.c.seq, t.c.event_id, t.c.subject, t.c.event_type, t.c.schema_name, t.c.payload,
-                              t.c.headers, t.c.occurred_at)
+                    sa.select(
+                        t.c.seq,
+                        t.c.event_id,
+                        t.c.subject,
+                        t.c.event_type,
+                        t.c.schema_name,
+                        t.c.payload,
+                        t.c.headers,
+                        t.c.occurred_at,
+                    )
                     .where(t.c.published_at.is_(None))
                     .order_by(t.c.seq)
                     .limit(self._batch_size)
@@ -220,7 +232,8 @@ class OutboxRelay:
                 return 0
             # publish_async sends in order on one connection and collects acks concurrently.
             futures = [
-                await self._js.publish_async(row.subject, bytes(row.payload), headers=_headers(row)) for row in rows
+                await self._js.publish_async(row.subject, bytes(row.payload), headers=_headers(row))
+                for row in rows
             ]
             await asyncio.wait_for(asyncio.gather(*futures), timeout=self._publish_timeout)
             await conn.execute(

@@ -101,21 +101,18 @@ async def reset_consumer(
     info = await js.consumer_info(stream, durable)
     old = info.config
     await js.delete_consumer(stream, durable)
-    if start_sequence is not None:
-        policy, extra = DeliverPolicy.BY_START_SEQUENCE, {"opt_start_seq": start_sequence}
-    elif start_time is not None:
-        policy, extra = DeliverPolicy.BY_START_TIME, {"opt_start_time": start_time.isoformat()}
-    else:
-        policy, extra = DeliverPolicy.ALL, {}
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=policy,
+        deliver_policy=DeliverPolicy.ALL,
         ack_wait=old.ack_wait,
         max_deliver=old.max_deliver,
         max_ack_pending=old.max_ack_pending,
         filter_subject=old.filter_subject,
         filter_subjects=old.filter_subjects,
-        **extra,  # type: ignore[arg-type]
     )
+    if start_sequence is not None:
+        config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, start_sequence
+    elif start_time is not None:
+        config.deliver_policy, config.opt_start_time = DeliverPolicy.BY_START_TIME, start_time
     await js.add_consumer(stream, config)

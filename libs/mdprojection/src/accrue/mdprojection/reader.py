@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import grpc
 import sqlalchemy as sa
@@ -52,43 +53,86 @@ class MasterDataReader:
                 found[missing] = record
         return found
 
-    async def assignments(self, conn: AsyncConnection, project_id: str, consultant_id: str) -> list[md.Assignment]:
+    async def assignments(
+        self, conn: AsyncConnection, project_id: str, consultant_id: str
+    ) -> list[md.Assignment]:
         """The consultant's assignments on the project."""
         store = ProjectionStore(conn, self._table)
         local = [
-            a for a in await store.by_project("assignment", [project_id])
+            a
+            for a in await store.by_project("assignment", [project_id])
             if isinstance(a, md.Assignment) and a.consultant_id == consultant_id
         ]
         if local:
             return local
         reply = await self._call(
-            "ListAssignments", api.ListAssignmentsRequest(project_id=project_id, consultant_id=consultant_id,
-                                                          page_size=1000)
+            "ListAssignments",
+            api.ListAssignmentsRequest(project_id=project_id, consultant_id=consultant_id, page_size=1000),
         )
-        remote = list(reply.assignments) if reply is not None else []
+        remote: list[md.Assignment] = list(getattr(reply, "assignments", []))
         for assignment in remote:
             await store.upsert("assignment", assignment)
         return remote
 
-    async def contract_line(self, conn: AsyncConnection, project_id: str) -> tuple[md.ContractLine | None, str]:
-        """The line billing the project and its contract's currency, or (None, "")."""
+    async def contract_line(
+        self, conn: AsyncConnection, project_id: str
+    ) -> tuple[md.ContractLine, md.Contract] | None:
+        """The line billing the project and its contract, or None."""
         store = ProjectionStore(conn, self._table)
         lines = await store.by_project("contract_line", [project_id])
         if not lines:
-            reply = await self._call("ListContracts", api.ListContractsRequest(project_id=project_id, page_size=10))
-            for contract in reply.contracts if reply is not None else []:
+            reply = await self._call(
+                "ListContracts", api.ListContractsRequest(project_id=project_id, page_size=10)
+            )
+            for contract in getattr(reply, "contracts", []):
                 await store.upsert("contract", contract)
             lines = await store.by_project("contract_line", [project_id])
         if not lines:
-            return None, ""
+            return None
         line = lines[0]
         assert isinstance(line, md.ContractLine)
         contract = await self._contract_of(conn, line)
-        return line, contract.currency if contract is not None else ""
+        return (line, contract) if contract is not None else None
+
+    async def fx_rates(self, conn: AsyncConnection, base: str, quote: str) -> list[md.FxRate]:
+        """Every FX rate for the pair, any date."""
+        return [
+            r
+            for r in await self._all(
+                conn, "fx_rate", "ListFxRates", api.ListFxRatesRequest(base=base, quote=quote)
+            )
+            if isinstance(r, md.FxRate) and r.base == base and r.quote == quote
+        ]
+
+    async def tax_rates(self, conn: AsyncConnection, tax_code: str) -> list[md.TaxRate]:
+        """Every rate of the tax code, any date."""
+        return [
+            r
+            for r in await self._all(
+                conn, "tax_rate", "ListTaxRates", api.ListTaxRatesRequest(tax_code=tax_code)
+            )
+            if isinstance(r, md.TaxRate) and r.tax_code == tax_code
+        ]
+
+    async def _all(self, conn: AsyncConnection, kind: str, method: str, request: Message) -> list[Message]:
+        """Small reference kinds: the local copy, or master data's list when there is none yet."""
+        store = ProjectionStore(conn, self._table)
+        local = await store.all(kind)
+        matching = [r for r in local if _matches(r, request)]
+        if matching:
+            return matching
+        request.page_size = 1000  # type: ignore[attr-defined]
+        reply = await self._call(method, request)
+        remote = list(getattr(reply, f"{kind}s")) if reply is not None else []
+        for record in remote:
+            await store.upsert(kind, record)
+        return remote
 
     async def _contract_of(self, conn: AsyncConnection, line: md.ContractLine) -> md.Contract | None:
         t = self._table
-        parent = await conn.scalar(sa.select(t.c.parent_id).where(t.c.kind == "contract_line", t.c.id == line.id))
+        parent = await conn.scalar(
+            sa.select(t.c.parent_id).where(t.c.kind == "contract_line", t.c.id == line.id)
+        )
         if parent is None:
             return None
         found = await self.records(conn, "contract", [parent])
@@ -98,7 +142,7 @@ class MasterDataReader:
     async def _fetch(self, kind: str, record_id: str) -> Message | None:
         method, request_cls = _GETTERS[kind]
         reply = await self._call(method, request_cls(id=record_id))
-        return getattr(reply, kind) if reply is not None else None  # type: ignore[no-any-return]
+        return cast(Message, getattr(reply, kind)) if reply is not None else None
 
     async def _call(self, method: str, request: Message) -> Message | None:
         try:
@@ -109,3 +153,12 @@ class MasterDataReader:
             log.warning("masterdata_unavailable", method=method, code=exc.code().name, details=exc.details())
             raise Unavailable(f"master data did not answer {method}: {exc.details()}") from exc
         return reply
+
+
+def _matches(record: Message, request: Message) -> bool:
+    """True when record has every non-empty filter field of request (base, quote, tax_code)."""
+    for field in ("base", "quote", "tax_code"):
+        wanted = getattr(request, field, "")
+        if wanted and getattr(record, field, None) != wanted:
+            return False
+    return True

@@ -56,7 +56,9 @@ def _version(record: Message) -> int:
 def _keys(kind: str, record: Any) -> dict[str, Any]:
     return {
         "project_id": record.id if kind == "project" else getattr(record, "project_id", None) or None,
-        "consultant_id": record.id if kind == "consultant" else getattr(record, "consultant_id", None) or None,
+        "consultant_id": record.id
+        if kind == "consultant"
+        else getattr(record, "consultant_id", None) or None,
     }
 
 
@@ -117,7 +119,9 @@ class ProjectionStore:
         if not wanted:
             return {}
         t = self._table
-        rows = await self._conn.execute(sa.select(t.c.id, t.c.payload).where(t.c.kind == kind, t.c.id.in_(wanted)))
+        rows = await self._conn.execute(
+            sa.select(t.c.id, t.c.payload).where(t.c.kind == kind, t.c.id.in_(wanted))
+        )
         cls = MESSAGES[kind]
         return {row.id: cls.FromString(row.payload) for row in rows}
 

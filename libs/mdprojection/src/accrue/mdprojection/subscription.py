@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from google.protobuf.message import Message
 
 from accrue.db import UnitOfWork
-from accrue.events.v1 import masterdata_events_pb2 as ev
 from accrue.eventbus import Handler, Received, Subscription
+from accrue.events.v1 import masterdata_events_pb2 as ev
 from accrue.mdprojection.store import ProjectionStore
 
 # Event message per kind; the record is the event's only field, named like the kind.

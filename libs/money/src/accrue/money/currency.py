@@ -14,9 +14,21 @@ _TWO_DECIMALS = frozenset(
     TMT TOP TRY TTD TWD TZS UAH USD UYU UZS VES WST XCD XCG YER ZAR ZMW ZWG
     """.split()
 )
-_ZERO_DECIMALS = frozenset("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split())
-_THREE_DECIMALS = frozenset("BHD IQD JOD KWD LYD OMR TND".split())
-_FOUR_DECIMALS = frozenset("CLF UYW".split())
+_ZERO_DECIMALS = frozenset(
+    """
+    BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF
+    """.split()
+)
+_THREE_DECIMALS = frozenset(
+    """
+    BHD IQD JOD KWD LYD OMR TND
+    """.split()
+)
+_FOUR_DECIMALS = frozenset(
+    """
+    CLF UYW
+    """.split()
+)
 
 _MINOR_UNITS: dict[str, int] = {
     **dict.fromkeys(_TWO_DECIMALS, 2),

@@ -24,7 +24,7 @@ def parse_decimal(value: str) -> Decimal:
         raise DecimalError("must not have surrounding spaces")
     match = _DECIMAL.match(text)
     if match is None:
-        raise DecimalError(f"{value!r} is not a decimal number like \"1234.50\"")
+        raise DecimalError(f'{value!r} is not a decimal number like "1234.50"')
     digits = len(match.group(1).lstrip("0")) + len((match.group(2) or "")[1:])
     if digits > MAX_DIGITS:
         raise DecimalError(f"has more than {MAX_DIGITS} significant digits")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import grpc
-
 from accrue.runtime.errors import InvalidArgument, Violation
+from accrue.runtime.grpc_types import Context
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Principal:
     legal_entity_ids: frozenset[str] = field(default_factory=frozenset)
 
 
-def acting_principal(context: grpc.aio.ServicerContext, named_in_request: str, field_name: str) -> Principal:
+def acting_principal(context: Context, named_in_request: str, field_name: str) -> Principal:
     """The principal acting on this call; today, the subject the request names in field_name."""
     del context  # will carry the verified principal once tokens do
     if not named_in_request:

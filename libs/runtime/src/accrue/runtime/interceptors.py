@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
 from accrue.runtime.errors import DomainError
+from accrue.runtime.grpc_types import Context, Handler
 from accrue.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -20,7 +21,9 @@ log = get_logger(__name__)
 # Names follow go-grpc-prometheus, which every gRPC dashboard already knows.
 STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", ["grpc_service", "grpc_method"])
 HANDLED = Counter(
-    "grpc_server_handled_total", "RPCs completed on the server, by status code.", ["grpc_service", "grpc_method", "grpc_code"]
+    "grpc_server_handled_total",
+    "RPCs completed on the server, by status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
 )
 LATENCY = Histogram(
     "grpc_server_handling_seconds",
@@ -36,7 +39,9 @@ def status_for(exc: DomainError) -> status_pb2.Status:
     if exc.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.message, reason=v.code)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.message, reason=v.code
+                )
                 for v in exc.violations
             ]
         )
@@ -55,24 +60,23 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Behavior = Callable[[Any, Context], Awaitable[Any]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Maps DomainError to its status (anything else to INTERNAL) and records RED metrics."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         service, method = _split(handler_call_details.method)
-        behavior: Behavior = handler.unary_unary
+        behavior = cast(Behavior, handler.unary_unary)
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             STARTED.labels(service, method).inc()
             start = time.perf_counter()
             code = "OK"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from accrue.runtime.server import Service, serve
 from accrue.runtime.settings import ServiceSettings, load_settings
@@ -20,7 +20,7 @@ def run_service(
     name: str,
     settings_cls: type[S],
     bootstrap: Callable[[S], Awaitable[Service]],
-    migrate: Callable[[S], Awaitable[None]] | None = None,
+    migrate: Callable[[S], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Read settings once, then serve (default) or migrate and exit."""
     command = sys.argv[1] if len(sys.argv) > 1 else "serve"

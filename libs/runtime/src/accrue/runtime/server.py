@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +25,7 @@ from accrue.telemetry import MetricsServer, get_logger, start_metrics_server
 
 log = get_logger(__name__)
 
-Background = Callable[[], Awaitable[None]]
+Background = Callable[[], Coroutine[Any, Any, None]]
 Closer = Callable[[], Awaitable[None]]
 
 
@@ -73,7 +74,11 @@ async def start(service: Service) -> RunningService:
     """Start serving gRPC (and /metrics) and launch the background tasks."""
     settings = service.settings
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), ErrorAndMetricsInterceptor(), *service.interceptors],
+        interceptors=[
+            aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            ErrorAndMetricsInterceptor(),
+            *service.interceptors,
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     service.register(server)
@@ -84,7 +89,11 @@ async def start(service: Service) -> RunningService:
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:
         raise RuntimeError(f"could not bind gRPC to {settings.grpc_host}:{settings.grpc_port}")
-    metrics = start_metrics_server(settings.metrics_host, settings.metrics_port) if settings.metrics_port >= 0 else None
+    metrics = (
+        start_metrics_server(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port >= 0
+        else None
+    )
     await server.start()
     running = RunningService(service, server, health_servicer, port, metrics)
     for name in ("", *service.service_names):

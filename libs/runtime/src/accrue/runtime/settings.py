@@ -58,5 +58,7 @@ def load_settings(cls: type[S]) -> S:
         return cls()
     except ValidationError as exc:
         prefix = str(cls.model_config.get("env_prefix", ""))
-        print(f"accrue: invalid configuration for {cls.__name__}:\n{describe_errors(exc, prefix)}", file=sys.stderr)  # noqa: T201
+        # Settings fail before logging is configured, so this goes straight to stderr.
+        message = f"accrue: invalid configuration for {cls.__name__}:\n{describe_errors(exc, prefix)}"
+        print(message, file=sys.stderr)  # noqa: T201
         raise SystemExit(2) from None

@@ -98,7 +98,9 @@ class Violations:
             self.add(field, "INVALID_DATE", f"{field} must be a real date as YYYY-MM-DD, got {value!r}")
             return None
 
-    def date_range(self, start_field: str, start: dt.date | None, end_field: str, end: dt.date | None) -> None:
+    def date_range(
+        self, start_field: str, start: dt.date | None, end_field: str, end: dt.date | None
+    ) -> None:
         """end, when given, is not before start."""
         if start is not None and end is not None and end < start:
             self.add(end_field, "INVALID_RANGE", f"{end_field} ({end}) is before {start_field} ({start})")

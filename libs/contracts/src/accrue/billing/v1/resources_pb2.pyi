@@ -104,6 +104,8 @@ class _BillingExceptionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     """The ERP refused or failed to take the invoice."""
     BILLING_EXCEPTION_KIND_MISSING_CONTRACT: _BillingExceptionKind.ValueType  # 5
     """Approved time on a project without a contract line."""
+    BILLING_EXCEPTION_KIND_MISSING_TAX_RATE: _BillingExceptionKind.ValueType  # 6
+    """A line's tax code has no rate effective on the period end."""
 
 class BillingExceptionKind(_BillingExceptionKind, metaclass=_BillingExceptionKindEnumTypeWrapper):
     """BillingExceptionKind is why work could not be billed as is."""
@@ -120,6 +122,8 @@ BILLING_EXCEPTION_KIND_ERP_POST_FAILED: BillingExceptionKind.ValueType  # 4
 """The ERP refused or failed to take the invoice."""
 BILLING_EXCEPTION_KIND_MISSING_CONTRACT: BillingExceptionKind.ValueType  # 5
 """Approved time on a project without a contract line."""
+BILLING_EXCEPTION_KIND_MISSING_TAX_RATE: BillingExceptionKind.ValueType  # 6
+"""A line's tax code has no rate effective on the period end."""
 Global___BillingExceptionKind: _TypeAlias = BillingExceptionKind  # noqa: Y015
 
 class _BillingExceptionStatus:

@@ -42,11 +42,15 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers."""
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
     channel = grpc.aio.insecure_channel(settings.masterdata_address)
-    reader = MasterDataReader(masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection)
+    reader = MasterDataReader(
+        masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
+    )
     backbone = await Backbone.connect(settings.nats_url, "timekeeping", replicas=settings.stream_replicas)
     servicer = TimekeepingServicer(build_app(engine, reader, settings))
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
-    md_consumer = ConsumerRunner(backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription())
+    md_consumer = ConsumerRunner(
+        backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()
+    )
 
     def register(server: grpc.aio.Server) -> None:
         timekeeping_service_pb2_grpc.add_TimekeepingServiceServicer_to_server(servicer, server)

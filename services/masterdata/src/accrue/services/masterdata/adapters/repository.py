@@ -36,7 +36,7 @@ def body_of(record: Message) -> dict[str, Any]:
     copy = type(record)()
     copy.CopyFrom(record)
     for name in SERVER_FIELDS:
-        copy.ClearField(name)  # type: ignore[arg-type]
+        copy.ClearField(name)
     return json_format.MessageToDict(copy, preserving_proto_field_name=True)
 
 
@@ -216,7 +216,7 @@ class RecordRepository:
                 )
             )
 
-    async def list(
+    async def page(
         self, kind: Kind, filters: Mapping[str, Any], page_size: int, after: tuple[str, str] | None
     ) -> list[Message]:
         """A page of records matching filters (column → value), in (code, id) order."""

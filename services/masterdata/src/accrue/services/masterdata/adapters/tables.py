@@ -101,7 +101,9 @@ assignments = _record(
     sa.Column("end_date", sa.Date, nullable=True),
     has_code=False,
 )
-opportunities = _record("opportunities", _fk("customer_id", "customers"), _fk("legal_entity_id", "legal_entities"), has_code=False)
+opportunities = _record(
+    "opportunities", _fk("customer_id", "customers"), _fk("legal_entity_id", "legal_entities"), has_code=False
+)
 fx_rates = _record(
     "fx_rates",
     sa.Column("base", sa.Text, nullable=False),

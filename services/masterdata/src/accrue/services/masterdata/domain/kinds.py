@@ -8,6 +8,7 @@ every violation it finds (field path, stable code, sentence) rather than stoppin
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,7 +56,11 @@ def _validate_legal_entity(m: md.LegalEntity, v: Violations) -> None:
     v.required("name", m.name)
     v.currency("base_currency", m.base_currency)
     if m.country and (len(m.country) != 2 or not m.country.isalpha() or not m.country.isupper()):
-        v.add("country", "INVALID_COUNTRY", f"country must be an ISO 3166-1 alpha-2 code like \"GB\", got {m.country!r}")
+        v.add(
+            "country",
+            "INVALID_COUNTRY",
+            f'country must be an ISO 3166-1 alpha-2 code like "GB", got {m.country!r}',
+        )
 
 
 def _validate_customer(m: md.Customer, v: Violations) -> None:
@@ -77,8 +82,13 @@ def _validate_consultant(m: md.Consultant, v: Violations) -> None:
     v.required("labor_category_id", m.labor_category_id)
     if m.email and ("@" not in m.email or " " in m.email):
         v.add("email", "INVALID_EMAIL", f"email must be an e-mail address, got {m.email!r}")
-    v.decimal("weekly_capacity_hours", m.weekly_capacity_hours, required=False, minimum=Decimal(0),
-              maximum=Decimal(168))
+    v.decimal(
+        "weekly_capacity_hours",
+        m.weekly_capacity_hours,
+        required=False,
+        minimum=Decimal(0),
+        maximum=Decimal(168),
+    )
     v.decimal("cost_rate", m.cost_rate, required=False, minimum=Decimal(0))
     start = v.date("active_from", m.active_from)
     end = v.date("active_to", m.active_to, required=False)
@@ -117,10 +127,13 @@ def _validate_rate_card(m: md.RateCard, v: Violations) -> None:
     # Two entries for the same key in effect on the same day would make the price ambiguous.
     for ranges in spans.values():
         ranges.sort(key=lambda r: r[0])
-        for (_, end_a, i), (start_b, _, j) in zip(ranges, ranges[1:], strict=False):
+        for (_, end_a, i), (start_b, _, j) in itertools.pairwise(ranges):
             if end_a is None or start_b <= end_a:
-                v.add(f"rates[{j}].effective_from", "OVERLAPPING_RATES",
-                      f"rates[{j}] overlaps rates[{i}] for the same labor category and consultant")
+                v.add(
+                    f"rates[{j}].effective_from",
+                    "OVERLAPPING_RATES",
+                    f"rates[{j}] overlaps rates[{i}] for the same labor category and consultant",
+                )
 
 
 def _rate_card_refs(m: md.RateCard) -> Iterator[Reference]:
@@ -139,13 +152,17 @@ def _validate_contract(m: md.Contract, v: Violations) -> None:
     for i, line in enumerate(m.lines):
         lv = v.nested(f"lines[{i}]")
         if lv.required("project_id", line.project_id) and line.project_id in seen:
-            lv.add("project_id", "DUPLICATE_PROJECT", f"the project is already on lines[{seen[line.project_id]}]")
+            lv.add(
+                "project_id", "DUPLICATE_PROJECT", f"the project is already on lines[{seen[line.project_id]}]"
+            )
         seen.setdefault(line.project_id, i)
         model = line.billing_model
         if model == md.BILLING_MODEL_UNSPECIFIED:
             lv.add("billing_model", "REQUIRED", "billing_model is required")
         if model in (md.BILLING_MODEL_TIME_AND_MATERIALS, md.BILLING_MODEL_CAPPED) and not line.rate_card_id:
-            lv.add("rate_card_id", "REQUIRED", "rate_card_id is required for time-and-materials and capped lines")
+            lv.add(
+                "rate_card_id", "REQUIRED", "rate_card_id is required for time-and-materials and capped lines"
+            )
         if model == md.BILLING_MODEL_CAPPED:
             lv.decimal("cap_amount", line.cap_amount, minimum=Decimal(0), exclusive_minimum=True)
         elif line.cap_amount:
@@ -192,7 +209,9 @@ def _validate_opportunity(m: md.Opportunity, v: Violations) -> None:
     v.decimal("probability", m.probability, minimum=Decimal(0), maximum=Decimal(1))
     v.date("expected_start", m.expected_start)
     if m.duration_months < 1:
-        v.add("duration_months", "OUT_OF_RANGE", f"duration_months must be at least 1, got {m.duration_months}")
+        v.add(
+            "duration_months", "OUT_OF_RANGE", f"duration_months must be at least 1, got {m.duration_months}"
+        )
 
 
 def _validate_fx_rate(m: md.FxRate, v: Violations) -> None:
@@ -217,25 +236,84 @@ def _none(_: Any) -> Iterator[Reference]:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("legal_entity", "legal_entities", md.LegalEntity, ev.LegalEntityUpserted, _validate_legal_entity, _none),
-        Kind("customer", "customers", md.Customer, ev.CustomerUpserted, _validate_customer,
-             _refs(("legal_entity_id", "legal_entity"))),
-        Kind("labor_category", "labor_categories", md.LaborCategory, ev.LaborCategoryUpserted,
-             _validate_labor_category, _none),
-        Kind("consultant", "consultants", md.Consultant, ev.ConsultantUpserted, _validate_consultant,
-             _refs(("legal_entity_id", "legal_entity"), ("labor_category_id", "labor_category"),
-                   ("manager_id", "consultant"))),
-        Kind("project", "projects", md.Project, ev.ProjectUpserted, _validate_project,
-             _refs(("customer_id", "customer"), ("legal_entity_id", "legal_entity"), ("manager_id", "consultant"))),
-        Kind("rate_card", "rate_cards", md.RateCard, ev.RateCardUpserted, _validate_rate_card, _rate_card_refs),
+        Kind(
+            "legal_entity",
+            "legal_entities",
+            md.LegalEntity,
+            ev.LegalEntityUpserted,
+            _validate_legal_entity,
+            _none,
+        ),
+        Kind(
+            "customer",
+            "customers",
+            md.Customer,
+            ev.CustomerUpserted,
+            _validate_customer,
+            _refs(("legal_entity_id", "legal_entity")),
+        ),
+        Kind(
+            "labor_category",
+            "labor_categories",
+            md.LaborCategory,
+            ev.LaborCategoryUpserted,
+            _validate_labor_category,
+            _none,
+        ),
+        Kind(
+            "consultant",
+            "consultants",
+            md.Consultant,
+            ev.ConsultantUpserted,
+            _validate_consultant,
+            _refs(
+                ("legal_entity_id", "legal_entity"),
+                ("labor_category_id", "labor_category"),
+                ("manager_id", "consultant"),
+            ),
+        ),
+        Kind(
+            "project",
+            "projects",
+            md.Project,
+            ev.ProjectUpserted,
+            _validate_project,
+            _refs(
+                ("customer_id", "customer"), ("legal_entity_id", "legal_entity"), ("manager_id", "consultant")
+            ),
+        ),
+        Kind(
+            "rate_card", "rate_cards", md.RateCard, ev.RateCardUpserted, _validate_rate_card, _rate_card_refs
+        ),
         Kind("contract", "contracts", md.Contract, ev.ContractUpserted, _validate_contract, _contract_refs),
-        Kind("milestone", "milestones", md.Milestone, ev.MilestoneUpserted, _validate_milestone,
-             _refs(("contract_line_id", "contract_line"))),
-        Kind("assignment", "assignments", md.Assignment, ev.AssignmentUpserted, _validate_assignment,
-             _refs(("project_id", "project"), ("consultant_id", "consultant"),
-                   ("labor_category_id", "labor_category"))),
-        Kind("opportunity", "opportunities", md.Opportunity, ev.OpportunityUpserted, _validate_opportunity,
-             _refs(("customer_id", "customer"), ("legal_entity_id", "legal_entity"))),
+        Kind(
+            "milestone",
+            "milestones",
+            md.Milestone,
+            ev.MilestoneUpserted,
+            _validate_milestone,
+            _refs(("contract_line_id", "contract_line")),
+        ),
+        Kind(
+            "assignment",
+            "assignments",
+            md.Assignment,
+            ev.AssignmentUpserted,
+            _validate_assignment,
+            _refs(
+                ("project_id", "project"),
+                ("consultant_id", "consultant"),
+                ("labor_category_id", "labor_category"),
+            ),
+        ),
+        Kind(
+            "opportunity",
+            "opportunities",
+            md.Opportunity,
+            ev.OpportunityUpserted,
+            _validate_opportunity,
+            _refs(("customer_id", "customer"), ("legal_entity_id", "legal_entity")),
+        ),
         Kind("fx_rate", "fx_rates", md.FxRate, ev.FxRateUpserted, _validate_fx_rate, _none),
         Kind("tax_rate", "tax_rates", md.TaxRate, ev.TaxRateUpserted, _validate_tax_rate, _none),
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
 from accrue.money import format_decimal
+from accrue.runtime.grpc_types import Context
 from accrue.services.masterdata.domain.kinds import KINDS, Kind
 from accrue.services.masterdata.service_layer.handlers import MasterData
 from accrue.type.v1 import types_pb2
@@ -27,7 +27,7 @@ _OUTCOMES = {
     "REJECTED": api.UPSERT_OUTCOME_REJECTED,
 }
 
-Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Message]]
+Method = Callable[[Any, Any, Context], Awaitable[Message]]
 
 
 def _pascal(snake: str) -> str:
@@ -57,24 +57,28 @@ def _methods(kind: Kind) -> dict[str, Method]:
     upsert_response = getattr(api, f"BatchUpsert{plural}Response")
     upsert_result = getattr(api, f"{singular}UpsertResult")
 
-    async def create(self: MasterDataServicer, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def create(self: MasterDataServicer, request: Any, context: Context) -> Message:
         record = await self.app.create(kind, getattr(request, kind.name))
         return create_response(**{kind.name: record})  # type: ignore[no-any-return]
 
-    async def get(self: MasterDataServicer, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def get(self: MasterDataServicer, request: Any, context: Context) -> Message:
         return get_response(**{kind.name: await self.app.get(kind, request.id)})  # type: ignore[no-any-return]
 
-    async def list_(self: MasterDataServicer, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        records, token = await self.app.list(kind, _filters(request), request.page_size, request.page_token)
+    async def list_(self: MasterDataServicer, request: Any, context: Context) -> Message:
+        records, token = await self.app.list_records(
+            kind, _filters(request), request.page_size, request.page_token
+        )
         return list_response(**{kind.plural: records, "next_page_token": token})  # type: ignore[no-any-return]
 
-    async def upsert(self: MasterDataServicer, request: Any, context: grpc.aio.ServicerContext) -> Message:
+    async def upsert(self: MasterDataServicer, request: Any, context: Context) -> Message:
         results = await self.app.batch_upsert(kind, list(getattr(request, kind.plural)))
         return upsert_response(  # type: ignore[no-any-return]
             results=[
                 upsert_result(
                     outcome=_OUTCOMES[r.outcome],
-                    reasons=[types_pb2.Violation(field=v.field, code=v.code, message=v.message) for v in r.reasons],
+                    reasons=[
+                        types_pb2.Violation(field=v.field, code=v.code, message=v.message) for v in r.reasons
+                    ],
                     **({kind.name: r.record} if r.record is not None else {}),
                 )
                 for r in results
@@ -95,9 +99,7 @@ class MasterDataServicer(api_grpc.MasterDataServiceServicer):
     def __init__(self, app: MasterData) -> None:
         self.app = app
 
-    async def ResolveRate(  # noqa: N802 - the generated base class names it
-        self, request: api.ResolveRateRequest, context: grpc.aio.ServicerContext
-    ) -> api.ResolveRateResponse:
+    async def ResolveRate(self, request: api.ResolveRateRequest, context: Context) -> api.ResolveRateResponse:
         found = await self.app.resolve_rate(
             request.project_id, request.consultant_id, request.labor_category_id, request.date
         )

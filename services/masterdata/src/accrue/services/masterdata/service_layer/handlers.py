@@ -63,6 +63,11 @@ class RateResolution:
     line: md.ContractLine
 
 
+def _ref(record: Message) -> tuple[str, str]:
+    ref = getattr(record, "external_ref")  # noqa: B009 - every kind has one; Message does not say so
+    return ref.system, ref.id
+
+
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -72,7 +77,7 @@ def _prepare(kind: Kind, resource: Message) -> Message:
     record = kind.message()
     record.CopyFrom(resource)
     for name in ("id", "etag", "create_time", "update_time"):
-        record.ClearField(name)  # type: ignore[arg-type]
+        record.ClearField(name)
     if isinstance(record, md.Milestone) and record.status == md.MILESTONE_STATUS_UNSPECIFIED:
         record.status = md.MILESTONE_STATUS_PENDING
     if isinstance(record, md.Assignment) and not record.HasField("billable"):
@@ -83,13 +88,18 @@ def _prepare(kind: Kind, resource: Message) -> Message:
 def _assign_child_ids(record: Message, previous: Message | None) -> None:
     """Give rate entries and contract lines ids, keeping those of unchanged children."""
     if isinstance(record, md.RateCard):
-        old = {(e.labor_category_id, e.consultant_id, e.effective_from): e.id for e in getattr(previous, "rates", [])}
+        old = {
+            (e.labor_category_id, e.consultant_id, e.effective_from): e.id
+            for e in getattr(previous, "rates", [])
+        }
         for entry in record.rates:
-            entry.id = old.get((entry.labor_category_id, entry.consultant_id, entry.effective_from)) or _new_id()
+            entry.id = (
+                old.get((entry.labor_category_id, entry.consultant_id, entry.effective_from)) or _new_id()
+            )
     elif isinstance(record, md.Contract):
-        old = {line.project_id: line.id for line in getattr(previous, "lines", [])}
+        old_lines = {line.project_id: line.id for line in getattr(previous, "lines", [])}
         for line in record.lines:
-            line.id = old.get(line.project_id) or _new_id()
+            line.id = old_lines.get(line.project_id) or _new_id()
 
 
 class MasterData:
@@ -139,22 +149,26 @@ class MasterData:
             raise NotFound(f"no {kind.name.replace('_', ' ')} with id {record_id!r}", reason="NOT_FOUND")
         return record
 
-    async def list(
+    async def list_records(
         self, kind: Kind, filters: Mapping[str, Any], page_size: int, page_token: str
     ) -> tuple[list[Message], str]:
         """A page of records and the token of the next page ("" on the last)."""
         if page_size < 0:
-            raise InvalidArgument("page_size must not be negative",
-                                  [Violation("page_size", "OUT_OF_RANGE", "page_size must not be negative")])
+            raise InvalidArgument(
+                "page_size must not be negative",
+                [Violation("page_size", "OUT_OF_RANGE", "page_size must not be negative")],
+            )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = None
         if page_token:
             after = decode_page_token(page_token)
             if after is None:
-                raise InvalidArgument("page_token is not valid",
-                                      [Violation("page_token", "INVALID_PAGE_TOKEN", "page_token is not one we issued")])
+                raise InvalidArgument(
+                    "page_token is not valid",
+                    [Violation("page_token", "INVALID_PAGE_TOKEN", "page_token is not one we issued")],
+                )
         async with self._uow() as uow:
-            records = await uow.records.list(kind, filters, size + 1, after)
+            records = await uow.records.page(kind, filters, size + 1, after)
         if len(records) <= size:
             return records, ""
         records = records[:size]
@@ -169,8 +183,10 @@ class MasterData:
         Re-sending the same batch changes nothing and publishes nothing (UNCHANGED).
         """
         if len(rows) > MAX_BATCH:
-            raise InvalidArgument(f"a batch holds at most {MAX_BATCH} rows, got {len(rows)}",
-                                  [Violation(kind.plural, "BATCH_TOO_LARGE", f"at most {MAX_BATCH} rows")])
+            raise InvalidArgument(
+                f"a batch holds at most {MAX_BATCH} rows, got {len(rows)}",
+                [Violation(kind.plural, "BATCH_TOO_LARGE", f"at most {MAX_BATCH} rows")],
+            )
         records = [_prepare(kind, row) for row in rows]
         checks = [Violations() for _ in records]
         results: list[UpsertResult | None] = [None] * len(records)
@@ -178,10 +194,17 @@ class MasterData:
         for i, (record, v) in enumerate(zip(records, checks, strict=True)):
             ref = record.external_ref  # type: ignore[attr-defined]
             if not ref.system or not ref.id:
-                v.add("external_ref", "REQUIRED", "external_ref.system and external_ref.id are required to upsert")
+                v.add(
+                    "external_ref",
+                    "REQUIRED",
+                    "external_ref.system and external_ref.id are required to upsert",
+                )
             elif (ref.system, ref.id) in seen_refs:
-                v.add("external_ref", "DUPLICATE_IN_BATCH",
-                      f"the same external_ref is on row {seen_refs[(ref.system, ref.id)]}")
+                v.add(
+                    "external_ref",
+                    "DUPLICATE_IN_BATCH",
+                    f"the same external_ref is on row {seen_refs[(ref.system, ref.id)]}",
+                )
             else:
                 seen_refs[(ref.system, ref.id)] = i
             kind.validate(record, v)
@@ -189,11 +212,13 @@ class MasterData:
         now = self._clock()
         async with self._uow() as uow:
             existing = await uow.records.by_external_refs(kind, seen_refs)
-            previous = [
-                existing.get((r.external_ref.system, r.external_ref.id)) for r in records  # type: ignore[attr-defined]
-            ]
+            previous = [existing.get(_ref(r)) for r in records]
             await self._check_database_rules(
-                uow, kind, records, checks, existing_ids=[p[0].id if p else None for p in previous]  # type: ignore[attr-defined]
+                uow,
+                kind,
+                records,
+                checks,
+                existing_ids=[p[0].id if p else None for p in previous],  # type: ignore[attr-defined]
             )
             inserts: list[Message] = []
             for i, (record, v, prev) in enumerate(zip(records, checks, previous, strict=True)):
@@ -215,7 +240,9 @@ class MasterData:
                 if not await uow.records.update(kind, record, version, now):
                     results[i] = UpsertResult(
                         Outcome.REJECTED,
-                        reasons=[Violation("", "CONCURRENT_UPDATE", "the record changed during the batch; resend")],
+                        reasons=[
+                            Violation("", "CONCURRENT_UPDATE", "the record changed during the batch; resend")
+                        ],
                     )
                     continue
                 results[i] = UpsertResult(Outcome.UPDATED, record)
@@ -224,7 +251,9 @@ class MasterData:
                 if result is not None and result.outcome in (Outcome.CREATED, Outcome.UPDATED):
                     assert result.record is not None
                     record_id = result.record.id  # type: ignore[attr-defined]
-                    uow.events.add(Event(kind.event_type, record_id, kind.event(**{kind.name: result.record})))
+                    uow.events.add(
+                        Event(kind.event_type, record_id, kind.event(**{kind.name: result.record}))
+                    )
             await uow.commit()
         return [r for r in results if r is not None]
 
@@ -244,7 +273,9 @@ class MasterData:
         for refs in per_record:
             for _, target, ref_id in refs:
                 wanted.setdefault(target, set()).add(ref_id)
-        found = {target: await uow.records.existing_ids(_REF_TABLE[target], ids) for target, ids in wanted.items()}
+        found = {
+            target: await uow.records.existing_ids(_REF_TABLE[target], ids) for target, ids in wanted.items()
+        }
         for refs, v in zip(per_record, checks, strict=True):
             for path, target, ref_id in refs:
                 if ref_id not in found[target]:
@@ -254,7 +285,11 @@ class MasterData:
         owners = await uow.records.code_owners(kind, codes)
         for code, own_id, v in zip(codes, existing_ids, checks, strict=True):
             if code and code in owners and owners[code] != own_id:
-                v.add("code", "CODE_TAKEN", f"code {code!r} belongs to {kind.name.replace('_', ' ')} {owners[code]}")
+                v.add(
+                    "code",
+                    "CODE_TAKEN",
+                    f"code {code!r} belongs to {kind.name.replace('_', ' ')} {owners[code]}",
+                )
 
         if kind.name == "contract":
             project_ids = [line.project_id for r in records for line in r.lines]  # type: ignore[attr-defined]
@@ -263,8 +298,11 @@ class MasterData:
                 for i, line in enumerate(record.lines):  # type: ignore[attr-defined]
                     other = on_lines.get(line.project_id)
                     if other is not None and other != own_id:
-                        v.add(f"lines[{i}].project_id", "PROJECT_ON_OTHER_CONTRACT",
-                              f"the project is already billed under contract {other}")
+                        v.add(
+                            f"lines[{i}].project_id",
+                            "PROJECT_ON_OTHER_CONTRACT",
+                            f"the project is already billed under contract {other}",
+                        )
 
     # -- rates -----------------------------------------------------------------------------
 
@@ -287,8 +325,9 @@ class MasterData:
                 raise NotFound("the project is not on any contract line", reason="NO_CONTRACT_LINE")
             contract, line = found
             if not line.rate_card_id:
+                model = md.BillingModel.Name(line.billing_model)
                 raise NotFound(
-                    f"the project's contract line is {md.BillingModel.Name(line.billing_model)} and has no rate card",
+                    f"the project's contract line is {model} and has no rate card",
                     reason="NO_RATE_CARD",
                 )
             card = await uow.records.get(KINDS["rate_card"], line.rate_card_id)
@@ -317,4 +356,3 @@ def rate_entry(entry: md.RateCardEntry) -> RateEntry:
         effective_from=dt.date.fromisoformat(entry.effective_from),
         effective_to=dt.date.fromisoformat(entry.effective_to) if entry.effective_to else None,
     )
-

@@ -92,9 +92,11 @@ class FactsLoader:
         return self._pricing[project_id]
 
     async def _load_pricing(self, project_id: str) -> PricingFacts | None:
-        line, currency = await self._reader.contract_line(self._conn, project_id)
-        if line is None:
+        found = await self._reader.contract_line(self._conn, project_id)
+        if found is None:
             return None
+        line, contract = found
+        currency = contract.currency
         model = _strip("BILLING_MODEL_", md.BillingModel.Name(line.billing_model))
         rates: tuple[RateEntry, ...] = ()
         if line.rate_card_id:

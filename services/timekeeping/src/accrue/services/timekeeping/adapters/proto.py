@@ -29,7 +29,9 @@ def to_proto(entry: TimeEntry) -> tk.TimeEntry:
         billable=entry.billable,
         notes=sub.notes,
         status=_STATUS[entry.status],
-        violations=[types_pb2.Violation(field=v.field, code=v.code, message=v.message) for v in entry.violations],
+        violations=[
+            types_pb2.Violation(field=v.field, code=v.code, message=v.message) for v in entry.violations
+        ],
         approver_id=entry.approver_id,
         invoice_id=entry.invoice_id,
         legal_entity_id=entry.legal_entity_id,
@@ -40,7 +42,9 @@ def to_proto(entry: TimeEntry) -> tk.TimeEntry:
     if sub.external_ref:
         msg.external_ref.system, msg.external_ref.id = sub.external_ref
     if entry.rate is not None:
-        msg.indicative_rate.CopyFrom(types_pb2.Money(currency=entry.rate_currency, amount=format_decimal(entry.rate)))
+        msg.indicative_rate.CopyFrom(
+            types_pb2.Money(currency=entry.rate_currency, amount=format_decimal(entry.rate))
+        )
     _set_time(msg, "approve_time", entry.approve_time)
     _set_time(msg, "create_time", entry.create_time)
     _set_time(msg, "update_time", entry.update_time)

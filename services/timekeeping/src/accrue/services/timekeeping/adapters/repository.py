@@ -103,7 +103,9 @@ class TimeEntryRepository:
 
     async def replace(self, entry: TimeEntry) -> None:
         """Overwrite an entry (a rejected one resubmitted under its external_ref)."""
-        await self._conn.execute(sa.update(time_entries).where(time_entries.c.id == entry.id).values(_row(entry)))
+        await self._conn.execute(
+            sa.update(time_entries).where(time_entries.c.id == entry.id).values(_row(entry))
+        )
 
     async def get(self, entry_id: str, *, for_update: bool = False) -> TimeEntry | None:
         """One entry, optionally locked until the transaction ends."""
@@ -132,7 +134,10 @@ class TimeEntryRepository:
         t = time_entries
         rows = await self._conn.execute(
             sa.select(t.c.consultant_id, t.c.work_date, sa.func.sum(t.c.hours))
-            .where(sa.tuple_(t.c.consultant_id, t.c.work_date).in_(wanted), t.c.status.in_([str(s) for s in COUNTED]))
+            .where(
+                sa.tuple_(t.c.consultant_id, t.c.work_date).in_(wanted),
+                t.c.status.in_([str(s) for s in COUNTED]),
+            )
             .group_by(t.c.consultant_id, t.c.work_date)
         )
         return {(row[0], row[1]): Decimal(row[2]) for row in rows}
@@ -153,7 +158,7 @@ class TimeEntryRepository:
             )
         )
 
-    async def list(
+    async def page(
         self, filters: Mapping[str, Any], after: tuple[dt.date, str] | None, limit: int
     ) -> list[TimeEntry]:
         """Entries matching filters, ordered by (work_date, id)."""
@@ -168,7 +173,8 @@ class TimeEntryRepository:
             query = query.where(t.c.work_date <= filters["work_date_to"])
         if after is not None:
             query = query.where(
-                sa.tuple_(t.c.work_date, t.c.id) > sa.tuple_(sa.literal(after[0]), sa.literal(after[1], sa.Uuid(as_uuid=False)))
+                sa.tuple_(t.c.work_date, t.c.id)
+                > sa.tuple_(sa.literal(after[0]), sa.literal(after[1], sa.Uuid(as_uuid=False)))
             )
         rows = await self._conn.execute(query.order_by(t.c.work_date, t.c.id).limit(limit))
         return [_entry(row) for row in rows]
@@ -185,10 +191,16 @@ class TimeEntryRepository:
         )
         return {row[0]: row[1] for row in rows}
 
-    async def add_lock(self, lock_id: str, legal_entity_id: str, through: dt.date, reason: str, now: dt.datetime) -> None:
+    async def add_lock(
+        self, lock_id: str, legal_entity_id: str, through: dt.date, reason: str, now: dt.datetime
+    ) -> None:
         """Record a period lock."""
         await self._conn.execute(
             sa.insert(period_locks).values(
-                id=lock_id, legal_entity_id=legal_entity_id, locked_through=through, reason=reason, create_time=now
+                id=lock_id,
+                legal_entity_id=legal_entity_id,
+                locked_through=through,
+                reason=reason,
+                create_time=now,
             )
         )

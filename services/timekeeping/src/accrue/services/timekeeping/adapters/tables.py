@@ -48,8 +48,12 @@ time_entries = sa.Table(
     sa.UniqueConstraint("external_ref_system", "external_ref_id", name="time_entries_external_ref_key"),
     sa.Index("time_entries_consultant_day", "consultant_id", "work_date"),
     sa.Index("time_entries_project_day", "project_id", "work_date"),
-    sa.Index("time_entries_approver_pending", "approver_id", "create_time",
-             postgresql_where=sa.text("status = 'PENDING_APPROVAL'")),
+    sa.Index(
+        "time_entries_approver_pending",
+        "approver_id",
+        "create_time",
+        postgresql_where=sa.text("status = 'PENDING_APPROVAL'"),
+    ),
 )
 
 period_locks = sa.Table(

@@ -81,7 +81,8 @@ class TimeEntry:
             return False
         if self.status is not Status.PENDING_APPROVAL:
             raise FailedPrecondition(
-                f"only an entry pending approval can be approved; this one is {self.status}", reason="NOT_PENDING"
+                f"only an entry pending approval can be approved; this one is {self.status}",
+                reason="NOT_PENDING",
             )
         self.status = Status.APPROVED
         self.approve_time = at
@@ -94,7 +95,8 @@ class TimeEntry:
             return False
         if self.status is not Status.PENDING_APPROVAL:
             raise FailedPrecondition(
-                f"only an entry pending approval can be declined; this one is {self.status}", reason="NOT_PENDING"
+                f"only an entry pending approval can be declined; this one is {self.status}",
+                reason="NOT_PENDING",
             )
         self.status = Status.DECLINED
         self.decline_reason = reason
@@ -103,5 +105,6 @@ class TimeEntry:
     def _check_approver(self, approver_id: str) -> None:
         if approver_id != self.approver_id:
             raise PermissionDenied(
-                f"{approver_id or 'an unnamed caller'} is not the approver of this entry", reason="NOT_APPROVER"
+                f"{approver_id or 'an unnamed caller'} is not the approver of this entry",
+                reason="NOT_APPROVER",
             )

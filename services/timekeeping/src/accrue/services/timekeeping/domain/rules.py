@@ -87,9 +87,15 @@ def _hours(sub: Submission, facts: Facts, out: Evaluation) -> None:
 def _dates(sub: Submission, facts: Facts, out: Evaluation) -> None:
     latest = facts.today + dt.timedelta(days=facts.future_allowance_days)
     if sub.work_date > latest:
-        out.flag("work_date", "DATE_IN_FUTURE", f"work_date {sub.work_date} is after the latest allowed day, {latest}")
+        out.flag(
+            "work_date",
+            "DATE_IN_FUTURE",
+            f"work_date {sub.work_date} is after the latest allowed day, {latest}",
+        )
     if facts.locked_through is not None and sub.work_date <= facts.locked_through:
-        out.flag("work_date", "PERIOD_LOCKED", f"time up to {facts.locked_through} is locked for the legal entity")
+        out.flag(
+            "work_date", "PERIOD_LOCKED", f"time up to {facts.locked_through} is locked for the legal entity"
+        )
 
 
 def _project(sub: Submission, facts: Facts, out: Evaluation) -> None:
@@ -98,10 +104,18 @@ def _project(sub: Submission, facts: Facts, out: Evaluation) -> None:
         out.flag("project_id", "PROJECT_NOT_FOUND", f"no project with id {sub.project_id!r}")
         return
     if project.status != "ACTIVE":
-        out.flag("project_id", "PROJECT_NOT_ACTIVE", f"the project is {project.status}; time needs an ACTIVE project")
-    if sub.work_date < project.start_date or (project.end_date is not None and sub.work_date > project.end_date):
+        out.flag(
+            "project_id",
+            "PROJECT_NOT_ACTIVE",
+            f"the project is {project.status}; time needs an ACTIVE project",
+        )
+    if sub.work_date < project.start_date or (
+        project.end_date is not None and sub.work_date > project.end_date
+    ):
         span = f"{project.start_date} to {project.end_date or 'open end'}"
-        out.flag("work_date", "DATE_OUTSIDE_PROJECT", f"work_date {sub.work_date} is outside the project ({span})")
+        out.flag(
+            "work_date", "DATE_OUTSIDE_PROJECT", f"work_date {sub.work_date} is outside the project ({span})"
+        )
 
 
 def _consultant(sub: Submission, facts: Facts, out: Evaluation) -> None:
@@ -112,14 +126,18 @@ def _consultant(sub: Submission, facts: Facts, out: Evaluation) -> None:
     if sub.work_date < consultant.active_from or (
         consultant.active_to is not None and sub.work_date > consultant.active_to
     ):
-        out.flag("consultant_id", "CONSULTANT_NOT_ACTIVE", f"the consultant is not employed on {sub.work_date}")
+        out.flag(
+            "consultant_id", "CONSULTANT_NOT_ACTIVE", f"the consultant is not employed on {sub.work_date}"
+        )
 
 
 def _assignment(sub: Submission, facts: Facts, out: Evaluation) -> AssignmentFacts | None:
     covering = [a for a in facts.assignments if a.covers(sub.work_date)]
     if not covering:
         out.flag(
-            "work_date", "NO_ASSIGNMENT", f"the consultant has no assignment on the project on {sub.work_date}"
+            "work_date",
+            "NO_ASSIGNMENT",
+            f"the consultant has no assignment on the project on {sub.work_date}",
         )
         return None
     if sub.labor_category_id:
@@ -128,7 +146,8 @@ def _assignment(sub: Submission, facts: Facts, out: Evaluation) -> AssignmentFac
             out.flag(
                 "labor_category_id",
                 "LABOR_CATEGORY_MISMATCH",
-                f"the assignment is for labor category {covering[0].labor_category_id}, not {sub.labor_category_id}",
+                f"the assignment is for labor category {covering[0].labor_category_id}, "
+                f"not {sub.labor_category_id}",
             )
             return None
         return matching[0]
@@ -156,7 +175,10 @@ def _billability_and_rate(
     if pricing.billing_model not in PRICED_MODELS:
         return  # fixed-fee time is billed through milestones, not by the hour
     entry = resolve_rate(
-        pricing.rates, consultant_id=sub.consultant_id, labor_category_id=out.labor_category_id, day=sub.work_date
+        pricing.rates,
+        consultant_id=sub.consultant_id,
+        labor_category_id=out.labor_category_id,
+        day=sub.work_date,
     )
     if entry is None:
         out.flag(

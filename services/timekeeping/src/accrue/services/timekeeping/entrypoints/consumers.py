@@ -13,4 +13,3 @@ PROJECTED_KINDS = ("project", "consultant", "assignment", "contract", "rate_card
 def masterdata_subscription() -> Subscription:
     """md.*.upserted for the kinds validation needs, into the local projection."""
     return subscription("timekeeping-md", md_projection, PROJECTED_KINDS)
-

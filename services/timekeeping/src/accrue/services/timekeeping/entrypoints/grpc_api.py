@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import grpc
-
 from accrue.money import DecimalError, parse_decimal
 from accrue.runtime import AlreadyExists, Violation
+from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import acting_principal
 from accrue.runtime.validation import Violations
 from accrue.services.timekeeping.adapters.proto import to_proto
@@ -56,8 +55,8 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
     def __init__(self, app: Timekeeping) -> None:
         self.app = app
 
-    async def SubmitTimeEntry(  # noqa: N802
-        self, request: api.SubmitTimeEntryRequest, context: grpc.aio.ServicerContext
+    async def SubmitTimeEntry(
+        self, request: api.SubmitTimeEntryRequest, context: Context
     ) -> api.SubmitTimeEntryResponse:
         v = Violations("time_entry")
         sub = parse_submission(request.time_entry, v)
@@ -66,13 +65,14 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
         (result,) = await self.app.submit([sub])
         if result.conflict:
             raise AlreadyExists(
-                f"external_ref {sub.external_ref} already names time entry {result.entry.id} with other content",
+                f"external_ref {sub.external_ref} already names time entry {result.entry.id} "
+                "with other content",
                 reason="EXTERNAL_REF_CONFLICT",
             )
         return api.SubmitTimeEntryResponse(time_entry=to_proto(result.entry))
 
-    async def BatchSubmitTimeEntries(  # noqa: N802
-        self, request: api.BatchSubmitTimeEntriesRequest, context: grpc.aio.ServicerContext
+    async def BatchSubmitTimeEntries(
+        self, request: api.BatchSubmitTimeEntriesRequest, context: Context
     ) -> api.BatchSubmitTimeEntriesResponse:
         parsed: list[Submission | None] = []
         malformed: dict[int, list[Violation]] = {}
@@ -104,20 +104,27 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
                 conflict.status = tk.TIME_ENTRY_STATUS_REJECTED
                 del conflict.violations[:]
                 conflict.violations.extend(
-                    _violations([Violation("external_ref", "EXTERNAL_REF_CONFLICT",
-                                           f"external_ref already names time entry {result.entry.id} with other content")])
+                    _violations(
+                        [
+                            Violation(
+                                "external_ref",
+                                "EXTERNAL_REF_CONFLICT",
+                                f"external_ref already names time entry {result.entry.id} with other content",
+                            )
+                        ]
+                    )
                 )
                 entry = conflict
             results.append(api.TimeEntrySubmitResult(time_entry=entry))
         return api.BatchSubmitTimeEntriesResponse(results=results)
 
-    async def GetTimeEntry(  # noqa: N802
-        self, request: api.GetTimeEntryRequest, context: grpc.aio.ServicerContext
+    async def GetTimeEntry(
+        self, request: api.GetTimeEntryRequest, context: Context
     ) -> api.GetTimeEntryResponse:
         return api.GetTimeEntryResponse(time_entry=to_proto(await self.app.get(request.id)))
 
-    async def ListTimeEntries(  # noqa: N802
-        self, request: api.ListTimeEntriesRequest, context: grpc.aio.ServicerContext
+    async def ListTimeEntries(
+        self, request: api.ListTimeEntriesRequest, context: Context
     ) -> api.ListTimeEntriesResponse:
         v = Violations()
         filters = {
@@ -128,33 +135,33 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
             "work_date_to": v.date("work_date_to", request.work_date_to, required=False),
         }
         v.raise_if_any("the filter is invalid")
-        entries, token = await self.app.list(filters, request.page_size, request.page_token)
+        entries, token = await self.app.list_entries(filters, request.page_size, request.page_token)
         return api.ListTimeEntriesResponse(time_entries=[to_proto(e) for e in entries], next_page_token=token)
 
-    async def ApproveTimeEntry(  # noqa: N802
-        self, request: api.ApproveTimeEntryRequest, context: grpc.aio.ServicerContext
+    async def ApproveTimeEntry(
+        self, request: api.ApproveTimeEntryRequest, context: Context
     ) -> api.ApproveTimeEntryResponse:
         actor = acting_principal(context, request.approver_id, "approver_id")
         entry = await self.app.approve(request.id, actor.subject)
         return api.ApproveTimeEntryResponse(time_entry=to_proto(entry))
 
-    async def DeclineTimeEntry(  # noqa: N802
-        self, request: api.DeclineTimeEntryRequest, context: grpc.aio.ServicerContext
+    async def DeclineTimeEntry(
+        self, request: api.DeclineTimeEntryRequest, context: Context
     ) -> api.DeclineTimeEntryResponse:
         actor = acting_principal(context, request.approver_id, "approver_id")
         entry = await self.app.decline(request.id, actor.subject, request.reason)
         return api.DeclineTimeEntryResponse(time_entry=to_proto(entry))
 
-    async def ListApprovals(  # noqa: N802
-        self, request: api.ListApprovalsRequest, context: grpc.aio.ServicerContext
+    async def ListApprovals(
+        self, request: api.ListApprovalsRequest, context: Context
     ) -> api.ListApprovalsResponse:
         actor = acting_principal(context, request.approver_id, "approver_id")
         filters = {"approver_id": actor.subject, "status": str(Status.PENDING_APPROVAL)}
-        entries, token = await self.app.list(filters, request.page_size, request.page_token)
+        entries, token = await self.app.list_entries(filters, request.page_size, request.page_token)
         return api.ListApprovalsResponse(time_entries=[to_proto(e) for e in entries], next_page_token=token)
 
-    async def CreatePeriodLock(  # noqa: N802
-        self, request: api.CreatePeriodLockRequest, context: grpc.aio.ServicerContext
+    async def CreatePeriodLock(
+        self, request: api.CreatePeriodLockRequest, context: Context
     ) -> api.CreatePeriodLockResponse:
         lock = request.period_lock
         v = Violations("period_lock")
@@ -164,7 +171,10 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
         assert through is not None
         lock_id, created = await self.app.lock_period(lock.legal_entity_id, through, lock.reason)
         stored = tk.PeriodLock(
-            id=lock_id, legal_entity_id=lock.legal_entity_id, locked_through=through.isoformat(), reason=lock.reason
+            id=lock_id,
+            legal_entity_id=lock.legal_entity_id,
+            locked_through=through.isoformat(),
+            reason=lock.reason,
         )
         stored.create_time.FromDatetime(created)
         return api.CreatePeriodLockResponse(period_lock=stored)
@@ -173,9 +183,8 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
 def _status_name(value: int) -> str:
     if value == tk.TIME_ENTRY_STATUS_UNSPECIFIED:
         return ""
-    return tk.TimeEntryStatus.Name(value).removeprefix("TIME_ENTRY_STATUS_")
+    return tk.TimeEntryStatus.Name(tk.TimeEntryStatus.ValueType(value)).removeprefix("TIME_ENTRY_STATUS_")
 
 
 def _violations(items: list[Violation]) -> list[types_pb2.Violation]:
     return [types_pb2.Violation(field=v.field, code=v.code, message=v.message) for v in items]
-

@@ -84,7 +84,9 @@ class Timekeeping:
                 if ref:
                     claimed[ref] = i
                 if prior is not None and prior.status is not Status.REJECTED:
-                    results[i] = SubmitResult(prior, conflict=prior.submission.fingerprint() != sub.fingerprint())
+                    results[i] = SubmitResult(
+                        prior, conflict=prior.submission.fingerprint() != sub.fingerprint()
+                    )
                     continue
                 if prior is not None and prior.submission.fingerprint() == sub.fingerprint():
                     results[i] = SubmitResult(prior)
@@ -193,19 +195,23 @@ class Timekeeping:
             raise NotFound(f"no time entry with id {entry_id!r}", reason="NOT_FOUND")
         return entry
 
-    async def list(self, filters: Mapping[str, Any], page_size: int, page_token: str) -> tuple[list[TimeEntry], str]:
+    async def list_entries(
+        self, filters: Mapping[str, Any], page_size: int, page_token: str
+    ) -> tuple[list[TimeEntry], str]:
         """A page of entries and the next page's token."""
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_token(page_token)
         async with self._uow() as uow:
-            entries = await uow.entries.list(filters, after, size + 1)
+            entries = await uow.entries.page(filters, after, size + 1)
         if len(entries) <= size:
             return entries, ""
         entries = entries[:size]
         last = entries[-1]
         return entries, f"{last.submission.work_date.isoformat()}/{last.id}"
 
-    async def lock_period(self, legal_entity_id: str, locked_through: dt.date, reason: str) -> tuple[str, dt.datetime]:
+    async def lock_period(
+        self, legal_entity_id: str, locked_through: dt.date, reason: str
+    ) -> tuple[str, dt.datetime]:
         """Close a legal entity's time up to and including a day."""
         now = self._clock()
         lock_id = str(uuid.uuid4())
@@ -229,5 +235,6 @@ def _decode_token(token: str) -> tuple[dt.date, str] | None:
         return dt.date.fromisoformat(day), str(uuid.UUID(entry_id))
     except ValueError:
         raise InvalidArgument(
-            "page_token is not valid", [Violation("page_token", "INVALID_PAGE_TOKEN", "page_token is not one we issued")]
+            "page_token is not valid",
+            [Violation("page_token", "INVALID_PAGE_TOKEN", "page_token is not one we issued")],
         ) from None

@@ -1,0 +1,1 @@
+"""The billing service: unbilled work, billing runs, invoices and billing exceptions."""

@@ -1,0 +1,1 @@
+"""The forecasting service: a revenue and capacity forecast kept current from events."""

@@ -1,0 +1,55 @@
+"""The composition root: the only place that builds engines, clients and publishers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from accrue.db import create_engine
+from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.migrations import upgrade
+from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.forecasting.v1 import forecasting_service_pb2_grpc
+from accrue.runtime.server import Service
+from accrue.services.forecasting.adapters import tables
+from accrue.services.forecasting.adapters.unit_of_work import ForecastingUnitOfWork
+from accrue.services.forecasting.entrypoints.consumers import subscriptions
+from accrue.services.forecasting.entrypoints.grpc_api import ForecastingServicer
+from accrue.services.forecasting.service_layer.handlers import Forecasting
+from accrue.services.forecasting.settings import ForecastingSettings
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE_NAME = "accrue.forecasting.v1.ForecastingService"
+
+
+async def migrate(settings: ForecastingSettings) -> None:
+    """Bring the forecasting schema to the newest revision."""
+    await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
+
+
+async def bootstrap(settings: ForecastingSettings) -> Service:
+    """Wire the service: database, backbone, use cases, servicer, relay and consumers."""
+    engine = create_engine(settings.database_url, application_name="accrue-forecasting")
+    backbone = await Backbone.connect(settings.nats_url, "forecasting", replicas=settings.stream_replicas)
+
+    def uow() -> ForecastingUnitOfWork:
+        return ForecastingUnitOfWork(engine)
+
+    app = Forecasting(uow)
+    servicer = ForecastingServicer(app)
+    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
+
+    def register(server: grpc.aio.Server) -> None:
+        forecasting_service_pb2_grpc.add_ForecastingServiceServicer_to_server(servicer, server)
+
+    return Service(
+        name="forecasting",
+        settings=settings,
+        register=register,
+        service_names=[SERVICE_NAME],
+        background=[relay.run, *(c.run for c in consumers)],
+        on_stop=[backbone.close, engine.dispose],
+        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+    )

@@ -1,0 +1,1 @@
+"""The observability service: business KPIs, SLA metrics and (later) reconciliation."""

@@ -1,0 +1,59 @@
+"""The composition root: the only place that builds engines, clients and publishers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from accrue.db import create_engine
+from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.migrations import upgrade
+from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.observability.v1 import observability_service_pb2_grpc
+from accrue.runtime.server import Service
+from accrue.services.observability.adapters import tables
+from accrue.services.observability.adapters.jetstream import StreamState
+from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
+from accrue.services.observability.entrypoints.consumers import subscriptions
+from accrue.services.observability.entrypoints.grpc_api import ObservabilityServicer
+from accrue.services.observability.service_layer.handlers import Observability
+from accrue.services.observability.settings import ObservabilitySettings
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE_NAME = "accrue.observability.v1.ObservabilityService"
+
+
+async def migrate(settings: ObservabilitySettings) -> None:
+    """Bring the observability schema to the newest revision."""
+    await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
+
+
+async def bootstrap(settings: ObservabilitySettings) -> Service:
+    """Wire the service: database, backbone, use cases, servicer, consumers, metrics export."""
+    engine = create_engine(settings.database_url, application_name="accrue-observability")
+    backbone = await Backbone.connect(settings.nats_url, "observability", replicas=settings.stream_replicas)
+
+    def uow() -> ObservabilityUnitOfWork:
+        return ObservabilityUnitOfWork(engine)
+
+    app = Observability(uow, StreamState(backbone.js))
+    servicer = ObservabilityServicer(app)
+    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
+    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+
+    def register(server: grpc.aio.Server) -> None:
+        observability_service_pb2_grpc.add_ObservabilityServiceServicer_to_server(servicer, server)
+
+    async def export() -> None:
+        await app.export_metrics(settings.metrics_interval_seconds)
+
+    return Service(
+        name="observability",
+        settings=settings,
+        register=register,
+        service_names=[SERVICE_NAME],
+        background=[relay.run, *(c.run for c in consumers), export],
+        on_stop=[backbone.close, engine.dispose],
+        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+    )

@@ -1,0 +1,21 @@
+"""Observability settings: ACCRUE_OBSERVABILITY_* (shared values may come as ACCRUE_*)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from accrue.runtime import ServiceSettings
+
+
+class ObservabilitySettings(ServiceSettings):
+    """Read once at start; a missing or bad value stops the process with its name."""
+
+    model_config = SettingsConfigDict(env_prefix="ACCRUE_OBSERVABILITY_", extra="ignore", frozen=True)
+
+    database_url: str
+    nats_url: str
+    grpc_port: int = 50055
+    metrics_port: int = 9105
+    stream_replicas: int = 1
+    # How often the KPI gauges are recomputed for Prometheus.
+    metrics_interval_seconds: float = 10.0
