@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from accrue.db.unit_of_work import ambient_connection
+from accrue.runtime.errors import FailedPrecondition, InvalidArgument
 from accrue.runtime.grpc_types import Context, Handler
 
 Behavior = Callable[[Any, Context], Awaitable[Any]]
-from accrue.db.unit_of_work import ambient_connection
-from accrue.runtime.errors import FailedPrecondition, InvalidArgument
 
 METADATA_KEY = "idempotency-key"
 MAX_KEY_LENGTH = 255
