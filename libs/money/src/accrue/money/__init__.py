@@ -7,7 +7,7 @@ The rounding policy lives in `rounding.py` and nowhere else.
 """
 
 from accrue.money.currency import is_currency, minor_units
-from accrue.money.decimals import DecimalError, format_decimal, parse_decimal
+from accrue.money.decimals import DecimalError, format_decimal, format_money, parse_decimal
 from accrue.money.rounding import DEFAULT_ROUNDING, Rounding, round_money
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "DecimalError",
     "Rounding",
     "format_decimal",
+    "format_money",
     "is_currency",
     "minor_units",
     "parse_decimal",

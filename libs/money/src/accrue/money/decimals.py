@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from accrue.money.currency import minor_units
+
 # Plain notation only: an optional sign, digits, an optional fraction. No exponents, no
 # thousands separators, no "NaN"/"Infinity" — a finance API must not guess.
 _DECIMAL = re.compile(r"^[+-]?(\d+)(\.\d+)?$")
@@ -34,12 +36,26 @@ def parse_decimal(value: str) -> Decimal:
         raise DecimalError(f"{value!r} is not a decimal number") from exc
 
 
-def format_decimal(value: Decimal) -> str:
-    """Format a Decimal in plain notation, keeping its exponent ("7.50" stays "7.50")."""
+def format_decimal(value: Decimal, places: int | None = None) -> str:
+    """Format a Decimal in plain notation, never rounding.
+
+    Without places the value's own exponent is kept ("7.50" stays "7.50"). With places the
+    text has at least that many decimals and no trailing zeros beyond them: 1125.0000 with
+    places=2 is "1125.00", 1.2345 with places=2 stays "1.2345".
+    """
     if not value.is_finite():
         raise DecimalError(f"{value} is not finite")
+    if places is not None:
+        exponent = value.normalize().as_tuple().exponent
+        assert isinstance(exponent, int)
+        value = value.quantize(Decimal(1).scaleb(min(-places, exponent)))
     text = format(value, "f")
     # Normalise negative zero: "-0.00" is not a value anyone wants to see on an invoice.
     if text.startswith("-") and Decimal(text) == 0:
         text = text[1:]
     return text
+
+
+def format_money(value: Decimal, currency: str) -> str:
+    """An amount with (at least) the currency's minor-unit decimals, never rounded."""
+    return format_decimal(value, minor_units(currency))

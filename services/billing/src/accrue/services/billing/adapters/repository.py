@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accrue.billing.v1 import resources_pb2 as bl
-from accrue.money import format_decimal
+from accrue.money import format_decimal, format_money
 from accrue.services.billing.adapters.tables import (
     billing_exceptions,
     billing_runs,
@@ -173,7 +173,7 @@ class BillingRepository:
                     "invoice_id": invoice_id,
                     "position": position,
                     "kind": "TIME",
-                    "description": f"Professional services, {format_decimal(line.quantity)} h",
+                    "description": f"Professional services, {format_decimal(line.quantity, 2)} h",
                     "quantity": line.quantity,
                     "unit_price": line.unit_price,
                     "amount": line.amount,
@@ -291,21 +291,21 @@ def _invoice(head: Any, lines: Sequence[Any]) -> bl.Invoice:
         period_end=head.period_end.isoformat(),
         currency=head.currency,
         status=bl.InvoiceStatus.Value(f"INVOICE_STATUS_{head.status}"),
-        subtotal=format_decimal(head.subtotal),
-        tax_total=format_decimal(head.tax_total),
-        total=format_decimal(head.total),
+        subtotal=format_money(head.subtotal, head.currency),
+        tax_total=format_money(head.tax_total, head.currency),
+        total=format_money(head.total, head.currency),
         erp_document_id=head.erp_document_id,
         lines=[
             bl.InvoiceLine(
                 id=r.id,
                 kind=bl.InvoiceLineKind.Value(f"INVOICE_LINE_KIND_{r.kind}"),
                 description=r.description,
-                quantity=format_decimal(r.quantity),
-                unit_price=format_decimal(r.unit_price.normalize()),
-                amount=format_decimal(r.amount),
+                quantity=format_decimal(r.quantity, 2),
+                unit_price=format_money(r.unit_price, head.currency),
+                amount=format_money(r.amount, head.currency),
                 tax_code=r.tax_code,
-                tax_rate=format_decimal(r.tax_rate.normalize()),
-                tax_amount=format_decimal(r.tax_amount),
+                tax_rate=format_decimal(r.tax_rate, 0),
+                tax_amount=format_money(r.tax_amount, head.currency),
                 contract_line_id=r.contract_line_id,
                 project_id=r.project_id,
                 labor_category_id=r.labor_category_id,
@@ -330,9 +330,9 @@ def _exception(r: Any) -> bl.BillingException:
         contract_id=r.contract_id,
         contract_line_id=r.contract_line_id,
         project_id=r.project_id,
-        amount=format_decimal(r.amount) if r.amount is not None else "",
+        amount=format_money(r.amount, r.currency) if r.amount is not None and r.currency else "",
         currency=r.currency,
-        hours=format_decimal(r.hours),
+        hours=format_decimal(r.hours, 2),
         detail=r.detail,
         time_entry_ids=list(r.time_entry_ids),
         billing_run_id=r.billing_run_id or "",

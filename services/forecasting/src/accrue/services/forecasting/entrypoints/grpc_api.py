@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from accrue.forecasting.v1 import forecasting_service_pb2 as api
 from accrue.forecasting.v1 import forecasting_service_pb2_grpc as api_grpc
-from accrue.money import format_decimal
+from accrue.money import format_decimal, format_money, is_currency
 from accrue.runtime.grpc_types import Context
 from accrue.services.forecasting.service_layer.handlers import Forecasting
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return format_money(value, currency) if is_currency(currency) else format_decimal(value, 2)
 
 
 class ForecastingServicer(api_grpc.ForecastingServiceServicer):
@@ -32,9 +38,9 @@ class ForecastingServicer(api_grpc.ForecastingServiceServicer):
                     legal_entity_id=r.legal_entity_id,
                     month=r.month,
                     currency=r.currency,
-                    approved_hours=format_decimal(r.approved_hours),
-                    wip=format_decimal(r.wip),
-                    actual_revenue=format_decimal(r.actual_revenue),
+                    approved_hours=format_decimal(r.approved_hours, 2),
+                    wip=_money(r.wip, r.currency),
+                    actual_revenue=_money(r.actual_revenue, r.currency),
                 )
                 for r in found
             ]

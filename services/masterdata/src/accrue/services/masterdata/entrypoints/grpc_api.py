@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
-from accrue.money import format_decimal
+from accrue.money import format_money
 from accrue.runtime.grpc_types import Context
 from accrue.services.masterdata.domain.kinds import KINDS, Kind
 from accrue.services.masterdata.service_layer.handlers import MasterData
@@ -105,7 +105,7 @@ class MasterDataServicer(api_grpc.MasterDataServiceServicer):
         )
         entry = found.entry
         return api.ResolveRateResponse(
-            rate=format_decimal(entry.rate),
+            rate=format_money(entry.rate, found.currency),
             currency=found.currency,
             rate_card_id=found.rate_card_id,
             rate_card_entry_id=entry.id,

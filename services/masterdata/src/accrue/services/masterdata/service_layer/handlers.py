@@ -26,6 +26,8 @@ from accrue.services.masterdata.adapters.repository import body_of, decode_page_
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
 from accrue.services.masterdata.domain.kinds import KINDS, Kind
 
+# Violations that mean "another record already holds this" (ALREADY_EXISTS on create).
+_CONFLICTS = frozenset({"CODE_TAKEN", "PROJECT_ON_OTHER_CONTRACT"})
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 1000
@@ -123,6 +125,9 @@ class MasterData:
         violations.raise_if_any(f"the {kind.name.replace('_', ' ')} is invalid")
         async with self._uow() as uow:
             await self._check_database_rules(uow, kind, [record], [violations], existing_ids=[None])
+            taken = [v for v in violations.items if v.code in _CONFLICTS]
+            if taken and len(taken) == len(violations.items):
+                raise AlreadyExists("; ".join(v.message for v in taken), taken, reason=taken[0].code)
             violations.raise_if_any(f"the {kind.name.replace('_', ' ')} is invalid")
             ref = record.external_ref  # type: ignore[attr-defined]
             if ref.system or ref.id:

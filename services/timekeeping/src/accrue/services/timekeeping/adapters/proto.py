@@ -8,7 +8,7 @@ from google.protobuf.message import Message
 
 from accrue.eventbus import Event
 from accrue.events.v1 import time_events_pb2 as ev
-from accrue.money import format_decimal
+from accrue.money import format_decimal, format_money
 from accrue.services.timekeeping.domain.model import Status, TimeEntry
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.type.v1 import types_pb2
@@ -25,7 +25,7 @@ def to_proto(entry: TimeEntry) -> tk.TimeEntry:
         project_id=sub.project_id,
         labor_category_id=entry.labor_category_id,
         work_date=sub.work_date.isoformat(),
-        hours=format_decimal(sub.hours),
+        hours=format_decimal(sub.hours, 2),
         billable=entry.billable,
         notes=sub.notes,
         status=_STATUS[entry.status],
@@ -43,7 +43,9 @@ def to_proto(entry: TimeEntry) -> tk.TimeEntry:
         msg.external_ref.system, msg.external_ref.id = sub.external_ref
     if entry.rate is not None:
         msg.indicative_rate.CopyFrom(
-            types_pb2.Money(currency=entry.rate_currency, amount=format_decimal(entry.rate))
+            types_pb2.Money(
+                currency=entry.rate_currency, amount=format_money(entry.rate, entry.rate_currency)
+            )
         )
     _set_time(msg, "approve_time", entry.approve_time)
     _set_time(msg, "create_time", entry.create_time)
