@@ -1,0 +1,121 @@
+"""Master-data field rules: every violation names its field and reason."""
+
+from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.runtime.validation import Violations
+from accrue.services.masterdata.domain.kinds import KINDS
+
+
+def violations(kind: str, record: object) -> list[tuple[str, str]]:
+    v = Violations()
+    KINDS[kind].validate(record, v)
+    return [(x.field, x.code) for x in v.items]
+
+
+def test_legal_entity_needs_code_name_and_an_iso_currency() -> None:
+    assert (
+        violations("legal_entity", md.LegalEntity(code="UK", name="Acme", base_currency="GBP", country="GB"))
+        == []
+    )
+    assert violations("legal_entity", md.LegalEntity(base_currency="EURO", country="gb")) == [
+        ("code", "REQUIRED"),
+        ("name", "REQUIRED"),
+        ("base_currency", "INVALID_CURRENCY"),
+        ("country", "INVALID_COUNTRY"),
+    ]
+
+
+def test_consultant_dates_must_be_real_and_ordered() -> None:
+    bad = md.Consultant(
+        code="E1",
+        name="A",
+        legal_entity_id="le",
+        labor_category_id="lc",
+        active_from="2026-02-30",
+        weekly_capacity_hours="abc",
+    )
+    assert violations("consultant", bad) == [
+        ("weekly_capacity_hours", "INVALID_DECIMAL"),
+        ("active_from", "INVALID_DATE"),
+    ]
+    reversed_dates = md.Consultant(
+        code="E1",
+        name="A",
+        legal_entity_id="le",
+        labor_category_id="lc",
+        active_from="2026-02-01",
+        active_to="2026-01-01",
+    )
+    assert violations("consultant", reversed_dates) == [("active_to", "INVALID_RANGE")]
+
+
+def test_assignment_allocation_is_a_percentage_and_opportunity_probability_a_fraction() -> None:
+    a = md.Assignment(
+        project_id="p",
+        consultant_id="c",
+        labor_category_id="l",
+        start_date="2026-01-01",
+        allocation_percent="120",
+    )
+    assert violations("assignment", a) == [("allocation_percent", "OUT_OF_RANGE")]
+    o = md.Opportunity(
+        customer_id="c",
+        legal_entity_id="l",
+        name="Deal",
+        amount="1000",
+        currency="EUR",
+        probability="1.5",
+        expected_start="2027-01-01",
+        duration_months=0,
+    )
+    assert violations("opportunity", o) == [
+        ("probability", "OUT_OF_RANGE"),
+        ("duration_months", "OUT_OF_RANGE"),
+    ]
+
+
+def test_rate_entries_for_the_same_key_may_not_overlap() -> None:
+    card = md.RateCard(
+        code="RC",
+        currency="EUR",
+        rates=[
+            md.RateCardEntry(
+                labor_category_id="sc", rate="150", effective_from="2026-01-01", effective_to="2026-06-30"
+            ),
+            md.RateCardEntry(labor_category_id="sc", rate="160", effective_from="2026-06-01"),
+            md.RateCardEntry(
+                labor_category_id="sc", consultant_id="c1", rate="170", effective_from="2026-06-01"
+            ),
+        ],
+    )
+    assert violations("rate_card", card) == [("rates[1].effective_from", "OVERLAPPING_RATES")]
+
+
+def test_contract_lines_need_what_their_billing_model_needs() -> None:
+    contract = md.Contract(
+        code="K",
+        customer_id="cu",
+        currency="EUR",
+        lines=[
+            md.ContractLine(project_id="p1", billing_model=md.BILLING_MODEL_CAPPED, rate_card_id="rc"),
+            md.ContractLine(project_id="p2", billing_model=md.BILLING_MODEL_FIXED_FEE, cap_amount="10"),
+            md.ContractLine(project_id="p1", billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS),
+        ],
+    )
+    assert violations("contract", contract) == [
+        ("lines[0].cap_amount", "REQUIRED"),
+        ("lines[1].cap_amount", "NOT_APPLICABLE"),
+        ("lines[1].fee_amount", "REQUIRED"),
+        ("lines[2].project_id", "DUPLICATE_PROJECT"),
+        ("lines[2].rate_card_id", "REQUIRED"),
+    ]
+    refs = list(KINDS["contract"].references(contract))
+    assert ("lines[0].rate_card_id", "rate_card", "rc") in refs
+
+
+def test_fx_rate_must_be_positive_between_two_currencies() -> None:
+    assert violations(
+        "fx_rate", md.FxRate(base="EUR", quote="EUR", rate="0", effective_date="2026-01-01")
+    ) == [
+        ("quote", "SAME_CURRENCY"),
+        ("rate", "OUT_OF_RANGE"),
+    ]
