@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -50,6 +50,9 @@ LAG = Histogram(
     ["consumer"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+# How long one pull request waits on the server for messages.
+FETCH_EXPIRES = 1.0
 
 M = TypeVar("M", bound=Message)
 U = TypeVar("U", bound=UnitOfWork)
@@ -99,7 +102,6 @@ class ConsumerRunner:
     inbox: sa.Table
     subscription: Subscription
     dlq_prefix: str = "dlq"
-    _stopping: bool = field(default=False, init=False)
 
     async def run(self) -> None:
         """Fetch and apply messages forever; survives NATS and PostgreSQL outages."""
@@ -123,19 +125,27 @@ class ConsumerRunner:
         log.info(
             "consumer_started", consumer=sub.durable, stream=sub.stream, subjects=list(sub.filter_subjects)
         )
-        while True:
+        try:
+            while True:
+                try:
+                    messages = await psub.fetch(sub.batch, timeout=FETCH_EXPIRES)
+                except (FetchTimeoutError, TimeoutError):
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("consumer_fetch_retry", consumer=sub.durable, error=repr(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in messages:
+                    await self.process(msg)
+        finally:
+            # A pull request still open on the server may take a message in its last
+            # FETCH_EXPIRES seconds; unacknowledged, it is redelivered after ack_wait.
             try:
-                messages = await psub.fetch(sub.batch, timeout=1.0)
-            except (FetchTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
+                await psub.unsubscribe()
             except Exception as exc:
-                log.warning("consumer_fetch_retry", consumer=sub.durable, error=repr(exc))
-                await asyncio.sleep(1.0)
-                continue
-            for msg in messages:
-                await self.process(msg)
+                log.debug("consumer_unsubscribe_failed", consumer=sub.durable, error=repr(exc))
 
     async def process(self, msg: Msg) -> None:
         """Apply one message and settle it (ack, nak with delay, or dead-letter)."""

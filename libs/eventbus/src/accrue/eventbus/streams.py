@@ -69,11 +69,20 @@ async def ensure_consumer(
     ack_wait: float,
     max_ack_pending: int = 1000,
 ) -> None:
-    """Create or update a durable pull consumer (explicit ack, from the start of the stream)."""
+    """Create a durable pull consumer (explicit ack, from the start), or bring its settings current.
+
+    Where an existing consumer starts delivering from (e.g. after a replay) is kept.
+    """
+    try:
+        existing = (await js.consumer_info(stream, durable)).config
+    except NotFoundError:
+        existing = None
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=existing.deliver_policy if existing else DeliverPolicy.ALL,
+        opt_start_seq=existing.opt_start_seq if existing else None,
+        opt_start_time=existing.opt_start_time if existing else None,
         ack_wait=ack_wait,
         # Redelivery is bounded by the runner, which dead-letters with the error; the server
         # keeps redelivering until then.

@@ -1,0 +1,167 @@
+"""The outbox: events leave only with their commit, in order, once, even with several relays."""
+
+import asyncio
+import time
+
+import nats
+import pytest
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accrue.db import UnitOfWork, asyncpg_dsn, create_engine
+from accrue.eventbus import Event, Headers, Outbox, OutboxRelay, ensure_streams, inbox_table, outbox_table
+from accrue.eventbus.outbox import create_notify_trigger_sql
+from accrue.events.v1 import time_events_pb2 as tev
+from accrue.telemetry import configure_tracing, tracer
+from accrue.timekeeping.v1 import resources_pb2 as tk
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = "bus_test"
+metadata = sa.MetaData(schema=SCHEMA)
+outbox = outbox_table(metadata)
+inbox = inbox_table(metadata)
+widgets = sa.Table("widgets", metadata, sa.Column("id", sa.Text, primary_key=True))
+
+
+async def prepare(database_url: str) -> AsyncEngine:
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        await conn.run_sync(metadata.create_all)
+        for statement in create_notify_trigger_sql(SCHEMA):
+            await conn.execute(sa.text(statement))
+    return engine
+
+
+class WidgetUow(UnitOfWork):
+    def on_enter(self) -> None:
+        self.events = Outbox(self, outbox)
+
+
+def approved(entry_id: str, project: str = "p1") -> Event:
+    return Event("time.entry.approved", project, tev.TimeEntryApproved(time_entry=tk.TimeEntry(id=entry_id)))
+
+
+@pytest.fixture
+async def bus(database_url: str, nats_url: str):  # type: ignore[no-untyped-def]
+    engine = await prepare(database_url)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    yield engine, js
+    await nc.close()
+    await engine.dispose()
+
+
+async def stream_messages(js: JetStreamContext, stream: str = "TIME") -> int:
+    return int((await js.stream_info(stream)).state.messages)
+
+
+async def test_an_event_leaves_only_when_its_transaction_commits(
+    bus: tuple[AsyncEngine, JetStreamContext],
+) -> None:
+    engine, js = bus
+    async with WidgetUow(engine) as uow:
+        await uow.connection.execute(sa.insert(widgets).values(id="w1"))
+        uow.events.add(approved("rolled-back"))
+        # leaving without commit rolls back the widget and its event
+    async with WidgetUow(engine) as uow:
+        await uow.connection.execute(sa.insert(widgets).values(id="w2"))
+        event = approved("committed")
+        uow.events.add(event)
+        await uow.commit()
+    relay = OutboxRelay(engine, outbox, js)
+    assert await relay.publish_batch() == 1
+    assert await stream_messages(js) == 1
+    msg = await js.get_last_msg("TIME", "time.entry.approved.p1")
+    assert msg.headers is not None
+    assert msg.headers[Headers.MSG_ID] == event.event_id
+    assert msg.headers[Headers.EVENT_TYPE] == "time.entry.approved"
+    assert msg.headers[Headers.SCHEMA] == "accrue.events.v1.TimeEntryApproved"
+    assert msg.headers[Headers.OCCURRED_AT].startswith(str(event.occurred_at.year))
+    assert tev.TimeEntryApproved.FromString(msg.data).time_entry.id == "committed"
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(widgets.c.id))).scalars().all() == ["w2"]
+
+
+async def test_the_trace_context_travels_in_the_headers(bus: tuple[AsyncEngine, JetStreamContext]) -> None:
+    engine, js = bus
+    configure_tracing("test")
+    with tracer("test").start_as_current_span("request") as span:
+        async with WidgetUow(engine) as uow:
+            uow.events.add(approved("traced"))
+            await uow.commit()
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    await OutboxRelay(engine, outbox, js).publish_batch()
+    msg = await js.get_last_msg("TIME", "time.entry.approved.p1")
+    assert msg.headers is not None
+    assert trace_id in msg.headers[Headers.TRACEPARENT]
+
+
+async def test_two_relays_publish_every_event_exactly_once_in_order(
+    bus: tuple[AsyncEngine, JetStreamContext],
+) -> None:
+    engine, js = bus
+    async with WidgetUow(engine) as uow:
+        for i in range(1000):
+            uow.events.add(approved(f"e{i:04d}", project="p1"))
+        await uow.commit()
+    relays = [OutboxRelay(engine, outbox, js, batch_size=100) for _ in range(2)]
+
+    async def drain(relay: OutboxRelay) -> int:
+        total = 0
+        while n := await relay.publish_batch():
+            total += n
+        return total
+
+    counts = await asyncio.gather(*(drain(r) for r in relays))
+    assert sum(counts) == 1000
+    assert await stream_messages(js) == 1000
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).where(outbox.c.published_at.is_(None))) == 0
+
+
+async def test_a_republished_event_is_dropped_by_the_broker(
+    bus: tuple[AsyncEngine, JetStreamContext],
+) -> None:
+    engine, js = bus
+    async with WidgetUow(engine) as uow:
+        uow.events.add(approved("once"))
+        await uow.commit()
+    relay = OutboxRelay(engine, outbox, js)
+    await relay.publish_batch()
+    # A relay that died after publishing but before marking publishes the same rows again.
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(outbox).values(published_at=None))
+    assert await relay.publish_batch() == 1
+    assert await stream_messages(js) == 1
+
+
+async def test_notify_wakes_the_relay_without_waiting_for_the_poll(
+    bus: tuple[AsyncEngine, JetStreamContext], database_url: str
+) -> None:
+    engine, js = bus
+    relay = OutboxRelay(engine, outbox, js, listen_dsn=asyncpg_dsn(database_url), poll_interval=30)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)  # let it LISTEN and go idle
+    start = time.perf_counter()
+    async with WidgetUow(engine) as uow:
+        uow.events.add(approved("fast"))
+        await uow.commit()
+    while await stream_messages(js) == 0:
+        assert time.perf_counter() - start < 2, "the relay did not wake on NOTIFY"
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert time.perf_counter() - start < 2
+
+
+async def test_stream_provisioning_is_idempotent(bus: tuple[AsyncEngine, JetStreamContext]) -> None:
+    _, js = bus
+    await ensure_streams(js)
+    await ensure_streams(js)
+    info = await js.stream_info("TIME")
+    assert info.config.subjects == ["time.>"]
+    assert info.config.duplicate_window == 300
