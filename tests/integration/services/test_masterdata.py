@@ -44,129 +44,10 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     return [(v.field, v.reason) for v in bad.field_violations]
 
 
-async def firm(stub: api_grpc.MasterDataServiceStub) -> dict[str, Any]:
-    le = (
-        await stub.CreateLegalEntity(
-            api.CreateLegalEntityRequest(
-                legal_entity=md.LegalEntity(code="UK", name="Acme UK", base_currency="GBP")
-            )
-        )
-    ).legal_entity
-    cu = (
-        await stub.CreateCustomer(
-            api.CreateCustomerRequest(
-                customer=md.Customer(code="GLOBEX", name="Globex", legal_entity_id=le.id, currency="GBP")
-            )
-        )
-    ).customer
-    lc = (
-        await stub.CreateLaborCategory(
-            api.CreateLaborCategoryRequest(
-                labor_category=md.LaborCategory(code="SC", name="Senior Consultant")
-            )
-        )
-    ).labor_category
-    boss = (
-        await stub.CreateConsultant(
-            api.CreateConsultantRequest(
-                consultant=md.Consultant(
-                    code="E1",
-                    name="Boss",
-                    legal_entity_id=le.id,
-                    labor_category_id=lc.id,
-                    active_from="2020-01-01",
-                )
-            )
-        )
-    ).consultant
-    dev = (
-        await stub.CreateConsultant(
-            api.CreateConsultantRequest(
-                consultant=md.Consultant(
-                    code="E2",
-                    name="Dev",
-                    legal_entity_id=le.id,
-                    labor_category_id=lc.id,
-                    manager_id=boss.id,
-                    active_from="2020-01-01",
-                )
-            )
-        )
-    ).consultant
-    project = (
-        await stub.CreateProject(
-            api.CreateProjectRequest(
-                project=md.Project(
-                    code="P1",
-                    name="Platform",
-                    customer_id=cu.id,
-                    legal_entity_id=le.id,
-                    manager_id=boss.id,
-                    status=md.PROJECT_STATUS_ACTIVE,
-                    start_date="2026-01-01",
-                )
-            )
-        )
-    ).project
-    card = (
-        await stub.CreateRateCard(
-            api.CreateRateCardRequest(
-                rate_card=md.RateCard(
-                    code="RC",
-                    currency="GBP",
-                    rates=[
-                        md.RateCardEntry(
-                            labor_category_id=lc.id,
-                            rate="150.00",
-                            effective_from="2026-01-01",
-                            effective_to="2026-11-14",
-                        ),
-                        md.RateCardEntry(labor_category_id=lc.id, rate="160.00", effective_from="2026-11-15"),
-                        md.RateCardEntry(
-                            labor_category_id=lc.id,
-                            consultant_id=boss.id,
-                            rate="200.00",
-                            effective_from="2026-01-01",
-                        ),
-                    ],
-                )
-            )
-        )
-    ).rate_card
-    contract = (
-        await stub.CreateContract(
-            api.CreateContractRequest(
-                contract=md.Contract(
-                    code="K1",
-                    customer_id=cu.id,
-                    currency="GBP",
-                    lines=[
-                        md.ContractLine(
-                            project_id=project.id,
-                            billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
-                            rate_card_id=card.id,
-                        )
-                    ],
-                )
-            )
-        )
-    ).contract
-    return {
-        "le": le,
-        "cu": cu,
-        "lc": lc,
-        "boss": boss,
-        "dev": dev,
-        "project": project,
-        "card": card,
-        "contract": contract,
-    }
-
-
 async def test_created_records_get_ids_etags_and_can_be_read_back(
-    stub: api_grpc.MasterDataServiceStub,
+    stub: api_grpc.MasterDataServiceStub, build_firm: Any
 ) -> None:
-    f = await firm(stub)
+    f = await build_firm(stub)
     got = (await stub.GetProject(api.GetProjectRequest(id=f["project"].id))).project
     assert got.code == "P1"
     assert got.etag == "1"
@@ -279,8 +160,10 @@ async def test_lists_filter_and_page(stub: api_grpc.MasterDataServiceStub) -> No
     assert [c.code for c in only.labor_categories] == ["C"]
 
 
-async def test_rates_resolve_by_override_then_latest_effective(stub: api_grpc.MasterDataServiceStub) -> None:
-    f = await firm(stub)
+async def test_rates_resolve_by_override_then_latest_effective(
+    stub: api_grpc.MasterDataServiceStub, build_firm: Any
+) -> None:
+    f = await build_firm(stub)
 
     async def rate(consultant: str, date: str) -> api.ResolveRateResponse:
         return await stub.ResolveRate(
