@@ -120,12 +120,15 @@ def lint() -> None:
 
 def breaking() -> None:
     deps()
-    against = "main"
-    has_main = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{against}:proto"], cwd=ROOT, capture_output=True
-    )
-    if has_main.returncode != 0:
-        print(f"buf breaking: skipped, branch {against!r} has no proto/ yet")
+    # A clone may have main only as a remote branch (e.g. CI on a detached checkout).
+    for against in ("main", "origin/main"):
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{against}:proto"], cwd=ROOT, capture_output=True
+        )
+        if found.returncode == 0:
+            break
+    else:
+        print("buf breaking: skipped, main has no proto/ yet")
         return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -134,9 +137,13 @@ def breaking() -> None:
         )
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
         shutil.copytree(DEPS, base / ".build" / "protodeps")
-        image = base / "main.binpb"
-        subprocess.run([str(BIN / "buf"), "build", str(base), "-o", str(image)], check=True)
-        subprocess.run([str(BIN / "buf"), "breaking", "--against", str(image)], check=True, cwd=ROOT)
+        # Compare image with image: the workspace has two modules (ours and the google deps).
+        main_image, current_image = base / "main.binpb", base / "current.binpb"
+        subprocess.run([str(BIN / "buf"), "build", str(base), "-o", str(main_image)], check=True)
+        subprocess.run([str(BIN / "buf"), "build", str(ROOT), "-o", str(current_image)], check=True)
+        subprocess.run(
+            [str(BIN / "buf"), "breaking", str(current_image), "--against", str(main_image)], check=True, cwd=ROOT
+        )
     print(f"buf breaking: no breaking changes against {against}")
 
 

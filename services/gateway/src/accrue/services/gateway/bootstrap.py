@@ -1,0 +1,141 @@
+"""The composition root: the only place that builds the catalog, channels, metrics and the app.
+
+Tests call `build_app` with their own settings (fake backends' addresses) and, if they like, a
+channel factory; `main` reads the environment, configures telemetry and serves with uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from types import FrameType
+
+import uvicorn
+from google.protobuf import descriptor_pb2
+from starlette.applications import Starlette
+
+from accrue.contracts import PUBLIC_SERVICES, descriptor_set
+from accrue.runtime.settings import load_settings
+from accrue.services.gateway.app import FIXED_PATHS, create_app, openapi_bytes
+from accrue.services.gateway.backends import Backends, ChannelFactory, instrumented_channel
+from accrue.services.gateway.catalog import load_catalog
+from accrue.services.gateway.docs import swagger_ui_directory
+from accrue.services.gateway.endpoint import Gateway, Limits
+from accrue.services.gateway.metrics import GatewayMetrics
+from accrue.services.gateway.openapi import build_openapi
+from accrue.services.gateway.routing import Router
+from accrue.services.gateway.settings import GatewaySettings
+from accrue.services.gateway.transcoding import Binding, Transcoder, compile_binding
+from accrue.telemetry import configure_logging, configure_tracing, get_logger
+
+log = get_logger(__name__)
+
+TITLE = "Accrue API"
+_STANDARD_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class ConfigurationError(ValueError):
+    """The settings name something the contracts do not have."""
+
+
+def build_app(
+    settings: GatewaySettings,
+    *,
+    channel_factory: ChannelFactory = instrumented_channel,
+    files: descriptor_pb2.FileDescriptorSet | None = None,
+    services: Sequence[str] = PUBLIC_SERVICES,
+) -> Starlette:
+    """Everything the gateway serves, from the contracts' descriptors and the settings."""
+    unknown = sorted(set(settings.backends) - set(services))
+    if unknown:
+        raise ConfigurationError(
+            f"backends for unknown services {unknown}; the public services are {list(services)}"
+        )
+    catalog = load_catalog(files if files is not None else descriptor_set(), services)
+    bindings = [compile_binding(catalog, rpc, rule) for rpc in catalog.methods for rule in rpc.rules]
+    router: Router[Binding] = Router((b.http_method, b.template, b) for b in bindings)
+    backends = Backends(settings.backends, channel_factory)
+    metrics = GatewayMetrics()
+    fixed = {path: ("GET", "HEAD") for path in FIXED_PATHS}
+    gateway = Gateway(
+        catalog=catalog,
+        router=router,
+        transcoder=Transcoder(catalog),
+        backends=backends,
+        metrics=metrics,
+        limits=Limits(settings.request_timeout_seconds, settings.max_body_bytes),
+        fixed_routes=fixed,
+    )
+    document = build_openapi(catalog, bindings, title=TITLE, version=_version())
+    methods = sorted({*_STANDARD_METHODS, *(b.http_method for b in bindings)})
+    return create_app(
+        gateway=gateway,
+        backends=backends,
+        metrics=metrics,
+        openapi=openapi_bytes(document),
+        title=TITLE,
+        readiness_timeout=settings.readiness_timeout_seconds,
+        swagger_ui=swagger_ui_directory(),
+        methods=methods,
+    )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("accrue-gateway")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn drains requests, then the lifespan closes channels."""
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,  # logging is configured once, by accrue.telemetry
+        access_log=False,  # metrics and traces cover access; a line per request costs throughput
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "gateway_starting",
+        url=f"http://{settings.host}:{settings.port}",
+        docs=f"http://{settings.host}:{settings.port}/docs",
+        backends=settings.backends,
+    )
+    await server.serve()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # not on Windows; the standard loop works, only slower
+        return None
+    return uvloop.new_event_loop
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main() -> None:
+    """Entry point of `python -m accrue.services.gateway`."""
+    # uvicorn drains on SIGTERM and then re-raises it to the handler it found. With Python's
+    # default that kills the process before atexit, losing unexported spans; this handler turns
+    # it (or one arriving during start-up) into a normal exit instead.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    settings = load_settings(GatewaySettings)
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    configure_tracing("gateway", settings.otlp_endpoint)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(settings))
+    except ConfigurationError as exc:
+        log.error("invalid_configuration", error=str(exc))
+        raise SystemExit(2) from None
