@@ -25,6 +25,8 @@ from accrue.telemetry import MetricsServer, get_logger, start_metrics_server
 
 log = get_logger(__name__)
 
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
 Background = Callable[[], Coroutine[Any, Any, None]]
 Closer = Callable[[], Awaitable[None]]
 
@@ -79,7 +81,13 @@ async def start(service: Service) -> RunningService:
             ErrorAndMetricsInterceptor(),
             *service.interceptors,
         ],
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            # One process per port: a second instance must fail to bind, not share the port.
+            ("grpc.so_reuseport", 0),
+            # The gateway accepts bodies up to 16 MiB; let them through.
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
     )
     service.register(server)
     health_servicer = health.aio.HealthServicer()

@@ -82,7 +82,7 @@ def create_app(
         }
         for result in results:
             if not result.serving:
-                log.info(
+                log.debug(
                     "backend_not_ready", backend=result.service, status=result.status, detail=result.detail
                 )
         return JSONResponse(body, status_code=200 if ready else 503)
