@@ -13,6 +13,7 @@ from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
+from accrue.runtime import client
 from accrue.runtime.server import Service
 from accrue.services.billing.adapters import tables
 from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
@@ -33,7 +34,7 @@ async def migrate(settings: BillingSettings) -> None:
 async def bootstrap(settings: BillingSettings) -> Service:
     """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers."""
     engine = create_engine(settings.database_url, application_name="accrue-billing")
-    channel = grpc.aio.insecure_channel(settings.masterdata_address)
+    channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )

@@ -13,6 +13,7 @@ from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
+from accrue.runtime import client
 from accrue.runtime.server import Service
 from accrue.services.timekeeping.adapters import tables
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
@@ -41,7 +42,7 @@ def build_app(engine: AsyncEngine, reader: MasterDataReader, settings: Timekeepi
 async def bootstrap(settings: TimekeepingSettings) -> Service:
     """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers."""
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
-    channel = grpc.aio.insecure_channel(settings.masterdata_address)
+    channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
