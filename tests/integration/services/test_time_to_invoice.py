@@ -6,10 +6,12 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy as sa
 
 from accrue.billing.v1 import billing_service_pb2 as bla
 from accrue.billing.v1 import billing_service_pb2_grpc as blg
 from accrue.billing.v1 import resources_pb2 as bl
+from accrue.db import create_engine
 from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
@@ -223,7 +225,19 @@ async def test_approved_time_becomes_a_draft_at_the_rate_of_each_day(stubs: Stub
     await eventually(lambda: unbilled_is("0.00"))
 
 
-async def test_billing_runs_are_idempotent_even_when_concurrent(stubs: Stubs, build_firm: Any) -> None:
+async def billing_has_work(database_url: str, entries: int) -> bool:
+    """Billing's own consumer has taken the approved entries into its ledger."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.scalar(sa.text("SELECT count(*) FROM billing.wip_entries")) == entries
+    finally:
+        await engine.dispose()
+
+
+async def test_billing_runs_are_idempotent_even_when_concurrent(
+    stubs: Stubs, build_firm: Any, database_url: str
+) -> None:
     f = await staffed_firm(stubs, build_firm)
     await approve_all(stubs, f, [("2026-11-02", "8")])
 
@@ -231,7 +245,7 @@ async def test_billing_runs_are_idempotent_even_when_concurrent(stubs: Stubs, bu
         return (await kpi_hours(stubs)) == "8.00"
 
     await eventually(billing_has_it)
-    await asyncio.sleep(0.5)  # billing's consumer is independent of observability's
+    await eventually(lambda: billing_has_work(database_url, 1))
     first, second = await asyncio.gather(run_billing(stubs), run_billing(stubs))
     assert first.id == second.id
     assert [i.id for i in first.invoices] == [i.id for i in second.invoices]
@@ -242,7 +256,9 @@ async def test_billing_runs_are_idempotent_even_when_concurrent(stubs: Stubs, bu
     assert [i.id for i in third.invoices] == [i.id for i in first.invoices]
 
 
-async def test_a_rate_in_another_currency_needs_fx_else_an_exception(stubs: Stubs, build_firm: Any) -> None:
+async def test_a_rate_in_another_currency_needs_fx_else_an_exception(
+    stubs: Stubs, build_firm: Any, database_url: str
+) -> None:
     f = await staffed_firm(stubs, build_firm)
     # A euro contract priced from the pound rate card.
     eur = (
@@ -306,7 +322,7 @@ async def test_a_rate_in_another_currency_needs_fx_else_an_exception(stubs: Stub
     )
     await stubs.tk.ApproveTimeEntry(tka.ApproveTimeEntryRequest(id=e.id, approver_id=f["boss"].id))
     await eventually(lambda: _unbilled(stubs, "3.00"))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: billing_has_work(database_url, 1))
     run = await run_billing(stubs)
     assert list(run.invoices) == []
     assert [x.kind for x in run.exceptions] == [bl.BILLING_EXCEPTION_KIND_MISSING_FX]

@@ -1,0 +1,20 @@
+"""Real NATS JetStream and PostgreSQL servers from wheels, and the stack's process contract.
+
+A library: `accrue run` and the test fixtures drive it; it never runs by itself.
+"""
+
+from accrue.embedded.nats_server import EmbeddedNats, EmbeddedServerError, find_nats_server
+from accrue.embedded.ports import PortBinding, PortInUseError, ensure_ports_free, free_port, port_is_free
+from accrue.embedded.postgres_server import EmbeddedPostgres
+
+__all__ = [
+    "EmbeddedNats",
+    "EmbeddedPostgres",
+    "EmbeddedServerError",
+    "PortBinding",
+    "PortInUseError",
+    "ensure_ports_free",
+    "find_nats_server",
+    "free_port",
+    "port_is_free",
+]

@@ -1,0 +1,393 @@
+"""`accrue run` and `accrue migrate`: the whole stack on one machine.
+
+NATS JetStream and PostgreSQL come from the environment (ACCRUE_NATS_URL, ACCRUE_DATABASE_URL,
+each independently) or are started embedded in the data dir (ACCRUE_DATA_DIR, default
+<repo>/.accrue), so data survives a restart. Every service is migrated, then every service and
+the gateway run under honcho on fixed ports, their output interleaved line by line with a
+prefix per process. Ctrl-C or SIGTERM stops the services first, then NATS, then PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import honcho.manager
+from honcho.manager import Manager
+from honcho.printer import Message, Printer
+
+from accrue.embedded import EmbeddedNats, EmbeddedPostgres, PortBinding, ensure_ports_free
+from accrue.embedded.readiness import NotReadyError, wait_until_ready
+from accrue.embedded.stack import (
+    GATEWAY,
+    PROCESS_NAMES,
+    SERVICE_NAMES,
+    PortAssignment,
+    StackProcess,
+    child_environ,
+    module_command,
+    run_migrations,
+    stack_processes,
+)
+
+DATA_DIR_VAR = "ACCRUE_DATA_DIR"
+DATABASE_URL_VAR = "ACCRUE_DATABASE_URL"
+NATS_URL_VAR = "ACCRUE_NATS_URL"
+# Not 4222/8222: a NATS the developer already runs must not stop `make run`.
+NATS_PORT_VAR = "ACCRUE_EMBEDDED_NATS_PORT"
+NATS_MONITOR_PORT_VAR = "ACCRUE_EMBEDDED_NATS_MONITOR_PORT"
+DEFAULT_NATS_PORT = 14222
+DEFAULT_NATS_MONITOR_PORT = 18222
+RUNNER = "accrue"
+# Exit codes honcho reports when it was stopped by SIGINT / SIGTERM.
+_SIGNAL_EXITS = (130, 143)
+
+
+class RunError(RuntimeError):
+    """The stack cannot run as configured; the message says what to change."""
+
+
+def find_repo_root(start: Path) -> Path | None:
+    """The checkout containing start: the directory with pyproject.toml, libs/ and services/."""
+    for candidate in (start, *start.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "services").is_dir():
+            return candidate
+    return None
+
+
+def default_data_dir(cwd: Path) -> Path:
+    """<repo>/.accrue, the repo found from the working directory, else from this package."""
+    root = find_repo_root(cwd) or find_repo_root(Path(__file__).resolve().parent)
+    return (root or cwd) / ".accrue"
+
+
+def _port_from(environ: Mapping[str, str], var: str, default: int) -> int:
+    raw = environ.get(var, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise RunError(f"{var}={raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything `accrue run` needs to know, read once from the environment."""
+
+    data_dir: Path
+    database_url: str | None
+    nats_url: str | None
+    ports: PortAssignment
+    nats_port: int = DEFAULT_NATS_PORT
+    nats_monitor_port: int = DEFAULT_NATS_MONITOR_PORT
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        data_dir: Path | None = None,
+        cwd: Path | None = None,
+        log_level: str = "INFO",
+    ) -> RunConfig:
+        env = os.environ if environ is None else environ
+        here = (cwd or Path.cwd()).resolve()
+        if data_dir is None and env.get(DATA_DIR_VAR):
+            data_dir = Path(env[DATA_DIR_VAR])
+        resolved = (here / data_dir).resolve() if data_dir is not None else default_data_dir(here)
+        try:
+            ports = PortAssignment.from_environ(env)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        return cls(
+            data_dir=resolved,
+            database_url=env.get(DATABASE_URL_VAR) or None,
+            nats_url=env.get(NATS_URL_VAR) or None,
+            ports=ports,
+            nats_port=_port_from(env, NATS_PORT_VAR, DEFAULT_NATS_PORT),
+            nats_monitor_port=_port_from(env, NATS_MONITOR_PORT_VAR, DEFAULT_NATS_MONITOR_PORT),
+            log_level=log_level.upper(),
+        )
+
+    @property
+    def embedded_nats_url(self) -> str:
+        return f"nats://{self.ports.host}:{self.nats_port}"
+
+    def bindings(self, *, with_services: bool = True) -> list[PortBinding]:
+        """Every fixed port this run would listen on, with the variable that moves it."""
+        result = list(self.ports.bindings()) if with_services else []
+        if self.nats_url is None and with_services:
+            result.append(PortBinding(self.nats_port, "embedded NATS client", NATS_PORT_VAR))
+            result.append(
+                PortBinding(self.nats_monitor_port, "embedded NATS monitoring", NATS_MONITOR_PORT_VAR)
+            )
+        return result
+
+    def check_ports(self, *, with_services: bool = True) -> None:
+        """Fail fast, before starting anything, if a fixed port is taken."""
+        ensure_ports_free(self.bindings(with_services=with_services), self.ports.host)
+
+
+class Backends:
+    """NATS and PostgreSQL for a run: the given URLs, or embedded servers in the data dir."""
+
+    def __init__(self, config: RunConfig, *, nats: bool = True) -> None:
+        self.config = config
+        self._want_nats = nats
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: EmbeddedNats | None = None
+
+    @property
+    def database_url(self) -> str:
+        if self.config.database_url:
+            return self.config.database_url
+        if self.postgres is None:
+            raise RunError("PostgreSQL is not started")
+        return self.postgres.url
+
+    @property
+    def nats_url(self) -> str:
+        if self.config.nats_url:
+            return self.config.nats_url
+        return self.nats.url if self.nats is not None else self.config.embedded_nats_url
+
+    def start(self, say: Callable[[str], None]) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.database_url is None:
+            say(f"starting PostgreSQL in {self.config.data_dir / 'postgres'}")
+            self.postgres = EmbeddedPostgres(self.config.data_dir / "postgres").start()
+        if self._want_nats and self.config.nats_url is None:
+            say(f"starting NATS JetStream in {self.config.data_dir / 'nats'}")
+            self.nats = EmbeddedNats(
+                self.config.data_dir / "nats",
+                host=self.config.ports.host,
+                port=self.config.nats_port,
+                monitor_port=self.config.nats_monitor_port,
+            ).start()
+
+    def stop(self, say: Callable[[str], None]) -> None:
+        """NATS, then PostgreSQL (the services are gone by now)."""
+        if self.nats is not None:
+            say("stopping NATS")
+            self.nats.stop()
+            self.nats = None
+        if self.postgres is not None:
+            say("stopping PostgreSQL")
+            self.postgres.stop()
+            self.postgres = None
+
+    def describe(self) -> list[tuple[str, str]]:
+        nats = self.nats_url
+        if self.nats is not None:
+            nats += f"  (embedded; monitoring {self.nats.monitor_url})"
+        else:
+            nats += f"  (from {NATS_URL_VAR})"
+        database = self.database_url
+        database += "  (embedded)" if self.postgres is not None else f"  (from {DATABASE_URL_VAR})"
+        return [("NATS", nats), ("PostgreSQL", database)]
+
+
+class Console:
+    """Lines prefixed like honcho's, for what the runner itself says."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.printer = Printer(output=out, width=max(len(n) for n in (*PROCESS_NAMES, RUNNER, "system")))
+
+    @staticmethod
+    def message(text: str, name: str = RUNNER) -> Any:
+        now = dt.datetime.now(dt.UTC).astimezone()
+        return Message(type="line", data=text + "\n", time=now, name=name, colour=None)
+
+    def say(self, text: str, name: str = RUNNER) -> None:
+        self.printer.write(self.message(text, name))
+
+
+def ready_banner(config: RunConfig, backends: Backends, processes: Sequence[StackProcess]) -> list[str]:
+    """What a developer needs once everything is up: where to point a browser, a client, psql."""
+    gateway = next(p for p in processes if p.name == GATEWAY.name)
+    lines = [
+        "Accrue is ready.",
+        f"  REST gateway   {gateway.urls['rest']}",
+        f"  API docs       {gateway.urls['docs']}",
+        f"  OpenAPI        {gateway.urls['openapi']}",
+        f"  {GATEWAY.name:<14} metrics {gateway.urls['metrics']}",
+    ]
+    lines.extend(
+        f"  {p.name:<14} gRPC {p.urls['grpc']}  metrics {p.urls['metrics']}"
+        for p in processes
+        if p is not gateway
+    )
+    lines.extend(f"  {label:<14} {value}" for label, value in backends.describe())
+    lines.append(f"  {'data dir':<14} {config.data_dir}")
+    lines.append("Press Ctrl-C to stop.")
+    return lines
+
+
+# honcho SIGKILLs what still runs 5 s after SIGTERM; the services' own grace period for
+# in-flight RPCs is 10 s, so give them that before honcho steps in.
+honcho.manager.KILL_WAIT = 15
+
+
+class _Manager(Manager):  # type: ignore[misc, unused-ignore]
+    """honcho's Manager, telling us once every process has been started.
+
+    Readiness probes use gRPC, whose threads must not exist while honcho forks its workers, so
+    the watcher starts only after honcho's _start() has forked them all.
+    """
+
+    def __init__(self, printer: Any, on_started: Callable[[], None]) -> None:
+        super().__init__(printer=printer)
+        self._on_started = on_started
+
+    def _start(self) -> None:
+        super()._start()
+        self._on_started()
+
+
+class _Interrupted(Exception):
+    """SIGTERM before honcho took over the signals."""
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Until honcho installs its own handlers, SIGTERM unwinds like Ctrl-C does.
+
+    Once honcho has replaced the handler it stays: a second Ctrl-C while NATS and PostgreSQL
+    stop is then absorbed instead of cutting the shutdown short.
+    """
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _raise:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _migrate(
+    processes: Sequence[StackProcess], console: Console, base_env: Mapping[str, str] | None = None
+) -> None:
+    console.say(f"migrating {', '.join(p.name for p in processes if p.migrate_argv is not None)}")
+    outputs = run_migrations(processes, base_env=base_env)
+    for name, output in outputs.items():
+        for line in output.splitlines():
+            console.say(line, name)
+
+
+def run_stack(
+    config: RunConfig,
+    *,
+    out: TextIO = sys.stdout,
+    ready_timeout: float = 120.0,
+    command: Callable[[str], Sequence[str]] | None = None,
+) -> int:
+    """`accrue run`: returns the exit code (0 after Ctrl-C/SIGTERM, 1 if something failed)."""
+    console = Console(out)
+    config.check_ports()
+    backends = Backends(config)
+    try:
+        with _signals_interrupt():
+            backends.start(console.say)
+            processes = stack_processes(
+                database_url=backends.database_url,
+                nats_url=backends.nats_url,
+                ports=config.ports,
+                log_format="console",
+                log_level=config.log_level,
+                command=command or module_command,
+            )
+            _migrate(processes, console)
+            return _supervise(config, backends, processes, console, ready_timeout)
+    except (KeyboardInterrupt, _Interrupted):
+        console.say("interrupted; stopping")
+        return 0
+    finally:
+        backends.stop(console.say)
+
+
+def _supervise(
+    config: RunConfig,
+    backends: Backends,
+    processes: Sequence[StackProcess],
+    console: Console,
+    ready_timeout: float,
+) -> int:
+    stopping = threading.Event()
+    failed = threading.Event()
+    manager: Any = None
+
+    def _watch() -> None:
+        try:
+            wait_until_ready(
+                {p.name: p.readiness for p in processes}, timeout=ready_timeout, cancelled=stopping.is_set
+            )
+        except NotReadyError as exc:
+            if stopping.is_set():
+                return
+            failed.set()
+            for name in exc.pending:
+                proc = next(p for p in processes if p.name == name)
+                manager.events.put(console.message(f"{name} is not ready: no answer from {proc.readiness}"))
+            manager.events.put(console.message(f"not ready within {ready_timeout:.0f}s; stopping"))
+            manager.terminate()
+            return
+        for line in ready_banner(config, backends, processes):
+            manager.events.put(console.message(line))
+
+    def _on_started() -> None:
+        threading.Thread(target=_watch, name="accrue-readiness", daemon=True).start()
+
+    manager = _Manager(console.printer, _on_started)
+    for proc in processes:
+        manager.add_process(proc.name, "exec " + shlex.join(proc.argv), env=child_environ(proc.env))
+    try:
+        manager.loop()
+    finally:
+        stopping.set()
+    if failed.is_set():
+        return 1
+    if manager.returncode in _SIGNAL_EXITS:
+        return 0
+    console.say("a process exited on its own (see above), so everything was stopped")
+    return 1
+
+
+def migrate_only(
+    config: RunConfig, *, out: TextIO = sys.stdout, command: Callable[[str], Sequence[str]] | None = None
+) -> int:
+    """`accrue migrate`: migrate every service against the configured or embedded database."""
+    console = Console(out)
+    backends = Backends(config, nats=False)
+    try:
+        with _signals_interrupt():
+            backends.start(console.say)
+            processes = stack_processes(
+                database_url=backends.database_url,
+                nats_url=backends.nats_url,
+                ports=config.ports,
+                log_format="console",
+                log_level=config.log_level,
+                command=command or module_command,
+            )
+            _migrate(processes, console)
+        console.say(f"migrated {', '.join(SERVICE_NAMES)}")
+        return 0
+    except (KeyboardInterrupt, _Interrupted):
+        console.say("interrupted")
+        return 130
+    finally:
+        backends.stop(console.say)
