@@ -142,7 +142,9 @@ def breaking() -> None:
         subprocess.run([str(BIN / "buf"), "build", str(base), "-o", str(main_image)], check=True)
         subprocess.run([str(BIN / "buf"), "build", str(ROOT), "-o", str(current_image)], check=True)
         subprocess.run(
-            [str(BIN / "buf"), "breaking", str(current_image), "--against", str(main_image)], check=True, cwd=ROOT
+            [str(BIN / "buf"), "breaking", str(current_image), "--against", str(main_image)],
+            check=True,
+            cwd=ROOT,
         )
     print(f"buf breaking: no breaking changes against {against}")
 
