@@ -350,3 +350,29 @@ async def test_a_rate_in_another_currency_needs_fx_else_an_exception(
 
 async def _unbilled(s: Stubs, hours: str) -> bool:
     return await kpi_hours(s) == hours
+
+
+async def test_summaries_for_reconciliation_agree_stage_by_stage(
+    stubs: Stubs, build_firm: Any, database_url: str
+) -> None:
+    f = await staffed_firm(stubs, build_firm)
+    approved = await approve_all(stubs, f, [("2026-11-02", "8"), ("2026-11-03", "4")])
+    await eventually(lambda: billing_has_work(database_url, 2))
+    period = {"period_start": "2026-11-01", "period_end": "2026-11-30", "legal_entity_id": f["le"].id}
+    (time_summary,) = (
+        await stubs.tk.SummarizeApprovedTime(tka.SummarizeApprovedTimeRequest(**period))
+    ).projects
+    assert (time_summary.entry_count, time_summary.hours, time_summary.billable_hours) == (
+        2,
+        "12.00",
+        "12.00",
+    )
+    assert {e.time_entry_id for e in time_summary.entries} == {a.id for a in approved}
+    (before,) = (await stubs.bl.SummarizeBilledWork(bla.SummarizeBilledWorkRequest(**period))).projects
+    assert (before.hours, before.unbilled_hours, before.billed_hours) == ("12.00", "12.00", "0.00")
+    (invoice,) = (await run_billing(stubs)).invoices
+    (after,) = (await stubs.bl.SummarizeBilledWork(bla.SummarizeBilledWorkRequest(**period))).projects
+    assert (after.unbilled_hours, after.billed_hours, after.posted_hours) == ("0.00", "12.00", "0.00")
+    assert {(e.invoice_id, e.invoice_status) for e in after.entries} == {
+        (invoice.id, bl.INVOICE_STATUS_DRAFT)
+    }

@@ -244,3 +244,147 @@ class ListBillingExceptionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListBillingExceptionsResponse: _TypeAlias = ListBillingExceptionsResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeBilledWorkRequest(_message.Message):
+    """SummarizeBilledWorkRequest names the period and, optionally, the legal entity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    period_start: _builtins.str
+    """First day of the period (by work date), "YYYY-MM-DD"."""
+    period_end: _builtins.str
+    """Last day of the period, "YYYY-MM-DD"."""
+    legal_entity_id: _builtins.str
+    """Only this legal entity's work; empty for all."""
+    def __init__(
+        self,
+        *,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity_id", b"legal_entity_id", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeBilledWorkRequest: _TypeAlias = SummarizeBilledWorkRequest  # noqa: Y015
+
+@_typing.final
+class BilledEntry(_message.Message):
+    """BilledEntry is one approved entry as billing holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    BILLABLE_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_STATUS_FIELD_NUMBER: _builtins.int
+    time_entry_id: _builtins.str
+    """The time entry."""
+    hours: _builtins.str
+    """Its hours, as a decimal string."""
+    billable: _builtins.bool
+    """Whether it is billable."""
+    invoice_id: _builtins.str
+    """The invoice it is on; empty while unbilled."""
+    invoice_status: _resources_pb2.InvoiceStatus.ValueType
+    """That invoice's status; unspecified while unbilled."""
+    def __init__(
+        self,
+        *,
+        time_entry_id: _builtins.str = ...,
+        hours: _builtins.str = ...,
+        billable: _builtins.bool = ...,
+        invoice_id: _builtins.str = ...,
+        invoice_status: _resources_pb2.InvoiceStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "hours", b"hours", "invoice_id", b"invoice_id", "invoice_status", b"invoice_status", "time_entry_id", b"time_entry_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BilledEntry: _TypeAlias = BilledEntry  # noqa: Y015
+
+@_typing.final
+class BilledWorkSummary(_message.Message):
+    """BilledWorkSummary is one project's work in billing for the period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    UNBILLED_HOURS_FIELD_NUMBER: _builtins.int
+    BILLED_HOURS_FIELD_NUMBER: _builtins.int
+    POSTED_HOURS_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    legal_entity_id: _builtins.str
+    """The legal entity that bills it."""
+    entry_count: _builtins.int
+    """Entries billing has received."""
+    hours: _builtins.str
+    """Their hours, as a decimal string."""
+    unbilled_hours: _builtins.str
+    """Billable hours not yet on an invoice, as a decimal string."""
+    billed_hours: _builtins.str
+    """Hours on live (non-void) invoices, as a decimal string."""
+    posted_hours: _builtins.str
+    """Hours on POSTED invoices, as a decimal string."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BilledEntry]:
+        """The entries."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        entry_count: _builtins.int = ...,
+        hours: _builtins.str = ...,
+        unbilled_hours: _builtins.str = ...,
+        billed_hours: _builtins.str = ...,
+        posted_hours: _builtins.str = ...,
+        entries: _abc.Iterable[Global___BilledEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_hours", b"billed_hours", "entries", b"entries", "entry_count", b"entry_count", "hours", b"hours", "legal_entity_id", b"legal_entity_id", "posted_hours", b"posted_hours", "project_id", b"project_id", "unbilled_hours", b"unbilled_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BilledWorkSummary: _TypeAlias = BilledWorkSummary  # noqa: Y015
+
+@_typing.final
+class SummarizeBilledWorkResponse(_message.Message):
+    """SummarizeBilledWorkResponse gives one summary per project, ordered by project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___BilledWorkSummary]:
+        """The summaries."""
+
+    def __init__(
+        self,
+        *,
+        projects: _abc.Iterable[Global___BilledWorkSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["projects", b"projects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeBilledWorkResponse: _TypeAlias = SummarizeBilledWorkResponse  # noqa: Y015

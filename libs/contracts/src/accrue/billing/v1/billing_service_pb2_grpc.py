@@ -50,6 +50,11 @@ class BillingServiceStub:
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.SerializeToString,
                 response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.FromString,
                 _registered_method=True)
+        self.SummarizeBilledWork = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/SummarizeBilledWork',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkResponse.FromString,
+                _registered_method=True)
         self.ListBillingExceptions = channel.unary_unary(
                 '/accrue.billing.v1.BillingService/ListBillingExceptions',
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsRequest.SerializeToString,
@@ -82,6 +87,14 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SummarizeBilledWork(self, request, context):
+        """Sums unbilled and billed work per project for a period, with the entries behind each
+        figure. For reconciliation between stages; internal, so it has no REST mapping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListBillingExceptions(self, request, context):
         """Lists billing exceptions, filtered and paged.
         """
@@ -106,6 +119,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListInvoices,
                     request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.FromString,
                     response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.SerializeToString,
+            ),
+            'SummarizeBilledWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeBilledWork,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkResponse.SerializeToString,
             ),
             'ListBillingExceptions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBillingExceptions,
@@ -195,6 +213,33 @@ class BillingService:
             '/accrue.billing.v1.BillingService/ListInvoices',
             accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.SerializeToString,
             accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeBilledWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/SummarizeBilledWork',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

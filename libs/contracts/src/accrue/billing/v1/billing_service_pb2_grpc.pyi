@@ -39,6 +39,10 @@ class BillingServiceStub:
     """Gets an invoice with its lines."""
     ListInvoices: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListInvoicesRequest, _billing_service_pb2.ListInvoicesResponse]
     """Lists invoices, filtered and paged."""
+    SummarizeBilledWork: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SummarizeBilledWorkRequest, _billing_service_pb2.SummarizeBilledWorkResponse]
+    """Sums unbilled and billed work per project for a period, with the entries behind each
+    figure. For reconciliation between stages; internal, so it has no REST mapping.
+    """
     ListBillingExceptions: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingExceptionsRequest, _billing_service_pb2.ListBillingExceptionsResponse]
     """Lists billing exceptions, filtered and paged."""
 
@@ -53,6 +57,10 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Gets an invoice with its lines."""
     ListInvoices: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListInvoicesRequest, _billing_service_pb2.ListInvoicesResponse]  # type: ignore[assignment]
     """Lists invoices, filtered and paged."""
+    SummarizeBilledWork: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SummarizeBilledWorkRequest, _billing_service_pb2.SummarizeBilledWorkResponse]  # type: ignore[assignment]
+    """Sums unbilled and billed work per project for a period, with the entries behind each
+    figure. For reconciliation between stages; internal, so it has no REST mapping.
+    """
     ListBillingExceptions: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingExceptionsRequest, _billing_service_pb2.ListBillingExceptionsResponse]  # type: ignore[assignment]
     """Lists billing exceptions, filtered and paged."""
 
@@ -82,6 +90,16 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.ListInvoicesResponse, _abc.Awaitable[_billing_service_pb2.ListInvoicesResponse]]:
         """Lists invoices, filtered and paged."""
+
+    @_abc_1.abstractmethod
+    def SummarizeBilledWork(
+        self,
+        request: _billing_service_pb2.SummarizeBilledWorkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.SummarizeBilledWorkResponse, _abc.Awaitable[_billing_service_pb2.SummarizeBilledWorkResponse]]:
+        """Sums unbilled and billed work per project for a period, with the entries behind each
+        figure. For reconciliation between stages; internal, so it has no REST mapping.
+        """
 
     @_abc_1.abstractmethod
     def ListBillingExceptions(

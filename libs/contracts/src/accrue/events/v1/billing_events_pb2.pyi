@@ -19,8 +19,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class InvoiceDrafted(_message.Message):
-    """Billing events. Subjects: billing.invoice.<event>.<legal_entity_id> and
-    billing.exception.<event>.<legal_entity_id>.
+    """Billing events. Subjects: billing.invoice.<event>.<legal_entity_id>,
+    billing.exception.<event>.<legal_entity_id> and billing.cap.<event>.<legal_entity_id>.
 
     InvoiceDrafted says a billing run made a draft invoice; its time is no longer unbilled.
     """
@@ -44,6 +44,134 @@ class InvoiceDrafted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvoiceDrafted: _TypeAlias = InvoiceDrafted  # noqa: Y015
+
+@_typing.final
+class InvoiceApproved(_message.Message):
+    """InvoiceApproved says finance approved a draft; it waits to be posted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def invoice(self) -> _resources_pb2.Invoice:
+        """The invoice, now APPROVED."""
+
+    def __init__(
+        self,
+        *,
+        invoice: _resources_pb2.Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoiceApproved: _TypeAlias = InvoiceApproved  # noqa: Y015
+
+@_typing.final
+class InvoicePosted(_message.Message):
+    """InvoicePosted says the ERP confirmed the invoice: only this counts as revenue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def invoice(self) -> _resources_pb2.Invoice:
+        """The invoice, now POSTED, with its number and the ERP's document id."""
+
+    def __init__(
+        self,
+        *,
+        invoice: _resources_pb2.Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePosted: _TypeAlias = InvoicePosted  # noqa: Y015
+
+@_typing.final
+class InvoiceVoided(_message.Message):
+    """InvoiceVoided says a draft or approved invoice was cancelled; its work is unbilled again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why it was voided."""
+    @_builtins.property
+    def invoice(self) -> _resources_pb2.Invoice:
+        """The invoice, now VOID."""
+
+    def __init__(
+        self,
+        *,
+        invoice: _resources_pb2.Invoice | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoiceVoided: _TypeAlias = InvoiceVoided  # noqa: Y015
+
+@_typing.final
+class CapThresholdReached(_message.Message):
+    """CapThresholdReached says billing on a CAPPED line crossed a share of its cap.
+    Subject: billing.cap.threshold_reached.<legal_entity_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    CONTRACT_LINE_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    THRESHOLD_PERCENT_FIELD_NUMBER: _builtins.int
+    CAP_AMOUNT_FIELD_NUMBER: _builtins.int
+    BILLED_AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    """The contract."""
+    contract_line_id: _builtins.str
+    """The CAPPED contract line."""
+    project_id: _builtins.str
+    """The project the line covers."""
+    legal_entity_id: _builtins.str
+    """The legal entity that bills it."""
+    threshold_percent: _builtins.int
+    """The threshold crossed, in percent, e.g. 80."""
+    cap_amount: _builtins.str
+    """The cap, as a decimal string."""
+    billed_amount: _builtins.str
+    """Billed so far on the line, as a decimal string."""
+    currency: _builtins.str
+    """ISO 4217 code of both amounts."""
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+        contract_line_id: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        threshold_percent: _builtins.int = ...,
+        cap_amount: _builtins.str = ...,
+        billed_amount: _builtins.str = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_amount", b"billed_amount", "cap_amount", b"cap_amount", "contract_id", b"contract_id", "contract_line_id", b"contract_line_id", "currency", b"currency", "legal_entity_id", b"legal_entity_id", "project_id", b"project_id", "threshold_percent", b"threshold_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapThresholdReached: _TypeAlias = CapThresholdReached  # noqa: Y015
 
 @_typing.final
 class BillingExceptionRaised(_message.Message):

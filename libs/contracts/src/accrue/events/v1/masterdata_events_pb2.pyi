@@ -20,7 +20,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class LegalEntityUpserted(_message.Message):
     """Master-data events carry the full new state, so consumers keep projections without
-    calling back. Subject: md.<entity>.upserted.<id>.
+    calling back. Subjects: md.<entity>.upserted.<id> when a record is created or changed, and
+    md.<entity>.deactivated.<id> (same message, deactivate_time set) when it is deactivated.
 
     LegalEntityUpserted says a legal entity was created or changed.
     """
@@ -308,3 +309,61 @@ class TaxRateUpserted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaxRateUpserted: _TypeAlias = TaxRateUpserted  # noqa: Y015
+
+@_typing.final
+class CalendarUpserted(_message.Message):
+    """CalendarUpserted says a calendar was created or changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The calendar as stored."""
+
+    def __init__(
+        self,
+        *,
+        calendar: _resources_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalendarUpserted: _TypeAlias = CalendarUpserted  # noqa: Y015
+
+@_typing.final
+class MilestoneCompleted(_message.Message):
+    """MilestoneCompleted says a milestone was marked complete and is now billable.
+    Subject: md.milestone.completed.<id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    """The contract the milestone's line belongs to."""
+    project_id: _builtins.str
+    """The project the milestone's line covers."""
+    @_builtins.property
+    def milestone(self) -> _resources_pb2.Milestone:
+        """The milestone, now COMPLETED."""
+
+    def __init__(
+        self,
+        *,
+        milestone: _resources_pb2.Milestone | None = ...,
+        contract_id: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "milestone", b"milestone", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MilestoneCompleted: _TypeAlias = MilestoneCompleted  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from accrue.timekeeping.v1 import resources_pb2 as accrue_dot_timekeeping_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"accrue/events/v1/time_events.proto\x12\x10\x61\x63\x63rue.events.v1\x1a%accrue/timekeeping/v1/resources.proto\"J\n\x12TimeEntrySubmitted\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\"I\n\x11TimeEntryApproved\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\"I\n\x11TimeEntryDeclined\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"accrue/events/v1/time_events.proto\x12\x10\x61\x63\x63rue.events.v1\x1a%accrue/timekeeping/v1/resources.proto\"J\n\x12TimeEntrySubmitted\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\"I\n\x11TimeEntryApproved\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\"I\n\x11TimeEntryDeclined\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\"\xb2\x01\n\x11TimeEntryReversed\x12\x32\n\x08original\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\x12\x32\n\x08reversal\x18\x02 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\x12\x35\n\x0breplacement\x18\x03 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\"\x82\x01\n\x12TimeEntryEscalated\x12\x34\n\ntime_entry\x18\x01 \x01(\x0b\x32 .accrue.timekeeping.v1.TimeEntry\x12\x1c\n\x14previous_approver_id\x18\x02 \x01(\t\x12\x18\n\x10\x65scalation_level\x18\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,4 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMEENTRYAPPROVED']._serialized_end=244
   _globals['_TIMEENTRYDECLINED']._serialized_start=246
   _globals['_TIMEENTRYDECLINED']._serialized_end=319
+  _globals['_TIMEENTRYREVERSED']._serialized_start=322
+  _globals['_TIMEENTRYREVERSED']._serialized_end=500
+  _globals['_TIMEENTRYESCALATED']._serialized_start=503
+  _globals['_TIMEENTRYESCALATED']._serialized_end=633
 # @@protoc_insertion_point(module_scope)

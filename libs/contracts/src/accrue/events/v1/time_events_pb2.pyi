@@ -92,3 +92,71 @@ class TimeEntryDeclined(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TimeEntryDeclined: _TypeAlias = TimeEntryDeclined  # noqa: Y015
+
+@_typing.final
+class TimeEntryReversed(_message.Message):
+    """TimeEntryReversed says approved time was corrected by a linked negative entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_FIELD_NUMBER: _builtins.int
+    REVERSAL_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def original(self) -> _resources_pb2.TimeEntry:
+        """The original entry, now REVERSED."""
+
+    @_builtins.property
+    def reversal(self) -> _resources_pb2.TimeEntry:
+        """The negative entry that cancels it (hours below zero, reverses_id set)."""
+
+    @_builtins.property
+    def replacement(self) -> _resources_pb2.TimeEntry:
+        """The corrected entry submitted in its place, if any (it goes through approval again)."""
+
+    def __init__(
+        self,
+        *,
+        original: _resources_pb2.TimeEntry | None = ...,
+        reversal: _resources_pb2.TimeEntry | None = ...,
+        replacement: _resources_pb2.TimeEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "replacement", b"replacement", "reversal", b"reversal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "replacement", b"replacement", "reversal", b"reversal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeEntryReversed: _TypeAlias = TimeEntryReversed  # noqa: Y015
+
+@_typing.final
+class TimeEntryEscalated(_message.Message):
+    """TimeEntryEscalated says an entry waited longer than the approval SLA and moved up a level."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ENTRY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_APPROVER_ID_FIELD_NUMBER: _builtins.int
+    ESCALATION_LEVEL_FIELD_NUMBER: _builtins.int
+    previous_approver_id: _builtins.str
+    """Who was the approver before."""
+    escalation_level: _builtins.int
+    """How many times the entry has been escalated."""
+    @_builtins.property
+    def time_entry(self) -> _resources_pb2.TimeEntry:
+        """The entry, with its new approver."""
+
+    def __init__(
+        self,
+        *,
+        time_entry: _resources_pb2.TimeEntry | None = ...,
+        previous_approver_id: _builtins.str = ...,
+        escalation_level: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_entry", b"time_entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["escalation_level", b"escalation_level", "previous_approver_id", b"previous_approver_id", "time_entry", b"time_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeEntryEscalated: _TypeAlias = TimeEntryEscalated  # noqa: Y015

@@ -113,6 +113,98 @@ BILLING_PERIOD_WEEKLY: BillingPeriod.ValueType  # 3
 """Once per ISO week."""
 Global___BillingPeriod: _TypeAlias = BillingPeriod  # noqa: Y015
 
+class _RoundingMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoundingModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoundingMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUNDING_MODE_UNSPECIFIED: _RoundingMode.ValueType  # 0
+    """Not given: half-even."""
+    ROUNDING_MODE_HALF_EVEN: _RoundingMode.ValueType  # 1
+    """Half to the even neighbour ("banker's rounding"), which keeps bias out of totals."""
+    ROUNDING_MODE_HALF_UP: _RoundingMode.ValueType  # 2
+    """Half away from zero."""
+
+class RoundingMode(_RoundingMode, metaclass=_RoundingModeEnumTypeWrapper):
+    """RoundingMode is how an amount exactly halfway between two minor units is rounded."""
+
+ROUNDING_MODE_UNSPECIFIED: RoundingMode.ValueType  # 0
+"""Not given: half-even."""
+ROUNDING_MODE_HALF_EVEN: RoundingMode.ValueType  # 1
+"""Half to the even neighbour ("banker's rounding"), which keeps bias out of totals."""
+ROUNDING_MODE_HALF_UP: RoundingMode.ValueType  # 2
+"""Half away from zero."""
+Global___RoundingMode: _TypeAlias = RoundingMode  # noqa: Y015
+
+class _RoundingScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoundingScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoundingScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUNDING_SCOPE_UNSPECIFIED: _RoundingScope.ValueType  # 0
+    """Not given: per invoice line."""
+    ROUNDING_SCOPE_PER_LINE: _RoundingScope.ValueType  # 1
+    """Each invoice line's quantity × unit price is rounded once."""
+    ROUNDING_SCOPE_PER_ENTRY: _RoundingScope.ValueType  # 2
+    """Each time entry's hours × rate is rounded, and a line is the sum of its entries."""
+
+class RoundingScope(_RoundingScope, metaclass=_RoundingScopeEnumTypeWrapper):
+    """RoundingScope is what is rounded to the minor unit before summing."""
+
+ROUNDING_SCOPE_UNSPECIFIED: RoundingScope.ValueType  # 0
+"""Not given: per invoice line."""
+ROUNDING_SCOPE_PER_LINE: RoundingScope.ValueType  # 1
+"""Each invoice line's quantity × unit price is rounded once."""
+ROUNDING_SCOPE_PER_ENTRY: RoundingScope.ValueType  # 2
+"""Each time entry's hours × rate is rounded, and a line is the sum of its entries."""
+Global___RoundingScope: _TypeAlias = RoundingScope  # noqa: Y015
+
+class _Weekday:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WeekdayEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Weekday.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEEKDAY_UNSPECIFIED: _Weekday.ValueType  # 0
+    """Not given."""
+    WEEKDAY_MONDAY: _Weekday.ValueType  # 1
+    """Monday."""
+    WEEKDAY_TUESDAY: _Weekday.ValueType  # 2
+    """Tuesday."""
+    WEEKDAY_WEDNESDAY: _Weekday.ValueType  # 3
+    """Wednesday."""
+    WEEKDAY_THURSDAY: _Weekday.ValueType  # 4
+    """Thursday."""
+    WEEKDAY_FRIDAY: _Weekday.ValueType  # 5
+    """Friday."""
+    WEEKDAY_SATURDAY: _Weekday.ValueType  # 6
+    """Saturday."""
+    WEEKDAY_SUNDAY: _Weekday.ValueType  # 7
+    """Sunday."""
+
+class Weekday(_Weekday, metaclass=_WeekdayEnumTypeWrapper):
+    """Weekday is a day of the ISO week."""
+
+WEEKDAY_UNSPECIFIED: Weekday.ValueType  # 0
+"""Not given."""
+WEEKDAY_MONDAY: Weekday.ValueType  # 1
+"""Monday."""
+WEEKDAY_TUESDAY: Weekday.ValueType  # 2
+"""Tuesday."""
+WEEKDAY_WEDNESDAY: Weekday.ValueType  # 3
+"""Wednesday."""
+WEEKDAY_THURSDAY: Weekday.ValueType  # 4
+"""Thursday."""
+WEEKDAY_FRIDAY: Weekday.ValueType  # 5
+"""Friday."""
+WEEKDAY_SATURDAY: Weekday.ValueType  # 6
+"""Saturday."""
+WEEKDAY_SUNDAY: Weekday.ValueType  # 7
+"""Sunday."""
+Global___Weekday: _TypeAlias = Weekday  # noqa: Y015
+
 class _MilestoneStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -157,6 +249,7 @@ class LegalEntity(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -183,6 +276,10 @@ class LegalEntity(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -196,10 +293,11 @@ class LegalEntity(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "code", b"code", "country", b"country", "create_time", b"create_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "code", b"code", "country", b"country", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -221,6 +319,7 @@ class Customer(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -247,6 +346,10 @@ class Customer(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -260,10 +363,11 @@ class Customer(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,6 +386,7 @@ class LaborCategory(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -302,6 +407,10 @@ class LaborCategory(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -312,10 +421,11 @@ class LaborCategory(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +452,7 @@ class Consultant(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -378,6 +489,10 @@ class Consultant(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -396,10 +511,11 @@ class Consultant(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_from", b"active_from", "active_to", b"active_to", "code", b"code", "cost_rate", b"cost_rate", "create_time", b"create_time", "email", b"email", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "name", b"name", "update_time", b"update_time", "weekly_capacity_hours", b"weekly_capacity_hours"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_from", b"active_from", "active_to", b"active_to", "code", b"code", "cost_rate", b"cost_rate", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "email", b"email", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "name", b"name", "update_time", b"update_time", "weekly_capacity_hours", b"weekly_capacity_hours"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -425,6 +541,7 @@ class Project(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -459,6 +576,10 @@ class Project(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -476,10 +597,11 @@ class Project(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_hours", b"budget_hours", "code", b"code", "create_time", b"create_time", "customer_id", b"customer_id", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "name", b"name", "start_date", b"start_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_hours", b"budget_hours", "code", b"code", "create_time", b"create_time", "customer_id", b"customer_id", "deactivate_time", b"deactivate_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "name", b"name", "start_date", b"start_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -546,6 +668,7 @@ class RateCard(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -572,6 +695,10 @@ class RateCard(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -584,10 +711,11 @@ class RateCard(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "rates", b"rates", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "rates", b"rates", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -655,9 +783,12 @@ class Contract(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    ROUNDING_MODE_FIELD_NUMBER: _builtins.int
+    ROUNDING_SCOPE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -666,6 +797,10 @@ class Contract(_message.Message):
     """The customer the contract is with."""
     currency: _builtins.str
     """ISO 4217 code of the currency invoices are issued in."""
+    rounding_mode: Global___RoundingMode.ValueType
+    """How halfway amounts are rounded on this contract's invoices; half-even when not given."""
+    rounding_scope: Global___RoundingScope.ValueType
+    """What is rounded before summing; per invoice line when not given."""
     etag: _builtins.str
     """Opaque version for optimistic concurrency."""
     @_builtins.property
@@ -684,6 +819,10 @@ class Contract(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -693,13 +832,16 @@ class Contract(_message.Message):
         customer_id: _builtins.str = ...,
         currency: _builtins.str = ...,
         lines: _abc.Iterable[Global___ContractLine] | None = ...,
+        rounding_mode: Global___RoundingMode.ValueType = ...,
+        rounding_scope: Global___RoundingScope.ValueType = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "lines", b"lines", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "lines", b"lines", "rounding_mode", b"rounding_mode", "rounding_scope", b"rounding_scope", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -718,9 +860,11 @@ class Milestone(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     DUE_DATE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     contract_line_id: _builtins.str
@@ -740,12 +884,20 @@ class Milestone(_message.Message):
         """The record in the system of record."""
 
     @_builtins.property
+    def complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was marked complete."""
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
+
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
 
     def __init__(
         self,
@@ -757,13 +909,15 @@ class Milestone(_message.Message):
         amount: _builtins.str = ...,
         due_date: _builtins.str = ...,
         status: Global___MilestoneStatus.ValueType = ...,
+        complete_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "contract_line_id", b"contract_line_id", "create_time", b"create_time", "due_date", b"due_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "complete_time", b"complete_time", "contract_line_id", b"contract_line_id", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "due_date", b"due_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -787,6 +941,7 @@ class Assignment(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     project_id: _builtins.str
@@ -817,6 +972,10 @@ class Assignment(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -832,10 +991,11 @@ class Assignment(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "billable", b"billable", "create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "billable", b"billable", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "allocation_percent", b"allocation_percent", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "project_id", b"project_id", "start_date", b"start_date", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "allocation_percent", b"allocation_percent", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "project_id", b"project_id", "start_date", b"start_date", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__billable: _TypeAlias = _typing.Literal["billable"]  # noqa: Y015
     _WhichOneofArgType__billable: _TypeAlias = _typing.Literal["_billable", b"_billable"]  # noqa: Y015
@@ -863,6 +1023,7 @@ class Opportunity(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     customer_id: _builtins.str
@@ -897,6 +1058,10 @@ class Opportunity(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -914,10 +1079,11 @@ class Opportunity(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "duration_months", b"duration_months", "etag", b"etag", "expected_start", b"expected_start", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "probability", b"probability", "stage", b"stage", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "deactivate_time", b"deactivate_time", "duration_months", b"duration_months", "etag", b"etag", "expected_start", b"expected_start", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "probability", b"probability", "stage", b"stage", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -938,6 +1104,7 @@ class FxRate(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     base: _builtins.str
@@ -962,6 +1129,10 @@ class FxRate(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -974,10 +1145,11 @@ class FxRate(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "create_time", b"create_time", "effective_date", b"effective_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "quote", b"quote", "rate", b"rate", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "effective_date", b"effective_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "quote", b"quote", "rate", b"rate", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -997,6 +1169,7 @@ class TaxRate(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     tax_code: _builtins.str
@@ -1019,6 +1192,10 @@ class TaxRate(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource last changed."""
 
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
     def __init__(
         self,
         *,
@@ -1030,11 +1207,112 @@ class TaxRate(_message.Message):
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "effective_from", b"effective_from", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "rate", b"rate", "tax_code", b"tax_code", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "effective_from", b"effective_from", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "rate", b"rate", "tax_code", b"tax_code", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaxRate: _TypeAlias = TaxRate  # noqa: Y015
+
+@_typing.final
+class Holiday(_message.Message):
+    """Holiday is a non-working day on a calendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """The day, "YYYY-MM-DD"."""
+    name: _builtins.str
+    """What it is, e.g. "Christmas Day"."""
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Holiday: _TypeAlias = Holiday  # noqa: Y015
+
+@_typing.final
+class Calendar(_message.Message):
+    """Calendar says which days a legal entity works: its working weekdays and its holidays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REF_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    WORKING_DAYS_FIELD_NUMBER: _builtins.int
+    HOLIDAYS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DEACTIVATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier."""
+    code: _builtins.str
+    """Short unique code, e.g. "UK-2027"."""
+    name: _builtins.str
+    """Display name."""
+    legal_entity_id: _builtins.str
+    """The legal entity whose consultants work to this calendar."""
+    etag: _builtins.str
+    """Opaque version for optimistic concurrency."""
+    @_builtins.property
+    def external_ref(self) -> _types_pb2.ExternalRef:
+        """The record in the system of record (usually HR)."""
+
+    @_builtins.property
+    def working_days(self) -> _containers.RepeatedScalarFieldContainer[Global___Weekday.ValueType]:
+        """The working weekdays; Monday to Friday when empty."""
+
+    @_builtins.property
+    def holidays(self) -> _containers.RepeatedCompositeFieldContainer[Global___Holiday]:
+        """Public and company holidays."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource last changed."""
+
+    @_builtins.property
+    def deactivate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the resource was deactivated; unset while active."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        external_ref: _types_pb2.ExternalRef | None = ...,
+        code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        working_days: _abc.Iterable[Global___Weekday.ValueType] | None = ...,
+        holidays: _abc.Iterable[Global___Holiday] | None = ...,
+        etag: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        deactivate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "holidays", b"holidays", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "update_time", b"update_time", "working_days", b"working_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Calendar: _TypeAlias = Calendar  # noqa: Y015

@@ -81,6 +81,11 @@ class TimeEntry(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     INDICATIVE_RATE_FIELD_NUMBER: _builtins.int
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
+    REVERSES_ID_FIELD_NUMBER: _builtins.int
+    REVERSED_BY_ID_FIELD_NUMBER: _builtins.int
+    REPLACES_ID_FIELD_NUMBER: _builtins.int
+    ESCALATION_LEVEL_FIELD_NUMBER: _builtins.int
+    LIKELY_DUPLICATE_OF_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -112,6 +117,16 @@ class TimeEntry(_message.Message):
     """The customer the project is for (from master data)."""
     decline_reason: _builtins.str
     """The decline reason, when DECLINED."""
+    reverses_id: _builtins.str
+    """On a reversal: the approved entry it cancels."""
+    reversed_by_id: _builtins.str
+    """On a reversed entry: the negative entry that cancels it."""
+    replaces_id: _builtins.str
+    """On a replacement: the entry it corrects."""
+    escalation_level: _builtins.int
+    """How many times approval was escalated past its SLA."""
+    likely_duplicate_of_id: _builtins.str
+    """An earlier entry with the same consultant, project, date, hours and notes, if any."""
     etag: _builtins.str
     """Opaque version for optimistic concurrency."""
     @_builtins.property
@@ -163,13 +178,18 @@ class TimeEntry(_message.Message):
         customer_id: _builtins.str = ...,
         indicative_rate: _types_pb2.Money | None = ...,
         decline_reason: _builtins.str = ...,
+        reverses_id: _builtins.str = ...,
+        reversed_by_id: _builtins.str = ...,
+        replaces_id: _builtins.str = ...,
+        escalation_level: _builtins.int = ...,
+        likely_duplicate_of_id: _builtins.str = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "billable", b"billable", "create_time", b"create_time", "external_ref", b"external_ref", "indicative_rate", b"indicative_rate", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "approver_id", b"approver_id", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "customer_id", b"customer_id", "decline_reason", b"decline_reason", "etag", b"etag", "external_ref", b"external_ref", "hours", b"hours", "id", b"id", "indicative_rate", b"indicative_rate", "invoice_id", b"invoice_id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "notes", b"notes", "project_id", b"project_id", "status", b"status", "update_time", b"update_time", "violations", b"violations", "work_date", b"work_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "approver_id", b"approver_id", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "customer_id", b"customer_id", "decline_reason", b"decline_reason", "escalation_level", b"escalation_level", "etag", b"etag", "external_ref", b"external_ref", "hours", b"hours", "id", b"id", "indicative_rate", b"indicative_rate", "invoice_id", b"invoice_id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "likely_duplicate_of_id", b"likely_duplicate_of_id", "notes", b"notes", "project_id", b"project_id", "replaces_id", b"replaces_id", "reversed_by_id", b"reversed_by_id", "reverses_id", b"reverses_id", "status", b"status", "update_time", b"update_time", "violations", b"violations", "work_date", b"work_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__billable: _TypeAlias = _typing.Literal["billable"]  # noqa: Y015
     _WhichOneofArgType__billable: _TypeAlias = _typing.Literal["_billable", b"_billable"]  # noqa: Y015

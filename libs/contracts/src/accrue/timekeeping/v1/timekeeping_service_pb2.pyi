@@ -468,3 +468,131 @@ class CreatePeriodLockResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreatePeriodLockResponse: _TypeAlias = CreatePeriodLockResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeApprovedTimeRequest(_message.Message):
+    """SummarizeApprovedTimeRequest names the period and, optionally, the legal entity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    period_start: _builtins.str
+    """First day of the period (by work date), "YYYY-MM-DD"."""
+    period_end: _builtins.str
+    """Last day of the period, "YYYY-MM-DD"."""
+    legal_entity_id: _builtins.str
+    """Only this legal entity's projects; empty for all."""
+    def __init__(
+        self,
+        *,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity_id", b"legal_entity_id", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeApprovedTimeRequest: _TypeAlias = SummarizeApprovedTimeRequest  # noqa: Y015
+
+@_typing.final
+class ApprovedEntry(_message.Message):
+    """ApprovedEntry is one approved (or reversed) entry in a summary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    BILLABLE_FIELD_NUMBER: _builtins.int
+    time_entry_id: _builtins.str
+    """The entry."""
+    hours: _builtins.str
+    """Its hours, negative for a reversal, as a decimal string."""
+    billable: _builtins.bool
+    """Whether it is billable."""
+    def __init__(
+        self,
+        *,
+        time_entry_id: _builtins.str = ...,
+        hours: _builtins.str = ...,
+        billable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "hours", b"hours", "time_entry_id", b"time_entry_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovedEntry: _TypeAlias = ApprovedEntry  # noqa: Y015
+
+@_typing.final
+class ApprovedTimeSummary(_message.Message):
+    """ApprovedTimeSummary is one project's approved time in the period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    BILLABLE_HOURS_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    legal_entity_id: _builtins.str
+    """The legal entity that delivers it."""
+    entry_count: _builtins.int
+    """How many entries."""
+    hours: _builtins.str
+    """Net hours, as a decimal string."""
+    billable_hours: _builtins.str
+    """Net billable hours, as a decimal string."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApprovedEntry]:
+        """The entries."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        entry_count: _builtins.int = ...,
+        hours: _builtins.str = ...,
+        billable_hours: _builtins.str = ...,
+        entries: _abc.Iterable[Global___ApprovedEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_hours", b"billable_hours", "entries", b"entries", "entry_count", b"entry_count", "hours", b"hours", "legal_entity_id", b"legal_entity_id", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovedTimeSummary: _TypeAlias = ApprovedTimeSummary  # noqa: Y015
+
+@_typing.final
+class SummarizeApprovedTimeResponse(_message.Message):
+    """SummarizeApprovedTimeResponse gives one summary per project, ordered by project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApprovedTimeSummary]:
+        """The summaries."""
+
+    def __init__(
+        self,
+        *,
+        projects: _abc.Iterable[Global___ApprovedTimeSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["projects", b"projects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeApprovedTimeResponse: _TypeAlias = SummarizeApprovedTimeResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class TimekeepingServiceStub:
                 request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsRequest.SerializeToString,
                 response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsResponse.FromString,
                 _registered_method=True)
+        self.SummarizeApprovedTime = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/SummarizeApprovedTime',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeResponse.FromString,
+                _registered_method=True)
         self.CreatePeriodLock = channel.unary_unary(
                 '/accrue.timekeeping.v1.TimekeepingService/CreatePeriodLock',
                 request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockRequest.SerializeToString,
@@ -133,6 +138,14 @@ class TimekeepingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SummarizeApprovedTime(self, request, context):
+        """Sums approved time per project for a period, with the entries behind each figure.
+        For reconciliation between stages; internal, so it has no REST mapping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreatePeriodLock(self, request, context):
         """Closes a legal entity's time up to a date.
         """
@@ -177,6 +190,11 @@ def add_TimekeepingServiceServicer_to_server(servicer, server):
                     servicer.ListApprovals,
                     request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsRequest.FromString,
                     response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'SummarizeApprovedTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeApprovedTime,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeResponse.SerializeToString,
             ),
             'CreatePeriodLock': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePeriodLock,
@@ -375,6 +393,33 @@ class TimekeepingService:
             '/accrue.timekeeping.v1.TimekeepingService/ListApprovals',
             accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsRequest.SerializeToString,
             accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeApprovedTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/SummarizeApprovedTime',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class TimekeepingServiceStub:
     """Declines a pending entry as its resolved approver, with a reason."""
     ListApprovals: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListApprovalsRequest, _timekeeping_service_pb2.ListApprovalsResponse]
     """Lists the entries waiting for an approver."""
+    SummarizeApprovedTime: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.SummarizeApprovedTimeRequest, _timekeeping_service_pb2.SummarizeApprovedTimeResponse]
+    """Sums approved time per project for a period, with the entries behind each figure.
+    For reconciliation between stages; internal, so it has no REST mapping.
+    """
     CreatePeriodLock: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.CreatePeriodLockRequest, _timekeeping_service_pb2.CreatePeriodLockResponse]
     """Closes a legal entity's time up to a date."""
 
@@ -77,6 +81,10 @@ class TimekeepingServiceAsyncStub(TimekeepingServiceStub):
     """Declines a pending entry as its resolved approver, with a reason."""
     ListApprovals: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListApprovalsRequest, _timekeeping_service_pb2.ListApprovalsResponse]  # type: ignore[assignment]
     """Lists the entries waiting for an approver."""
+    SummarizeApprovedTime: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.SummarizeApprovedTimeRequest, _timekeeping_service_pb2.SummarizeApprovedTimeResponse]  # type: ignore[assignment]
+    """Sums approved time per project for a period, with the entries behind each figure.
+    For reconciliation between stages; internal, so it has no REST mapping.
+    """
     CreatePeriodLock: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.CreatePeriodLockRequest, _timekeeping_service_pb2.CreatePeriodLockResponse]  # type: ignore[assignment]
     """Closes a legal entity's time up to a date."""
 
@@ -142,6 +150,16 @@ class TimekeepingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_timekeeping_service_pb2.ListApprovalsResponse, _abc.Awaitable[_timekeeping_service_pb2.ListApprovalsResponse]]:
         """Lists the entries waiting for an approver."""
+
+    @_abc_1.abstractmethod
+    def SummarizeApprovedTime(
+        self,
+        request: _timekeeping_service_pb2.SummarizeApprovedTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.SummarizeApprovedTimeResponse, _abc.Awaitable[_timekeeping_service_pb2.SummarizeApprovedTimeResponse]]:
+        """Sums approved time per project for a period, with the entries behind each figure.
+        For reconciliation between stages; internal, so it has no REST mapping.
+        """
 
     @_abc_1.abstractmethod
     def CreatePeriodLock(

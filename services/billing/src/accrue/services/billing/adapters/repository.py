@@ -102,6 +102,28 @@ class BillingRepository:
             for r in rows
         ]
 
+    async def work_in(self, start: dt.date, end: dt.date, legal_entity_id: str) -> list[Any]:
+        """Every entry billing holds worked in the period, with its invoice's status if any."""
+        t = wip_entries
+        query = (
+            sa.select(
+                t.c.time_entry_id,
+                t.c.project_id,
+                t.c.legal_entity_id,
+                t.c.hours,
+                t.c.billable,
+                t.c.invoice_id,
+                invoices.c.status,
+            )
+            .select_from(t.outerjoin(invoices, invoices.c.id == t.c.invoice_id))
+            .where(t.c.work_date.between(start, end))
+        )
+        if legal_entity_id:
+            query = query.where(t.c.legal_entity_id == legal_entity_id)
+        return list(
+            await self._conn.execute(query.order_by(t.c.project_id, t.c.work_date, t.c.time_entry_id))
+        )
+
     # -- runs ---------------------------------------------------------------------------
 
     async def run_for(

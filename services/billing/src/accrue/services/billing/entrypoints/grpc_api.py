@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from accrue.billing.v1 import billing_service_pb2 as api
 from accrue.billing.v1 import billing_service_pb2_grpc as api_grpc
 from accrue.billing.v1 import resources_pb2 as bl
+from accrue.money import format_decimal
 from accrue.runtime.grpc_types import Context
 from accrue.services.billing.service_layer.handlers import Billing
 
@@ -52,6 +54,41 @@ class BillingServicer(api_grpc.BillingServiceServicer):
         invoices, token = await self.app.list_invoices(filters, request.page_size, request.page_token)
         return api.ListInvoicesResponse(invoices=invoices, next_page_token=token)
 
+    async def SummarizeBilledWork(
+        self, request: api.SummarizeBilledWorkRequest, context: Context
+    ) -> api.SummarizeBilledWorkResponse:
+        rows = await self.app.work_summary(request.period_start, request.period_end, request.legal_entity_id)
+        by_project: dict[str, list[Any]] = {}
+        for row in rows:
+            by_project.setdefault(row.project_id, []).append(row)
+        summaries = []
+        for project_id, group in sorted(by_project.items()):
+            live = [r for r in group if r.invoice_id is not None and r.status != "VOID"]
+            summaries.append(
+                api.BilledWorkSummary(
+                    project_id=project_id,
+                    legal_entity_id=group[0].legal_entity_id,
+                    entry_count=len(group),
+                    hours=_hours(group),
+                    unbilled_hours=_hours(
+                        [r for r in group if r.billable and (r.invoice_id is None or r.status == "VOID")]
+                    ),
+                    billed_hours=_hours(live),
+                    posted_hours=_hours([r for r in live if r.status == "POSTED"]),
+                    entries=[
+                        api.BilledEntry(
+                            time_entry_id=r.time_entry_id,
+                            hours=format_decimal(Decimal(r.hours), 2),
+                            billable=r.billable,
+                            invoice_id=r.invoice_id or "",
+                            invoice_status=_status(r.status),
+                        )
+                        for r in group
+                    ],
+                )
+            )
+        return api.SummarizeBilledWorkResponse(projects=summaries)
+
     async def ListBillingExceptions(
         self, request: api.ListBillingExceptionsRequest, context: Context
     ) -> api.ListBillingExceptionsResponse:
@@ -61,3 +98,11 @@ class BillingServicer(api_grpc.BillingServiceServicer):
         }
         found, token = await self.app.list_exceptions(filters, request.page_size, request.page_token)
         return api.ListBillingExceptionsResponse(billing_exceptions=found, next_page_token=token)
+
+
+def _hours(rows: list[Any]) -> str:
+    return format_decimal(sum((Decimal(r.hours) for r in rows), Decimal(0)), 2)
+
+
+def _status(name: str | None) -> bl.InvoiceStatus.ValueType:
+    return bl.InvoiceStatus.Value(f"INVOICE_STATUS_{name}") if name else bl.INVOICE_STATUS_UNSPECIFIED

@@ -282,6 +282,18 @@ class Billing:
                 draft.lines.append(draft_line)
         return list(drafts.values()), problems
 
+    async def work_summary(self, period_start: str, period_end: str, legal_entity_id: str) -> list[Any]:
+        """Every entry billing holds for the period, with its invoice status (for reconciliation)."""
+        v = Violations()
+        start = v.date("period_start", period_start)
+        end = v.date("period_end", period_end)
+        v.date_range("period_start", start, "period_end", end)
+        v.raise_if_any("the period is invalid")
+        assert start is not None
+        assert end is not None
+        async with self._uow() as uow:
+            return await uow.billing.work_in(start, end, legal_entity_id)
+
     # -- reads ----------------------------------------------------------------------------
 
     async def get_invoice(self, invoice_id: str) -> bl.Invoice:

@@ -179,6 +179,17 @@ class TimeEntryRepository:
         rows = await self._conn.execute(query.order_by(t.c.work_date, t.c.id).limit(limit))
         return [_entry(row) for row in rows]
 
+    async def approved_in(self, start: dt.date, end: dt.date, legal_entity_id: str) -> list[TimeEntry]:
+        """Entries that were approved (still APPROVED, or REVERSED since) worked in the period."""
+        t = time_entries
+        query = sa.select(t).where(
+            t.c.work_date.between(start, end), t.c.status.in_([str(Status.APPROVED), str(Status.REVERSED)])
+        )
+        if legal_entity_id:
+            query = query.where(t.c.legal_entity_id == legal_entity_id)
+        rows = await self._conn.execute(query.order_by(t.c.project_id, t.c.work_date, t.c.id))
+        return [_entry(row) for row in rows]
+
     async def locked_through(self, legal_entity_ids: Iterable[str]) -> dict[str, dt.date]:
         """The latest locked day per legal entity."""
         wanted = list(set(legal_entity_ids))

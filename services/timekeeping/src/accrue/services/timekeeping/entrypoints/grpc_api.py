@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from accrue.money import DecimalError, parse_decimal
+from decimal import Decimal
+
+from accrue.money import DecimalError, format_decimal, parse_decimal
 from accrue.runtime import AlreadyExists, Violation
 from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import acting_principal
 from accrue.runtime.validation import Violations
 from accrue.services.timekeeping.adapters.proto import to_proto
-from accrue.services.timekeeping.domain.model import Status, Submission
+from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 from accrue.services.timekeeping.service_layer.handlers import Timekeeping
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as api
@@ -159,6 +161,38 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
         filters = {"approver_id": actor.subject, "status": str(Status.PENDING_APPROVAL)}
         entries, token = await self.app.list_entries(filters, request.page_size, request.page_token)
         return api.ListApprovalsResponse(time_entries=[to_proto(e) for e in entries], next_page_token=token)
+
+    async def SummarizeApprovedTime(
+        self, request: api.SummarizeApprovedTimeRequest, context: Context
+    ) -> api.SummarizeApprovedTimeResponse:
+        entries = await self.app.approved_time(
+            request.period_start, request.period_end, request.legal_entity_id
+        )
+        by_project: dict[str, list[TimeEntry]] = {}
+        for entry in entries:
+            by_project.setdefault(entry.submission.project_id, []).append(entry)
+        summaries = []
+        for project_id, group in sorted(by_project.items()):
+            hours = sum((e.submission.hours for e in group), Decimal(0))
+            billable = sum((e.submission.hours for e in group if e.billable), Decimal(0))
+            summaries.append(
+                api.ApprovedTimeSummary(
+                    project_id=project_id,
+                    legal_entity_id=group[0].legal_entity_id,
+                    entry_count=len(group),
+                    hours=format_decimal(hours, 2),
+                    billable_hours=format_decimal(billable, 2),
+                    entries=[
+                        api.ApprovedEntry(
+                            time_entry_id=e.id,
+                            hours=format_decimal(e.submission.hours, 2),
+                            billable=e.billable,
+                        )
+                        for e in group
+                    ],
+                )
+            )
+        return api.SummarizeApprovedTimeResponse(projects=summaries)
 
     async def CreatePeriodLock(
         self, request: api.CreatePeriodLockRequest, context: Context

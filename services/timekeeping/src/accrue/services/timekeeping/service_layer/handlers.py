@@ -209,6 +209,20 @@ class Timekeeping:
         last = entries[-1]
         return entries, f"{last.submission.work_date.isoformat()}/{last.id}"
 
+    async def approved_time(
+        self, period_start: str, period_end: str, legal_entity_id: str
+    ) -> list[TimeEntry]:
+        """Approved entries worked in the period (for reconciliation)."""
+        v = Violations()
+        start = v.date("period_start", period_start)
+        end = v.date("period_end", period_end)
+        v.date_range("period_start", start, "period_end", end)
+        v.raise_if_any("the period is invalid")
+        assert start is not None
+        assert end is not None
+        async with self._uow() as uow:
+            return await uow.entries.approved_in(start, end, legal_entity_id)
+
     async def lock_period(
         self, legal_entity_id: str, locked_through: dt.date, reason: str
     ) -> tuple[str, dt.datetime]:
