@@ -27,6 +27,7 @@ MESSAGES: dict[str, type[Message]] = {
     "opportunity": md.Opportunity,
     "fx_rate": md.FxRate,
     "tax_rate": md.TaxRate,
+    "calendar": md.Calendar,
 }
 
 

@@ -27,6 +27,7 @@ EVENTS: dict[str, type[Message]] = {
     "opportunity": ev.OpportunityUpserted,
     "fx_rate": ev.FxRateUpserted,
     "tax_rate": ev.TaxRateUpserted,
+    "calendar": ev.CalendarUpserted,
 }
 
 
@@ -39,8 +40,10 @@ def subscription(
     """A subscription that projects the given kinds into table (and calls on_change, if any)."""
     handlers: dict[str, Handler[Any, Any]] = {}
     for kind in kinds:
-        handlers[f"md.{kind}.upserted"] = Handler(EVENTS[kind], _apply(kind, table, on_change))
-    subjects = tuple(f"md.{kind}.upserted.>" for kind in kinds)
+        # A deactivation carries the record too (deactivate_time set): store it the same way.
+        for event in ("upserted", "deactivated"):
+            handlers[f"md.{kind}.{event}"] = Handler(EVENTS[kind], _apply(kind, table, on_change))
+    subjects = tuple(f"md.{kind}.{event}.>" for kind in kinds for event in ("upserted", "deactivated"))
     return Subscription(durable=durable, stream="MD", filter_subjects=subjects, handlers=handlers)
 
 
