@@ -108,7 +108,7 @@ def test_contract_lines_need_what_their_billing_model_needs() -> None:
         ("lines[2].project_id", "DUPLICATE_PROJECT"),
         ("lines[2].rate_card_id", "REQUIRED"),
     ]
-    refs = list(KINDS["contract"].references(contract))
+    refs = [(r.path, r.field.target, r.id) for r in KINDS["contract"].references(contract)]
     assert ("lines[0].rate_card_id", "rate_card", "rc") in refs
 
 

@@ -1,4 +1,9 @@
-"""Reads and writes master-data records (proto messages) through SQLAlchemy Core."""
+"""Reads and writes master-data records (proto messages) through SQLAlchemy Core.
+
+Every method works on sets: a batch of 500 rows costs a handful of statements (array
+parameters, multi-row inserts, executemany updates), never a statement per row. Stored bodies
+are compared as dicts, so an unchanged row is recognised without building its message.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,28 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accrue.masterdata.v1 import resources_pb2 as md
-from accrue.services.masterdata.adapters.tables import COLUMNS, TABLES, contract_lines
-from accrue.services.masterdata.domain.kinds import KINDS, Kind
+from accrue.services.masterdata.adapters.tables import (
+    COLUMNS,
+    TABLES,
+    changes,
+    contract_lines,
+    contracts,
+    milestones,
+)
+from accrue.services.masterdata.domain.kinds import KINDS, SERVER_FIELDS, Kind
 
-# Fields the server sets; never part of the stored body.
-SERVER_FIELDS = ("id", "etag", "create_time", "update_time")
+_UUIDS = ARRAY(sa.Uuid(as_uuid=False))
+_TEXTS = ARRAY(sa.Text)
 
 
 def is_uuid(value: str) -> bool:
@@ -31,22 +44,118 @@ def is_uuid(value: str) -> bool:
         return False
 
 
+def _uuids(values: Iterable[str]) -> list[str]:
+    return [v for v in set(values) if v and is_uuid(v)]
+
+
 def body_of(record: Message) -> dict[str, Any]:
     """The canonical stored form: proto3 JSON with field names, without server fields."""
-    copy = type(record)()
-    copy.CopyFrom(record)
+    body = json_format.MessageToDict(record, preserving_proto_field_name=True)
     for name in SERVER_FIELDS:
-        copy.ClearField(name)
-    return json_format.MessageToDict(copy, preserving_proto_field_name=True)
+        body.pop(name, None)
+    return body
 
 
-def _to_record(kind: Kind, row: Any) -> Message:
-    record = json_format.ParseDict(row.body, kind.message(), ignore_unknown_fields=True)
-    record.id = row.id  # type: ignore[attr-defined]
-    record.etag = str(row.version)  # type: ignore[attr-defined]
-    record.create_time.FromDatetime(row.create_time)  # type: ignore[attr-defined]
-    record.update_time.FromDatetime(row.update_time)  # type: ignore[attr-defined]
+def to_record(kind: Kind, body: dict[str, Any], **server: Any) -> Message:
+    """A record from a stored body and its server fields (id, version, timestamps)."""
+    record = json_format.ParseDict(body, kind.message(), ignore_unknown_fields=True)
+    set_server_fields(record, **server)
     return record
+
+
+def set_server_fields(
+    record: Any,
+    *,
+    id: str,
+    version: int,
+    create_time: dt.datetime,
+    update_time: dt.datetime,
+    deactivate_time: dt.datetime | None,
+) -> None:
+    """Set what the server owns on a record."""
+    record.id = id
+    record.etag = str(version)
+    record.create_time.FromDatetime(create_time)
+    record.update_time.FromDatetime(update_time)
+    if deactivate_time is not None:
+        record.deactivate_time.FromDatetime(deactivate_time)
+    else:
+        record.ClearField("deactivate_time")
+
+
+@dataclass
+class Stored:
+    """A record as stored, without building its message."""
+
+    id: str
+    version: int
+    body: dict[str, Any]
+    create_time: dt.datetime
+    update_time: dt.datetime
+    deactivate_time: dt.datetime | None
+
+    def record(self, kind: Kind) -> Message:
+        """The record's message."""
+        return to_record(
+            kind,
+            self.body,
+            id=self.id,
+            version=self.version,
+            create_time=self.create_time,
+            update_time=self.update_time,
+            deactivate_time=self.deactivate_time,
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a write needs to know about a referenced record."""
+
+    deactivated: bool
+    billing_model: str = ""  # contract lines only
+
+
+@dataclass
+class Write:
+    """One record to insert or update: the message (server fields set), its body and version."""
+
+    record: Message
+    body: dict[str, Any]
+    version: int
+    create_time: dt.datetime
+    update_time: dt.datetime
+    deactivate_time: dt.datetime | None
+
+
+@dataclass
+class ChangeRow:
+    """One history entry."""
+
+    resource_type: str
+    resource_id: str
+    version: int
+    kind: str
+    actor: str
+    source: str
+    change_time: dt.datetime
+    state: dict[str, Any]
+    reason: str = ""
+    request_id: str = ""
+
+
+@dataclass
+class ChangeRecord:
+    """A history entry read back, with the state before it."""
+
+    version: int
+    kind: str
+    actor: str
+    source: str
+    reason: str
+    request_id: str
+    change_time: dt.datetime
+    state: dict[str, Any]
+    before: dict[str, Any] | None
 
 
 def encode_page_token(sort_key: str, record_id: str) -> str:
@@ -63,11 +172,17 @@ def decode_page_token(token: str) -> tuple[str, str] | None:
         return None
 
 
+def _stored(row: Any) -> Stored:
+    return Stored(row.id, row.version, row.body, row.create_time, row.update_time, row.deactivate_time)
+
+
 class RecordRepository:
     """Every entity's table behind one interface, keyed by the entity Kind."""
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+
+    # -- reads -------------------------------------------------------------------------------
 
     async def get(self, kind: Kind, record_id: str) -> Message | None:
         """One record by id."""
@@ -76,153 +191,160 @@ class RecordRepository:
 
     async def get_many(self, kind: Kind, ids: Iterable[str]) -> dict[str, Message]:
         """Records by id; unknown ids are simply absent."""
-        wanted = [i for i in set(ids) if is_uuid(i)]
+        return {i: s.record(kind) for i, s in (await self.load_many(kind, ids)).items()}
+
+    async def load_many(self, kind: Kind, ids: Iterable[str], *, lock: bool = False) -> dict[str, Stored]:
+        """Stored records by id, locked for update when asked."""
+        wanted = _uuids(ids)
         if not wanted:
             return {}
-        table = TABLES[kind.name]
-        rows = await self._conn.execute(sa.select(table).where(table.c.id.in_(wanted)))
-        return {row.id: _to_record(kind, row) for row in rows}
-
-    async def existing_ids(self, table_name: str, ids: Iterable[str]) -> set[str]:
-        """Which of ids exist in the named entity's table."""
-        wanted = [i for i in set(ids) if is_uuid(i)]
-        if not wanted:
-            return set()
-        table = TABLES[table_name]
-        rows = await self._conn.execute(sa.select(table.c.id).where(table.c.id.in_(wanted)))
-        return {row.id for row in rows}
+        t = TABLES[kind.name]
+        query = _stored_columns(t).where(t.c.id == sa.any_(sa.literal(wanted, _UUIDS))).order_by(t.c.id)
+        if lock:
+            query = query.with_for_update()
+        return {row.id: _stored(row) for row in await self._conn.execute(query)}
 
     async def by_external_refs(
-        self, kind: Kind, refs: Iterable[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[Message, dict[str, Any], int]]:
-        """Records by (system, id): the record, its stored body and its version."""
-        wanted = list(set(refs))
+        self, kind: Kind, refs: Iterable[tuple[str, str]], *, lock: bool = False
+    ) -> dict[tuple[str, str], Stored]:
+        """Stored records by (system, id), locked for update (in id order) when asked."""
+        by_system: dict[str, set[str]] = {}
+        for system, ref_id in refs:
+            by_system.setdefault(system, set()).add(ref_id)
+        if not by_system:
+            return {}
+        t = TABLES[kind.name]
+        found: dict[tuple[str, str], Stored] = {}
+        for system, ids in sorted(by_system.items()):
+            query = (
+                _stored_columns(t, t.c.external_ref_id)
+                .where(
+                    t.c.external_ref_system == system,
+                    t.c.external_ref_id == sa.any_(sa.literal(sorted(ids), _TEXTS)),
+                )
+                .order_by(t.c.id)
+            )
+            if lock:
+                query = query.with_for_update()
+            for row in await self._conn.execute(query):
+                found[(system, row.external_ref_id)] = _stored(row)
+        return found
+
+    async def ids_by_external_refs(
+        self, kind_name: str, refs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """Our ids of the records of a kind named by (system, id)."""
+        by_system: dict[str, set[str]] = {}
+        for system, ref_id in refs:
+            by_system.setdefault(system, set()).add(ref_id)
+        t = TABLES[kind_name]
+        found: dict[tuple[str, str], str] = {}
+        for system, ids in sorted(by_system.items()):
+            rows = await self._conn.execute(
+                sa.select(t.c.id, t.c.external_ref_id).where(
+                    t.c.external_ref_system == system,
+                    t.c.external_ref_id == sa.any_(sa.literal(sorted(ids), _TEXTS)),
+                )
+            )
+            found.update({(system, row.external_ref_id): row.id for row in rows})
+        return found
+
+    async def targets(self, kind_name: str, ids: Iterable[str]) -> dict[str, Target]:
+        """The referenced records that exist, by id, with what a write checks about them."""
+        wanted = _uuids(ids)
         if not wanted:
             return {}
-        table = TABLES[kind.name]
-        pair = sa.tuple_(table.c.external_ref_system, table.c.external_ref_id)
-        rows = await self._conn.execute(sa.select(table).where(pair.in_(wanted)))
-        return {
-            (row.external_ref_system, row.external_ref_id): (_to_record(kind, row), row.body, row.version)
-            for row in rows
-        }
+        if kind_name == "contract_line":
+            # A line lives and is deactivated with its contract.
+            rows = await self._conn.execute(
+                sa.select(contract_lines.c.id, contract_lines.c.billing_model, contracts.c.deactivate_time)
+                .join(contracts, contracts.c.id == contract_lines.c.contract_id)
+                .where(contract_lines.c.id == sa.any_(sa.literal(wanted, _UUIDS)))
+            )
+            return {r.id: Target(r.deactivate_time is not None, r.billing_model) for r in rows}
+        t = TABLES[kind_name]
+        rows = await self._conn.execute(
+            sa.select(t.c.id, t.c.deactivate_time).where(t.c.id == sa.any_(sa.literal(wanted, _UUIDS)))
+        )
+        return {r.id: Target(r.deactivate_time is not None) for r in rows}
 
-    async def code_owners(self, kind: Kind, codes: Iterable[str]) -> dict[str, str]:
-        """Which record id holds each code."""
-        wanted = [c for c in set(codes) if c]
-        if not wanted or "code" not in COLUMNS[kind.name](kind.message()):
+    async def unique_holders(
+        self, kind: Kind, columns: Sequence[str], values: Iterable[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], str]:
+        """Which record id holds each value of a unique key."""
+        wanted = list({v for v in values if all(x is not None and x != "" for x in v)})
+        if not wanted:
             return {}
-        table = TABLES[kind.name]
-        rows = await self._conn.execute(sa.select(table.c.code, table.c.id).where(table.c.code.in_(wanted)))
-        return {row.code: row.id for row in rows}
+        t = TABLES[kind.name]
+        cols = [t.c[c] for c in columns]
+        if len(cols) == 1:
+            condition = cols[0] == sa.any_(sa.literal([v[0] for v in wanted], ARRAY(cols[0].type)))
+        else:
+            condition = sa.tuple_(*cols).in_(wanted)
+        rows = await self._conn.execute(sa.select(t.c.id, *cols).where(condition))
+        return {tuple(row[1:]): row.id for row in rows}
 
-    async def project_lines(self, project_ids: Iterable[str]) -> dict[str, str]:
-        """For each project already on a contract line, the contract's id."""
-        wanted = [i for i in set(project_ids) if is_uuid(i)]
+    async def project_lines(self, project_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """For each project already on a contract line: (the contract's id, the line's id)."""
+        wanted = _uuids(project_ids)
         if not wanted:
             return {}
         rows = await self._conn.execute(
-            sa.select(contract_lines.c.project_id, contract_lines.c.contract_id).where(
-                contract_lines.c.project_id.in_(wanted)
+            sa.select(contract_lines.c.project_id, contract_lines.c.contract_id, contract_lines.c.id).where(
+                contract_lines.c.project_id == sa.any_(sa.literal(wanted, _UUIDS))
             )
         )
-        return {row.project_id: row.contract_id for row in rows}
+        return {row.project_id: (row.contract_id, row.id) for row in rows}
 
-    async def insert(self, kind: Kind, records: Sequence[Message], now: dt.datetime) -> None:
-        """Insert new records (ids already assigned); sets their etag and timestamps."""
-        if not records:
-            return
-        table = TABLES[kind.name]
-        rows = []
-        for record in records:
-            ref = record.external_ref  # type: ignore[attr-defined]
-            rows.append(
-                {
-                    "id": record.id,  # type: ignore[attr-defined]
-                    "external_ref_system": ref.system or None,
-                    "external_ref_id": ref.id or None,
-                    "version": 1,
-                    "body": body_of(record),
-                    "create_time": now,
-                    "update_time": now,
-                    **COLUMNS[kind.name](record),
-                }
-            )
-            record.etag = "1"  # type: ignore[attr-defined]
-            record.create_time.FromDatetime(now)  # type: ignore[attr-defined]
-            record.update_time.FromDatetime(now)  # type: ignore[attr-defined]
-        await self._conn.execute(sa.insert(table), rows)
-        if kind.name == "contract":
-            await self._sync_contract_lines(records)
-
-    async def update(self, kind: Kind, record: Message, version: int, now: dt.datetime) -> bool:
-        """Replace a record if it is still at version; False when someone else changed it."""
-        table = TABLES[kind.name]
-        ref = record.external_ref  # type: ignore[attr-defined]
-        result = await self._conn.execute(
-            sa.update(table)
-            .where(table.c.id == record.id, table.c.version == version)  # type: ignore[attr-defined]
-            .values(
-                external_ref_system=ref.system or None,
-                external_ref_id=ref.id or None,
-                version=version + 1,
-                body=body_of(record),
-                update_time=now,
-                **COLUMNS[kind.name](record),
-            )
-            .returning(table.c.create_time)
-        )
-        created = result.scalar_one_or_none()
-        if created is None:
-            return False
-        record.etag = str(version + 1)  # type: ignore[attr-defined]
-        record.create_time.FromDatetime(created)  # type: ignore[attr-defined]
-        record.update_time.FromDatetime(now)  # type: ignore[attr-defined]
-        if kind.name == "contract":
-            await self._sync_contract_lines([record])
-        return True
-
-    async def _sync_contract_lines(self, contracts: Sequence[Message]) -> None:
-        ids = [c.id for c in contracts]  # type: ignore[attr-defined]
-        keep: list[dict[str, Any]] = []
-        for contract in contracts:
-            assert isinstance(contract, md.Contract)
-            keep.extend(
-                {
-                    "id": line.id,
-                    "contract_id": contract.id,
-                    "project_id": line.project_id,
-                    "rate_card_id": line.rate_card_id or None,
-                    "billing_model": md.BillingModel.Name(line.billing_model),
-                }
-                for line in contract.lines
-            )
-        keep_ids = [row["id"] for row in keep]
-        await self._conn.execute(
-            sa.delete(contract_lines).where(
-                contract_lines.c.contract_id.in_(ids), contract_lines.c.id.not_in(keep_ids or [""])
-            )
-        )
-        if keep:
-            stmt = insert(contract_lines).values(keep)
+    async def line_owner(self, line_id: str) -> tuple[str, str]:
+        """(contract id, project id) of a contract line."""
+        row = (
             await self._conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[contract_lines.c.id],
-                    set_={
-                        "project_id": stmt.excluded.project_id,
-                        "rate_card_id": stmt.excluded.rate_card_id,
-                        "billing_model": stmt.excluded.billing_model,
-                    },
+                sa.select(contract_lines.c.contract_id, contract_lines.c.project_id).where(
+                    contract_lines.c.id == line_id
                 )
             )
+        ).one()
+        return row.contract_id, row.project_id
+
+    async def lines_with_milestones(self, line_ids: Iterable[str]) -> set[str]:
+        """Which of the contract lines have milestones."""
+        wanted = _uuids(line_ids)
+        if not wanted:
+            return set()
+        rows = await self._conn.execute(
+            sa.select(milestones.c.contract_line_id)
+            .where(milestones.c.contract_line_id == sa.any_(sa.literal(wanted, _UUIDS)))
+            .distinct()
+        )
+        return {row.contract_line_id for row in rows}
+
+    async def managers(self, consultant_ids: Iterable[str]) -> dict[str, str | None]:
+        """Each consultant's manager (None for none); unknown ids are absent."""
+        wanted = _uuids(consultant_ids)
+        if not wanted:
+            return {}
+        t = TABLES["consultant"]
+        rows = await self._conn.execute(
+            sa.select(t.c.id, t.c.manager_id).where(t.c.id == sa.any_(sa.literal(wanted, _UUIDS)))
+        )
+        return {row.id: row.manager_id for row in rows}
 
     async def page(
-        self, kind: Kind, filters: Mapping[str, Any], page_size: int, after: tuple[str, str] | None
+        self,
+        kind: Kind,
+        filters: Mapping[str, Any],
+        page_size: int,
+        after: tuple[str, str] | None,
+        *,
+        show_deactivated: bool = False,
     ) -> list[Message]:
         """A page of records matching filters (column → value), in (code, id) order."""
         table = TABLES[kind.name]
         sort_key = sa.func.coalesce(table.c.code, "")
-        query = sa.select(table)
+        query = _stored_columns(table)
+        if not show_deactivated:
+            query = query.where(table.c.deactivate_time.is_(None))
         for name, value in filters.items():
             if name == "project_id" and kind.name == "contract":
                 query = query.where(
@@ -238,10 +360,10 @@ class RecordRepository:
             cursor = sa.tuple_(sa.literal(after[0]), sa.literal(after[1], type_=sa.Uuid(as_uuid=False)))
             query = query.where(sa.tuple_(sort_key, table.c.id) > cursor)
         rows = await self._conn.execute(query.order_by(sort_key, table.c.id).limit(page_size))
-        return [_to_record(kind, row) for row in rows]
+        return [_stored(row).record(kind) for row in rows]
 
     async def contract_line_for_project(self, project_id: str) -> tuple[md.Contract, md.ContractLine] | None:
-        """The contract and line that bill a project, if any."""
+        """The contract and line that bill a project, if any (deactivated contracts included)."""
         if not is_uuid(project_id):
             return None
         contract_id = await self._conn.scalar(
@@ -253,3 +375,198 @@ class RecordRepository:
         assert isinstance(contract, md.Contract)
         line = next(line for line in contract.lines if line.project_id == project_id)
         return contract, line
+
+    async def effective_rows(
+        self, kind: Kind, key: Mapping[str, str], date_column: str, day: dt.date
+    ) -> Stored | None:
+        """The record of an effective-dated kind (FX, tax) in effect on day for key, if any."""
+        t = TABLES[kind.name]
+        query = (
+            _stored_columns(t)
+            .where(*(t.c[c] == v for c, v in key.items()))
+            .where(t.c[date_column] <= day, t.c.deactivate_time.is_(None))
+            .order_by(t.c[date_column].desc())
+            .limit(1)
+        )
+        row = (await self._conn.execute(query)).first()
+        return _stored(row) if row is not None else None
+
+    async def has_any(self, kind: Kind, key: Mapping[str, str]) -> bool:
+        """Whether any active record matches key (to say why a lookup found nothing)."""
+        t = TABLES[kind.name]
+        found = await self._conn.scalar(
+            sa.select(t.c.id)
+            .where(*(t.c[c] == v for c, v in key.items()), t.c.deactivate_time.is_(None))
+            .limit(1)
+        )
+        return found is not None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def insert(self, kind: Kind, writes: Sequence[Write]) -> set[str]:
+        """Insert new records; returns the ids inserted.
+
+        A record whose external ref or unique key another transaction inserted meanwhile is
+        skipped (ON CONFLICT DO NOTHING) rather than failing the batch; the caller reports it.
+        """
+        if not writes:
+            return set()
+        table = TABLES[kind.name]
+        columns = COLUMNS[kind.name]
+        rows = [
+            {
+                "id": w.record.id,  # type: ignore[attr-defined]
+                "external_ref_system": w.record.external_ref.system or None,  # type: ignore[attr-defined]
+                "external_ref_id": w.record.external_ref.id or None,  # type: ignore[attr-defined]
+                "version": w.version,
+                "body": w.body,
+                "create_time": w.create_time,
+                "update_time": w.update_time,
+                "deactivate_time": w.deactivate_time,
+                **columns(w.record),
+            }
+            for w in writes
+        ]
+        result = await self._conn.execute(insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
+        inserted = {row.id for row in result}
+        if kind.name == "contract":
+            await self.sync_contract_lines([w.record for w in writes if w.record.id in inserted])  # type: ignore[attr-defined]
+        return inserted
+
+    async def update(self, kind: Kind, writes: Sequence[Write]) -> None:
+        """Replace records the caller holds locked (loaded with lock=True)."""
+        if not writes:
+            return
+        table = TABLES[kind.name]
+        columns = COLUMNS[kind.name]
+        names = [
+            "external_ref_system",
+            "external_ref_id",
+            "version",
+            "body",
+            "update_time",
+            "deactivate_time",
+        ]
+        names += list(columns(writes[0].record))
+        stmt = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(name, type_=table.c[name].type) for name in names})
+        )
+        rows = [
+            {
+                "b_id": w.record.id,  # type: ignore[attr-defined]
+                "external_ref_system": w.record.external_ref.system or None,  # type: ignore[attr-defined]
+                "external_ref_id": w.record.external_ref.id or None,  # type: ignore[attr-defined]
+                "version": w.version,
+                "body": w.body,
+                "update_time": w.update_time,
+                "deactivate_time": w.deactivate_time,
+                **columns(w.record),
+            }
+            for w in writes
+        ]
+        await self._conn.execute(stmt, rows)
+        if kind.name == "contract":
+            await self.sync_contract_lines([w.record for w in writes])
+
+    async def sync_contract_lines(self, records: Sequence[Message]) -> None:
+        """Keep the contract_lines rows in step with the contracts' bodies."""
+        if not records:
+            return
+        ids = [c.id for c in records]  # type: ignore[attr-defined]
+        keep: list[dict[str, Any]] = []
+        for contract in records:
+            assert isinstance(contract, md.Contract)
+            keep.extend(
+                {
+                    "id": line.id,
+                    "contract_id": contract.id,
+                    "project_id": line.project_id,
+                    "rate_card_id": line.rate_card_id or None,
+                    "billing_model": md.BillingModel.Name(line.billing_model),
+                }
+                for line in contract.lines
+            )
+        keep_ids = [row["id"] for row in keep]
+        await self._conn.execute(
+            sa.delete(contract_lines).where(
+                contract_lines.c.contract_id == sa.any_(sa.literal(ids, _UUIDS)),
+                contract_lines.c.id != sa.all_(sa.literal(keep_ids, _UUIDS)),
+            )
+        )
+        if keep:
+            stmt = insert(contract_lines).values(keep)
+            await self._conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[contract_lines.c.id],
+                    set_={
+                        "project_id": stmt.excluded.project_id,
+                        "rate_card_id": stmt.excluded.rate_card_id,
+                        "billing_model": stmt.excluded.billing_model,
+                    },
+                )
+            )
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def add_changes(self, rows: Sequence[ChangeRow]) -> None:
+        """Append history entries."""
+        if not rows:
+            return
+        await self._conn.execute(
+            sa.insert(changes),
+            [
+                {
+                    "resource_type": r.resource_type,
+                    "resource_id": r.resource_id,
+                    "version": r.version,
+                    "kind": r.kind,
+                    "actor": r.actor,
+                    "source": r.source,
+                    "reason": r.reason,
+                    "request_id": r.request_id,
+                    "change_time": r.change_time,
+                    "state": r.state,
+                }
+                for r in rows
+            ],
+        )
+
+    async def changes_of(
+        self, resource_type: str, resource_id: str, after_version: int, limit: int
+    ) -> list[ChangeRecord]:
+        """A resource's history after a version, oldest first, each with the state before it."""
+        if not is_uuid(resource_id):
+            return []
+        c = changes
+        inner = (
+            sa.select(
+                c.c.version,
+                c.c.kind,
+                c.c.actor,
+                c.c.source,
+                c.c.reason,
+                c.c.request_id,
+                c.c.change_time,
+                c.c.state,
+                sa.func.lag(c.c.state).over(order_by=c.c.version).label("before"),
+            )
+            .where(c.c.resource_type == resource_type, c.c.resource_id == resource_id)
+            .subquery()
+        )
+        rows = await self._conn.execute(
+            sa.select(inner).where(inner.c.version > after_version).order_by(inner.c.version).limit(limit)
+        )
+        return [
+            ChangeRecord(
+                r.version, r.kind, r.actor, r.source, r.reason, r.request_id, r.change_time, r.state, r.before
+            )
+            for r in rows
+        ]
+
+
+def _stored_columns(t: sa.Table, *extra: Any) -> sa.Select[Any]:
+    return sa.select(
+        t.c.id, t.c.version, t.c.body, t.c.create_time, t.c.update_time, t.c.deactivate_time, *extra
+    )
