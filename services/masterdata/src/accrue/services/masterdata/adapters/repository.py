@@ -1,8 +1,11 @@
 """Reads and writes master-data records (proto messages) through SQLAlchemy Core.
 
-Every method works on sets: a batch of 500 rows costs a handful of statements (array
-parameters, multi-row inserts, executemany updates), never a statement per row. Stored bodies
-are compared as dicts, so an unchanged row is recognised without building its message.
+Every method works on sets: a batch of 500 rows costs a handful of statements, never a
+statement per row. The hot paths of a batch upsert (lookups by external ref, reference checks,
+inserts, updates, history) talk to asyncpg directly on the unit of work's connection, inside its
+transaction: one statement with array parameters (`unnest`) per step, and COPY for the history,
+skip SQLAlchemy's per-row parameter processing. Stored bodies are compared as dicts, so an
+unchanged row is recognised without building its message.
 """
 
 from __future__ import annotations
@@ -18,16 +21,17 @@ from typing import Any
 import sqlalchemy as sa
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.services.masterdata.adapters.bodies import to_body
 from accrue.services.masterdata.adapters.tables import (
     COLUMNS,
+    SCHEMA,
     TABLES,
     changes,
     contract_lines,
-    contracts,
     milestones,
 )
 from accrue.services.masterdata.domain.kinds import KINDS, SERVER_FIELDS, Kind
@@ -50,10 +54,39 @@ def _uuids(values: Iterable[str]) -> list[str]:
 
 def body_of(record: Message) -> dict[str, Any]:
     """The canonical stored form: proto3 JSON with field names, without server fields."""
-    body = json_format.MessageToDict(record, preserving_proto_field_name=True)
+    body = to_body(record)
     for name in SERVER_FIELDS:
         body.pop(name, None)
     return body
+
+
+# PostgreSQL array types for the unnest() parameters of bulk statements, by column type.
+def _pg_type(column: sa.Column[Any]) -> str:
+    t = column.type
+    if isinstance(t, sa.Uuid):
+        return "uuid"
+    if isinstance(t, sa.DateTime):
+        return "timestamptz"
+    if isinstance(t, sa.Date):
+        return "date"
+    if isinstance(t, sa.Integer):
+        return "int4"
+    return "text"  # text, and JSONB sent as its text and cast
+
+
+def _bulk_sql(table: sa.Table, names: Sequence[str], verb: str) -> str:
+    """INSERT ... SELECT FROM unnest(...) (skipping conflicts), or UPDATE ... FROM unnest(...)."""
+    params = ", ".join(f"${i}::{_pg_type(table.c[n])}[]" for i, n in enumerate(names, 1))
+    source = f"unnest({params}) AS v({', '.join(names)})"
+    value = {n: (f"v.{n}::jsonb" if isinstance(table.c[n].type, JSONB) else f"v.{n}") for n in names}
+    target = f"{SCHEMA}.{table.name}"
+    if verb == "insert":
+        return (
+            f"INSERT INTO {target} ({', '.join(names)}) SELECT {', '.join(value[n] for n in names)} "
+            f"FROM {source} ON CONFLICT DO NOTHING RETURNING id::text"
+        )
+    sets = ", ".join(f"{n} = {value[n]}" for n in names if n != "id")
+    return f"UPDATE {target} AS t SET {sets} FROM {source} WHERE t.id = v.id"
 
 
 def to_record(kind: Kind, body: dict[str, Any], **server: Any) -> Message:
@@ -181,6 +214,14 @@ class RecordRepository:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+        self._driver_connection: Any = None
+
+    async def _driver(self) -> Any:
+        """The asyncpg connection under the unit of work's connection (same transaction)."""
+        if self._driver_connection is None:
+            raw = await self._conn.get_raw_connection()
+            self._driver_connection = raw.driver_connection
+        return self._driver_connection
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -214,20 +255,24 @@ class RecordRepository:
         if not by_system:
             return {}
         t = TABLES[kind.name]
+        sql = (
+            "SELECT id::text AS id, version, body, create_time, update_time, deactivate_time, "
+            f"external_ref_id FROM {SCHEMA}.{t.name} "
+            "WHERE external_ref_system = $1 AND external_ref_id = ANY($2::text[]) "
+            "ORDER BY id" + (" FOR UPDATE" if lock else "")
+        )
+        driver = await self._driver()
         found: dict[tuple[str, str], Stored] = {}
         for system, ids in sorted(by_system.items()):
-            query = (
-                _stored_columns(t, t.c.external_ref_id)
-                .where(
-                    t.c.external_ref_system == system,
-                    t.c.external_ref_id == sa.any_(sa.literal(sorted(ids), _TEXTS)),
+            for row in await driver.fetch(sql, system, list(ids)):
+                found[(system, row["external_ref_id"])] = Stored(
+                    row["id"],
+                    row["version"],
+                    row["body"],
+                    row["create_time"],
+                    row["update_time"],
+                    row["deactivate_time"],
                 )
-                .order_by(t.c.id)
-            )
-            if lock:
-                query = query.with_for_update()
-            for row in await self._conn.execute(query):
-                found[(system, row.external_ref_id)] = _stored(row)
         return found
 
     async def ids_by_external_refs(
@@ -238,15 +283,15 @@ class RecordRepository:
         for system, ref_id in refs:
             by_system.setdefault(system, set()).add(ref_id)
         t = TABLES[kind_name]
+        sql = (
+            f"SELECT id::text AS id, external_ref_id FROM {SCHEMA}.{t.name} "
+            "WHERE external_ref_system = $1 AND external_ref_id = ANY($2::text[])"
+        )
+        driver = await self._driver()
         found: dict[tuple[str, str], str] = {}
         for system, ids in sorted(by_system.items()):
-            rows = await self._conn.execute(
-                sa.select(t.c.id, t.c.external_ref_id).where(
-                    t.c.external_ref_system == system,
-                    t.c.external_ref_id == sa.any_(sa.literal(sorted(ids), _TEXTS)),
-                )
-            )
-            found.update({(system, row.external_ref_id): row.id for row in rows})
+            for row in await driver.fetch(sql, system, list(ids)):
+                found[(system, row["external_ref_id"])] = row["id"]
         return found
 
     async def targets(self, kind_name: str, ids: Iterable[str]) -> dict[str, Target]:
@@ -254,19 +299,23 @@ class RecordRepository:
         wanted = _uuids(ids)
         if not wanted:
             return {}
+        driver = await self._driver()
         if kind_name == "contract_line":
             # A line lives and is deactivated with its contract.
-            rows = await self._conn.execute(
-                sa.select(contract_lines.c.id, contract_lines.c.billing_model, contracts.c.deactivate_time)
-                .join(contracts, contracts.c.id == contract_lines.c.contract_id)
-                .where(contract_lines.c.id == sa.any_(sa.literal(wanted, _UUIDS)))
+            rows = await driver.fetch(
+                f"SELECT l.id::text AS id, l.billing_model, c.deactivate_time IS NOT NULL AS off "
+                f"FROM {SCHEMA}.contract_lines l JOIN {SCHEMA}.contracts c ON c.id = l.contract_id "
+                "WHERE l.id = ANY($1::uuid[])",
+                wanted,
             )
-            return {r.id: Target(r.deactivate_time is not None, r.billing_model) for r in rows}
+            return {r["id"]: Target(r["off"], r["billing_model"]) for r in rows}
         t = TABLES[kind_name]
-        rows = await self._conn.execute(
-            sa.select(t.c.id, t.c.deactivate_time).where(t.c.id == sa.any_(sa.literal(wanted, _UUIDS)))
+        rows = await driver.fetch(
+            f"SELECT id::text AS id, deactivate_time IS NOT NULL AS off FROM {SCHEMA}.{t.name} "
+            "WHERE id = ANY($1::uuid[])",
+            wanted,
         )
-        return {r.id: Target(r.deactivate_time is not None) for r in rows}
+        return {r["id"]: Target(r["off"]) for r in rows}
 
     async def unique_holders(
         self, kind: Kind, columns: Sequence[str], values: Iterable[tuple[Any, ...]]
@@ -403,6 +452,26 @@ class RecordRepository:
 
     # -- writes ------------------------------------------------------------------------------
 
+    def _columns(self, kind: Kind, writes: Sequence[Write]) -> tuple[list[str], list[list[Any]]]:
+        """The write's column names and, per column, the values of every write."""
+        typed = COLUMNS[kind.name]
+        rows = [
+            {
+                "id": w.record.id,  # type: ignore[attr-defined]
+                "external_ref_system": w.record.external_ref.system or None,  # type: ignore[attr-defined]
+                "external_ref_id": w.record.external_ref.id or None,  # type: ignore[attr-defined]
+                "version": w.version,
+                "body": json.dumps(w.body, separators=(",", ":")),
+                "create_time": w.create_time,
+                "update_time": w.update_time,
+                "deactivate_time": w.deactivate_time,
+                **typed(w.record),
+            }
+            for w in writes
+        ]
+        names = list(rows[0])
+        return names, [[row[n] for row in rows] for n in names]
+
     async def insert(self, kind: Kind, writes: Sequence[Write]) -> set[str]:
         """Insert new records; returns the ids inserted.
 
@@ -412,23 +481,10 @@ class RecordRepository:
         if not writes:
             return set()
         table = TABLES[kind.name]
-        columns = COLUMNS[kind.name]
-        rows = [
-            {
-                "id": w.record.id,  # type: ignore[attr-defined]
-                "external_ref_system": w.record.external_ref.system or None,  # type: ignore[attr-defined]
-                "external_ref_id": w.record.external_ref.id or None,  # type: ignore[attr-defined]
-                "version": w.version,
-                "body": w.body,
-                "create_time": w.create_time,
-                "update_time": w.update_time,
-                "deactivate_time": w.deactivate_time,
-                **columns(w.record),
-            }
-            for w in writes
-        ]
-        result = await self._conn.execute(insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
-        inserted = {row.id for row in result}
+        names, values = self._columns(kind, writes)
+        driver = await self._driver()
+        rows = await driver.fetch(_bulk_sql(table, names, "insert"), *values)
+        inserted = {row["id"] for row in rows}
         if kind.name == "contract":
             await self.sync_contract_lines([w.record for w in writes if w.record.id in inserted])  # type: ignore[attr-defined]
         return inserted
@@ -438,35 +494,12 @@ class RecordRepository:
         if not writes:
             return
         table = TABLES[kind.name]
-        columns = COLUMNS[kind.name]
-        names = [
-            "external_ref_system",
-            "external_ref_id",
-            "version",
-            "body",
-            "update_time",
-            "deactivate_time",
-        ]
-        names += list(columns(writes[0].record))
-        stmt = (
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(name, type_=table.c[name].type) for name in names})
-        )
-        rows = [
-            {
-                "b_id": w.record.id,  # type: ignore[attr-defined]
-                "external_ref_system": w.record.external_ref.system or None,  # type: ignore[attr-defined]
-                "external_ref_id": w.record.external_ref.id or None,  # type: ignore[attr-defined]
-                "version": w.version,
-                "body": w.body,
-                "update_time": w.update_time,
-                "deactivate_time": w.deactivate_time,
-                **columns(w.record),
-            }
-            for w in writes
-        ]
-        await self._conn.execute(stmt, rows)
+        names, values = self._columns(kind, writes)
+        keep = [i for i, n in enumerate(names) if n != "create_time"]
+        names = [names[i] for i in keep]
+        values = [values[i] for i in keep]
+        driver = await self._driver()
+        await driver.execute(_bulk_sql(table, names, "update"), *values)
         if kind.name == "contract":
             await self.sync_contract_lines([w.record for w in writes])
 
@@ -511,27 +544,38 @@ class RecordRepository:
     # -- history ---------------------------------------------------------------------------
 
     async def add_changes(self, rows: Sequence[ChangeRow]) -> None:
-        """Append history entries."""
+        """Append history entries (COPY: the history grows by a row per change)."""
         if not rows:
             return
-        await self._conn.execute(
-            sa.insert(changes),
-            [
-                {
-                    "resource_type": r.resource_type,
-                    "resource_id": r.resource_id,
-                    "version": r.version,
-                    "kind": r.kind,
-                    "actor": r.actor,
-                    "source": r.source,
-                    "reason": r.reason,
-                    "request_id": r.request_id,
-                    "change_time": r.change_time,
-                    "state": r.state,
-                }
-                for r in rows
-            ],
-        )
+        columns = [
+            "resource_type",
+            "resource_id",
+            "version",
+            "kind",
+            "actor",
+            "source",
+            "reason",
+            "request_id",
+            "change_time",
+            "state",
+        ]
+        records = [
+            (
+                r.resource_type,
+                r.resource_id,
+                r.version,
+                r.kind,
+                r.actor,
+                r.source,
+                r.reason,
+                r.request_id,
+                r.change_time,
+                json.dumps(r.state, separators=(",", ":")),
+            )
+            for r in rows
+        ]
+        driver = await self._driver()
+        await driver.copy_records_to_table(changes.name, schema_name=SCHEMA, columns=columns, records=records)
 
     async def changes_of(
         self, resource_type: str, resource_id: str, after_version: int, limit: int

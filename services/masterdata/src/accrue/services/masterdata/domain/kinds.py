@@ -48,7 +48,7 @@ class RefField:
         return self.via or self.target
 
 
-@dataclass
+@dataclass(slots=True)
 class Reference:
     """One reference found in a record: where it is, what it points at and how it was named."""
 
@@ -56,21 +56,22 @@ class Reference:
     ref_path: str  # "lines[0].project_ref"
     field: RefField
     holder: Any  # the message that has the field (the record, or a rate entry or contract line)
-
-    @property
-    def id(self) -> str:
-        """The id the field holds ("" when only the external ref names the target)."""
-        return str(getattr(self.holder, self.field.id_field))
+    id: str  # the id the field holds ("" when only the external ref names the target)
+    external: tuple[str, str] | None  # the (system, id) the external ref names, if given
 
     def set_id(self, value: str) -> None:
         """Store the resolved id in the record."""
         setattr(self.holder, self.field.id_field, value)
+        self.id = value
 
-    @property
-    def external(self) -> tuple[str, str] | None:
-        """The (system, id) the external ref names, or None when it is not given."""
-        ref = getattr(self.holder, self.field.ref_field)
-        return (ref.system, ref.id) if ref.system or ref.id else None
+
+def _reference(path: str, ref_path: str, f: RefField, holder: Any) -> Reference | None:
+    ref = getattr(holder, f.ref_field)
+    external = (ref.system, ref.id) if ref.system or ref.id else None
+    target_id = getattr(holder, f.id_field)
+    if not target_id and external is None:
+        return None
+    return Reference(path, ref_path, f, holder, target_id, external)
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,16 @@ class Kind:
     def references(self, record: Any) -> Iterator[Reference]:
         """Every reference in record, named by id or by external ref (empty ones skipped)."""
         for f in self.refs:
-            ref = Reference(f.id_field, f.ref_field, f, record)
-            if ref.id or ref.external:
+            ref = _reference(f.id_field, f.ref_field, f, record)
+            if ref is not None:
                 yield ref
         for repeated, fields in self.nested_refs:
             for i, child in enumerate(getattr(record, repeated)):
                 for f in fields:
-                    ref = Reference(
+                    ref = _reference(
                         f"{repeated}[{i}].{f.id_field}", f"{repeated}[{i}].{f.ref_field}", f, child
                     )
-                    if ref.id or ref.external:
+                    if ref is not None:
                         yield ref
 
     def referenced_ids(self, body: dict[str, Any]) -> set[tuple[str, str]]:

@@ -54,7 +54,7 @@ from accrue.services.masterdata.adapters.tables import COLUMNS
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
 from accrue.services.masterdata.domain import resolution
 from accrue.services.masterdata.domain.history import changed_fields
-from accrue.services.masterdata.domain.kinds import KINDS, SERVER_FIELDS, Kind
+from accrue.services.masterdata.domain.kinds import KINDS, SERVER_FIELDS, Kind, Reference
 from accrue.services.masterdata.domain.masks import apply_mask, mask_paths
 from accrue.services.masterdata.domain.ownership import API_SOURCE, Ownership
 
@@ -179,6 +179,13 @@ class _Row:
     source: str
     previous: Stored | None = None
     result: UpsertResult | None = None
+    _refs: list[Reference] | None = None
+
+    def refs(self, kind: Kind) -> list[Reference]:
+        """The record's references, found once (resolution updates them in place)."""
+        if self._refs is None:
+            self._refs = list(kind.references(self.record))
+        return self._refs
 
     @property
     def ok(self) -> bool:
@@ -579,7 +586,7 @@ class MasterData:
         self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row]
     ) -> None:
         wanted: dict[str, set[tuple[str, str]]] = {}
-        per_row = [[r for r in kind.references(row.record) if r.external] for row in rows]
+        per_row = [[r for r in row.refs(kind) if r.external] for row in rows]
         for refs in per_row:
             for ref in refs:
                 assert ref.external is not None
@@ -637,7 +644,7 @@ class MasterData:
 
     async def _check_targets(self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row]) -> None:
         """Referenced records exist; a deactivated one may be kept but not newly referenced."""
-        per_row = [list(kind.references(row.record)) for row in rows]
+        per_row = [row.refs(kind) for row in rows]
         wanted: dict[str, set[str]] = {}
         for refs in per_row:
             for ref in refs:
@@ -1036,7 +1043,7 @@ def _reject_dependents(kind: Kind, rows: Sequence[_Row]) -> None:
         for row in rows:
             if row.v:
                 continue
-            for ref in kind.references(row.record):
+            for ref in row.refs(kind):
                 if ref.field.target == kind.name and ref.id in failed:
                     row.v.add(
                         ref.path, "REFERENCE_REJECTED", f"the {kind.title} it names is rejected in this batch"
