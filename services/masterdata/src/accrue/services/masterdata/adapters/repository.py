@@ -217,10 +217,20 @@ class RecordRepository:
         self._driver_connection: Any = None
 
     async def _driver(self) -> Any:
-        """The asyncpg connection under the unit of work's connection (same transaction)."""
+        """The asyncpg connection under the unit of work's connection, inside its transaction.
+
+        SQLAlchemy's asyncpg adapter opens the database transaction lazily, on its first
+        statement; a statement sent to the driver before that would run in autocommit, outside
+        the unit of work. So the transaction is made to start here, and checked.
+        """
         if self._driver_connection is None:
             raw = await self._conn.get_raw_connection()
-            self._driver_connection = raw.driver_connection
+            driver: Any = raw.driver_connection
+            if not driver.is_in_transaction():
+                await self._conn.execute(sa.text("SELECT 1"))
+            if not driver.is_in_transaction():  # pragma: no cover - a change in SQLAlchemy
+                raise RuntimeError("the unit of work's transaction did not start")
+            self._driver_connection = driver
         return self._driver_connection
 
     # -- reads -------------------------------------------------------------------------------

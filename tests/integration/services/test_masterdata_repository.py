@@ -1,0 +1,61 @@
+"""The repository's bulk statements run inside the unit of work's transaction, whatever comes first."""
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from accrue.db import create_engine
+from accrue.db.migrations import upgrade
+from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.services.masterdata.adapters.repository import ChangeRow, Write, body_of
+from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
+from accrue.services.masterdata.bootstrap import MIGRATIONS
+from accrue.services.masterdata.domain.kinds import KINDS
+from accrue.type.v1 import types_pb2
+
+pytestmark = pytest.mark.integration
+
+RECORD_ID = "6f1c2d1e-8a9b-4c3d-9e0f-112233445566"
+
+
+def _write() -> Write:
+    now = dt.datetime.now(dt.UTC)
+    record = md.LaborCategory(
+        id=RECORD_ID, code="SC", name="Senior", external_ref=types_pb2.ExternalRef(system="hr", id="SC")
+    )
+    return Write(record, body_of(record), 1, now, now, None)
+
+
+async def _count(engine: sa.ext.asyncio.AsyncEngine, table: str) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.text(f"SELECT count(*) FROM masterdata.{table}")) or 0)
+
+
+async def test_bulk_writes_roll_back_with_the_unit_of_work(database_url: str) -> None:
+    await upgrade(database_url, "masterdata", MIGRATIONS)
+    engine = create_engine(database_url)
+    try:
+        kind = KINDS["labor_category"]
+        # The driver-level insert and COPY are the first statements of the transaction.
+        async with MasterDataUnitOfWork(engine) as uow:
+            assert await uow.records.insert(kind, [_write()]) == {RECORD_ID}
+            await uow.records.add_changes(
+                [
+                    ChangeRow(
+                        "labor_category", RECORD_ID, 1, "CREATED", "a", "api", dt.datetime.now(dt.UTC), {}
+                    )
+                ]
+            )
+            # no commit: everything must go
+        assert await _count(engine, "labor_categories") == 0
+        assert await _count(engine, "changes") == 0
+
+        async with MasterDataUnitOfWork(engine) as uow:
+            locked = await uow.records.by_external_refs(kind, [("hr", "SC")], lock=True)
+            assert locked == {}
+            await uow.records.insert(kind, [_write()])
+            await uow.commit()
+        assert await _count(engine, "labor_categories") == 1
+    finally:
+        await engine.dispose()
