@@ -46,6 +46,7 @@ from typing import Any
 import asyncpg
 import httpx
 import nats
+import psutil
 
 from accrue.db.engine import asyncpg_dsn
 from accrue.embedded import EmbeddedNats, EmbeddedPostgres
@@ -60,18 +61,56 @@ def say(text: str = "") -> None:
     sys.stdout.flush()
 
 
+@dataclass
+class Servers:
+    database_url: str
+    nats_url: str
+    # Process ids of the embedded servers, for the CPU account (None for servers from the env).
+    postgres_pid: int | None = None
+    nats_pid: int | None = None
+
+
 @contextlib.contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(database URL, NATS URL): the environment's, or embedded ones that live for the run."""
-    db, nats = os.environ.get("ACCRUE_DATABASE_URL"), os.environ.get("ACCRUE_NATS_URL")
+def servers() -> Iterator[Servers]:
+    """The environment's servers, or embedded ones that live for the run."""
+    db, nats_url = os.environ.get("ACCRUE_DATABASE_URL"), os.environ.get("ACCRUE_NATS_URL")
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="accrue-bench-")))
+        found = Servers(db or "", nats_url or "")
         if not db:
             # Durable (fsync on), as `accrue run` runs it: the raw limit below pays the same.
-            db = stack.enter_context(EmbeddedPostgres(root / "pg", cleanup="delete")).url
-        if not nats:
-            nats = stack.enter_context(EmbeddedNats(root / "nats")).url
-        yield db, nats
+            pg = stack.enter_context(EmbeddedPostgres(root / "pg", cleanup="delete"))
+            found.database_url, found.postgres_pid = pg.url, pg.pid
+        if not nats_url:
+            server = stack.enter_context(EmbeddedNats(root / "nats"))
+            found.nats_url, found.nats_pid = server.url, server.pid
+        yield found
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each named process and its children.
+
+    The benchmark's own process ("client") is counted alone: the servers are its children.
+    """
+
+    def __init__(self, roots: dict[str, int | None]) -> None:
+        self._roots = {name: pid for name, pid in roots.items() if pid}
+
+    def snapshot(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for name, pid in self._roots.items():
+            try:
+                root = psutil.Process(pid)
+                total = 0.0
+                family = [root] if pid == os.getpid() else [root, *root.children(recursive=True)]
+                for proc in family:
+                    with contextlib.suppress(psutil.Error):
+                        times = proc.cpu_times()
+                        total += times.user + times.system
+                used[name] = total
+            except psutil.Error:
+                continue
+        return used
 
 
 @contextlib.contextmanager
@@ -331,7 +370,9 @@ async def counts(database_url: str) -> dict[str, int]:
         await conn.close()
 
 
-async def run(args: argparse.Namespace, database_url: str, nats_url: str, gateway_url: str) -> None:
+async def run(
+    args: argparse.Namespace, database_url: str, nats_url: str, gateway_url: str, meter: CpuMeter
+) -> None:
     legal_entities, categories, projects = 3, 8, 2000
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     async with httpx.AsyncClient(base_url=gateway_url, timeout=120, limits=limits) as client:
@@ -340,6 +381,7 @@ async def run(args: argparse.Namespace, database_url: str, nats_url: str, gatewa
         assignments = assignment_rows(args.assignments, args.consultants, projects, categories)
 
         # The managers first (everyone else names one of them), then the rest in parallel.
+        cpu_before = meter.snapshot()
         start = time.perf_counter()
         first = await upsert(client, "consultants", "consultants", consultants[:500], args.batch, 1)
         rest = await upsert(
@@ -355,6 +397,7 @@ async def run(args: argparse.Namespace, database_url: str, nats_url: str, gatewa
             },
         )
         work = await upsert(client, "assignments", "assignments", assignments, args.batch, args.concurrency)
+        cpu_after = meter.snapshot()
         relay_tail = await wait_for_relay(database_url)
         relayed = people.seconds + work.seconds + relay_tail
 
@@ -383,6 +426,16 @@ async def run(args: argparse.Namespace, database_url: str, nats_url: str, gatewa
         ("ratio relay / raw", f"{total_rows / relayed / raw_js:.2f}"),
         ("stored", str(stored)),
     ]
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    if cpu:
+        share = ", ".join(f"{name} {seconds * 1e6 / total_rows:.0f}" for name, seconds in cpu.items())
+        report.append(
+            (
+                "CPU during the sync",
+                f"{sum(cpu.values()):.1f} s of {total_seconds * (os.cpu_count() or 1):.1f} s available; "
+                f"µs per row: {share}",
+            )
+        )
     for label, text in report:
         say(f"{label:<21}{text}")
     if rate < 3000:
@@ -403,11 +456,22 @@ def main() -> None:
     if args.consultants < 500:
         parser.error("--consultants must be at least 500 (the first 500 are the managers)")
     with contextlib.ExitStack() as resources:
-        database_url, nats_url = resources.enter_context(servers())
+        found = resources.enter_context(servers())
         logs = resources.enter_context(tempfile.TemporaryDirectory(prefix="accrue-bench-logs-"))
-        stack = resources.enter_context(masterdata_and_gateway(database_url, nats_url, Path(logs)))
+        stack = resources.enter_context(
+            masterdata_and_gateway(found.database_url, found.nats_url, Path(logs))
+        )
         say(f"master data and gateway up at {stack.gateway_url}; logs in {logs}")
-        asyncio.run(run(args, database_url, nats_url, stack.gateway_url))
+        meter = CpuMeter(
+            {
+                "client": os.getpid(),
+                "gateway": stack.pid(GATEWAY.name),
+                "masterdata": stack.pid("masterdata"),
+                "postgres": found.postgres_pid,
+                "nats": found.nats_pid,
+            }
+        )
+        asyncio.run(run(args, found.database_url, found.nats_url, stack.gateway_url, meter))
 
 
 if __name__ == "__main__":

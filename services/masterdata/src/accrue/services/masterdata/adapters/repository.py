@@ -287,21 +287,22 @@ class RecordRepository:
 
     async def ids_by_external_refs(
         self, kind_name: str, refs: Iterable[tuple[str, str]]
-    ) -> dict[tuple[str, str], str]:
-        """Our ids of the records of a kind named by (system, id)."""
+    ) -> dict[tuple[str, str], tuple[str, Target]]:
+        """Our ids of the records of a kind named by (system, id), with what a write checks."""
         by_system: dict[str, set[str]] = {}
         for system, ref_id in refs:
             by_system.setdefault(system, set()).add(ref_id)
         t = TABLES[kind_name]
         sql = (
-            f"SELECT id::text AS id, external_ref_id FROM {SCHEMA}.{t.name} "
-            "WHERE external_ref_system = $1 AND external_ref_id = ANY($2::text[])"
+            f"SELECT id::text AS id, external_ref_id, deactivate_time IS NOT NULL AS off "
+            f"FROM {SCHEMA}.{t.name} WHERE external_ref_system = $1 AND external_ref_id = ANY($2::text[])"
         )
         driver = await self._driver()
-        found: dict[tuple[str, str], str] = {}
+        found: dict[tuple[str, str], tuple[str, Target]] = {}
+        active, inactive = Target(False), Target(True)
         for system, ids in sorted(by_system.items()):
             for row in await driver.fetch(sql, system, list(ids)):
-                found[(system, row["external_ref_id"])] = row["id"]
+                found[(system, row["external_ref_id"])] = (row["id"], inactive if row["off"] else active)
         return found
 
     async def targets(self, kind_name: str, ids: Iterable[str]) -> dict[str, Target]:

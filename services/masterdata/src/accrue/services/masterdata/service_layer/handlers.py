@@ -44,6 +44,7 @@ from accrue.runtime.validation import Violations
 from accrue.services.masterdata.adapters.repository import (
     ChangeRow,
     Stored,
+    Target,
     Write,
     body_of,
     decode_page_token,
@@ -567,8 +568,10 @@ class MasterData:
 
     async def _check(self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row]) -> None:
         """Every rule that needs the database, adding violations to each row (ids assigned)."""
-        await self._resolve_external_refs(uow, kind, rows)
-        await self._check_targets(uow, kind, rows)
+        # What resolving external refs learns about the targets spares the target check a query.
+        known: dict[str, dict[str, Target]] = {}
+        await self._resolve_external_refs(uow, kind, rows, known)
+        await self._check_targets(uow, kind, rows, known)
         for row in rows:
             _assign_child_ids(row.record, row.previous.body if row.previous else None)
             denied = self._ownership.check(kind.name, kind.plural, row.source)
@@ -583,7 +586,7 @@ class MasterData:
         _reject_dependents(kind, rows)
 
     async def _resolve_external_refs(
-        self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row]
+        self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row], known: dict[str, dict[str, Target]]
     ) -> None:
         wanted: dict[str, set[tuple[str, str]]] = {}
         per_row = [[r for r in row.refs(kind) if r.external] for row in rows]
@@ -603,14 +606,17 @@ class MasterData:
         }
         lines: dict[str, tuple[str, str]] = {}
         if "project" in wanted and any(f.via for f in kind.refs):
-            lines = await uow.records.project_lines(found["project"].values())
+            lines = await uow.records.project_lines(i for i, _ in found["project"].values())
         for row, refs in zip(rows, per_row, strict=True):
             for ref in refs:
                 assert ref.external is not None
                 if not all(ref.external):
                     continue  # the domain already said the ref is incomplete
                 lookup = ref.field.lookup
-                resolved = found.get(lookup, {}).get(ref.external)
+                hit = found.get(lookup, {}).get(ref.external)
+                resolved = hit[0] if hit else None
+                if hit and not ref.field.via:
+                    known.setdefault(lookup, {})[hit[0]] = hit[1]
                 if resolved is None and lookup == kind.name:
                     resolved = in_batch.get(ref.external)
                 system, ext_id = ref.external
@@ -642,15 +648,19 @@ class MasterData:
         for row in rows:
             _clear_refs(kind, row.record)
 
-    async def _check_targets(self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row]) -> None:
+    async def _check_targets(
+        self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row], known: dict[str, dict[str, Target]]
+    ) -> None:
         """Referenced records exist; a deactivated one may be kept but not newly referenced."""
         per_row = [row.refs(kind) for row in rows]
         wanted: dict[str, set[str]] = {}
         for refs in per_row:
             for ref in refs:
-                if ref.id:
+                if ref.id and ref.id not in known.get(ref.field.target, ()):
                     wanted.setdefault(ref.field.target, set()).add(ref.id)
-        found = {target: await uow.records.targets(target, ids) for target, ids in wanted.items()}
+        found = {name: dict(ids) for name, ids in known.items()}
+        for name, ids in wanted.items():
+            found.setdefault(name, {}).update(await uow.records.targets(name, ids))
         in_batch = {row.record.id for row in rows if row.previous is None}
         for row, refs in zip(rows, per_row, strict=True):
             before = kind.referenced_ids(row.previous.body) if row.previous else set()
