@@ -195,6 +195,31 @@ async def test_a_stale_etag_is_aborted_and_a_bad_update_writes_nothing(
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
+    # Another project's external_ref or code is a conflict (409), not a crash.
+    other = (
+        await stub.CreateProject(
+            api.CreateProjectRequest(
+                project=md.Project(
+                    code="P2",
+                    name="Other",
+                    customer_id=f["cu"].id,
+                    legal_entity_id=f["le"].id,
+                    manager_id=f["boss"].id,
+                    status=md.PROJECT_STATUS_ACTIVE,
+                    start_date="2026-01-01",
+                    external_ref=types_pb2.ExternalRef(system="psa", id="P-2"),
+                )
+            )
+        )
+    ).project
+    for patch, code in (
+        (md.Project(external_ref=other.external_ref), "EXTERNAL_REF_TAKEN"),
+        (md.Project(code=other.code), "CODE_TAKEN"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as taken:
+            await stub.UpdateProject(api.UpdateProjectRequest(id=project.id, project=patch))
+        assert (taken.value.code(), reason(taken.value)) == (grpc.StatusCode.ALREADY_EXISTS, code)
+
 
 # -- deactivation and history ---------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ from accrue.services.masterdata.domain.masks import apply_mask, mask_paths
 from accrue.services.masterdata.domain.ownership import API_SOURCE, Ownership
 
 # Violations that mean "another record already holds this" (ALREADY_EXISTS on create/update).
-_CONFLICTS = frozenset({"CODE_TAKEN", "RATE_EXISTS", "PROJECT_ON_OTHER_CONTRACT"})
+_CONFLICTS = frozenset({"CODE_TAKEN", "RATE_EXISTS", "PROJECT_ON_OTHER_CONTRACT", "EXTERNAL_REF_TAKEN"})
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 1000
@@ -393,6 +393,21 @@ class MasterData:
             record.id = record_id  # type: ignore[attr-defined]
             row = _Row(record, Violations(prefix=kind.name), source, previous=stored)
             kind.validate(record, row.v)
+            ref = row.record.external_ref
+            if (
+                ref.system
+                and ref.id
+                and stored.body.get("external_ref") != {"system": ref.system, "id": ref.id}
+            ):
+                holder = (await uow.records.by_external_refs(kind, [(ref.system, ref.id)])).get(
+                    (ref.system, ref.id)
+                )
+                if holder is not None and holder.id != record_id:
+                    row.v.add(
+                        "external_ref",
+                        "EXTERNAL_REF_TAKEN",
+                        f"external_ref {ref.system}/{ref.id} belongs to {kind.title} {holder.id}",
+                    )
             await self._check(uow, kind, [row])
             _raise_for(kind, row.v.items, f"the {kind.title} is invalid")
             await self._persist(uow, kind, [row], writer)
