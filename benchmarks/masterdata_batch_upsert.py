@@ -373,6 +373,8 @@ async def counts(database_url: str) -> dict[str, int]:
 async def run(
     args: argparse.Namespace, database_url: str, nats_url: str, gateway_url: str, meter: CpuMeter
 ) -> None:
+    # The machine is shared: the load average before the run says how much of it others used.
+    load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     legal_entities, categories, projects = 3, 8, 2000
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     async with httpx.AsyncClient(base_url=gateway_url, timeout=120, limits=limits) as client:
@@ -410,7 +412,7 @@ async def run(
     total_seconds = people.seconds + work.seconds
     rate = total_rows / total_seconds
     report = [
-        ("date", f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs"),
+        ("date", f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load {load_before}"),
         ("batch / in flight", f"{args.batch} rows / {args.concurrency} requests"),
         *((phase.name, _phase(phase)) for phase in (people, work)),
         ("sync total", f"{_phase(Phase('', total_rows, total_seconds, {}))} (target >= 3000)"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -96,6 +98,19 @@ def to_record(kind: Kind, body: dict[str, Any], **server: Any) -> Message:
     return record
 
 
+@functools.lru_cache(maxsize=4096)
+def _timestamp(value: dt.datetime) -> Timestamp:
+    """A Timestamp of value (cached: a batch stamps every row with the same instant)."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def to_json(value: dict[str, Any]) -> str:
+    """Compact JSON text, as stored in JSONB columns."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def set_server_fields(
     record: Any,
     *,
@@ -108,10 +123,10 @@ def set_server_fields(
     """Set what the server owns on a record."""
     record.id = id
     record.etag = str(version)
-    record.create_time.FromDatetime(create_time)
-    record.update_time.FromDatetime(update_time)
+    record.create_time.CopyFrom(_timestamp(create_time))
+    record.update_time.CopyFrom(_timestamp(update_time))
     if deactivate_time is not None:
-        record.deactivate_time.FromDatetime(deactivate_time)
+        record.deactivate_time.CopyFrom(_timestamp(deactivate_time))
     else:
         record.ClearField("deactivate_time")
 
@@ -159,6 +174,11 @@ class Write:
     update_time: dt.datetime
     deactivate_time: dt.datetime | None
 
+    @functools.cached_property
+    def body_json(self) -> str:
+        """The body as stored (written once, reused for the history)."""
+        return to_json(self.body)
+
 
 @dataclass
 class ChangeRow:
@@ -171,7 +191,7 @@ class ChangeRow:
     actor: str
     source: str
     change_time: dt.datetime
-    state: dict[str, Any]
+    state: dict[str, Any] | str  # the record after the change, or its JSON text
     reason: str = ""
     request_id: str = ""
 
@@ -472,7 +492,7 @@ class RecordRepository:
                 "external_ref_system": w.record.external_ref.system or None,  # type: ignore[attr-defined]
                 "external_ref_id": w.record.external_ref.id or None,  # type: ignore[attr-defined]
                 "version": w.version,
-                "body": json.dumps(w.body, separators=(",", ":")),
+                "body": w.body_json,
                 "create_time": w.create_time,
                 "update_time": w.update_time,
                 "deactivate_time": w.deactivate_time,
@@ -581,7 +601,7 @@ class RecordRepository:
                 r.reason,
                 r.request_id,
                 r.change_time,
-                json.dumps(r.state, separators=(",", ":")),
+                r.state if isinstance(r.state, str) else to_json(r.state),
             )
             for r in rows
         ]

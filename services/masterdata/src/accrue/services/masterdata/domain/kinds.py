@@ -66,8 +66,10 @@ class Reference:
 
 
 def _reference(path: str, ref_path: str, f: RefField, holder: Any) -> Reference | None:
-    ref = getattr(holder, f.ref_field)
-    external = (ref.system, ref.id) if ref.system or ref.id else None
+    external = None
+    if holder.HasField(f.ref_field):  # cheaper than reading an unset sub-message
+        ref = getattr(holder, f.ref_field)
+        external = (ref.system, ref.id) if ref.system or ref.id else None
     target_id = getattr(holder, f.id_field)
     if not target_id and external is None:
         return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from accrue.services.masterdata.adapters.repository import (
     decode_page_token,
     encode_page_token,
     set_server_fields,
+    to_json,
 )
 from accrue.services.masterdata.adapters.tables import COLUMNS
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
@@ -195,6 +197,18 @@ class _Row:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
+
+
+def _new_ids(n: int) -> list[str]:
+    """n random (version 4) UUIDs from one read of the system's random source."""
+    raw = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * n, 16)]
+
+
+def _with_fields(body_json: str, extra: dict[str, Any]) -> str:
+    """The JSON object body_json with extra's keys added (none of them is in the body)."""
+    more = to_json(extra)[1:-1]
+    return "{" + more + "}" if body_json == "{}" else body_json[:-1] + "," + more + "}"
 
 
 def _json_time(value: dt.datetime) -> str:
@@ -561,11 +575,12 @@ class MasterData:
         async with _conflicts_abort(), self._uow() as uow:
             # Locked, in id order, so concurrent batches touching the same records take turns.
             existing = await uow.records.by_external_refs(kind, seen_refs, lock=True)
+            fresh = iter(_new_ids(len(batch)))
             for row, etag in zip(batch, etags, strict=True):
                 ref = row.record.external_ref
                 row.previous = existing.get((ref.system, ref.id))
                 if row.previous is None:
-                    row.record.id = _new_id()
+                    row.record.id = next(fresh)
                     continue
                 row.record.id = row.previous.id
                 if etag and etag != str(row.previous.version):
@@ -846,6 +861,7 @@ class MasterData:
         inserted = await uow.records.insert(kind, [w for _, w in inserts])
         await uow.records.update(kind, [w for _, w in updates])
         history: list[ChangeRow] = []
+        event_ids = iter(_new_ids(len(inserts) + len(updates)))
         for rows_written, outcome, change in (
             (inserts, Outcome.CREATED, ChangeKind.CREATED),
             (updates, Outcome.UPDATED, ChangeKind.UPDATED),
@@ -860,10 +876,11 @@ class MasterData:
                     )
                     continue
                 row.result = UpsertResult(outcome, w.record)
-                state = {**w.body, "id": record_id, "etag": str(w.version), "update_time": now_json}
-                state["create_time"] = now_json if outcome == Outcome.CREATED else _json_time(w.create_time)
+                extra = {"id": record_id, "etag": str(w.version), "update_time": now_json}
+                extra["create_time"] = now_json if outcome == Outcome.CREATED else _json_time(w.create_time)
                 if w.deactivate_time is not None:
-                    state["deactivate_time"] = _json_time(w.deactivate_time)
+                    extra["deactivate_time"] = _json_time(w.deactivate_time)
+                state = _with_fields(w.body_json, extra)
                 history.append(
                     ChangeRow(
                         kind.name,
@@ -878,7 +895,8 @@ class MasterData:
                         writer.request_id,
                     )
                 )
-                uow.events.add(Event(kind.event_type, record_id, kind.event(**{kind.name: w.record})))
+                message = kind.event(**{kind.name: w.record})
+                uow.events.add(Event(kind.event_type, record_id, message, next(event_ids), now))
         await uow.records.add_changes(history)
 
     # -- history ----------------------------------------------------------------------------
