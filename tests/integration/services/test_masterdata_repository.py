@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+from google.protobuf import json_format
 
 from accrue.db import create_engine
 from accrue.db.migrations import upgrade
@@ -17,6 +18,10 @@ from accrue.type.v1 import types_pb2
 pytestmark = pytest.mark.integration
 
 RECORD_ID = "6f1c2d1e-8a9b-4c3d-9e0f-112233445566"
+LEGACY_ROW = """
+    INSERT INTO masterdata.labor_categories (id, code, version, body, create_time, update_time)
+    VALUES (:id, 'SC', 2, CAST(:body AS jsonb), now() - interval '1 day', now())
+"""
 
 
 def _write() -> Write:
@@ -57,5 +62,26 @@ async def test_bulk_writes_roll_back_with_the_unit_of_work(database_url: str) ->
             await uow.records.insert(kind, [_write()])
             await uow.commit()
         assert await _count(engine, "labor_categories") == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_records_from_before_the_history_get_a_first_history_entry(database_url: str) -> None:
+    """Migration 0002 gives every existing record a history entry its API can read back."""
+    await upgrade(database_url, "masterdata", MIGRATIONS, revision="0001")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(LEGACY_ROW),
+                {"id": RECORD_ID, "body": '{"code": "SC", "name": "Senior"}'},
+            )
+        await upgrade(database_url, "masterdata", MIGRATIONS)
+        async with MasterDataUnitOfWork(engine) as uow:
+            (entry,) = await uow.records.changes_of("labor_category", RECORD_ID, 0, 10)
+            current = await uow.records.get(KINDS["labor_category"], RECORD_ID)
+        assert (entry.version, entry.kind, entry.source) == (2, "UPDATED", "before-history")
+        restored = json_format.ParseDict(entry.state, md.LaborCategory())
+        assert restored == current
     finally:
         await engine.dispose()
