@@ -344,6 +344,15 @@ async def raw_publish_limit(nats_url: str, messages: int) -> float:
         await nc.close()
 
 
+async def pending_events(database_url: str) -> int:
+    """Committed events the relay has not published yet."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM masterdata.outbox WHERE published_at IS NULL"))
+    finally:
+        await conn.close()
+
+
 async def wait_for_relay(database_url: str, limit: float = 600.0) -> float:
     """Seconds until the outbox relay has published everything to JetStream."""
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -400,7 +409,9 @@ async def run(
         )
         work = await upsert(client, "assignments", "assignments", assignments, args.batch, args.concurrency)
         cpu_after = meter.snapshot()
+        pending_after_sync = await pending_events(database_url)
         relay_tail = await wait_for_relay(database_url)
+        cpu_relayed = meter.snapshot()
         relayed = people.seconds + work.seconds + relay_tail
 
         resent = await upsert(client, "assignments", "assignments", assignments, args.batch, args.concurrency)
@@ -436,6 +447,15 @@ async def run(
                 "CPU during the sync",
                 f"{sum(cpu.values()):.1f} s of {total_seconds * (os.cpu_count() or 1):.1f} s available; "
                 f"µs per row: {share}",
+            )
+        )
+    relay_cpu = cpu_relayed.get("masterdata", 0.0) - cpu_after.get("masterdata", 0.0)
+    if pending_after_sync:
+        report.append(
+            (
+                "relay CPU",
+                f"{relay_cpu * 1e6 / pending_after_sync:.0f} µs of master data's CPU per event published "
+                f"(measured over the {pending_after_sync} events left after the sync)",
             )
         )
     for label, text in report:
