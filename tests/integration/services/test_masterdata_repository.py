@@ -1,5 +1,6 @@
 """The repository's bulk statements run inside the unit of work's transaction, whatever comes first."""
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -11,7 +12,7 @@ from accrue.db.migrations import upgrade
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.services.masterdata.adapters.repository import ChangeRow, Write, body_of
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
-from accrue.services.masterdata.bootstrap import MIGRATIONS
+from accrue.services.masterdata.bootstrap import MIGRATIONS, build_app
 from accrue.services.masterdata.domain.kinds import KINDS
 from accrue.type.v1 import types_pb2
 
@@ -83,5 +84,40 @@ async def test_records_from_before_the_history_get_a_first_history_entry(databas
         assert (entry.version, entry.kind, entry.source) == (2, "UPDATED", "before-history")
         restored = json_format.ParseDict(entry.state, md.LaborCategory())
         assert restored == current
+    finally:
+        await engine.dispose()
+
+
+async def test_a_record_being_updated_can_still_be_referenced_by_new_rows(database_url: str) -> None:
+    """A batch holds the records it updates locked; rows elsewhere that refer to them go on."""
+    await upgrade(database_url, "masterdata", MIGRATIONS)
+    engine = create_engine(database_url)
+    app = build_app(engine)
+    try:
+        le = await app.create(
+            KINDS["legal_entity"], md.LegalEntity(code="UK", name="UK", base_currency="GBP")
+        )
+        lc = await app.create(KINDS["labor_category"], md.LaborCategory(code="SC", name="Senior"))
+        person = md.Consultant(
+            code="E1", name="A", legal_entity_id=le.id, labor_category_id=lc.id, active_from="2020-01-01"
+        )
+        boss = await app.create(KINDS["consultant"], person)
+        customer = await app.create(
+            KINDS["customer"],
+            md.Customer(code="C", name="C", legal_entity_id=le.id, currency="GBP"),
+        )
+        async with MasterDataUnitOfWork(engine) as holder:
+            await holder.records.load_many(KINDS["consultant"], [boss.id], lock=True)
+            project = md.Project(
+                code="P",
+                name="P",
+                customer_id=customer.id,
+                legal_entity_id=le.id,
+                manager_id=boss.id,
+                status=md.PROJECT_STATUS_ACTIVE,
+                start_date="2026-01-01",
+            )
+            created = await asyncio.wait_for(app.create(KINDS["project"], project), timeout=10)
+            assert created.manager_id == boss.id
     finally:
         await engine.dispose()

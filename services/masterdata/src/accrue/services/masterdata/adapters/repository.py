@@ -272,7 +272,9 @@ class RecordRepository:
         t = TABLES[kind.name]
         query = _stored_columns(t).where(t.c.id == sa.any_(sa.literal(wanted, _UUIDS))).order_by(t.c.id)
         if lock:
-            query = query.with_for_update()
+            # NO KEY UPDATE: ids never change, so rows being inserted elsewhere that refer to
+            # this one (their foreign keys take KEY SHARE) need not wait for this transaction.
+            query = query.with_for_update(key_share=True)
         return {row.id: _stored(row) for row in await self._conn.execute(query)}
 
     async def by_external_refs(
@@ -289,7 +291,7 @@ class RecordRepository:
             "SELECT id::text AS id, version, body, create_time, update_time, deactivate_time, "
             f"external_ref_id FROM {SCHEMA}.{t.name} "
             "WHERE external_ref_system = $1 AND external_ref_id = ANY($2::text[]) "
-            "ORDER BY id" + (" FOR UPDATE" if lock else "")
+            "ORDER BY id" + (" FOR NO KEY UPDATE" if lock else "")
         )
         driver = await self._driver()
         found: dict[tuple[str, str], Stored] = {}
