@@ -172,7 +172,12 @@ def seed(
     console.print(_summary_table(summary))
     if summary.rejected:
         for rejection in summary.rejections[:10]:
-            console.print(f"[red]{rejection.collection} {rejection.external_ref}: {rejection.reasons}[/red]")
+            console.print(
+                f"{rejection.collection} {rejection.external_ref}: {rejection.reasons}",
+                soft_wrap=True,
+                markup=False,
+                style="red",
+            )
         raise _fail(console, f"{summary.rejected} seed rows were rejected")
     console.print(f"{completed} milestones completed (billable).")
     _hints(console, url, summary)
@@ -195,27 +200,31 @@ def _complete_milestones(client: httpx.Client, summary: Summary, external_ids: S
 
 
 def _hints(console: Console, url: str, summary: Summary) -> None:
-    """A few requests to try on the seeded firm."""
-    project = next((r for k, r in summary.resources.items() if k[0] == "projects"), None)
+    """A few requests to try on the seeded firm (a priced project, FX, tax)."""
+    priced = {
+        line["projectId"]
+        for key, contract in summary.resources.items()
+        if key[0] == "contracts"
+        for line in contract.get("lines", [])
+        if line.get("rateCardId")
+    }
     assignment = next(
-        (
-            r
-            for k, r in summary.resources.items()
-            if k[0] == "assignments" and r.get("projectId") == (project or {}).get("id")
-        ),
+        (r for k, r in summary.resources.items() if k[0] == "assignments" and r.get("projectId") in priced),
         None,
     )
-    console.print("\nTry:")
-    console.print(f"  curl -s '{url}/v1/consultants?pageSize=5'")
-    if project and assignment:
+    lines = [f"curl -s '{url}/v1/consultants?pageSize=5'"]
+    if assignment:
         query = (
-            f"projectId={project['id']}&consultantId={assignment['consultantId']}"
+            f"projectId={assignment['projectId']}&consultantId={assignment['consultantId']}"
             f"&laborCategoryId={assignment['laborCategoryId']}&date=2026-08-03"
         )
-        console.print(f"  curl -s '{url}/v1/rates:resolve?{query}'")
-    console.print(
-        f"  curl -s '{url}/v1/fx-rates:convert?amount=1000&fromCurrency=EUR&toCurrency=GBP&date=2026-08-03'"
+        lines.append(f"curl -s '{url}/v1/rates:resolve?{query}'")
+    lines.append(
+        f"curl -s '{url}/v1/fx-rates:convert?amount=1000&fromCurrency=EUR&toCurrency=GBP&date=2026-08-03'"
     )
-    console.print(
-        f"  curl -s '{url}/v1/tax-rates:resolve?taxCode=VAT-GB-STD&date=2026-08-03&amount=1000&currency=GBP'"
+    lines.append(
+        f"curl -s '{url}/v1/tax-rates:resolve?taxCode=VAT-GB-STD&date=2026-08-03&amount=1000&currency=GBP'"
     )
+    console.print("\nTry:")
+    for line in lines:
+        console.print(f"  {line}", soft_wrap=True, markup=False)
