@@ -79,6 +79,8 @@ async def test_invalid_input_reports_every_violation_and_writes_nothing(
         ("consultant.name", "REQUIRED"),
         ("consultant.cost_rate", "INVALID_DECIMAL"),
         ("consultant.active_from", "INVALID_DATE"),
+        ("consultant.legal_entity_id", "REFERENCE_NOT_FOUND"),
+        ("consultant.labor_category_id", "REFERENCE_NOT_FOUND"),
     ]
     with pytest.raises(grpc.aio.AioRpcError) as refs:
         await stub.CreateCustomer(

@@ -3,6 +3,7 @@
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.validation import Violations
 from accrue.services.masterdata.domain.kinds import KINDS
+from accrue.type.v1 import types_pb2
 
 
 def violations(kind: str, record: object) -> list[tuple[str, str]]:
@@ -108,7 +109,7 @@ def test_contract_lines_need_what_their_billing_model_needs() -> None:
         ("lines[2].project_id", "DUPLICATE_PROJECT"),
         ("lines[2].rate_card_id", "REQUIRED"),
     ]
-    refs = list(KINDS["contract"].references(contract))
+    refs = [(r.path, r.field.target, r.id) for r in KINDS["contract"].references(contract)]
     assert ("lines[0].rate_card_id", "rate_card", "rc") in refs
 
 
@@ -119,3 +120,113 @@ def test_fx_rate_must_be_positive_between_two_currencies() -> None:
         ("quote", "SAME_CURRENCY"),
         ("rate", "OUT_OF_RANGE"),
     ]
+
+
+def test_a_reference_is_given_by_id_or_by_a_complete_external_ref() -> None:
+    by_ref = md.Customer(
+        code="C",
+        name="C",
+        currency="EUR",
+        legal_entity_ref=types_pb2.ExternalRef(system="erp", id="LE1"),
+    )
+    assert violations("customer", by_ref) == []
+    assert violations("customer", md.Customer(code="C", name="C", currency="EUR")) == [
+        ("legal_entity_id", "REQUIRED")
+    ]
+    half = md.Customer(
+        code="C", name="C", currency="EUR", legal_entity_ref=types_pb2.ExternalRef(system="erp")
+    )
+    assert violations("customer", half) == [("legal_entity_ref", "INCOMPLETE_REF")]
+    refs = [
+        (r.path, r.ref_path, r.field.target, r.id, r.external) for r in KINDS["customer"].references(by_ref)
+    ]
+    assert refs == [("legal_entity_id", "legal_entity_ref", "legal_entity", "", ("erp", "LE1"))]
+
+
+def test_a_milestone_names_its_contract_line_by_the_project_it_bills() -> None:
+    m = md.Milestone(
+        name="Design",
+        amount="100",
+        due_date="2026-01-31",
+        project_ref=types_pb2.ExternalRef(system="psa", id="P1"),
+    )
+    assert violations("milestone", m) == []
+    (ref,) = KINDS["milestone"].references(m)
+    assert (ref.path, ref.field.target, ref.field.lookup) == ("contract_line_id", "contract_line", "project")
+    assert violations("milestone", md.Milestone(name="x", amount="0", due_date="2026-01-31")) == [
+        ("contract_line_id", "REQUIRED"),
+        ("amount", "OUT_OF_RANGE"),
+    ]
+
+
+def test_a_consultant_cannot_manage_themselves() -> None:
+    me = types_pb2.ExternalRef(system="hr", id="E1")
+    c = md.Consultant(
+        code="E1",
+        name="A",
+        legal_entity_id="le",
+        labor_category_id="lc",
+        active_from="2026-01-01",
+        external_ref=me,
+        manager_ref=me,
+    )
+    assert violations("consultant", c) == [("manager_ref", "SELF_MANAGED")]
+
+
+def test_calendars_list_each_weekday_and_holiday_once() -> None:
+    good = md.Calendar(
+        code="UK",
+        legal_entity_id="le",
+        working_days=[md.WEEKDAY_MONDAY],
+        holidays=[md.Holiday(date="2026-12-25")],
+    )
+    assert violations("calendar", good) == []
+    bad = md.Calendar(
+        working_days=[md.WEEKDAY_UNSPECIFIED, md.WEEKDAY_FRIDAY, md.WEEKDAY_FRIDAY],
+        holidays=[
+            md.Holiday(date="2026-12-25"),
+            md.Holiday(date="25/12/2026"),
+            md.Holiday(date="2026-12-25"),
+        ],
+    )
+    assert violations("calendar", bad) == [
+        ("code", "REQUIRED"),
+        ("legal_entity_id", "REQUIRED"),
+        ("working_days[0]", "INVALID_VALUE"),
+        ("working_days[2]", "DUPLICATE"),
+        ("holidays[1].date", "INVALID_DATE"),
+        ("holidays[2].date", "DUPLICATE"),
+    ]
+
+
+def test_currency_codes_must_be_iso_4217_everywhere_money_is() -> None:
+    assert ("currency", "INVALID_CURRENCY") in violations("rate_card", md.RateCard(code="RC", currency="usd"))
+    assert ("currency", "INVALID_CURRENCY") in violations(
+        "opportunity",
+        md.Opportunity(
+            customer_id="c",
+            legal_entity_id="l",
+            name="D",
+            amount="1",
+            currency="XYZ",
+            probability="0.5",
+            expected_start="2027-01-01",
+            duration_months=3,
+        ),
+    )
+    assert violations(
+        "fx_rate", md.FxRate(base="EUR", quote="GBPX", rate="1.1", effective_date="2026-01-01")
+    ) == [("quote", "INVALID_CURRENCY")]
+
+
+def test_overlapping_rates_are_found_for_entries_named_by_external_ref_too() -> None:
+    sc = types_pb2.ExternalRef(system="hr", id="SC")
+    card = md.RateCard(
+        code="RC",
+        currency="EUR",
+        rates=[
+            md.RateCardEntry(labor_category_ref=sc, rate="150", effective_from="2026-01-01"),
+            md.RateCardEntry(labor_category_ref=sc, rate="160", effective_from="2026-07-01"),
+        ],
+    )
+    assert violations("rate_card", card) == [("rates[1].effective_from", "OVERLAPPING_RATES")]

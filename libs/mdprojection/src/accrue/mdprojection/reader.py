@@ -30,6 +30,10 @@ _GETTERS = {
     "contract": ("GetContract", api.GetContractRequest),
     "milestone": ("GetMilestone", api.GetMilestoneRequest),
     "assignment": ("GetAssignment", api.GetAssignmentRequest),
+    "opportunity": ("GetOpportunity", api.GetOpportunityRequest),
+    "fx_rate": ("GetFxRate", api.GetFxRateRequest),
+    "tax_rate": ("GetTaxRate", api.GetTaxRateRequest),
+    "calendar": ("GetCalendar", api.GetCalendarRequest),
 }
 
 

@@ -32,3 +32,13 @@ def acting_principal(context: Context, named_in_request: str, field_name: str) -
             [Violation(field_name, "REQUIRED", f"{field_name} names who is acting")],
         )
     return Principal(subject=named_in_request)
+
+
+def optional_principal(context: Context, named_in_request: str) -> Principal | None:
+    """The principal acting on a call that may name nobody (e.g. a sync from a system of record).
+
+    Today, the subject the request names, if any; the caller decides who acts otherwise (master
+    data records the source system as the actor of an integration's write).
+    """
+    del context  # will carry the verified principal once tokens do
+    return Principal(subject=named_in_request) if named_in_request else None

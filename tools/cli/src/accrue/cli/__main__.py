@@ -1,6 +1,5 @@
-"""`accrue` command line: `accrue run` (behind `make run`) and `accrue migrate`.
-
-Later subcommands (`accrue seed`, `accrue import`) join the same Typer app.
+"""`accrue` command line: `accrue run` (behind `make run`), `accrue migrate`, and for master
+data `accrue seed` (a demo firm) and `accrue import` (CSV or JSON files), both through the REST API.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from accrue.cli.masterdata_commands import import_files, seed
 from accrue.cli.runner import DATA_DIR_VAR, RunConfig, RunError, migrate_only, run_stack
 from accrue.embedded import EmbeddedServerError, PortInUseError
 from accrue.embedded.stack import MigrationError
@@ -78,6 +78,10 @@ def migrate(data_dir: DataDir = None, log_level: LogLevel = "INFO") -> None:
     except (RunError, MigrationError, EmbeddedServerError) as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
+
+
+app.command("seed")(seed)
+app.command("import")(import_files)
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ from accrue.masterdata.v1 import resources_pb2 as _resources_pb2
 from accrue.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -53,6 +55,38 @@ UPSERT_OUTCOME_REJECTED: UpsertOutcome.ValueType  # 4
 """The row was invalid; nothing was written. See the reasons."""
 Global___UpsertOutcome: _TypeAlias = UpsertOutcome  # noqa: Y015
 
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    """Not set."""
+    CHANGE_KIND_CREATED: _ChangeKind.ValueType  # 1
+    """The resource was created."""
+    CHANGE_KIND_UPDATED: _ChangeKind.ValueType  # 2
+    """Fields of the resource changed."""
+    CHANGE_KIND_DEACTIVATED: _ChangeKind.ValueType  # 3
+    """The resource was deactivated."""
+    CHANGE_KIND_COMPLETED: _ChangeKind.ValueType  # 4
+    """The milestone was marked complete."""
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """ChangeKind is what a change did to a resource."""
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+"""Not set."""
+CHANGE_KIND_CREATED: ChangeKind.ValueType  # 1
+"""The resource was created."""
+CHANGE_KIND_UPDATED: ChangeKind.ValueType  # 2
+"""Fields of the resource changed."""
+CHANGE_KIND_DEACTIVATED: ChangeKind.ValueType  # 3
+"""The resource was deactivated."""
+CHANGE_KIND_COMPLETED: ChangeKind.ValueType  # 4
+"""The milestone was marked complete."""
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
 @_typing.final
 class CreateLegalEntityRequest(_message.Message):
     """CreateLegalEntityRequest carries the legal entity to create."""
@@ -60,6 +94,12 @@ class CreateLegalEntityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEGAL_ENTITY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def legal_entity(self) -> _resources_pb2.LegalEntity:
         """The legal entity; output-only fields are ignored."""
@@ -68,10 +108,12 @@ class CreateLegalEntityRequest(_message.Message):
         self,
         *,
         legal_entity: _resources_pb2.LegalEntity | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "legal_entity", b"legal_entity", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +199,7 @@ class ListLegalEntitiesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
@@ -166,6 +209,8 @@ class ListLegalEntitiesRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated legal entities; they are left out by default."""
     code: _builtins.str
     """Only the legal entity with this code."""
     def __init__(
@@ -175,11 +220,12 @@ class ListLegalEntitiesRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +266,14 @@ class BatchUpsertLegalEntitiesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEGAL_ENTITIES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from: ownership is checked against it and history records it.
+    When empty, each row's external_ref.system is its source.
+    """
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def legal_entities(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.LegalEntity]:
         """The rows, each with an external_ref; at most 1000."""
@@ -228,10 +282,12 @@ class BatchUpsertLegalEntitiesRequest(_message.Message):
         self,
         *,
         legal_entities: _abc.Iterable[_resources_pb2.LegalEntity] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entities", b"legal_entities"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "legal_entities", b"legal_entities", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -302,6 +358,12 @@ class CreateCustomerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def customer(self) -> _resources_pb2.Customer:
         """The customer; output-only fields are ignored."""
@@ -310,10 +372,12 @@ class CreateCustomerRequest(_message.Message):
         self,
         *,
         customer: _resources_pb2.Customer | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer", b"customer", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -399,6 +463,7 @@ class ListCustomersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
@@ -409,6 +474,8 @@ class ListCustomersRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated customers; they are left out by default."""
     legal_entity_id: _builtins.str
     """Only customers of this legal entity."""
     code: _builtins.str
@@ -420,12 +487,13 @@ class ListCustomersRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         legal_entity_id: _builtins.str = ...,
         code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -466,6 +534,12 @@ class BatchUpsertCustomersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMERS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def customers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Customer]:
         """The rows, each with an external_ref; at most 1000."""
@@ -474,10 +548,12 @@ class BatchUpsertCustomersRequest(_message.Message):
         self,
         *,
         customers: _abc.Iterable[_resources_pb2.Customer] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customers", b"customers", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -548,6 +624,12 @@ class CreateLaborCategoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LABOR_CATEGORY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def labor_category(self) -> _resources_pb2.LaborCategory:
         """The labor category; output-only fields are ignored."""
@@ -556,10 +638,12 @@ class CreateLaborCategoryRequest(_message.Message):
         self,
         *,
         labor_category: _resources_pb2.LaborCategory | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "labor_category", b"labor_category", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -645,6 +729,7 @@ class ListLaborCategoriesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
@@ -654,6 +739,8 @@ class ListLaborCategoriesRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated labor categories; they are left out by default."""
     code: _builtins.str
     """Only the labor category with this code."""
     def __init__(
@@ -663,11 +750,12 @@ class ListLaborCategoriesRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -708,6 +796,12 @@ class BatchUpsertLaborCategoriesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LABOR_CATEGORIES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def labor_categories(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.LaborCategory]:
         """The rows, each with an external_ref; at most 1000."""
@@ -716,10 +810,12 @@ class BatchUpsertLaborCategoriesRequest(_message.Message):
         self,
         *,
         labor_categories: _abc.Iterable[_resources_pb2.LaborCategory] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labor_categories", b"labor_categories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "labor_categories", b"labor_categories", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -790,6 +886,12 @@ class CreateConsultantRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSULTANT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def consultant(self) -> _resources_pb2.Consultant:
         """The consultant; output-only fields are ignored."""
@@ -798,10 +900,12 @@ class CreateConsultantRequest(_message.Message):
         self,
         *,
         consultant: _resources_pb2.Consultant | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "consultant", b"consultant", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -887,6 +991,7 @@ class ListConsultantsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     MANAGER_ID_FIELD_NUMBER: _builtins.int
     LABOR_CATEGORY_ID_FIELD_NUMBER: _builtins.int
@@ -899,6 +1004,8 @@ class ListConsultantsRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated consultants; they are left out by default."""
     legal_entity_id: _builtins.str
     """Only consultants employed by this legal entity."""
     manager_id: _builtins.str
@@ -914,6 +1021,7 @@ class ListConsultantsRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         legal_entity_id: _builtins.str = ...,
         manager_id: _builtins.str = ...,
         labor_category_id: _builtins.str = ...,
@@ -921,7 +1029,7 @@ class ListConsultantsRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -962,6 +1070,12 @@ class BatchUpsertConsultantsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSULTANTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def consultants(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Consultant]:
         """The rows, each with an external_ref; at most 1000."""
@@ -970,10 +1084,12 @@ class BatchUpsertConsultantsRequest(_message.Message):
         self,
         *,
         consultants: _abc.Iterable[_resources_pb2.Consultant] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultants", b"consultants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "consultants", b"consultants", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1044,6 +1160,12 @@ class CreateProjectRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def project(self) -> _resources_pb2.Project:
         """The project; output-only fields are ignored."""
@@ -1052,10 +1174,12 @@ class CreateProjectRequest(_message.Message):
         self,
         *,
         project: _resources_pb2.Project | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "project", b"project", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1141,6 +1265,7 @@ class ListProjectsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     MANAGER_ID_FIELD_NUMBER: _builtins.int
@@ -1154,6 +1279,8 @@ class ListProjectsRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated projects; they are left out by default."""
     customer_id: _builtins.str
     """Only projects for this customer."""
     legal_entity_id: _builtins.str
@@ -1171,6 +1298,7 @@ class ListProjectsRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         customer_id: _builtins.str = ...,
         legal_entity_id: _builtins.str = ...,
         manager_id: _builtins.str = ...,
@@ -1179,7 +1307,7 @@ class ListProjectsRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1220,6 +1348,12 @@ class BatchUpsertProjectsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def projects(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Project]:
         """The rows, each with an external_ref; at most 1000."""
@@ -1228,10 +1362,12 @@ class BatchUpsertProjectsRequest(_message.Message):
         self,
         *,
         projects: _abc.Iterable[_resources_pb2.Project] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["projects", b"projects"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "projects", b"projects", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1302,6 +1438,12 @@ class CreateRateCardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RATE_CARD_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def rate_card(self) -> _resources_pb2.RateCard:
         """The rate card; output-only fields are ignored."""
@@ -1310,10 +1452,12 @@ class CreateRateCardRequest(_message.Message):
         self,
         *,
         rate_card: _resources_pb2.RateCard | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "rate_card", b"rate_card", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1399,6 +1543,7 @@ class ListRateCardsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
@@ -1409,6 +1554,8 @@ class ListRateCardsRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated rate cards; they are left out by default."""
     code: _builtins.str
     """Only the rate card with this code."""
     currency: _builtins.str
@@ -1420,12 +1567,13 @@ class ListRateCardsRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         code: _builtins.str = ...,
         currency: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "currency", b"currency", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "currency", b"currency", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1466,6 +1614,12 @@ class BatchUpsertRateCardsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RATE_CARDS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def rate_cards(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.RateCard]:
         """The rows, each with an external_ref; at most 1000."""
@@ -1474,10 +1628,12 @@ class BatchUpsertRateCardsRequest(_message.Message):
         self,
         *,
         rate_cards: _abc.Iterable[_resources_pb2.RateCard] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_cards", b"rate_cards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "rate_cards", b"rate_cards", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1548,6 +1704,12 @@ class CreateContractRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def contract(self) -> _resources_pb2.Contract:
         """The contract; output-only fields are ignored."""
@@ -1556,10 +1718,12 @@ class CreateContractRequest(_message.Message):
         self,
         *,
         contract: _resources_pb2.Contract | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "contract", b"contract", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1645,6 +1809,7 @@ class ListContractsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
@@ -1656,6 +1821,8 @@ class ListContractsRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated contracts; they are left out by default."""
     customer_id: _builtins.str
     """Only contracts with this customer."""
     project_id: _builtins.str
@@ -1669,13 +1836,14 @@ class ListContractsRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         customer_id: _builtins.str = ...,
         project_id: _builtins.str = ...,
         code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1716,6 +1884,12 @@ class BatchUpsertContractsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def contracts(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Contract]:
         """The rows, each with an external_ref; at most 1000."""
@@ -1724,10 +1898,12 @@ class BatchUpsertContractsRequest(_message.Message):
         self,
         *,
         contracts: _abc.Iterable[_resources_pb2.Contract] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contracts", b"contracts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "contracts", b"contracts", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1798,6 +1974,12 @@ class CreateMilestoneRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MILESTONE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def milestone(self) -> _resources_pb2.Milestone:
         """The milestone; output-only fields are ignored."""
@@ -1806,10 +1988,12 @@ class CreateMilestoneRequest(_message.Message):
         self,
         *,
         milestone: _resources_pb2.Milestone | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "milestone", b"milestone", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1895,6 +2079,7 @@ class ListMilestonesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CONTRACT_LINE_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
@@ -1905,6 +2090,8 @@ class ListMilestonesRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated milestones; they are left out by default."""
     contract_line_id: _builtins.str
     """Only milestones of this contract line."""
     status: _resources_pb2.MilestoneStatus.ValueType
@@ -1916,12 +2103,13 @@ class ListMilestonesRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         contract_line_id: _builtins.str = ...,
         status: _resources_pb2.MilestoneStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_line_id", b"contract_line_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_line_id", b"contract_line_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1962,6 +2150,12 @@ class BatchUpsertMilestonesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MILESTONES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def milestones(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Milestone]:
         """The rows, each with an external_ref; at most 1000."""
@@ -1970,10 +2164,12 @@ class BatchUpsertMilestonesRequest(_message.Message):
         self,
         *,
         milestones: _abc.Iterable[_resources_pb2.Milestone] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["milestones", b"milestones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "milestones", b"milestones", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2044,6 +2240,12 @@ class CreateAssignmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def assignment(self) -> _resources_pb2.Assignment:
         """The assignment; output-only fields are ignored."""
@@ -2052,10 +2254,12 @@ class CreateAssignmentRequest(_message.Message):
         self,
         *,
         assignment: _resources_pb2.Assignment | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "assignment", b"assignment", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2141,6 +2345,7 @@ class ListAssignmentsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     CONSULTANT_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
@@ -2151,6 +2356,8 @@ class ListAssignmentsRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated assignments; they are left out by default."""
     project_id: _builtins.str
     """Only assignments on this project."""
     consultant_id: _builtins.str
@@ -2162,12 +2369,13 @@ class ListAssignmentsRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         project_id: _builtins.str = ...,
         consultant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant_id", b"consultant_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant_id", b"consultant_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2208,6 +2416,12 @@ class BatchUpsertAssignmentsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def assignments(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Assignment]:
         """The rows, each with an external_ref; at most 1000."""
@@ -2216,10 +2430,12 @@ class BatchUpsertAssignmentsRequest(_message.Message):
         self,
         *,
         assignments: _abc.Iterable[_resources_pb2.Assignment] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "assignments", b"assignments", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2290,6 +2506,12 @@ class CreateOpportunityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OPPORTUNITY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def opportunity(self) -> _resources_pb2.Opportunity:
         """The opportunity; output-only fields are ignored."""
@@ -2298,10 +2520,12 @@ class CreateOpportunityRequest(_message.Message):
         self,
         *,
         opportunity: _resources_pb2.Opportunity | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "opportunity", b"opportunity", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2387,6 +2611,7 @@ class ListOpportunitiesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
@@ -2397,6 +2622,8 @@ class ListOpportunitiesRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated opportunities; they are left out by default."""
     customer_id: _builtins.str
     """Only opportunities with this customer."""
     legal_entity_id: _builtins.str
@@ -2408,12 +2635,13 @@ class ListOpportunitiesRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         customer_id: _builtins.str = ...,
         legal_entity_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2454,6 +2682,12 @@ class BatchUpsertOpportunitiesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OPPORTUNITIES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def opportunities(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Opportunity]:
         """The rows, each with an external_ref; at most 1000."""
@@ -2462,10 +2696,12 @@ class BatchUpsertOpportunitiesRequest(_message.Message):
         self,
         *,
         opportunities: _abc.Iterable[_resources_pb2.Opportunity] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["opportunities", b"opportunities"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "opportunities", b"opportunities", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2536,6 +2772,12 @@ class CreateFxRateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FX_RATE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def fx_rate(self) -> _resources_pb2.FxRate:
         """The FX rate; output-only fields are ignored."""
@@ -2544,10 +2786,12 @@ class CreateFxRateRequest(_message.Message):
         self,
         *,
         fx_rate: _resources_pb2.FxRate | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "fx_rate", b"fx_rate", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2633,6 +2877,7 @@ class ListFxRatesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     BASE_FIELD_NUMBER: _builtins.int
     QUOTE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
@@ -2643,6 +2888,8 @@ class ListFxRatesRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated FX rates; they are left out by default."""
     base: _builtins.str
     """Only rates from this base currency."""
     quote: _builtins.str
@@ -2654,12 +2901,13 @@ class ListFxRatesRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         base: _builtins.str = ...,
         quote: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "quote", b"quote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "quote", b"quote", "show_deactivated", b"show_deactivated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2700,6 +2948,12 @@ class BatchUpsertFxRatesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FX_RATES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def fx_rates(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.FxRate]:
         """The rows, each with an external_ref; at most 1000."""
@@ -2708,10 +2962,12 @@ class BatchUpsertFxRatesRequest(_message.Message):
         self,
         *,
         fx_rates: _abc.Iterable[_resources_pb2.FxRate] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fx_rates", b"fx_rates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "fx_rates", b"fx_rates", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2782,6 +3038,12 @@ class CreateTaxRateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TAX_RATE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def tax_rate(self) -> _resources_pb2.TaxRate:
         """The tax rate; output-only fields are ignored."""
@@ -2790,10 +3052,12 @@ class CreateTaxRateRequest(_message.Message):
         self,
         *,
         tax_rate: _resources_pb2.TaxRate | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "source", b"source", "tax_rate", b"tax_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2879,6 +3143,7 @@ class ListTaxRatesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
     TAX_CODE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
@@ -2888,6 +3153,8 @@ class ListTaxRatesRequest(_message.Message):
     """Only the resource with this external_ref system (and id, when given)."""
     external_ref_id: _builtins.str
     """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated tax rates; they are left out by default."""
     tax_code: _builtins.str
     """Only rates of this tax code."""
     def __init__(
@@ -2897,11 +3164,12 @@ class ListTaxRatesRequest(_message.Message):
         page_token: _builtins.str = ...,
         external_ref_system: _builtins.str = ...,
         external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
         tax_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "tax_code", b"tax_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated", "tax_code", b"tax_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2942,6 +3210,12 @@ class BatchUpsertTaxRatesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TAX_RATES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
     @_builtins.property
     def tax_rates(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.TaxRate]:
         """The rows, each with an external_ref; at most 1000."""
@@ -2950,10 +3224,12 @@ class BatchUpsertTaxRatesRequest(_message.Message):
         self,
         *,
         tax_rates: _abc.Iterable[_resources_pb2.TaxRate] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tax_rates", b"tax_rates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "source", b"source", "tax_rates", b"tax_rates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3067,6 +3343,7 @@ class ResolveRateResponse(_message.Message):
     EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
     EFFECTIVE_TO_FIELD_NUMBER: _builtins.int
     CONSULTANT_OVERRIDE_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
     rate: _builtins.str
     """Hourly rate as a decimal string."""
     currency: _builtins.str
@@ -3087,6 +3364,10 @@ class ResolveRateResponse(_message.Message):
     """Last day the entry applies, "YYYY-MM-DD"; empty for open-ended."""
     consultant_override: _builtins.bool
     """True when the entry is a consultant override rather than the labor category's rate."""
+    @_builtins.property
+    def entry(self) -> _resources_pb2.RateCardEntry:
+        """The rate-card entry that won, as stored on the card."""
+
     def __init__(
         self,
         *,
@@ -3100,11 +3381,3118 @@ class ResolveRateResponse(_message.Message):
         effective_from: _builtins.str = ...,
         effective_to: _builtins.str = ...,
         consultant_override: _builtins.bool = ...,
+        entry: _resources_pb2.RateCardEntry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "consultant_override", b"consultant_override", "contract_id", b"contract_id", "contract_line_id", b"contract_line_id", "currency", b"currency", "effective_from", b"effective_from", "effective_to", b"effective_to", "rate", b"rate", "rate_card_entry_id", b"rate_card_entry_id", "rate_card_id", b"rate_card_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "consultant_override", b"consultant_override", "contract_id", b"contract_id", "contract_line_id", b"contract_line_id", "currency", b"currency", "effective_from", b"effective_from", "effective_to", b"effective_to", "entry", b"entry", "rate", b"rate", "rate_card_entry_id", b"rate_card_entry_id", "rate_card_id", b"rate_card_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveRateResponse: _TypeAlias = ResolveRateResponse  # noqa: Y015
+
+@_typing.final
+class CreateCalendarRequest(_message.Message):
+    """CreateCalendarRequest carries the calendar to create."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The calendar; output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        calendar: _resources_pb2.Calendar | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "calendar", b"calendar", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCalendarRequest: _TypeAlias = CreateCalendarRequest  # noqa: Y015
+
+@_typing.final
+class CreateCalendarResponse(_message.Message):
+    """CreateCalendarResponse carries the created calendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The calendar as stored."""
+
+    def __init__(
+        self,
+        *,
+        calendar: _resources_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCalendarResponse: _TypeAlias = CreateCalendarResponse  # noqa: Y015
+
+@_typing.final
+class GetCalendarRequest(_message.Message):
+    """GetCalendarRequest names the calendar to get."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The calendar's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCalendarRequest: _TypeAlias = GetCalendarRequest  # noqa: Y015
+
+@_typing.final
+class GetCalendarResponse(_message.Message):
+    """GetCalendarResponse carries the calendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The calendar."""
+
+    def __init__(
+        self,
+        *,
+        calendar: _resources_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCalendarResponse: _TypeAlias = GetCalendarResponse  # noqa: Y015
+
+@_typing.final
+class ListCalendarsRequest(_message.Message):
+    """ListCalendarsRequest filters and pages calendars."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REF_SYSTEM_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REF_ID_FIELD_NUMBER: _builtins.int
+    SHOW_DEACTIVATED_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    external_ref_system: _builtins.str
+    """Only the resource with this external_ref system (and id, when given)."""
+    external_ref_id: _builtins.str
+    """Only the resource with this external_ref id."""
+    show_deactivated: _builtins.bool
+    """Also return deactivated calendars; they are left out by default."""
+    legal_entity_id: _builtins.str
+    """Only calendars of this legal entity."""
+    code: _builtins.str
+    """Only the calendar with this code."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        external_ref_system: _builtins.str = ...,
+        external_ref_id: _builtins.str = ...,
+        show_deactivated: _builtins.bool = ...,
+        legal_entity_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "external_ref_id", b"external_ref_id", "external_ref_system", b"external_ref_system", "legal_entity_id", b"legal_entity_id", "page_size", b"page_size", "page_token", b"page_token", "show_deactivated", b"show_deactivated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCalendarsRequest: _TypeAlias = ListCalendarsRequest  # noqa: Y015
+
+@_typing.final
+class ListCalendarsResponse(_message.Message):
+    """ListCalendarsResponse is one page of calendars."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDARS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def calendars(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Calendar]:
+        """The calendars, ordered by code then id."""
+
+    def __init__(
+        self,
+        *,
+        calendars: _abc.Iterable[_resources_pb2.Calendar] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendars", b"calendars", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCalendarsResponse: _TypeAlias = ListCalendarsResponse  # noqa: Y015
+
+@_typing.final
+class BatchUpsertCalendarsRequest(_message.Message):
+    """BatchUpsertCalendarsRequest carries rows from a system of record, keyed by external_ref."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDARS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system the rows come from (see BatchUpsertLegalEntitiesRequest.source)."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def calendars(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Calendar]:
+        """The rows, each with an external_ref; at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        calendars: _abc.Iterable[_resources_pb2.Calendar] | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "calendars", b"calendars", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchUpsertCalendarsRequest: _TypeAlias = BatchUpsertCalendarsRequest  # noqa: Y015
+
+@_typing.final
+class CalendarUpsertResult(_message.Message):
+    """CalendarUpsertResult is what happened to one row of a batch upsert."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    outcome: Global___UpsertOutcome.ValueType
+    """Created, updated, unchanged or rejected."""
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The resource as stored; empty when rejected."""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Violation]:
+        """Why the row was rejected."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___UpsertOutcome.ValueType = ...,
+        calendar: _resources_pb2.Calendar | None = ...,
+        reasons: _abc.Iterable[_types_pb2.Violation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "outcome", b"outcome", "reasons", b"reasons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalendarUpsertResult: _TypeAlias = CalendarUpsertResult  # noqa: Y015
+
+@_typing.final
+class BatchUpsertCalendarsResponse(_message.Message):
+    """BatchUpsertCalendarsResponse gives one result per row, in the order of the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalendarUpsertResult]:
+        """The results, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CalendarUpsertResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchUpsertCalendarsResponse: _TypeAlias = BatchUpsertCalendarsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateLegalEntityRequest(_message.Message):
+    """UpdateLegalEntityRequest names a legal entity and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The legal entity's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def legal_entity(self) -> _resources_pb2.LegalEntity:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in legal_entity. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        legal_entity: _resources_pb2.LegalEntity | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "legal_entity", b"legal_entity", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLegalEntityRequest: _TypeAlias = UpdateLegalEntityRequest  # noqa: Y015
+
+@_typing.final
+class UpdateLegalEntityResponse(_message.Message):
+    """UpdateLegalEntityResponse carries the legal entity as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGAL_ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def legal_entity(self) -> _resources_pb2.LegalEntity:
+        """The legal entity after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        legal_entity: _resources_pb2.LegalEntity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLegalEntityResponse: _TypeAlias = UpdateLegalEntityResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateLegalEntityRequest(_message.Message):
+    """DeactivateLegalEntityRequest names a legal entity to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The legal entity's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateLegalEntityRequest: _TypeAlias = DeactivateLegalEntityRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateLegalEntityResponse(_message.Message):
+    """DeactivateLegalEntityResponse carries the deactivated legal entity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGAL_ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def legal_entity(self) -> _resources_pb2.LegalEntity:
+        """The legal entity, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        legal_entity: _resources_pb2.LegalEntity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity", b"legal_entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateLegalEntityResponse: _TypeAlias = DeactivateLegalEntityResponse  # noqa: Y015
+
+@_typing.final
+class ListLegalEntityChangesRequest(_message.Message):
+    """ListLegalEntityChangesRequest names a legal entity and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The legal entity's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLegalEntityChangesRequest: _TypeAlias = ListLegalEntityChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListLegalEntityChangesResponse(_message.Message):
+    """ListLegalEntityChangesResponse is one page of a legal entity's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLegalEntityChangesResponse: _TypeAlias = ListLegalEntityChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCustomerRequest(_message.Message):
+    """UpdateCustomerRequest names a customer and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The customer's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def customer(self) -> _resources_pb2.Customer:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in customer. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer: _resources_pb2.Customer | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer", b"customer", "id", b"id", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCustomerRequest: _TypeAlias = UpdateCustomerRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCustomerResponse(_message.Message):
+    """UpdateCustomerResponse carries the customer as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer(self) -> _resources_pb2.Customer:
+        """The customer after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        customer: _resources_pb2.Customer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCustomerResponse: _TypeAlias = UpdateCustomerResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateCustomerRequest(_message.Message):
+    """DeactivateCustomerRequest names a customer to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The customer's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateCustomerRequest: _TypeAlias = DeactivateCustomerRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateCustomerResponse(_message.Message):
+    """DeactivateCustomerResponse carries the deactivated customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer(self) -> _resources_pb2.Customer:
+        """The customer, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        customer: _resources_pb2.Customer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateCustomerResponse: _TypeAlias = DeactivateCustomerResponse  # noqa: Y015
+
+@_typing.final
+class ListCustomerChangesRequest(_message.Message):
+    """ListCustomerChangesRequest names a customer and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The customer's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomerChangesRequest: _TypeAlias = ListCustomerChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomerChangesResponse(_message.Message):
+    """ListCustomerChangesResponse is one page of a customer's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomerChangesResponse: _TypeAlias = ListCustomerChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateLaborCategoryRequest(_message.Message):
+    """UpdateLaborCategoryRequest names a labor category and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LABOR_CATEGORY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The labor category's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def labor_category(self) -> _resources_pb2.LaborCategory:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in labor_category. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        labor_category: _resources_pb2.LaborCategory | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "labor_category", b"labor_category", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLaborCategoryRequest: _TypeAlias = UpdateLaborCategoryRequest  # noqa: Y015
+
+@_typing.final
+class UpdateLaborCategoryResponse(_message.Message):
+    """UpdateLaborCategoryResponse carries the labor category as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABOR_CATEGORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labor_category(self) -> _resources_pb2.LaborCategory:
+        """The labor category after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        labor_category: _resources_pb2.LaborCategory | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLaborCategoryResponse: _TypeAlias = UpdateLaborCategoryResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateLaborCategoryRequest(_message.Message):
+    """DeactivateLaborCategoryRequest names a labor category to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The labor category's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateLaborCategoryRequest: _TypeAlias = DeactivateLaborCategoryRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateLaborCategoryResponse(_message.Message):
+    """DeactivateLaborCategoryResponse carries the deactivated labor category."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABOR_CATEGORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labor_category(self) -> _resources_pb2.LaborCategory:
+        """The labor category, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        labor_category: _resources_pb2.LaborCategory | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labor_category", b"labor_category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateLaborCategoryResponse: _TypeAlias = DeactivateLaborCategoryResponse  # noqa: Y015
+
+@_typing.final
+class ListLaborCategoryChangesRequest(_message.Message):
+    """ListLaborCategoryChangesRequest names a labor category and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The labor category's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLaborCategoryChangesRequest: _TypeAlias = ListLaborCategoryChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListLaborCategoryChangesResponse(_message.Message):
+    """ListLaborCategoryChangesResponse is one page of a labor category's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLaborCategoryChangesResponse: _TypeAlias = ListLaborCategoryChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateConsultantRequest(_message.Message):
+    """UpdateConsultantRequest names a consultant and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONSULTANT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The consultant's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def consultant(self) -> _resources_pb2.Consultant:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in consultant. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        consultant: _resources_pb2.Consultant | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "consultant", b"consultant", "id", b"id", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConsultantRequest: _TypeAlias = UpdateConsultantRequest  # noqa: Y015
+
+@_typing.final
+class UpdateConsultantResponse(_message.Message):
+    """UpdateConsultantResponse carries the consultant as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSULTANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consultant(self) -> _resources_pb2.Consultant:
+        """The consultant after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        consultant: _resources_pb2.Consultant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConsultantResponse: _TypeAlias = UpdateConsultantResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateConsultantRequest(_message.Message):
+    """DeactivateConsultantRequest names a consultant to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The consultant's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateConsultantRequest: _TypeAlias = DeactivateConsultantRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateConsultantResponse(_message.Message):
+    """DeactivateConsultantResponse carries the deactivated consultant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSULTANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consultant(self) -> _resources_pb2.Consultant:
+        """The consultant, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        consultant: _resources_pb2.Consultant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant", b"consultant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateConsultantResponse: _TypeAlias = DeactivateConsultantResponse  # noqa: Y015
+
+@_typing.final
+class ListConsultantChangesRequest(_message.Message):
+    """ListConsultantChangesRequest names a consultant and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The consultant's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsultantChangesRequest: _TypeAlias = ListConsultantChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListConsultantChangesResponse(_message.Message):
+    """ListConsultantChangesResponse is one page of a consultant's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsultantChangesResponse: _TypeAlias = ListConsultantChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateProjectRequest(_message.Message):
+    """UpdateProjectRequest names a project and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The project's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def project(self) -> _resources_pb2.Project:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in project. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        project: _resources_pb2.Project | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "project", b"project", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProjectRequest: _TypeAlias = UpdateProjectRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProjectResponse(_message.Message):
+    """UpdateProjectResponse carries the project as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def project(self) -> _resources_pb2.Project:
+        """The project after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        project: _resources_pb2.Project | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProjectResponse: _TypeAlias = UpdateProjectResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateProjectRequest(_message.Message):
+    """DeactivateProjectRequest names a project to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The project's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateProjectRequest: _TypeAlias = DeactivateProjectRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateProjectResponse(_message.Message):
+    """DeactivateProjectResponse carries the deactivated project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def project(self) -> _resources_pb2.Project:
+        """The project, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        project: _resources_pb2.Project | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateProjectResponse: _TypeAlias = DeactivateProjectResponse  # noqa: Y015
+
+@_typing.final
+class ListProjectChangesRequest(_message.Message):
+    """ListProjectChangesRequest names a project and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The project's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectChangesRequest: _TypeAlias = ListProjectChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListProjectChangesResponse(_message.Message):
+    """ListProjectChangesResponse is one page of a project's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectChangesResponse: _TypeAlias = ListProjectChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateRateCardRequest(_message.Message):
+    """UpdateRateCardRequest names a rate card and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The rate card's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def rate_card(self) -> _resources_pb2.RateCard:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in rate_card. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        rate_card: _resources_pb2.RateCard | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "rate_card", b"rate_card", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRateCardRequest: _TypeAlias = UpdateRateCardRequest  # noqa: Y015
+
+@_typing.final
+class UpdateRateCardResponse(_message.Message):
+    """UpdateRateCardResponse carries the rate card as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> _resources_pb2.RateCard:
+        """The rate card after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: _resources_pb2.RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRateCardResponse: _TypeAlias = UpdateRateCardResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateRateCardRequest(_message.Message):
+    """DeactivateRateCardRequest names a rate card to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The rate card's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateRateCardRequest: _TypeAlias = DeactivateRateCardRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateRateCardResponse(_message.Message):
+    """DeactivateRateCardResponse carries the deactivated rate card."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> _resources_pb2.RateCard:
+        """The rate card, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: _resources_pb2.RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateRateCardResponse: _TypeAlias = DeactivateRateCardResponse  # noqa: Y015
+
+@_typing.final
+class ListRateCardChangesRequest(_message.Message):
+    """ListRateCardChangesRequest names a rate card and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The rate card's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRateCardChangesRequest: _TypeAlias = ListRateCardChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListRateCardChangesResponse(_message.Message):
+    """ListRateCardChangesResponse is one page of a rate card's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRateCardChangesResponse: _TypeAlias = ListRateCardChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateContractRequest(_message.Message):
+    """UpdateContractRequest names a contract and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The contract's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def contract(self) -> _resources_pb2.Contract:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in contract. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        contract: _resources_pb2.Contract | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "contract", b"contract", "id", b"id", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContractRequest: _TypeAlias = UpdateContractRequest  # noqa: Y015
+
+@_typing.final
+class UpdateContractResponse(_message.Message):
+    """UpdateContractResponse carries the contract as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contract(self) -> _resources_pb2.Contract:
+        """The contract after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        contract: _resources_pb2.Contract | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContractResponse: _TypeAlias = UpdateContractResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateContractRequest(_message.Message):
+    """DeactivateContractRequest names a contract to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The contract's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateContractRequest: _TypeAlias = DeactivateContractRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateContractResponse(_message.Message):
+    """DeactivateContractResponse carries the deactivated contract."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contract(self) -> _resources_pb2.Contract:
+        """The contract, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        contract: _resources_pb2.Contract | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateContractResponse: _TypeAlias = DeactivateContractResponse  # noqa: Y015
+
+@_typing.final
+class ListContractChangesRequest(_message.Message):
+    """ListContractChangesRequest names a contract and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The contract's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContractChangesRequest: _TypeAlias = ListContractChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListContractChangesResponse(_message.Message):
+    """ListContractChangesResponse is one page of a contract's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContractChangesResponse: _TypeAlias = ListContractChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateMilestoneRequest(_message.Message):
+    """UpdateMilestoneRequest names a milestone and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The milestone's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def milestone(self) -> _resources_pb2.Milestone:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in milestone. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        milestone: _resources_pb2.Milestone | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "milestone", b"milestone", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMilestoneRequest: _TypeAlias = UpdateMilestoneRequest  # noqa: Y015
+
+@_typing.final
+class UpdateMilestoneResponse(_message.Message):
+    """UpdateMilestoneResponse carries the milestone as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def milestone(self) -> _resources_pb2.Milestone:
+        """The milestone after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        milestone: _resources_pb2.Milestone | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMilestoneResponse: _TypeAlias = UpdateMilestoneResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateMilestoneRequest(_message.Message):
+    """DeactivateMilestoneRequest names a milestone to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The milestone's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateMilestoneRequest: _TypeAlias = DeactivateMilestoneRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateMilestoneResponse(_message.Message):
+    """DeactivateMilestoneResponse carries the deactivated milestone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def milestone(self) -> _resources_pb2.Milestone:
+        """The milestone, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        milestone: _resources_pb2.Milestone | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateMilestoneResponse: _TypeAlias = DeactivateMilestoneResponse  # noqa: Y015
+
+@_typing.final
+class ListMilestoneChangesRequest(_message.Message):
+    """ListMilestoneChangesRequest names a milestone and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The milestone's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMilestoneChangesRequest: _TypeAlias = ListMilestoneChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListMilestoneChangesResponse(_message.Message):
+    """ListMilestoneChangesResponse is one page of a milestone's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMilestoneChangesResponse: _TypeAlias = ListMilestoneChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateAssignmentRequest(_message.Message):
+    """UpdateAssignmentRequest names an assignment and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The assignment's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def assignment(self) -> _resources_pb2.Assignment:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in assignment. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        assignment: _resources_pb2.Assignment | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "assignment", b"assignment", "id", b"id", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAssignmentRequest: _TypeAlias = UpdateAssignmentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAssignmentResponse(_message.Message):
+    """UpdateAssignmentResponse carries the assignment as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignment(self) -> _resources_pb2.Assignment:
+        """The assignment after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        assignment: _resources_pb2.Assignment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAssignmentResponse: _TypeAlias = UpdateAssignmentResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateAssignmentRequest(_message.Message):
+    """DeactivateAssignmentRequest names an assignment to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The assignment's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateAssignmentRequest: _TypeAlias = DeactivateAssignmentRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateAssignmentResponse(_message.Message):
+    """DeactivateAssignmentResponse carries the deactivated assignment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignment(self) -> _resources_pb2.Assignment:
+        """The assignment, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        assignment: _resources_pb2.Assignment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateAssignmentResponse: _TypeAlias = DeactivateAssignmentResponse  # noqa: Y015
+
+@_typing.final
+class ListAssignmentChangesRequest(_message.Message):
+    """ListAssignmentChangesRequest names an assignment and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The assignment's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssignmentChangesRequest: _TypeAlias = ListAssignmentChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListAssignmentChangesResponse(_message.Message):
+    """ListAssignmentChangesResponse is one page of an assignment's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssignmentChangesResponse: _TypeAlias = ListAssignmentChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateOpportunityRequest(_message.Message):
+    """UpdateOpportunityRequest names an opportunity and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The opportunity's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def opportunity(self) -> _resources_pb2.Opportunity:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in opportunity. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        opportunity: _resources_pb2.Opportunity | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "opportunity", b"opportunity", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateOpportunityRequest: _TypeAlias = UpdateOpportunityRequest  # noqa: Y015
+
+@_typing.final
+class UpdateOpportunityResponse(_message.Message):
+    """UpdateOpportunityResponse carries the opportunity as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPPORTUNITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def opportunity(self) -> _resources_pb2.Opportunity:
+        """The opportunity after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        opportunity: _resources_pb2.Opportunity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateOpportunityResponse: _TypeAlias = UpdateOpportunityResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateOpportunityRequest(_message.Message):
+    """DeactivateOpportunityRequest names an opportunity to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The opportunity's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateOpportunityRequest: _TypeAlias = DeactivateOpportunityRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateOpportunityResponse(_message.Message):
+    """DeactivateOpportunityResponse carries the deactivated opportunity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPPORTUNITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def opportunity(self) -> _resources_pb2.Opportunity:
+        """The opportunity, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        opportunity: _resources_pb2.Opportunity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opportunity", b"opportunity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateOpportunityResponse: _TypeAlias = DeactivateOpportunityResponse  # noqa: Y015
+
+@_typing.final
+class ListOpportunityChangesRequest(_message.Message):
+    """ListOpportunityChangesRequest names an opportunity and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The opportunity's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpportunityChangesRequest: _TypeAlias = ListOpportunityChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListOpportunityChangesResponse(_message.Message):
+    """ListOpportunityChangesResponse is one page of an opportunity's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpportunityChangesResponse: _TypeAlias = ListOpportunityChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateFxRateRequest(_message.Message):
+    """UpdateFxRateRequest names an FX rate and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The FX rate's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def fx_rate(self) -> _resources_pb2.FxRate:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in fx_rate. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        fx_rate: _resources_pb2.FxRate | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "fx_rate", b"fx_rate", "id", b"id", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateFxRateRequest: _TypeAlias = UpdateFxRateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateFxRateResponse(_message.Message):
+    """UpdateFxRateResponse carries the FX rate as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fx_rate(self) -> _resources_pb2.FxRate:
+        """The FX rate after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        fx_rate: _resources_pb2.FxRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateFxRateResponse: _TypeAlias = UpdateFxRateResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateFxRateRequest(_message.Message):
+    """DeactivateFxRateRequest names an FX rate to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The FX rate's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateFxRateRequest: _TypeAlias = DeactivateFxRateRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateFxRateResponse(_message.Message):
+    """DeactivateFxRateResponse carries the deactivated FX rate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fx_rate(self) -> _resources_pb2.FxRate:
+        """The FX rate, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        fx_rate: _resources_pb2.FxRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateFxRateResponse: _TypeAlias = DeactivateFxRateResponse  # noqa: Y015
+
+@_typing.final
+class ListFxRateChangesRequest(_message.Message):
+    """ListFxRateChangesRequest names an FX rate and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The FX rate's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFxRateChangesRequest: _TypeAlias = ListFxRateChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListFxRateChangesResponse(_message.Message):
+    """ListFxRateChangesResponse is one page of an FX rate's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFxRateChangesResponse: _TypeAlias = ListFxRateChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateTaxRateRequest(_message.Message):
+    """UpdateTaxRateRequest names a tax rate and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TAX_RATE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The tax rate's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def tax_rate(self) -> _resources_pb2.TaxRate:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in tax_rate. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tax_rate: _resources_pb2.TaxRate | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "source", b"source", "tax_rate", b"tax_rate", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTaxRateRequest: _TypeAlias = UpdateTaxRateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTaxRateResponse(_message.Message):
+    """UpdateTaxRateResponse carries the tax rate as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAX_RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tax_rate(self) -> _resources_pb2.TaxRate:
+        """The tax rate after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        tax_rate: _resources_pb2.TaxRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTaxRateResponse: _TypeAlias = UpdateTaxRateResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateTaxRateRequest(_message.Message):
+    """DeactivateTaxRateRequest names a tax rate to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The tax rate's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateTaxRateRequest: _TypeAlias = DeactivateTaxRateRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateTaxRateResponse(_message.Message):
+    """DeactivateTaxRateResponse carries the deactivated tax rate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAX_RATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tax_rate(self) -> _resources_pb2.TaxRate:
+        """The tax rate, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        tax_rate: _resources_pb2.TaxRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateTaxRateResponse: _TypeAlias = DeactivateTaxRateResponse  # noqa: Y015
+
+@_typing.final
+class ListTaxRateChangesRequest(_message.Message):
+    """ListTaxRateChangesRequest names a tax rate and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The tax rate's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxRateChangesRequest: _TypeAlias = ListTaxRateChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListTaxRateChangesResponse(_message.Message):
+    """ListTaxRateChangesResponse is one page of a tax rate's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxRateChangesResponse: _TypeAlias = ListTaxRateChangesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCalendarRequest(_message.Message):
+    """UpdateCalendarRequest names a calendar and the fields to change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The calendar's id."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The new values. Its etag, when set, must be the stored one (else ABORTED); output-only
+        fields are ignored.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "name,code". Omitted: every field set in calendar. "*": every
+        writable field, unset ones cleared. A *_ref field may stand for its *_id field.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        calendar: _resources_pb2.Calendar | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "calendar", b"calendar", "id", b"id", "source", b"source", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCalendarRequest: _TypeAlias = UpdateCalendarRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCalendarResponse(_message.Message):
+    """UpdateCalendarResponse carries the calendar as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The calendar after the change (unchanged, with the same etag, when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        calendar: _resources_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCalendarResponse: _TypeAlias = UpdateCalendarResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateCalendarRequest(_message.Message):
+    """DeactivateCalendarRequest names a calendar to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The calendar's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    reason: _builtins.str
+    """Why, recorded in the history."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateCalendarRequest: _TypeAlias = DeactivateCalendarRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateCalendarResponse(_message.Message):
+    """DeactivateCalendarResponse carries the deactivated calendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """The calendar, with deactivate_time set."""
+
+    def __init__(
+        self,
+        *,
+        calendar: _resources_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateCalendarResponse: _TypeAlias = DeactivateCalendarResponse  # noqa: Y015
+
+@_typing.final
+class ListCalendarChangesRequest(_message.Message):
+    """ListCalendarChangesRequest names a calendar and pages its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The calendar's id."""
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCalendarChangesRequest: _TypeAlias = ListCalendarChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListCalendarChangesResponse(_message.Message):
+    """ListCalendarChangesResponse is one page of a calendar's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceChange]:
+        """The changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___ResourceChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCalendarChangesResponse: _TypeAlias = ListCalendarChangesResponse  # noqa: Y015
+
+@_typing.final
+class ResourceState(_message.Message):
+    """ResourceState is a resource as it was at one version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGAL_ENTITY_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    LABOR_CATEGORY_FIELD_NUMBER: _builtins.int
+    CONSULTANT_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    TAX_RATE_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def legal_entity(self) -> _resources_pb2.LegalEntity:
+        """A legal entity."""
+
+    @_builtins.property
+    def customer(self) -> _resources_pb2.Customer:
+        """A customer."""
+
+    @_builtins.property
+    def labor_category(self) -> _resources_pb2.LaborCategory:
+        """A labor category."""
+
+    @_builtins.property
+    def consultant(self) -> _resources_pb2.Consultant:
+        """A consultant."""
+
+    @_builtins.property
+    def project(self) -> _resources_pb2.Project:
+        """A project."""
+
+    @_builtins.property
+    def rate_card(self) -> _resources_pb2.RateCard:
+        """A rate card."""
+
+    @_builtins.property
+    def contract(self) -> _resources_pb2.Contract:
+        """A contract."""
+
+    @_builtins.property
+    def milestone(self) -> _resources_pb2.Milestone:
+        """A milestone."""
+
+    @_builtins.property
+    def assignment(self) -> _resources_pb2.Assignment:
+        """An assignment."""
+
+    @_builtins.property
+    def opportunity(self) -> _resources_pb2.Opportunity:
+        """An opportunity."""
+
+    @_builtins.property
+    def fx_rate(self) -> _resources_pb2.FxRate:
+        """An FX rate."""
+
+    @_builtins.property
+    def tax_rate(self) -> _resources_pb2.TaxRate:
+        """A tax rate."""
+
+    @_builtins.property
+    def calendar(self) -> _resources_pb2.Calendar:
+        """A calendar."""
+
+    def __init__(
+        self,
+        *,
+        legal_entity: _resources_pb2.LegalEntity | None = ...,
+        customer: _resources_pb2.Customer | None = ...,
+        labor_category: _resources_pb2.LaborCategory | None = ...,
+        consultant: _resources_pb2.Consultant | None = ...,
+        project: _resources_pb2.Project | None = ...,
+        rate_card: _resources_pb2.RateCard | None = ...,
+        contract: _resources_pb2.Contract | None = ...,
+        milestone: _resources_pb2.Milestone | None = ...,
+        assignment: _resources_pb2.Assignment | None = ...,
+        opportunity: _resources_pb2.Opportunity | None = ...,
+        fx_rate: _resources_pb2.FxRate | None = ...,
+        tax_rate: _resources_pb2.TaxRate | None = ...,
+        calendar: _resources_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "calendar", b"calendar", "consultant", b"consultant", "contract", b"contract", "customer", b"customer", "fx_rate", b"fx_rate", "labor_category", b"labor_category", "legal_entity", b"legal_entity", "milestone", b"milestone", "opportunity", b"opportunity", "project", b"project", "rate_card", b"rate_card", "resource", b"resource", "tax_rate", b"tax_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "calendar", b"calendar", "consultant", b"consultant", "contract", b"contract", "customer", b"customer", "fx_rate", b"fx_rate", "labor_category", b"labor_category", "legal_entity", b"legal_entity", "milestone", b"milestone", "opportunity", b"opportunity", "project", b"project", "rate_card", b"rate_card", "resource", b"resource", "tax_rate", b"tax_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["legal_entity", "customer", "labor_category", "consultant", "project", "rate_card", "contract", "milestone", "assignment", "opportunity", "fx_rate", "tax_rate", "calendar"]  # noqa: Y015
+    _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
+
+Global___ResourceState: _TypeAlias = ResourceState  # noqa: Y015
+
+@_typing.final
+class ResourceChange(_message.Message):
+    """ResourceChange is one change to a resource, as kept in its history (never edited or removed)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    resource_type: _builtins.str
+    """The resource type, e.g. "consultant"."""
+    resource_id: _builtins.str
+    """The resource's id."""
+    etag: _builtins.str
+    """The etag (version) the change produced."""
+    kind: Global___ChangeKind.ValueType
+    """What the change did."""
+    actor: _builtins.str
+    """Who made the change: the request's actor, else the source system, else "anonymous"."""
+    source: _builtins.str
+    """The system the change came from, e.g. "workday", or "api" for a direct API call."""
+    reason: _builtins.str
+    """Why, when the writer said (deactivations)."""
+    request_id: _builtins.str
+    """The X-Request-Id of the request that made the change."""
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    @_builtins.property
+    def before(self) -> Global___ResourceState:
+        """The resource before the change; unset for CREATED."""
+
+    @_builtins.property
+    def after(self) -> Global___ResourceState:
+        """The resource after the change."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The top-level fields that differ between before and after (proto names)."""
+
+    def __init__(
+        self,
+        *,
+        resource_type: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        actor: _builtins.str = ...,
+        source: _builtins.str = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+        before: Global___ResourceState | None = ...,
+        after: Global___ResourceState | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after", b"after", "before", b"before", "change_time", b"change_time", "changed_fields", b"changed_fields", "etag", b"etag", "kind", b"kind", "reason", b"reason", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceChange: _TypeAlias = ResourceChange  # noqa: Y015
+
+@_typing.final
+class CompleteMilestoneRequest(_message.Message):
+    """CompleteMilestoneRequest names the milestone to complete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The milestone's id."""
+    etag: _builtins.str
+    """The etag last read; when set, a different stored one is refused with ABORTED."""
+    source: _builtins.str
+    """The system the write comes from (see BatchUpsertLegalEntitiesRequest.source); "api" when empty."""
+    actor: _builtins.str
+    """Who is writing, recorded in the history, until bearer tokens carry identity."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        source: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "etag", b"etag", "id", b"id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteMilestoneRequest: _TypeAlias = CompleteMilestoneRequest  # noqa: Y015
+
+@_typing.final
+class CompleteMilestoneResponse(_message.Message):
+    """CompleteMilestoneResponse carries the completed milestone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def milestone(self) -> _resources_pb2.Milestone:
+        """The milestone, now COMPLETED, with complete_time set."""
+
+    def __init__(
+        self,
+        *,
+        milestone: _resources_pb2.Milestone | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteMilestoneResponse: _TypeAlias = CompleteMilestoneResponse  # noqa: Y015
+
+@_typing.final
+class ConvertAmountRequest(_message.Message):
+    """ConvertAmountRequest names an amount, two currencies and a day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    FROM_CURRENCY_FIELD_NUMBER: _builtins.int
+    TO_CURRENCY_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """The amount to convert, as a decimal string."""
+    from_currency: _builtins.str
+    """ISO 4217 code of the amount's currency (the FX rate's base)."""
+    to_currency: _builtins.str
+    """ISO 4217 code to convert into (the FX rate's quote)."""
+    date: _builtins.str
+    """The day whose rate applies, "YYYY-MM-DD"."""
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str = ...,
+        from_currency: _builtins.str = ...,
+        to_currency: _builtins.str = ...,
+        date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "date", b"date", "from_currency", b"from_currency", "to_currency", b"to_currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConvertAmountRequest: _TypeAlias = ConvertAmountRequest  # noqa: Y015
+
+@_typing.final
+class ConvertAmountResponse(_message.Message):
+    """ConvertAmountResponse is the converted amount and the FX rate it came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EXACT_AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """amount × rate rounded once to to_currency's minor unit, half-even (docs/money.md)."""
+    exact_amount: _builtins.str
+    """amount × rate before rounding, exact."""
+    currency: _builtins.str
+    """ISO 4217 code of the converted amount."""
+    rate: _builtins.str
+    """The rate applied; "1" when both currencies are the same."""
+    @_builtins.property
+    def fx_rate(self) -> _resources_pb2.FxRate:
+        """The FX rate resource applied; unset when both currencies are the same."""
+
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str = ...,
+        exact_amount: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        fx_rate: _resources_pb2.FxRate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fx_rate", b"fx_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "exact_amount", b"exact_amount", "fx_rate", b"fx_rate", "rate", b"rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConvertAmountResponse: _TypeAlias = ConvertAmountResponse  # noqa: Y015
+
+@_typing.final
+class ResolveTaxRateRequest(_message.Message):
+    """ResolveTaxRateRequest names a tax code and a day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAX_CODE_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    tax_code: _builtins.str
+    """The tax code, e.g. "VAT-STD"."""
+    date: _builtins.str
+    """The day, "YYYY-MM-DD"."""
+    amount: _builtins.str
+    """Optional: an amount to compute the tax on, as a decimal string."""
+    currency: _builtins.str
+    """ISO 4217 code of amount; required with amount (the tax is rounded to its minor unit)."""
+    def __init__(
+        self,
+        *,
+        tax_code: _builtins.str = ...,
+        date: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "date", b"date", "tax_code", b"tax_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveTaxRateRequest: _TypeAlias = ResolveTaxRateRequest  # noqa: Y015
+
+@_typing.final
+class ResolveTaxRateResponse(_message.Message):
+    """ResolveTaxRateResponse is the effective tax rate and the tax-rate resource it came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_FIELD_NUMBER: _builtins.int
+    TAX_RATE_FIELD_NUMBER: _builtins.int
+    TAX_AMOUNT_FIELD_NUMBER: _builtins.int
+    rate: _builtins.str
+    """The rate as a decimal fraction string, e.g. "0.20"."""
+    tax_amount: _builtins.str
+    """amount × rate rounded once to the currency's minor unit, half-even; empty without amount."""
+    @_builtins.property
+    def tax_rate(self) -> _resources_pb2.TaxRate:
+        """The tax-rate resource in effect on the date."""
+
+    def __init__(
+        self,
+        *,
+        rate: _builtins.str = ...,
+        tax_rate: _resources_pb2.TaxRate | None = ...,
+        tax_amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tax_rate", b"tax_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate", "tax_amount", b"tax_amount", "tax_rate", b"tax_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveTaxRateResponse: _TypeAlias = ResolveTaxRateResponse  # noqa: Y015

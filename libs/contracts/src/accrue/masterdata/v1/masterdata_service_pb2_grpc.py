@@ -26,10 +26,13 @@ if _version_not_supported:
 
 
 class MasterDataServiceStub:
-    """MasterDataService owns the canonical entities and their external references.
+    """MasterDataService owns the canonical entities, their external references and their history.
 
-    Every collection has Create, Get, List and BatchUpsert (by external_ref). Every change is
-    published as an `md.<entity>.upserted.<id>` event through the outbox.
+    Every collection has Create, Get, List, Update (field mask, etag), Deactivate, BatchUpsert (by
+    external_ref, for systems of record) and ListChanges (its history). Every change is published
+    with the full new state as `md.<entity>.upserted.<id>` (or `md.<entity>.deactivated.<id>`)
+    through the outbox. A write names the system it comes from (`source`); an entity type with a
+    configured system of record accepts writes from that system only.
     """
 
     def __init__(self, channel):
@@ -283,13 +286,246 @@ class MasterDataServiceStub:
                 request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveRateRequest.SerializeToString,
                 response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveRateResponse.FromString,
                 _registered_method=True)
+        self.CreateCalendar = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/CreateCalendar',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CreateCalendarRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CreateCalendarResponse.FromString,
+                _registered_method=True)
+        self.GetCalendar = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/GetCalendar',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.GetCalendarRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.GetCalendarResponse.FromString,
+                _registered_method=True)
+        self.ListCalendars = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListCalendars',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarsRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarsResponse.FromString,
+                _registered_method=True)
+        self.BatchUpsertCalendars = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/BatchUpsertCalendars',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.BatchUpsertCalendarsRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.BatchUpsertCalendarsResponse.FromString,
+                _registered_method=True)
+        self.UpdateLegalEntity = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateLegalEntity',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLegalEntityRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLegalEntityResponse.FromString,
+                _registered_method=True)
+        self.DeactivateLegalEntity = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateLegalEntity',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLegalEntityRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLegalEntityResponse.FromString,
+                _registered_method=True)
+        self.ListLegalEntityChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListLegalEntityChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLegalEntityChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLegalEntityChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateCustomer = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateCustomer',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCustomerRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCustomerResponse.FromString,
+                _registered_method=True)
+        self.DeactivateCustomer = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateCustomer',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCustomerRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCustomerResponse.FromString,
+                _registered_method=True)
+        self.ListCustomerChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListCustomerChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCustomerChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCustomerChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateLaborCategory = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateLaborCategory',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLaborCategoryRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLaborCategoryResponse.FromString,
+                _registered_method=True)
+        self.DeactivateLaborCategory = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateLaborCategory',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLaborCategoryRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLaborCategoryResponse.FromString,
+                _registered_method=True)
+        self.ListLaborCategoryChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListLaborCategoryChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLaborCategoryChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLaborCategoryChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateConsultant = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateConsultant',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateConsultantRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateConsultantResponse.FromString,
+                _registered_method=True)
+        self.DeactivateConsultant = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateConsultant',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateConsultantRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateConsultantResponse.FromString,
+                _registered_method=True)
+        self.ListConsultantChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListConsultantChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListConsultantChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListConsultantChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateProject = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateProject',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateProjectRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateProjectResponse.FromString,
+                _registered_method=True)
+        self.DeactivateProject = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateProject',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateProjectRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateProjectResponse.FromString,
+                _registered_method=True)
+        self.ListProjectChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListProjectChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListProjectChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListProjectChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateRateCard = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateRateCard',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateRateCardRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateRateCardResponse.FromString,
+                _registered_method=True)
+        self.DeactivateRateCard = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateRateCard',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateRateCardRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateRateCardResponse.FromString,
+                _registered_method=True)
+        self.ListRateCardChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListRateCardChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListRateCardChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListRateCardChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateContract = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateContract',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateContractRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateContractResponse.FromString,
+                _registered_method=True)
+        self.DeactivateContract = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateContract',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateContractRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateContractResponse.FromString,
+                _registered_method=True)
+        self.ListContractChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListContractChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListContractChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListContractChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateMilestone = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateMilestone',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateMilestoneRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateMilestoneResponse.FromString,
+                _registered_method=True)
+        self.DeactivateMilestone = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateMilestone',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateMilestoneRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateMilestoneResponse.FromString,
+                _registered_method=True)
+        self.ListMilestoneChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListMilestoneChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListMilestoneChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListMilestoneChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateAssignment = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateAssignment',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateAssignmentRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateAssignmentResponse.FromString,
+                _registered_method=True)
+        self.DeactivateAssignment = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateAssignment',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateAssignmentRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateAssignmentResponse.FromString,
+                _registered_method=True)
+        self.ListAssignmentChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListAssignmentChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListAssignmentChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListAssignmentChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateOpportunity = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateOpportunity',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateOpportunityRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateOpportunityResponse.FromString,
+                _registered_method=True)
+        self.DeactivateOpportunity = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateOpportunity',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateOpportunityRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateOpportunityResponse.FromString,
+                _registered_method=True)
+        self.ListOpportunityChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListOpportunityChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListOpportunityChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListOpportunityChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateFxRate = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateFxRate',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateFxRateRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateFxRateResponse.FromString,
+                _registered_method=True)
+        self.DeactivateFxRate = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateFxRate',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateFxRateRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateFxRateResponse.FromString,
+                _registered_method=True)
+        self.ListFxRateChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListFxRateChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListFxRateChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListFxRateChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateTaxRate = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateTaxRate',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateTaxRateRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateTaxRateResponse.FromString,
+                _registered_method=True)
+        self.DeactivateTaxRate = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateTaxRate',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateTaxRateRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateTaxRateResponse.FromString,
+                _registered_method=True)
+        self.ListTaxRateChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListTaxRateChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListTaxRateChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListTaxRateChangesResponse.FromString,
+                _registered_method=True)
+        self.UpdateCalendar = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/UpdateCalendar',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCalendarRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCalendarResponse.FromString,
+                _registered_method=True)
+        self.DeactivateCalendar = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/DeactivateCalendar',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCalendarRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCalendarResponse.FromString,
+                _registered_method=True)
+        self.ListCalendarChanges = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ListCalendarChanges',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarChangesRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarChangesResponse.FromString,
+                _registered_method=True)
+        self.CompleteMilestone = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/CompleteMilestone',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CompleteMilestoneRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CompleteMilestoneResponse.FromString,
+                _registered_method=True)
+        self.ConvertAmount = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ConvertAmount',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ConvertAmountRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ConvertAmountResponse.FromString,
+                _registered_method=True)
+        self.ResolveTaxRate = channel.unary_unary(
+                '/accrue.masterdata.v1.MasterDataService/ResolveTaxRate',
+                request_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveTaxRateRequest.SerializeToString,
+                response_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveTaxRateResponse.FromString,
+                _registered_method=True)
 
 
 class MasterDataServiceServicer:
-    """MasterDataService owns the canonical entities and their external references.
+    """MasterDataService owns the canonical entities, their external references and their history.
 
-    Every collection has Create, Get, List and BatchUpsert (by external_ref). Every change is
-    published as an `md.<entity>.upserted.<id>` event through the outbox.
+    Every collection has Create, Get, List, Update (field mask, etag), Deactivate, BatchUpsert (by
+    external_ref, for systems of record) and ListChanges (its history). Every change is published
+    with the full new state as `md.<entity>.upserted.<id>` (or `md.<entity>.deactivated.<id>`)
+    through the outbox. A write names the system it comes from (`source`); an entity type with a
+    configured system of record accepts writes from that system only.
     """
 
     def CreateLegalEntity(self, request, context):
@@ -638,6 +874,337 @@ class MasterDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCalendar(self, request, context):
+        """Creates a calendar.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCalendar(self, request, context):
+        """Gets a calendar by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCalendars(self, request, context):
+        """Lists calendars, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertCalendars(self, request, context):
+        """Creates or updates calendars by external_ref; one result per row, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLegalEntity(self, request, context):
+        """Changes fields of a legal entity; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateLegalEntity(self, request, context):
+        """Deactivates a legal entity: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLegalEntityChanges(self, request, context):
+        """Lists the changes of a legal entity, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCustomer(self, request, context):
+        """Changes fields of a customer; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateCustomer(self, request, context):
+        """Deactivates a customer: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCustomerChanges(self, request, context):
+        """Lists the changes of a customer, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLaborCategory(self, request, context):
+        """Changes fields of a labor category; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateLaborCategory(self, request, context):
+        """Deactivates a labor category: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLaborCategoryChanges(self, request, context):
+        """Lists the changes of a labor category, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConsultant(self, request, context):
+        """Changes fields of a consultant; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateConsultant(self, request, context):
+        """Deactivates a consultant: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsultantChanges(self, request, context):
+        """Lists the changes of a consultant, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProject(self, request, context):
+        """Changes fields of a project; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateProject(self, request, context):
+        """Deactivates a project: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjectChanges(self, request, context):
+        """Lists the changes of a project, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRateCard(self, request, context):
+        """Changes fields of a rate card; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateRateCard(self, request, context):
+        """Deactivates a rate card: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRateCardChanges(self, request, context):
+        """Lists the changes of a rate card, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContract(self, request, context):
+        """Changes fields of a contract; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateContract(self, request, context):
+        """Deactivates a contract: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContractChanges(self, request, context):
+        """Lists the changes of a contract, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMilestone(self, request, context):
+        """Changes fields of a milestone; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateMilestone(self, request, context):
+        """Deactivates a milestone: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMilestoneChanges(self, request, context):
+        """Lists the changes of a milestone, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAssignment(self, request, context):
+        """Changes fields of an assignment; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateAssignment(self, request, context):
+        """Deactivates an assignment: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssignmentChanges(self, request, context):
+        """Lists the changes of an assignment, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateOpportunity(self, request, context):
+        """Changes fields of an opportunity; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateOpportunity(self, request, context):
+        """Deactivates an opportunity: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOpportunityChanges(self, request, context):
+        """Lists the changes of an opportunity, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFxRate(self, request, context):
+        """Changes fields of an FX rate; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateFxRate(self, request, context):
+        """Deactivates an FX rate: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFxRateChanges(self, request, context):
+        """Lists the changes of an FX rate, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaxRate(self, request, context):
+        """Changes fields of a tax rate; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateTaxRate(self, request, context):
+        """Deactivates a tax rate: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaxRateChanges(self, request, context):
+        """Lists the changes of a tax rate, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCalendar(self, request, context):
+        """Changes fields of a calendar; a stale etag is refused with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateCalendar(self, request, context):
+        """Deactivates a calendar: it stays readable, leaves lists and may no longer be newly referenced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCalendarChanges(self, request, context):
+        """Lists the changes of a calendar, oldest first: who, when, from which source, before and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteMilestone(self, request, context):
+        """Marks a pending milestone complete, which makes it billable.
+
+        Publishes md.milestone.completed.<id> (MilestoneCompleted) and md.milestone.upserted.<id>.
+        Completing a completed milestone again returns it unchanged and publishes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConvertAmount(self, request, context):
+        """Converts an amount between currencies at the FX rate effective on a date.
+
+        The rate is the latest from_currency→to_currency FX rate whose effective_date is on or
+        before the date. Rates are not inverted or chained: without a direct rate the answer is
+        NOT_FOUND, naming what is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveTaxRate(self, request, context):
+        """Resolves the rate of a tax code on a date (and the tax on an amount, when given).
+
+        The rate is the one with the latest effective_from on or before the date.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -886,6 +1453,236 @@ def add_MasterDataServiceServicer_to_server(servicer, server):
                     request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveRateRequest.FromString,
                     response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveRateResponse.SerializeToString,
             ),
+            'CreateCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCalendar,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CreateCalendarRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CreateCalendarResponse.SerializeToString,
+            ),
+            'GetCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCalendar,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.GetCalendarRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.GetCalendarResponse.SerializeToString,
+            ),
+            'ListCalendars': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalendars,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarsRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarsResponse.SerializeToString,
+            ),
+            'BatchUpsertCalendars': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertCalendars,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.BatchUpsertCalendarsRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.BatchUpsertCalendarsResponse.SerializeToString,
+            ),
+            'UpdateLegalEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLegalEntity,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLegalEntityRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLegalEntityResponse.SerializeToString,
+            ),
+            'DeactivateLegalEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateLegalEntity,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLegalEntityRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLegalEntityResponse.SerializeToString,
+            ),
+            'ListLegalEntityChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLegalEntityChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLegalEntityChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLegalEntityChangesResponse.SerializeToString,
+            ),
+            'UpdateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomer,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCustomerRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCustomerResponse.SerializeToString,
+            ),
+            'DeactivateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateCustomer,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCustomerRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCustomerResponse.SerializeToString,
+            ),
+            'ListCustomerChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustomerChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCustomerChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCustomerChangesResponse.SerializeToString,
+            ),
+            'UpdateLaborCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLaborCategory,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLaborCategoryRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLaborCategoryResponse.SerializeToString,
+            ),
+            'DeactivateLaborCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateLaborCategory,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLaborCategoryRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLaborCategoryResponse.SerializeToString,
+            ),
+            'ListLaborCategoryChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLaborCategoryChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLaborCategoryChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLaborCategoryChangesResponse.SerializeToString,
+            ),
+            'UpdateConsultant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConsultant,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateConsultantRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateConsultantResponse.SerializeToString,
+            ),
+            'DeactivateConsultant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateConsultant,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateConsultantRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateConsultantResponse.SerializeToString,
+            ),
+            'ListConsultantChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsultantChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListConsultantChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListConsultantChangesResponse.SerializeToString,
+            ),
+            'UpdateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProject,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateProjectRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateProjectResponse.SerializeToString,
+            ),
+            'DeactivateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateProject,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateProjectRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateProjectResponse.SerializeToString,
+            ),
+            'ListProjectChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjectChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListProjectChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListProjectChangesResponse.SerializeToString,
+            ),
+            'UpdateRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRateCard,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateRateCardRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateRateCardResponse.SerializeToString,
+            ),
+            'DeactivateRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateRateCard,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateRateCardRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateRateCardResponse.SerializeToString,
+            ),
+            'ListRateCardChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRateCardChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListRateCardChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListRateCardChangesResponse.SerializeToString,
+            ),
+            'UpdateContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContract,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateContractRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateContractResponse.SerializeToString,
+            ),
+            'DeactivateContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateContract,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateContractRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateContractResponse.SerializeToString,
+            ),
+            'ListContractChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContractChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListContractChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListContractChangesResponse.SerializeToString,
+            ),
+            'UpdateMilestone': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMilestone,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateMilestoneRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateMilestoneResponse.SerializeToString,
+            ),
+            'DeactivateMilestone': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateMilestone,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateMilestoneRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateMilestoneResponse.SerializeToString,
+            ),
+            'ListMilestoneChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMilestoneChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListMilestoneChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListMilestoneChangesResponse.SerializeToString,
+            ),
+            'UpdateAssignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAssignment,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateAssignmentRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateAssignmentResponse.SerializeToString,
+            ),
+            'DeactivateAssignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateAssignment,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateAssignmentRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateAssignmentResponse.SerializeToString,
+            ),
+            'ListAssignmentChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssignmentChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListAssignmentChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListAssignmentChangesResponse.SerializeToString,
+            ),
+            'UpdateOpportunity': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateOpportunity,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateOpportunityRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateOpportunityResponse.SerializeToString,
+            ),
+            'DeactivateOpportunity': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateOpportunity,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateOpportunityRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateOpportunityResponse.SerializeToString,
+            ),
+            'ListOpportunityChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpportunityChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListOpportunityChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListOpportunityChangesResponse.SerializeToString,
+            ),
+            'UpdateFxRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFxRate,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateFxRateRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateFxRateResponse.SerializeToString,
+            ),
+            'DeactivateFxRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateFxRate,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateFxRateRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateFxRateResponse.SerializeToString,
+            ),
+            'ListFxRateChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFxRateChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListFxRateChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListFxRateChangesResponse.SerializeToString,
+            ),
+            'UpdateTaxRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaxRate,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateTaxRateRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateTaxRateResponse.SerializeToString,
+            ),
+            'DeactivateTaxRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateTaxRate,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateTaxRateRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateTaxRateResponse.SerializeToString,
+            ),
+            'ListTaxRateChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaxRateChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListTaxRateChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListTaxRateChangesResponse.SerializeToString,
+            ),
+            'UpdateCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCalendar,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCalendarRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCalendarResponse.SerializeToString,
+            ),
+            'DeactivateCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateCalendar,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCalendarRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCalendarResponse.SerializeToString,
+            ),
+            'ListCalendarChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalendarChanges,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarChangesRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarChangesResponse.SerializeToString,
+            ),
+            'CompleteMilestone': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteMilestone,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CompleteMilestoneRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CompleteMilestoneResponse.SerializeToString,
+            ),
+            'ConvertAmount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConvertAmount,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ConvertAmountRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ConvertAmountResponse.SerializeToString,
+            ),
+            'ResolveTaxRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveTaxRate,
+                    request_deserializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveTaxRateRequest.FromString,
+                    response_serializer=accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveTaxRateResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'accrue.masterdata.v1.MasterDataService', rpc_method_handlers)
@@ -895,10 +1692,13 @@ def add_MasterDataServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MasterDataService:
-    """MasterDataService owns the canonical entities and their external references.
+    """MasterDataService owns the canonical entities, their external references and their history.
 
-    Every collection has Create, Get, List and BatchUpsert (by external_ref). Every change is
-    published as an `md.<entity>.upserted.<id>` event through the outbox.
+    Every collection has Create, Get, List, Update (field mask, etag), Deactivate, BatchUpsert (by
+    external_ref, for systems of record) and ListChanges (its history). Every change is published
+    with the full new state as `md.<entity>.upserted.<id>` (or `md.<entity>.deactivated.<id>`)
+    through the outbox. A write names the system it comes from (`source`); an entity type with a
+    configured system of record accepts writes from that system only.
     """
 
     @staticmethod
@@ -2214,6 +3014,1248 @@ class MasterDataService:
             '/accrue.masterdata.v1.MasterDataService/ResolveRate',
             accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveRateRequest.SerializeToString,
             accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/CreateCalendar',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CreateCalendarRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CreateCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/GetCalendar',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.GetCalendarRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.GetCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalendars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListCalendars',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarsRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertCalendars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/BatchUpsertCalendars',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.BatchUpsertCalendarsRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.BatchUpsertCalendarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLegalEntity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateLegalEntity',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLegalEntityRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLegalEntityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateLegalEntity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateLegalEntity',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLegalEntityRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLegalEntityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLegalEntityChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListLegalEntityChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLegalEntityChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLegalEntityChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateCustomer',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCustomerRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateCustomer',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCustomerRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCustomerChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListCustomerChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCustomerChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCustomerChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLaborCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateLaborCategory',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLaborCategoryRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateLaborCategoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateLaborCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateLaborCategory',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLaborCategoryRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateLaborCategoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLaborCategoryChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListLaborCategoryChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLaborCategoryChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListLaborCategoryChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConsultant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateConsultant',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateConsultantRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateConsultantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateConsultant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateConsultant',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateConsultantRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateConsultantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsultantChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListConsultantChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListConsultantChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListConsultantChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateProject',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateProjectRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateProject',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateProjectRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjectChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListProjectChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListProjectChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListProjectChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateRateCard',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateRateCardRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateRateCard',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateRateCardRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRateCardChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListRateCardChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListRateCardChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListRateCardChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateContract',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateContractRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateContract',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateContractRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContractChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListContractChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListContractChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListContractChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMilestone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateMilestone',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateMilestoneRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateMilestoneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateMilestone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateMilestone',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateMilestoneRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateMilestoneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMilestoneChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListMilestoneChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListMilestoneChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListMilestoneChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateAssignment',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateAssignmentRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateAssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateAssignment',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateAssignmentRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateAssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssignmentChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListAssignmentChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListAssignmentChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListAssignmentChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateOpportunity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateOpportunity',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateOpportunityRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateOpportunityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateOpportunity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateOpportunity',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateOpportunityRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateOpportunityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpportunityChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListOpportunityChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListOpportunityChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListOpportunityChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFxRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateFxRate',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateFxRateRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateFxRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateFxRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateFxRate',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateFxRateRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateFxRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFxRateChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListFxRateChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListFxRateChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListFxRateChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaxRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateTaxRate',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateTaxRateRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateTaxRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateTaxRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateTaxRate',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateTaxRateRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateTaxRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaxRateChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListTaxRateChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListTaxRateChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListTaxRateChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/UpdateCalendar',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCalendarRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.UpdateCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/DeactivateCalendar',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCalendarRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.DeactivateCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalendarChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ListCalendarChanges',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarChangesRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ListCalendarChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteMilestone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/CompleteMilestone',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CompleteMilestoneRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.CompleteMilestoneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConvertAmount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ConvertAmount',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ConvertAmountRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ConvertAmountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveTaxRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.masterdata.v1.MasterDataService/ResolveTaxRate',
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveTaxRateRequest.SerializeToString,
+            accrue_dot_masterdata_dot_v1_dot_masterdata__service__pb2.ResolveTaxRateResponse.FromString,
             options,
             channel_credentials,
             insecure,

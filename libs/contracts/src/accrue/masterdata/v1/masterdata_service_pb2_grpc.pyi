@@ -27,10 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MasterDataServiceStub:
-    """MasterDataService owns the canonical entities and their external references.
+    """MasterDataService owns the canonical entities, their external references and their history.
 
-    Every collection has Create, Get, List and BatchUpsert (by external_ref). Every change is
-    published as an `md.<entity>.upserted.<id>` event through the outbox.
+    Every collection has Create, Get, List, Update (field mask, etag), Deactivate, BatchUpsert (by
+    external_ref, for systems of record) and ListChanges (its history). Every change is published
+    with the full new state as `md.<entity>.upserted.<id>` (or `md.<entity>.deactivated.<id>`)
+    through the outbox. A write names the system it comes from (`source`); an entity type with a
+    configured system of record accepts writes from that system only.
     """
 
     @_typing.overload
@@ -139,13 +142,120 @@ class MasterDataServiceStub:
     The project's contract line names the rate card; on it a consultant override beats the
     labor category's rate, then the latest effective_from wins.
     """
+    CreateCalendar: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.CreateCalendarRequest, _masterdata_service_pb2.CreateCalendarResponse]
+    """Creates a calendar."""
+    GetCalendar: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.GetCalendarRequest, _masterdata_service_pb2.GetCalendarResponse]
+    """Gets a calendar by id."""
+    ListCalendars: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListCalendarsRequest, _masterdata_service_pb2.ListCalendarsResponse]
+    """Lists calendars, filtered and paged."""
+    BatchUpsertCalendars: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.BatchUpsertCalendarsRequest, _masterdata_service_pb2.BatchUpsertCalendarsResponse]
+    """Creates or updates calendars by external_ref; one result per row, in order."""
+    UpdateLegalEntity: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateLegalEntityRequest, _masterdata_service_pb2.UpdateLegalEntityResponse]
+    """Changes fields of a legal entity; a stale etag is refused with ABORTED."""
+    DeactivateLegalEntity: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateLegalEntityRequest, _masterdata_service_pb2.DeactivateLegalEntityResponse]
+    """Deactivates a legal entity: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListLegalEntityChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListLegalEntityChangesRequest, _masterdata_service_pb2.ListLegalEntityChangesResponse]
+    """Lists the changes of a legal entity, oldest first: who, when, from which source, before and after."""
+    UpdateCustomer: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateCustomerRequest, _masterdata_service_pb2.UpdateCustomerResponse]
+    """Changes fields of a customer; a stale etag is refused with ABORTED."""
+    DeactivateCustomer: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateCustomerRequest, _masterdata_service_pb2.DeactivateCustomerResponse]
+    """Deactivates a customer: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListCustomerChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListCustomerChangesRequest, _masterdata_service_pb2.ListCustomerChangesResponse]
+    """Lists the changes of a customer, oldest first: who, when, from which source, before and after."""
+    UpdateLaborCategory: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateLaborCategoryRequest, _masterdata_service_pb2.UpdateLaborCategoryResponse]
+    """Changes fields of a labor category; a stale etag is refused with ABORTED."""
+    DeactivateLaborCategory: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateLaborCategoryRequest, _masterdata_service_pb2.DeactivateLaborCategoryResponse]
+    """Deactivates a labor category: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListLaborCategoryChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListLaborCategoryChangesRequest, _masterdata_service_pb2.ListLaborCategoryChangesResponse]
+    """Lists the changes of a labor category, oldest first: who, when, from which source, before and after."""
+    UpdateConsultant: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateConsultantRequest, _masterdata_service_pb2.UpdateConsultantResponse]
+    """Changes fields of a consultant; a stale etag is refused with ABORTED."""
+    DeactivateConsultant: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateConsultantRequest, _masterdata_service_pb2.DeactivateConsultantResponse]
+    """Deactivates a consultant: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListConsultantChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListConsultantChangesRequest, _masterdata_service_pb2.ListConsultantChangesResponse]
+    """Lists the changes of a consultant, oldest first: who, when, from which source, before and after."""
+    UpdateProject: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateProjectRequest, _masterdata_service_pb2.UpdateProjectResponse]
+    """Changes fields of a project; a stale etag is refused with ABORTED."""
+    DeactivateProject: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateProjectRequest, _masterdata_service_pb2.DeactivateProjectResponse]
+    """Deactivates a project: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListProjectChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListProjectChangesRequest, _masterdata_service_pb2.ListProjectChangesResponse]
+    """Lists the changes of a project, oldest first: who, when, from which source, before and after."""
+    UpdateRateCard: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateRateCardRequest, _masterdata_service_pb2.UpdateRateCardResponse]
+    """Changes fields of a rate card; a stale etag is refused with ABORTED."""
+    DeactivateRateCard: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateRateCardRequest, _masterdata_service_pb2.DeactivateRateCardResponse]
+    """Deactivates a rate card: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListRateCardChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListRateCardChangesRequest, _masterdata_service_pb2.ListRateCardChangesResponse]
+    """Lists the changes of a rate card, oldest first: who, when, from which source, before and after."""
+    UpdateContract: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateContractRequest, _masterdata_service_pb2.UpdateContractResponse]
+    """Changes fields of a contract; a stale etag is refused with ABORTED."""
+    DeactivateContract: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateContractRequest, _masterdata_service_pb2.DeactivateContractResponse]
+    """Deactivates a contract: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListContractChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListContractChangesRequest, _masterdata_service_pb2.ListContractChangesResponse]
+    """Lists the changes of a contract, oldest first: who, when, from which source, before and after."""
+    UpdateMilestone: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateMilestoneRequest, _masterdata_service_pb2.UpdateMilestoneResponse]
+    """Changes fields of a milestone; a stale etag is refused with ABORTED."""
+    DeactivateMilestone: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateMilestoneRequest, _masterdata_service_pb2.DeactivateMilestoneResponse]
+    """Deactivates a milestone: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListMilestoneChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListMilestoneChangesRequest, _masterdata_service_pb2.ListMilestoneChangesResponse]
+    """Lists the changes of a milestone, oldest first: who, when, from which source, before and after."""
+    UpdateAssignment: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateAssignmentRequest, _masterdata_service_pb2.UpdateAssignmentResponse]
+    """Changes fields of an assignment; a stale etag is refused with ABORTED."""
+    DeactivateAssignment: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateAssignmentRequest, _masterdata_service_pb2.DeactivateAssignmentResponse]
+    """Deactivates an assignment: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListAssignmentChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListAssignmentChangesRequest, _masterdata_service_pb2.ListAssignmentChangesResponse]
+    """Lists the changes of an assignment, oldest first: who, when, from which source, before and after."""
+    UpdateOpportunity: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateOpportunityRequest, _masterdata_service_pb2.UpdateOpportunityResponse]
+    """Changes fields of an opportunity; a stale etag is refused with ABORTED."""
+    DeactivateOpportunity: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateOpportunityRequest, _masterdata_service_pb2.DeactivateOpportunityResponse]
+    """Deactivates an opportunity: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListOpportunityChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListOpportunityChangesRequest, _masterdata_service_pb2.ListOpportunityChangesResponse]
+    """Lists the changes of an opportunity, oldest first: who, when, from which source, before and after."""
+    UpdateFxRate: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateFxRateRequest, _masterdata_service_pb2.UpdateFxRateResponse]
+    """Changes fields of an FX rate; a stale etag is refused with ABORTED."""
+    DeactivateFxRate: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateFxRateRequest, _masterdata_service_pb2.DeactivateFxRateResponse]
+    """Deactivates an FX rate: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListFxRateChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListFxRateChangesRequest, _masterdata_service_pb2.ListFxRateChangesResponse]
+    """Lists the changes of an FX rate, oldest first: who, when, from which source, before and after."""
+    UpdateTaxRate: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateTaxRateRequest, _masterdata_service_pb2.UpdateTaxRateResponse]
+    """Changes fields of a tax rate; a stale etag is refused with ABORTED."""
+    DeactivateTaxRate: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateTaxRateRequest, _masterdata_service_pb2.DeactivateTaxRateResponse]
+    """Deactivates a tax rate: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListTaxRateChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListTaxRateChangesRequest, _masterdata_service_pb2.ListTaxRateChangesResponse]
+    """Lists the changes of a tax rate, oldest first: who, when, from which source, before and after."""
+    UpdateCalendar: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateCalendarRequest, _masterdata_service_pb2.UpdateCalendarResponse]
+    """Changes fields of a calendar; a stale etag is refused with ABORTED."""
+    DeactivateCalendar: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateCalendarRequest, _masterdata_service_pb2.DeactivateCalendarResponse]
+    """Deactivates a calendar: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListCalendarChanges: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListCalendarChangesRequest, _masterdata_service_pb2.ListCalendarChangesResponse]
+    """Lists the changes of a calendar, oldest first: who, when, from which source, before and after."""
+    CompleteMilestone: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.CompleteMilestoneRequest, _masterdata_service_pb2.CompleteMilestoneResponse]
+    """Marks a pending milestone complete, which makes it billable.
+
+    Publishes md.milestone.completed.<id> (MilestoneCompleted) and md.milestone.upserted.<id>.
+    Completing a completed milestone again returns it unchanged and publishes nothing.
+    """
+    ConvertAmount: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ConvertAmountRequest, _masterdata_service_pb2.ConvertAmountResponse]
+    """Converts an amount between currencies at the FX rate effective on a date.
+
+    The rate is the latest from_currency→to_currency FX rate whose effective_date is on or
+    before the date. Rates are not inverted or chained: without a direct rate the answer is
+    NOT_FOUND, naming what is missing.
+    """
+    ResolveTaxRate: _grpc.UnaryUnaryMultiCallable[_masterdata_service_pb2.ResolveTaxRateRequest, _masterdata_service_pb2.ResolveTaxRateResponse]
+    """Resolves the rate of a tax code on a date (and the tax on an amount, when given).
+
+    The rate is the one with the latest effective_from on or before the date.
+    """
 
 @_typing.type_check_only
 class MasterDataServiceAsyncStub(MasterDataServiceStub):
-    """MasterDataService owns the canonical entities and their external references.
+    """MasterDataService owns the canonical entities, their external references and their history.
 
-    Every collection has Create, Get, List and BatchUpsert (by external_ref). Every change is
-    published as an `md.<entity>.upserted.<id>` event through the outbox.
+    Every collection has Create, Get, List, Update (field mask, etag), Deactivate, BatchUpsert (by
+    external_ref, for systems of record) and ListChanges (its history). Every change is published
+    with the full new state as `md.<entity>.upserted.<id>` (or `md.<entity>.deactivated.<id>`)
+    through the outbox. A write names the system it comes from (`source`); an entity type with a
+    configured system of record accepts writes from that system only.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -251,12 +361,119 @@ class MasterDataServiceAsyncStub(MasterDataServiceStub):
     The project's contract line names the rate card; on it a consultant override beats the
     labor category's rate, then the latest effective_from wins.
     """
+    CreateCalendar: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.CreateCalendarRequest, _masterdata_service_pb2.CreateCalendarResponse]  # type: ignore[assignment]
+    """Creates a calendar."""
+    GetCalendar: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.GetCalendarRequest, _masterdata_service_pb2.GetCalendarResponse]  # type: ignore[assignment]
+    """Gets a calendar by id."""
+    ListCalendars: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListCalendarsRequest, _masterdata_service_pb2.ListCalendarsResponse]  # type: ignore[assignment]
+    """Lists calendars, filtered and paged."""
+    BatchUpsertCalendars: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.BatchUpsertCalendarsRequest, _masterdata_service_pb2.BatchUpsertCalendarsResponse]  # type: ignore[assignment]
+    """Creates or updates calendars by external_ref; one result per row, in order."""
+    UpdateLegalEntity: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateLegalEntityRequest, _masterdata_service_pb2.UpdateLegalEntityResponse]  # type: ignore[assignment]
+    """Changes fields of a legal entity; a stale etag is refused with ABORTED."""
+    DeactivateLegalEntity: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateLegalEntityRequest, _masterdata_service_pb2.DeactivateLegalEntityResponse]  # type: ignore[assignment]
+    """Deactivates a legal entity: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListLegalEntityChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListLegalEntityChangesRequest, _masterdata_service_pb2.ListLegalEntityChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a legal entity, oldest first: who, when, from which source, before and after."""
+    UpdateCustomer: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateCustomerRequest, _masterdata_service_pb2.UpdateCustomerResponse]  # type: ignore[assignment]
+    """Changes fields of a customer; a stale etag is refused with ABORTED."""
+    DeactivateCustomer: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateCustomerRequest, _masterdata_service_pb2.DeactivateCustomerResponse]  # type: ignore[assignment]
+    """Deactivates a customer: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListCustomerChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListCustomerChangesRequest, _masterdata_service_pb2.ListCustomerChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a customer, oldest first: who, when, from which source, before and after."""
+    UpdateLaborCategory: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateLaborCategoryRequest, _masterdata_service_pb2.UpdateLaborCategoryResponse]  # type: ignore[assignment]
+    """Changes fields of a labor category; a stale etag is refused with ABORTED."""
+    DeactivateLaborCategory: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateLaborCategoryRequest, _masterdata_service_pb2.DeactivateLaborCategoryResponse]  # type: ignore[assignment]
+    """Deactivates a labor category: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListLaborCategoryChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListLaborCategoryChangesRequest, _masterdata_service_pb2.ListLaborCategoryChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a labor category, oldest first: who, when, from which source, before and after."""
+    UpdateConsultant: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateConsultantRequest, _masterdata_service_pb2.UpdateConsultantResponse]  # type: ignore[assignment]
+    """Changes fields of a consultant; a stale etag is refused with ABORTED."""
+    DeactivateConsultant: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateConsultantRequest, _masterdata_service_pb2.DeactivateConsultantResponse]  # type: ignore[assignment]
+    """Deactivates a consultant: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListConsultantChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListConsultantChangesRequest, _masterdata_service_pb2.ListConsultantChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a consultant, oldest first: who, when, from which source, before and after."""
+    UpdateProject: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateProjectRequest, _masterdata_service_pb2.UpdateProjectResponse]  # type: ignore[assignment]
+    """Changes fields of a project; a stale etag is refused with ABORTED."""
+    DeactivateProject: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateProjectRequest, _masterdata_service_pb2.DeactivateProjectResponse]  # type: ignore[assignment]
+    """Deactivates a project: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListProjectChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListProjectChangesRequest, _masterdata_service_pb2.ListProjectChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a project, oldest first: who, when, from which source, before and after."""
+    UpdateRateCard: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateRateCardRequest, _masterdata_service_pb2.UpdateRateCardResponse]  # type: ignore[assignment]
+    """Changes fields of a rate card; a stale etag is refused with ABORTED."""
+    DeactivateRateCard: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateRateCardRequest, _masterdata_service_pb2.DeactivateRateCardResponse]  # type: ignore[assignment]
+    """Deactivates a rate card: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListRateCardChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListRateCardChangesRequest, _masterdata_service_pb2.ListRateCardChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a rate card, oldest first: who, when, from which source, before and after."""
+    UpdateContract: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateContractRequest, _masterdata_service_pb2.UpdateContractResponse]  # type: ignore[assignment]
+    """Changes fields of a contract; a stale etag is refused with ABORTED."""
+    DeactivateContract: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateContractRequest, _masterdata_service_pb2.DeactivateContractResponse]  # type: ignore[assignment]
+    """Deactivates a contract: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListContractChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListContractChangesRequest, _masterdata_service_pb2.ListContractChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a contract, oldest first: who, when, from which source, before and after."""
+    UpdateMilestone: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateMilestoneRequest, _masterdata_service_pb2.UpdateMilestoneResponse]  # type: ignore[assignment]
+    """Changes fields of a milestone; a stale etag is refused with ABORTED."""
+    DeactivateMilestone: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateMilestoneRequest, _masterdata_service_pb2.DeactivateMilestoneResponse]  # type: ignore[assignment]
+    """Deactivates a milestone: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListMilestoneChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListMilestoneChangesRequest, _masterdata_service_pb2.ListMilestoneChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a milestone, oldest first: who, when, from which source, before and after."""
+    UpdateAssignment: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateAssignmentRequest, _masterdata_service_pb2.UpdateAssignmentResponse]  # type: ignore[assignment]
+    """Changes fields of an assignment; a stale etag is refused with ABORTED."""
+    DeactivateAssignment: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateAssignmentRequest, _masterdata_service_pb2.DeactivateAssignmentResponse]  # type: ignore[assignment]
+    """Deactivates an assignment: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListAssignmentChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListAssignmentChangesRequest, _masterdata_service_pb2.ListAssignmentChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of an assignment, oldest first: who, when, from which source, before and after."""
+    UpdateOpportunity: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateOpportunityRequest, _masterdata_service_pb2.UpdateOpportunityResponse]  # type: ignore[assignment]
+    """Changes fields of an opportunity; a stale etag is refused with ABORTED."""
+    DeactivateOpportunity: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateOpportunityRequest, _masterdata_service_pb2.DeactivateOpportunityResponse]  # type: ignore[assignment]
+    """Deactivates an opportunity: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListOpportunityChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListOpportunityChangesRequest, _masterdata_service_pb2.ListOpportunityChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of an opportunity, oldest first: who, when, from which source, before and after."""
+    UpdateFxRate: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateFxRateRequest, _masterdata_service_pb2.UpdateFxRateResponse]  # type: ignore[assignment]
+    """Changes fields of an FX rate; a stale etag is refused with ABORTED."""
+    DeactivateFxRate: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateFxRateRequest, _masterdata_service_pb2.DeactivateFxRateResponse]  # type: ignore[assignment]
+    """Deactivates an FX rate: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListFxRateChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListFxRateChangesRequest, _masterdata_service_pb2.ListFxRateChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of an FX rate, oldest first: who, when, from which source, before and after."""
+    UpdateTaxRate: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateTaxRateRequest, _masterdata_service_pb2.UpdateTaxRateResponse]  # type: ignore[assignment]
+    """Changes fields of a tax rate; a stale etag is refused with ABORTED."""
+    DeactivateTaxRate: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateTaxRateRequest, _masterdata_service_pb2.DeactivateTaxRateResponse]  # type: ignore[assignment]
+    """Deactivates a tax rate: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListTaxRateChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListTaxRateChangesRequest, _masterdata_service_pb2.ListTaxRateChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a tax rate, oldest first: who, when, from which source, before and after."""
+    UpdateCalendar: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.UpdateCalendarRequest, _masterdata_service_pb2.UpdateCalendarResponse]  # type: ignore[assignment]
+    """Changes fields of a calendar; a stale etag is refused with ABORTED."""
+    DeactivateCalendar: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.DeactivateCalendarRequest, _masterdata_service_pb2.DeactivateCalendarResponse]  # type: ignore[assignment]
+    """Deactivates a calendar: it stays readable, leaves lists and may no longer be newly referenced."""
+    ListCalendarChanges: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ListCalendarChangesRequest, _masterdata_service_pb2.ListCalendarChangesResponse]  # type: ignore[assignment]
+    """Lists the changes of a calendar, oldest first: who, when, from which source, before and after."""
+    CompleteMilestone: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.CompleteMilestoneRequest, _masterdata_service_pb2.CompleteMilestoneResponse]  # type: ignore[assignment]
+    """Marks a pending milestone complete, which makes it billable.
+
+    Publishes md.milestone.completed.<id> (MilestoneCompleted) and md.milestone.upserted.<id>.
+    Completing a completed milestone again returns it unchanged and publishes nothing.
+    """
+    ConvertAmount: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ConvertAmountRequest, _masterdata_service_pb2.ConvertAmountResponse]  # type: ignore[assignment]
+    """Converts an amount between currencies at the FX rate effective on a date.
+
+    The rate is the latest from_currency→to_currency FX rate whose effective_date is on or
+    before the date. Rates are not inverted or chained: without a direct rate the answer is
+    NOT_FOUND, naming what is missing.
+    """
+    ResolveTaxRate: _aio.UnaryUnaryMultiCallable[_masterdata_service_pb2.ResolveTaxRateRequest, _masterdata_service_pb2.ResolveTaxRateResponse]  # type: ignore[assignment]
+    """Resolves the rate of a tax code on a date (and the tax on an amount, when given).
+
+    The rate is the one with the latest effective_from on or before the date.
+    """
 
 class MasterDataServiceServicer(metaclass=_abc_1.ABCMeta):
-    """MasterDataService owns the canonical entities and their external references.
+    """MasterDataService owns the canonical entities, their external references and their history.
 
-    Every collection has Create, Get, List and BatchUpsert (by external_ref). Every change is
-    published as an `md.<entity>.upserted.<id>` event through the outbox.
+    Every collection has Create, Get, List, Update (field mask, etag), Deactivate, BatchUpsert (by
+    external_ref, for systems of record) and ListChanges (its history). Every change is published
+    with the full new state as `md.<entity>.upserted.<id>` (or `md.<entity>.deactivated.<id>`)
+    through the outbox. A write names the system it comes from (`source`); an entity type with a
+    configured system of record accepts writes from that system only.
     """
 
     @_abc_1.abstractmethod
@@ -653,6 +870,386 @@ class MasterDataServiceServicer(metaclass=_abc_1.ABCMeta):
 
         The project's contract line names the rate card; on it a consultant override beats the
         labor category's rate, then the latest effective_from wins.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCalendar(
+        self,
+        request: _masterdata_service_pb2.CreateCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.CreateCalendarResponse, _abc.Awaitable[_masterdata_service_pb2.CreateCalendarResponse]]:
+        """Creates a calendar."""
+
+    @_abc_1.abstractmethod
+    def GetCalendar(
+        self,
+        request: _masterdata_service_pb2.GetCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.GetCalendarResponse, _abc.Awaitable[_masterdata_service_pb2.GetCalendarResponse]]:
+        """Gets a calendar by id."""
+
+    @_abc_1.abstractmethod
+    def ListCalendars(
+        self,
+        request: _masterdata_service_pb2.ListCalendarsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListCalendarsResponse, _abc.Awaitable[_masterdata_service_pb2.ListCalendarsResponse]]:
+        """Lists calendars, filtered and paged."""
+
+    @_abc_1.abstractmethod
+    def BatchUpsertCalendars(
+        self,
+        request: _masterdata_service_pb2.BatchUpsertCalendarsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.BatchUpsertCalendarsResponse, _abc.Awaitable[_masterdata_service_pb2.BatchUpsertCalendarsResponse]]:
+        """Creates or updates calendars by external_ref; one result per row, in order."""
+
+    @_abc_1.abstractmethod
+    def UpdateLegalEntity(
+        self,
+        request: _masterdata_service_pb2.UpdateLegalEntityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateLegalEntityResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateLegalEntityResponse]]:
+        """Changes fields of a legal entity; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateLegalEntity(
+        self,
+        request: _masterdata_service_pb2.DeactivateLegalEntityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateLegalEntityResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateLegalEntityResponse]]:
+        """Deactivates a legal entity: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListLegalEntityChanges(
+        self,
+        request: _masterdata_service_pb2.ListLegalEntityChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListLegalEntityChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListLegalEntityChangesResponse]]:
+        """Lists the changes of a legal entity, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateCustomer(
+        self,
+        request: _masterdata_service_pb2.UpdateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateCustomerResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateCustomerResponse]]:
+        """Changes fields of a customer; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateCustomer(
+        self,
+        request: _masterdata_service_pb2.DeactivateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateCustomerResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateCustomerResponse]]:
+        """Deactivates a customer: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListCustomerChanges(
+        self,
+        request: _masterdata_service_pb2.ListCustomerChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListCustomerChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListCustomerChangesResponse]]:
+        """Lists the changes of a customer, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateLaborCategory(
+        self,
+        request: _masterdata_service_pb2.UpdateLaborCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateLaborCategoryResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateLaborCategoryResponse]]:
+        """Changes fields of a labor category; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateLaborCategory(
+        self,
+        request: _masterdata_service_pb2.DeactivateLaborCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateLaborCategoryResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateLaborCategoryResponse]]:
+        """Deactivates a labor category: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListLaborCategoryChanges(
+        self,
+        request: _masterdata_service_pb2.ListLaborCategoryChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListLaborCategoryChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListLaborCategoryChangesResponse]]:
+        """Lists the changes of a labor category, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateConsultant(
+        self,
+        request: _masterdata_service_pb2.UpdateConsultantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateConsultantResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateConsultantResponse]]:
+        """Changes fields of a consultant; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateConsultant(
+        self,
+        request: _masterdata_service_pb2.DeactivateConsultantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateConsultantResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateConsultantResponse]]:
+        """Deactivates a consultant: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListConsultantChanges(
+        self,
+        request: _masterdata_service_pb2.ListConsultantChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListConsultantChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListConsultantChangesResponse]]:
+        """Lists the changes of a consultant, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateProject(
+        self,
+        request: _masterdata_service_pb2.UpdateProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateProjectResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateProjectResponse]]:
+        """Changes fields of a project; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateProject(
+        self,
+        request: _masterdata_service_pb2.DeactivateProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateProjectResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateProjectResponse]]:
+        """Deactivates a project: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListProjectChanges(
+        self,
+        request: _masterdata_service_pb2.ListProjectChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListProjectChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListProjectChangesResponse]]:
+        """Lists the changes of a project, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateRateCard(
+        self,
+        request: _masterdata_service_pb2.UpdateRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateRateCardResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateRateCardResponse]]:
+        """Changes fields of a rate card; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateRateCard(
+        self,
+        request: _masterdata_service_pb2.DeactivateRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateRateCardResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateRateCardResponse]]:
+        """Deactivates a rate card: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListRateCardChanges(
+        self,
+        request: _masterdata_service_pb2.ListRateCardChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListRateCardChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListRateCardChangesResponse]]:
+        """Lists the changes of a rate card, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateContract(
+        self,
+        request: _masterdata_service_pb2.UpdateContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateContractResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateContractResponse]]:
+        """Changes fields of a contract; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateContract(
+        self,
+        request: _masterdata_service_pb2.DeactivateContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateContractResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateContractResponse]]:
+        """Deactivates a contract: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListContractChanges(
+        self,
+        request: _masterdata_service_pb2.ListContractChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListContractChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListContractChangesResponse]]:
+        """Lists the changes of a contract, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateMilestone(
+        self,
+        request: _masterdata_service_pb2.UpdateMilestoneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateMilestoneResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateMilestoneResponse]]:
+        """Changes fields of a milestone; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateMilestone(
+        self,
+        request: _masterdata_service_pb2.DeactivateMilestoneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateMilestoneResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateMilestoneResponse]]:
+        """Deactivates a milestone: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListMilestoneChanges(
+        self,
+        request: _masterdata_service_pb2.ListMilestoneChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListMilestoneChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListMilestoneChangesResponse]]:
+        """Lists the changes of a milestone, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateAssignment(
+        self,
+        request: _masterdata_service_pb2.UpdateAssignmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateAssignmentResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateAssignmentResponse]]:
+        """Changes fields of an assignment; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateAssignment(
+        self,
+        request: _masterdata_service_pb2.DeactivateAssignmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateAssignmentResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateAssignmentResponse]]:
+        """Deactivates an assignment: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListAssignmentChanges(
+        self,
+        request: _masterdata_service_pb2.ListAssignmentChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListAssignmentChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListAssignmentChangesResponse]]:
+        """Lists the changes of an assignment, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateOpportunity(
+        self,
+        request: _masterdata_service_pb2.UpdateOpportunityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateOpportunityResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateOpportunityResponse]]:
+        """Changes fields of an opportunity; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateOpportunity(
+        self,
+        request: _masterdata_service_pb2.DeactivateOpportunityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateOpportunityResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateOpportunityResponse]]:
+        """Deactivates an opportunity: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListOpportunityChanges(
+        self,
+        request: _masterdata_service_pb2.ListOpportunityChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListOpportunityChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListOpportunityChangesResponse]]:
+        """Lists the changes of an opportunity, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateFxRate(
+        self,
+        request: _masterdata_service_pb2.UpdateFxRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateFxRateResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateFxRateResponse]]:
+        """Changes fields of an FX rate; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateFxRate(
+        self,
+        request: _masterdata_service_pb2.DeactivateFxRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateFxRateResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateFxRateResponse]]:
+        """Deactivates an FX rate: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListFxRateChanges(
+        self,
+        request: _masterdata_service_pb2.ListFxRateChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListFxRateChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListFxRateChangesResponse]]:
+        """Lists the changes of an FX rate, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateTaxRate(
+        self,
+        request: _masterdata_service_pb2.UpdateTaxRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateTaxRateResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateTaxRateResponse]]:
+        """Changes fields of a tax rate; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateTaxRate(
+        self,
+        request: _masterdata_service_pb2.DeactivateTaxRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateTaxRateResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateTaxRateResponse]]:
+        """Deactivates a tax rate: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListTaxRateChanges(
+        self,
+        request: _masterdata_service_pb2.ListTaxRateChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListTaxRateChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListTaxRateChangesResponse]]:
+        """Lists the changes of a tax rate, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def UpdateCalendar(
+        self,
+        request: _masterdata_service_pb2.UpdateCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.UpdateCalendarResponse, _abc.Awaitable[_masterdata_service_pb2.UpdateCalendarResponse]]:
+        """Changes fields of a calendar; a stale etag is refused with ABORTED."""
+
+    @_abc_1.abstractmethod
+    def DeactivateCalendar(
+        self,
+        request: _masterdata_service_pb2.DeactivateCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.DeactivateCalendarResponse, _abc.Awaitable[_masterdata_service_pb2.DeactivateCalendarResponse]]:
+        """Deactivates a calendar: it stays readable, leaves lists and may no longer be newly referenced."""
+
+    @_abc_1.abstractmethod
+    def ListCalendarChanges(
+        self,
+        request: _masterdata_service_pb2.ListCalendarChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ListCalendarChangesResponse, _abc.Awaitable[_masterdata_service_pb2.ListCalendarChangesResponse]]:
+        """Lists the changes of a calendar, oldest first: who, when, from which source, before and after."""
+
+    @_abc_1.abstractmethod
+    def CompleteMilestone(
+        self,
+        request: _masterdata_service_pb2.CompleteMilestoneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.CompleteMilestoneResponse, _abc.Awaitable[_masterdata_service_pb2.CompleteMilestoneResponse]]:
+        """Marks a pending milestone complete, which makes it billable.
+
+        Publishes md.milestone.completed.<id> (MilestoneCompleted) and md.milestone.upserted.<id>.
+        Completing a completed milestone again returns it unchanged and publishes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ConvertAmount(
+        self,
+        request: _masterdata_service_pb2.ConvertAmountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ConvertAmountResponse, _abc.Awaitable[_masterdata_service_pb2.ConvertAmountResponse]]:
+        """Converts an amount between currencies at the FX rate effective on a date.
+
+        The rate is the latest from_currency→to_currency FX rate whose effective_date is on or
+        before the date. Rates are not inverted or chained: without a direct rate the answer is
+        NOT_FOUND, naming what is missing.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveTaxRate(
+        self,
+        request: _masterdata_service_pb2.ResolveTaxRateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_masterdata_service_pb2.ResolveTaxRateResponse, _abc.Awaitable[_masterdata_service_pb2.ResolveTaxRateResponse]]:
+        """Resolves the rate of a tax code on a date (and the tax on an amount, when given).
+
+        The rate is the one with the latest effective_from on or before the date.
         """
 
 def add_MasterDataServiceServicer_to_server(servicer: MasterDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -316,6 +316,7 @@ class Customer(_message.Message):
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     TAX_REGION_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -339,6 +340,12 @@ class Customer(_message.Message):
         """The record in the system of record."""
 
     @_builtins.property
+    def legal_entity_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of legal_entity_id: the legal entity, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -360,14 +367,15 @@ class Customer(_message.Message):
         legal_entity_id: _builtins.str = ...,
         currency: _builtins.str = ...,
         tax_region: _builtins.str = ...,
+        legal_entity_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "legal_entity_ref", b"legal_entity_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -449,6 +457,9 @@ class Consultant(_message.Message):
     COST_RATE_FIELD_NUMBER: _builtins.int
     ACTIVE_FROM_FIELD_NUMBER: _builtins.int
     ACTIVE_TO_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
+    LABOR_CATEGORY_REF_FIELD_NUMBER: _builtins.int
+    MANAGER_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -482,6 +493,25 @@ class Consultant(_message.Message):
         """The record in the system of record (usually HR)."""
 
     @_builtins.property
+    def legal_entity_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of legal_entity_id: the legal entity, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def labor_category_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of labor_category_id: the labor category, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def manager_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of manager_id: the manager (a consultant, perhaps earlier in the same batch), by its
+        external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -508,14 +538,17 @@ class Consultant(_message.Message):
         cost_rate: _builtins.str = ...,
         active_from: _builtins.str = ...,
         active_to: _builtins.str = ...,
+        legal_entity_ref: _types_pb2.ExternalRef | None = ...,
+        labor_category_ref: _types_pb2.ExternalRef | None = ...,
+        manager_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "labor_category_ref", b"labor_category_ref", "legal_entity_ref", b"legal_entity_ref", "manager_ref", b"manager_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_from", b"active_from", "active_to", b"active_to", "code", b"code", "cost_rate", b"cost_rate", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "email", b"email", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "name", b"name", "update_time", b"update_time", "weekly_capacity_hours", b"weekly_capacity_hours"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_from", b"active_from", "active_to", b"active_to", "code", b"code", "cost_rate", b"cost_rate", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "email", b"email", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "labor_category_ref", b"labor_category_ref", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "manager_id", b"manager_id", "manager_ref", b"manager_ref", "name", b"name", "update_time", b"update_time", "weekly_capacity_hours", b"weekly_capacity_hours"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -538,6 +571,9 @@ class Project(_message.Message):
     START_DATE_FIELD_NUMBER: _builtins.int
     END_DATE_FIELD_NUMBER: _builtins.int
     BUDGET_HOURS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_REF_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
+    MANAGER_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -569,6 +605,24 @@ class Project(_message.Message):
         """The record in the system of record (usually the PSA or CRM)."""
 
     @_builtins.property
+    def customer_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of customer_id: the customer, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def legal_entity_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of legal_entity_id: the legal entity, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def manager_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of manager_id: the managing consultant, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -594,14 +648,17 @@ class Project(_message.Message):
         start_date: _builtins.str = ...,
         end_date: _builtins.str = ...,
         budget_hours: _builtins.str = ...,
+        customer_ref: _types_pb2.ExternalRef | None = ...,
+        legal_entity_ref: _types_pb2.ExternalRef | None = ...,
+        manager_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_ref", b"customer_ref", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "legal_entity_ref", b"legal_entity_ref", "manager_ref", b"manager_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_hours", b"budget_hours", "code", b"code", "create_time", b"create_time", "customer_id", b"customer_id", "deactivate_time", b"deactivate_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "manager_id", b"manager_id", "name", b"name", "start_date", b"start_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_hours", b"budget_hours", "code", b"code", "create_time", b"create_time", "customer_id", b"customer_id", "customer_ref", b"customer_ref", "deactivate_time", b"deactivate_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "manager_id", b"manager_id", "manager_ref", b"manager_ref", "name", b"name", "start_date", b"start_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -623,6 +680,8 @@ class RateCardEntry(_message.Message):
     RATE_FIELD_NUMBER: _builtins.int
     EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
     EFFECTIVE_TO_FIELD_NUMBER: _builtins.int
+    LABOR_CATEGORY_REF_FIELD_NUMBER: _builtins.int
+    CONSULTANT_REF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     labor_category_id: _builtins.str
@@ -635,6 +694,18 @@ class RateCardEntry(_message.Message):
     """First day the rate applies, "YYYY-MM-DD"."""
     effective_to: _builtins.str
     """Last day the rate applies, "YYYY-MM-DD"; empty for open-ended."""
+    @_builtins.property
+    def labor_category_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of labor_category_id: the labor category, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def consultant_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of consultant_id: the consultant, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
     def __init__(
         self,
         *,
@@ -644,10 +715,12 @@ class RateCardEntry(_message.Message):
         rate: _builtins.str = ...,
         effective_from: _builtins.str = ...,
         effective_to: _builtins.str = ...,
+        labor_category_ref: _types_pb2.ExternalRef | None = ...,
+        consultant_ref: _types_pb2.ExternalRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consultant_ref", b"consultant_ref", "labor_category_ref", b"labor_category_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant_id", b"consultant_id", "effective_from", b"effective_from", "effective_to", b"effective_to", "id", b"id", "labor_category_id", b"labor_category_id", "rate", b"rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant_id", b"consultant_id", "consultant_ref", b"consultant_ref", "effective_from", b"effective_from", "effective_to", b"effective_to", "id", b"id", "labor_category_id", b"labor_category_id", "labor_category_ref", b"labor_category_ref", "rate", b"rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,6 +808,8 @@ class ContractLine(_message.Message):
     FEE_AMOUNT_FIELD_NUMBER: _builtins.int
     BILLING_PERIOD_FIELD_NUMBER: _builtins.int
     TAX_CODE_FIELD_NUMBER: _builtins.int
+    PROJECT_REF_FIELD_NUMBER: _builtins.int
+    RATE_CARD_REF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     project_id: _builtins.str
@@ -751,6 +826,18 @@ class ContractLine(_message.Message):
     """How often the line is invoiced."""
     tax_code: _builtins.str
     """Tax code applied to the line's invoice lines, e.g. "VAT-STD"."""
+    @_builtins.property
+    def project_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of project_id: the project, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def rate_card_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of rate_card_id: the rate card, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
     def __init__(
         self,
         *,
@@ -762,10 +849,12 @@ class ContractLine(_message.Message):
         fee_amount: _builtins.str = ...,
         billing_period: Global___BillingPeriod.ValueType = ...,
         tax_code: _builtins.str = ...,
+        project_ref: _types_pb2.ExternalRef | None = ...,
+        rate_card_ref: _types_pb2.ExternalRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project_ref", b"project_ref", "rate_card_ref", b"rate_card_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "billing_period", b"billing_period", "cap_amount", b"cap_amount", "fee_amount", b"fee_amount", "id", b"id", "project_id", b"project_id", "rate_card_id", b"rate_card_id", "tax_code", b"tax_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "billing_period", b"billing_period", "cap_amount", b"cap_amount", "fee_amount", b"fee_amount", "id", b"id", "project_id", b"project_id", "project_ref", b"project_ref", "rate_card_id", b"rate_card_id", "rate_card_ref", b"rate_card_ref", "tax_code", b"tax_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -785,6 +874,7 @@ class Contract(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     ROUNDING_MODE_FIELD_NUMBER: _builtins.int
     ROUNDING_SCOPE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -812,6 +902,12 @@ class Contract(_message.Message):
         """The lines, one per project."""
 
     @_builtins.property
+    def customer_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of customer_id: the customer, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -834,14 +930,15 @@ class Contract(_message.Message):
         lines: _abc.Iterable[Global___ContractLine] | None = ...,
         rounding_mode: Global___RoundingMode.ValueType = ...,
         rounding_scope: Global___RoundingScope.ValueType = ...,
+        customer_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_ref", b"customer_ref", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "lines", b"lines", "rounding_mode", b"rounding_mode", "rounding_scope", b"rounding_scope", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "customer_ref", b"customer_ref", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "lines", b"lines", "rounding_mode", b"rounding_mode", "rounding_scope", b"rounding_scope", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -861,6 +958,7 @@ class Milestone(_message.Message):
     DUE_DATE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    PROJECT_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -888,6 +986,12 @@ class Milestone(_message.Message):
         """When it was marked complete."""
 
     @_builtins.property
+    def project_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of contract_line_id: the project, by its external_ref; the milestone goes on the
+        contract line that bills the project (a project is on at most one line). Never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -910,14 +1014,15 @@ class Milestone(_message.Message):
         due_date: _builtins.str = ...,
         status: Global___MilestoneStatus.ValueType = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
+        project_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "project_ref", b"project_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "complete_time", b"complete_time", "contract_line_id", b"contract_line_id", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "due_date", b"due_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "complete_time", b"complete_time", "contract_line_id", b"contract_line_id", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "due_date", b"due_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "project_ref", b"project_ref", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -938,6 +1043,9 @@ class Assignment(_message.Message):
     END_DATE_FIELD_NUMBER: _builtins.int
     ALLOCATION_PERCENT_FIELD_NUMBER: _builtins.int
     BILLABLE_FIELD_NUMBER: _builtins.int
+    PROJECT_REF_FIELD_NUMBER: _builtins.int
+    CONSULTANT_REF_FIELD_NUMBER: _builtins.int
+    LABOR_CATEGORY_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -965,6 +1073,24 @@ class Assignment(_message.Message):
         """The record in the system of record."""
 
     @_builtins.property
+    def project_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of project_id: the project, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def consultant_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of consultant_id: the consultant, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def labor_category_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of labor_category_id: the labor category, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -988,14 +1114,17 @@ class Assignment(_message.Message):
         end_date: _builtins.str = ...,
         allocation_percent: _builtins.str = ...,
         billable: _builtins.bool | None = ...,
+        project_ref: _types_pb2.ExternalRef | None = ...,
+        consultant_ref: _types_pb2.ExternalRef | None = ...,
+        labor_category_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "billable", b"billable", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "billable", b"billable", "consultant_ref", b"consultant_ref", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "labor_category_ref", b"labor_category_ref", "project_ref", b"project_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "allocation_percent", b"allocation_percent", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "project_id", b"project_id", "start_date", b"start_date", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "allocation_percent", b"allocation_percent", "billable", b"billable", "consultant_id", b"consultant_id", "consultant_ref", b"consultant_ref", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "end_date", b"end_date", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "labor_category_ref", b"labor_category_ref", "project_id", b"project_id", "project_ref", b"project_ref", "start_date", b"start_date", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__billable: _TypeAlias = _typing.Literal["billable"]  # noqa: Y015
     _WhichOneofArgType__billable: _TypeAlias = _typing.Literal["_billable", b"_billable"]  # noqa: Y015
@@ -1020,6 +1149,8 @@ class Opportunity(_message.Message):
     STAGE_FIELD_NUMBER: _builtins.int
     EXPECTED_START_FIELD_NUMBER: _builtins.int
     DURATION_MONTHS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_REF_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -1051,6 +1182,18 @@ class Opportunity(_message.Message):
         """The record in the system of record (usually the CRM)."""
 
     @_builtins.property
+    def customer_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of customer_id: the customer, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
+    def legal_entity_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of legal_entity_id: the legal entity, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -1076,14 +1219,16 @@ class Opportunity(_message.Message):
         stage: _builtins.str = ...,
         expected_start: _builtins.str = ...,
         duration_months: _builtins.int = ...,
+        customer_ref: _types_pb2.ExternalRef | None = ...,
+        legal_entity_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_ref", b"customer_ref", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "legal_entity_ref", b"legal_entity_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "deactivate_time", b"deactivate_time", "duration_months", b"duration_months", "etag", b"etag", "expected_start", b"expected_start", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "probability", b"probability", "stage", b"stage", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "customer_ref", b"customer_ref", "deactivate_time", b"deactivate_time", "duration_months", b"duration_months", "etag", b"etag", "expected_start", b"expected_start", "external_ref", b"external_ref", "id", b"id", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "name", b"name", "probability", b"probability", "stage", b"stage", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1256,6 +1401,7 @@ class Calendar(_message.Message):
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     WORKING_DAYS_FIELD_NUMBER: _builtins.int
     HOLIDAYS_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -1283,6 +1429,12 @@ class Calendar(_message.Message):
         """Public and company holidays."""
 
     @_builtins.property
+    def legal_entity_ref(self) -> _types_pb2.ExternalRef:
+        """Instead of legal_entity_id: the legal entity, by its external_ref.
+        Resolved to the id on write; never returned.
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the resource was created."""
 
@@ -1304,14 +1456,15 @@ class Calendar(_message.Message):
         legal_entity_id: _builtins.str = ...,
         working_days: _abc.Iterable[Global___Weekday.ValueType] | None = ...,
         holidays: _abc.Iterable[Global___Holiday] | None = ...,
+        legal_entity_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deactivate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "legal_entity_ref", b"legal_entity_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "holidays", b"holidays", "id", b"id", "legal_entity_id", b"legal_entity_id", "name", b"name", "update_time", b"update_time", "working_days", b"working_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "holidays", b"holidays", "id", b"id", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "name", b"name", "update_time", b"update_time", "working_days", b"working_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.runtime.server import Service
 from accrue.services.masterdata.adapters import tables
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
+from accrue.services.masterdata.domain.ownership import Ownership
 from accrue.services.masterdata.entrypoints.grpc_api import MasterDataServicer
 from accrue.services.masterdata.service_layer.handlers import MasterData
 from accrue.services.masterdata.settings import MasterDataSettings
@@ -29,10 +30,10 @@ async def migrate(settings: MasterDataSettings) -> None:
     await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
 
 
-def build_app(engine: AsyncEngine) -> MasterData:
+def build_app(engine: AsyncEngine, ownership: Ownership | None = None) -> MasterData:
     """The application service on a database (what unit tests and the servicer share)."""
     uow_factory: Callable[[], MasterDataUnitOfWork] = lambda: MasterDataUnitOfWork(engine)  # noqa: E731
-    return MasterData(uow_factory)
+    return MasterData(uow_factory, ownership)
 
 
 async def bootstrap(settings: MasterDataSettings) -> Service:
@@ -40,7 +41,7 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
     engine = create_engine(settings.database_url, application_name="accrue-masterdata")
     backbone = await Backbone.connect(settings.nats_url, "masterdata", replicas=settings.stream_replicas)
     # The per-entity methods are attached from the Kind table, which mypy cannot see.
-    servicer = MasterDataServicer(build_app(engine))  # type: ignore[abstract]
+    servicer = MasterDataServicer(build_app(engine, Ownership(settings.owners)))  # type: ignore[abstract]
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
 
     def register(server: grpc.aio.Server) -> None:

@@ -4,10 +4,15 @@ Each entity has a table with typed columns for what is filtered, joined or const
 external references, foreign keys, dates) and the canonical record as JSONB (`body`, the proto3
 JSON of the resource without its server-set fields). Foreign keys make "references must exist"
 hold in the database too, not only in validation.
+
+`changes` is the history: one row per version of every record (created, updated, deactivated,
+completed) with who, when, from which source, and the whole record as it was after the change.
+It is append-only; the state before a change is the previous version's row.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +50,7 @@ def _record(name: str, *columns: Any, has_code: bool = True) -> sa.Table:
         sa.Column("body", JSONB, nullable=False),
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deactivate_time", sa.DateTime(timezone=True), nullable=True),
         *columns,
         sa.UniqueConstraint("external_ref_system", "external_ref_id", name=f"{name}_external_ref_key"),
         *extra,
@@ -120,6 +126,26 @@ tax_rates = _record(
     has_code=False,
 )
 
+calendars = _record("calendars", _fk("legal_entity_id", "legal_entities"))
+
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("resource_type", sa.Text, nullable=False),
+    sa.Column("resource_id", sa.Uuid(as_uuid=False), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("request_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("change_time", sa.DateTime(timezone=True), nullable=False),
+    # The whole record after the change, as the API returns it (proto field names).
+    sa.Column("state", JSONB, nullable=False),
+    sa.UniqueConstraint("resource_type", "resource_id", "version", name="changes_resource_version_key"),
+)
+
 TABLES: dict[str, sa.Table] = {
     "legal_entity": legal_entities,
     "customer": customers,
@@ -134,12 +160,11 @@ TABLES: dict[str, sa.Table] = {
     "opportunity": opportunities,
     "fx_rate": fx_rates,
     "tax_rate": tax_rates,
+    "calendar": calendars,
 }
 
 
-def _date(value: str) -> Any:
-    import datetime as dt
-
+def _date(value: str) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
@@ -186,4 +211,5 @@ COLUMNS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "opportunity": lambda m: {"customer_id": m.customer_id, "legal_entity_id": m.legal_entity_id},
     "fx_rate": lambda m: {"base": m.base, "quote": m.quote, "effective_date": _date(m.effective_date)},
     "tax_rate": lambda m: {"tax_code": m.tax_code, "effective_from": _date(m.effective_from)},
+    "calendar": lambda m: {"code": m.code, "legal_entity_id": m.legal_entity_id},
 }

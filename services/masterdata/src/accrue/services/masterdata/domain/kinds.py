@@ -1,8 +1,12 @@
-"""The canonical entities: what each must contain and what it refers to.
+"""The canonical entities: what each must contain, what it refers to, and what makes it unique.
 
 Master data is a schema'd record store, so the contract's messages are the model; the rules
 that make a record valid live here, one function per entity, and nowhere else. Each rule adds
 every violation it finds (field path, stable code, sentence) rather than stopping at the first.
+
+A reference to another record is an id field (`customer_id`) with, beside it, an input-only
+external reference (`customer_ref`) a system of record may use instead: it names the record by
+the id it has in that system, and the service layer resolves it to our id before storing.
 """
 
 from __future__ import annotations
@@ -20,35 +24,146 @@ from accrue.events.v1 import masterdata_events_pb2 as ev
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.validation import Violations
 
-# A reference from a field of a record to another record: (field path, target kind, id).
-Reference = tuple[str, str, str]
+# Fields the server sets on every resource; a client's values for them are ignored.
+SERVER_FIELDS = ("id", "etag", "create_time", "update_time", "deactivate_time")
+
+
+@dataclass(frozen=True)
+class RefField:
+    """A reference field: the id, its external-ref alternative, and the kind it points at.
+
+    `via` names the kind the external ref is looked up in when that is not the target itself:
+    a milestone names its contract line by the project the line bills (a project is on at most
+    one line), since lines have no identity in any system of record.
+    """
+
+    id_field: str
+    ref_field: str
+    target: str
+    via: str = ""
+
+    @property
+    def lookup(self) -> str:
+        """The kind an external ref of this field is looked up in."""
+        return self.via or self.target
+
+
+@dataclass(slots=True)
+class Reference:
+    """One reference found in a record: where it is, what it points at and how it was named."""
+
+    path: str  # "lines[0].project_id"
+    ref_path: str  # "lines[0].project_ref"
+    field: RefField
+    holder: Any  # the message that has the field (the record, or a rate entry or contract line)
+    id: str  # the id the field holds ("" when only the external ref names the target)
+    external: tuple[str, str] | None  # the (system, id) the external ref names, if given
+
+    def set_id(self, value: str) -> None:
+        """Store the resolved id in the record."""
+        setattr(self.holder, self.field.id_field, value)
+        self.id = value
+
+
+def _reference(path: str, ref_path: str, f: RefField, holder: Any) -> Reference | None:
+    external = None
+    if holder.HasField(f.ref_field):  # cheaper than reading an unset sub-message
+        ref = getattr(holder, f.ref_field)
+        external = (ref.system, ref.id) if ref.system or ref.id else None
+    target_id = getattr(holder, f.id_field)
+    if not target_id and external is None:
+        return None
+    return Reference(path, ref_path, f, holder, target_id, external)
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """Fields no two records of a kind may share (besides the id and the external ref)."""
+
+    columns: tuple[str, ...]  # typed columns (see adapters.tables.COLUMNS)
+    field: str  # the field a violation names
+    code: str
+    describe: str  # e.g. "code", "rate for the pair on that date"
 
 
 @dataclass(frozen=True)
 class Kind:
-    """One entity type: its message, its event, its rules and its references."""
+    """One entity type: its message, its event, its rules, references and unique keys."""
 
     name: str  # singular snake_case, e.g. "labor_category"; used in subjects and tables
     plural: str  # e.g. "labor_categories"; the collection field in List/BatchUpsert
+    collection: str  # the REST collection, e.g. "labor-categories"
     message: type[Message]
     event: type[Message]
     validate: Callable[[Any, Violations], None]
-    references: Callable[[Any], Iterator[Reference]]
+    refs: tuple[RefField, ...] = ()
+    # Repeated sub-messages that hold references of their own: (field, references).
+    nested_refs: tuple[tuple[str, tuple[RefField, ...]], ...] = ()
+    unique: tuple[UniqueKey, ...] = ()
+    # Body fields only the server changes (a milestone's status); kept across upserts.
+    server_managed: tuple[str, ...] = ()
 
     @property
     def event_type(self) -> str:
         """The upsert event's type, e.g. "md.project.upserted"."""
         return f"md.{self.name}.upserted"
 
+    @property
+    def deactivated_event_type(self) -> str:
+        """The deactivation event's type, e.g. "md.project.deactivated"."""
+        return f"md.{self.name}.deactivated"
 
-def _refs(*pairs: tuple[str, str]) -> Callable[[Any], Iterator[Reference]]:
-    def references(msg: Any) -> Iterator[Reference]:
-        for field, target in pairs:
-            value = getattr(msg, field)
-            if value:
-                yield field, target, value
+    @property
+    def title(self) -> str:
+        """For sentences: "labor category"."""
+        return self.name.replace("_", " ")
 
-    return references
+    @property
+    def all_ref_fields(self) -> tuple[str, ...]:
+        """Every input-only *_ref field name at the top level."""
+        return tuple(r.ref_field for r in self.refs)
+
+    def references(self, record: Any) -> Iterator[Reference]:
+        """Every reference in record, named by id or by external ref (empty ones skipped)."""
+        for f in self.refs:
+            ref = _reference(f.id_field, f.ref_field, f, record)
+            if ref is not None:
+                yield ref
+        for repeated, fields in self.nested_refs:
+            for i, child in enumerate(getattr(record, repeated)):
+                for f in fields:
+                    ref = _reference(
+                        f"{repeated}[{i}].{f.id_field}", f"{repeated}[{i}].{f.ref_field}", f, child
+                    )
+                    if ref is not None:
+                        yield ref
+
+    def referenced_ids(self, body: dict[str, Any]) -> set[tuple[str, str]]:
+        """(target kind, id) of every reference in a stored body (the proto-JSON dict)."""
+        found = {(f.target, str(body[f.id_field])) for f in self.refs if body.get(f.id_field)}
+        for repeated, fields in self.nested_refs:
+            for child in body.get(repeated, ()):
+                found.update((f.target, str(child[f.id_field])) for f in fields if child.get(f.id_field))
+        return found
+
+
+# -- field rules ----------------------------------------------------------------------------------
+
+
+def _required_ref(v: Violations, m: Any, id_field: str, ref_field: str) -> None:
+    """A reference given by id or by a complete external ref."""
+    ref = getattr(m, ref_field)
+    if ref.system or ref.id:
+        if not ref.system or not ref.id:
+            v.add(ref_field, "INCOMPLETE_REF", f"{ref_field} needs both system and id")
+    elif not getattr(m, id_field):
+        v.add(id_field, "REQUIRED", f"{id_field} (or {ref_field}) is required")
+
+
+def _optional_ref(v: Violations, m: Any, ref_field: str) -> None:
+    ref = getattr(m, ref_field)
+    if (ref.system or ref.id) and (not ref.system or not ref.id):
+        v.add(ref_field, "INCOMPLETE_REF", f"{ref_field} needs both system and id")
 
 
 def _validate_legal_entity(m: md.LegalEntity, v: Violations) -> None:
@@ -66,7 +181,7 @@ def _validate_legal_entity(m: md.LegalEntity, v: Violations) -> None:
 def _validate_customer(m: md.Customer, v: Violations) -> None:
     v.required("code", m.code)
     v.required("name", m.name)
-    v.required("legal_entity_id", m.legal_entity_id)
+    _required_ref(v, m, "legal_entity_id", "legal_entity_ref")
     v.currency("currency", m.currency)
 
 
@@ -78,8 +193,9 @@ def _validate_labor_category(m: md.LaborCategory, v: Violations) -> None:
 def _validate_consultant(m: md.Consultant, v: Violations) -> None:
     v.required("code", m.code)
     v.required("name", m.name)
-    v.required("legal_entity_id", m.legal_entity_id)
-    v.required("labor_category_id", m.labor_category_id)
+    _required_ref(v, m, "legal_entity_id", "legal_entity_ref")
+    _required_ref(v, m, "labor_category_id", "labor_category_ref")
+    _optional_ref(v, m, "manager_ref")
     if m.email and ("@" not in m.email or " " in m.email):
         v.add("email", "INVALID_EMAIL", f"email must be an e-mail address, got {m.email!r}")
     v.decimal(
@@ -95,14 +211,16 @@ def _validate_consultant(m: md.Consultant, v: Violations) -> None:
     v.date_range("active_from", start, "active_to", end)
     if m.manager_id and m.id and m.manager_id == m.id:
         v.add("manager_id", "SELF_MANAGED", "a consultant cannot be their own manager")
+    if m.manager_ref.id and m.manager_ref == m.external_ref:
+        v.add("manager_ref", "SELF_MANAGED", "a consultant cannot be their own manager")
 
 
 def _validate_project(m: md.Project, v: Violations) -> None:
     v.required("code", m.code)
     v.required("name", m.name)
-    v.required("customer_id", m.customer_id)
-    v.required("legal_entity_id", m.legal_entity_id)
-    v.required("manager_id", m.manager_id)
+    _required_ref(v, m, "customer_id", "customer_ref")
+    _required_ref(v, m, "legal_entity_id", "legal_entity_ref")
+    _required_ref(v, m, "manager_id", "manager_ref")
     if m.status == md.PROJECT_STATUS_UNSPECIFIED:
         v.add("status", "REQUIRED", "status is required")
     start = v.date("start_date", m.start_date)
@@ -111,19 +229,27 @@ def _validate_project(m: md.Project, v: Violations) -> None:
     v.decimal("budget_hours", m.budget_hours, required=False, minimum=Decimal(0))
 
 
+def _rate_key(entry: md.RateCardEntry) -> tuple[Any, ...]:
+    """Entries that price the same hours: same role, same consultant (or both the role rate)."""
+    lc = entry.labor_category_id or (entry.labor_category_ref.system, entry.labor_category_ref.id)
+    who = entry.consultant_id or (entry.consultant_ref.system, entry.consultant_ref.id)
+    return (lc, who if (entry.consultant_id or entry.consultant_ref.id) else "")
+
+
 def _validate_rate_card(m: md.RateCard, v: Violations) -> None:
     v.required("code", m.code)
     v.currency("currency", m.currency)
-    spans: dict[tuple[str, str], list[tuple[dt.date, dt.date | None, int]]] = {}
+    spans: dict[tuple[Any, ...], list[tuple[dt.date, dt.date | None, int]]] = {}
     for i, entry in enumerate(m.rates):
         e = v.nested(f"rates[{i}]")
-        e.required("labor_category_id", entry.labor_category_id)
+        _required_ref(e, entry, "labor_category_id", "labor_category_ref")
+        _optional_ref(e, entry, "consultant_ref")
         e.decimal("rate", entry.rate, minimum=Decimal(0))
         start = e.date("effective_from", entry.effective_from)
         end = e.date("effective_to", entry.effective_to, required=False)
         e.date_range("effective_from", start, "effective_to", end)
         if start is not None and (end is None or end >= start):
-            spans.setdefault((entry.labor_category_id, entry.consultant_id), []).append((start, end, i))
+            spans.setdefault(_rate_key(entry), []).append((start, end, i))
     # Two entries for the same key in effect on the same day would make the price ambiguous.
     for ranges in spans.values():
         ranges.sort(key=lambda r: r[0])
@@ -136,30 +262,28 @@ def _validate_rate_card(m: md.RateCard, v: Violations) -> None:
                 )
 
 
-def _rate_card_refs(m: md.RateCard) -> Iterator[Reference]:
-    for i, entry in enumerate(m.rates):
-        if entry.labor_category_id:
-            yield f"rates[{i}].labor_category_id", "labor_category", entry.labor_category_id
-        if entry.consultant_id:
-            yield f"rates[{i}].consultant_id", "consultant", entry.consultant_id
+def _line_project(line: md.ContractLine) -> Any:
+    return line.project_id or (line.project_ref.system, line.project_ref.id)
 
 
 def _validate_contract(m: md.Contract, v: Violations) -> None:
     v.required("code", m.code)
-    v.required("customer_id", m.customer_id)
+    _required_ref(v, m, "customer_id", "customer_ref")
     v.currency("currency", m.currency)
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for i, line in enumerate(m.lines):
         lv = v.nested(f"lines[{i}]")
-        if lv.required("project_id", line.project_id) and line.project_id in seen:
-            lv.add(
-                "project_id", "DUPLICATE_PROJECT", f"the project is already on lines[{seen[line.project_id]}]"
-            )
-        seen.setdefault(line.project_id, i)
+        _required_ref(lv, line, "project_id", "project_ref")
+        _optional_ref(lv, line, "rate_card_ref")
+        project = _line_project(line)
+        if project and project != ("", "") and project in seen:
+            lv.add("project_id", "DUPLICATE_PROJECT", f"the project is already on lines[{seen[project]}]")
+        seen.setdefault(project, i)
         model = line.billing_model
         if model == md.BILLING_MODEL_UNSPECIFIED:
             lv.add("billing_model", "REQUIRED", "billing_model is required")
-        if model in (md.BILLING_MODEL_TIME_AND_MATERIALS, md.BILLING_MODEL_CAPPED) and not line.rate_card_id:
+        has_card = line.rate_card_id or line.rate_card_ref.id
+        if model in (md.BILLING_MODEL_TIME_AND_MATERIALS, md.BILLING_MODEL_CAPPED) and not has_card:
             lv.add(
                 "rate_card_id", "REQUIRED", "rate_card_id is required for time-and-materials and capped lines"
             )
@@ -171,29 +295,23 @@ def _validate_contract(m: md.Contract, v: Violations) -> None:
             lv.decimal("fee_amount", line.fee_amount, minimum=Decimal(0), exclusive_minimum=True)
         elif line.fee_amount:
             lv.add("fee_amount", "NOT_APPLICABLE", "fee_amount applies to FIXED_FEE lines only")
-
-
-def _contract_refs(m: md.Contract) -> Iterator[Reference]:
-    if m.customer_id:
-        yield "customer_id", "customer", m.customer_id
-    for i, line in enumerate(m.lines):
-        if line.project_id:
-            yield f"lines[{i}].project_id", "project", line.project_id
-        if line.rate_card_id:
-            yield f"lines[{i}].rate_card_id", "rate_card", line.rate_card_id
+    if m.rounding_mode not in md.RoundingMode.values():
+        v.add("rounding_mode", "INVALID_VALUE", f"rounding_mode {m.rounding_mode} is not a RoundingMode")
+    if m.rounding_scope not in md.RoundingScope.values():
+        v.add("rounding_scope", "INVALID_VALUE", f"rounding_scope {m.rounding_scope} is not a RoundingScope")
 
 
 def _validate_milestone(m: md.Milestone, v: Violations) -> None:
-    v.required("contract_line_id", m.contract_line_id)
+    _required_ref(v, m, "contract_line_id", "project_ref")
     v.required("name", m.name)
     v.decimal("amount", m.amount, minimum=Decimal(0), exclusive_minimum=True)
     v.date("due_date", m.due_date)
 
 
 def _validate_assignment(m: md.Assignment, v: Violations) -> None:
-    v.required("project_id", m.project_id)
-    v.required("consultant_id", m.consultant_id)
-    v.required("labor_category_id", m.labor_category_id)
+    _required_ref(v, m, "project_id", "project_ref")
+    _required_ref(v, m, "consultant_id", "consultant_ref")
+    _required_ref(v, m, "labor_category_id", "labor_category_ref")
     start = v.date("start_date", m.start_date)
     end = v.date("end_date", m.end_date, required=False)
     v.date_range("start_date", start, "end_date", end)
@@ -201,8 +319,8 @@ def _validate_assignment(m: md.Assignment, v: Violations) -> None:
 
 
 def _validate_opportunity(m: md.Opportunity, v: Violations) -> None:
-    v.required("customer_id", m.customer_id)
-    v.required("legal_entity_id", m.legal_entity_id)
+    _required_ref(v, m, "customer_id", "customer_ref")
+    _required_ref(v, m, "legal_entity_id", "legal_entity_ref")
     v.required("name", m.name)
     v.decimal("amount", m.amount, minimum=Decimal(0))
     v.currency("currency", m.currency)
@@ -229,8 +347,30 @@ def _validate_tax_rate(m: md.TaxRate, v: Violations) -> None:
     v.date("effective_from", m.effective_from)
 
 
-def _none(_: Any) -> Iterator[Reference]:
-    return iter(())
+def _validate_calendar(m: md.Calendar, v: Violations) -> None:
+    v.required("code", m.code)
+    _required_ref(v, m, "legal_entity_id", "legal_entity_ref")
+    days: set[int] = set()
+    for i, day in enumerate(m.working_days):
+        if day not in md.Weekday.values() or day == md.WEEKDAY_UNSPECIFIED:
+            v.add(f"working_days[{i}]", "INVALID_VALUE", "working_days holds weekdays MONDAY to SUNDAY")
+        elif day in days:
+            v.add(f"working_days[{i}]", "DUPLICATE", f"{md.Weekday.Name(day)} is listed twice")
+        days.add(day)
+    dates: dict[dt.date, int] = {}
+    for i, holiday in enumerate(m.holidays):
+        when = v.nested(f"holidays[{i}]").date("date", holiday.date)
+        if when is None:
+            continue
+        if when in dates:
+            v.add(f"holidays[{i}].date", "DUPLICATE", f"{when} is already holidays[{dates[when]}]")
+        dates.setdefault(when, i)
+
+
+_CODE = UniqueKey(("code",), "code", "CODE_TAKEN", "code")
+_LE = RefField("legal_entity_id", "legal_entity_ref", "legal_entity")
+_CU = RefField("customer_id", "customer_ref", "customer")
+_LC = RefField("labor_category_id", "labor_category_ref", "labor_category")
 
 
 KINDS: dict[str, Kind] = {
@@ -239,82 +379,153 @@ KINDS: dict[str, Kind] = {
         Kind(
             "legal_entity",
             "legal_entities",
+            "legal-entities",
             md.LegalEntity,
             ev.LegalEntityUpserted,
             _validate_legal_entity,
-            _none,
+            unique=(_CODE,),
         ),
         Kind(
             "customer",
             "customers",
+            "customers",
             md.Customer,
             ev.CustomerUpserted,
             _validate_customer,
-            _refs(("legal_entity_id", "legal_entity")),
+            refs=(_LE,),
+            unique=(_CODE,),
         ),
         Kind(
             "labor_category",
             "labor_categories",
+            "labor-categories",
             md.LaborCategory,
             ev.LaborCategoryUpserted,
             _validate_labor_category,
-            _none,
+            unique=(_CODE,),
         ),
         Kind(
             "consultant",
             "consultants",
+            "consultants",
             md.Consultant,
             ev.ConsultantUpserted,
             _validate_consultant,
-            _refs(
-                ("legal_entity_id", "legal_entity"),
-                ("labor_category_id", "labor_category"),
-                ("manager_id", "consultant"),
-            ),
+            refs=(_LE, _LC, RefField("manager_id", "manager_ref", "consultant")),
+            unique=(_CODE,),
         ),
         Kind(
             "project",
             "projects",
+            "projects",
             md.Project,
             ev.ProjectUpserted,
             _validate_project,
-            _refs(
-                ("customer_id", "customer"), ("legal_entity_id", "legal_entity"), ("manager_id", "consultant")
-            ),
+            refs=(_CU, _LE, RefField("manager_id", "manager_ref", "consultant")),
+            unique=(_CODE,),
         ),
         Kind(
-            "rate_card", "rate_cards", md.RateCard, ev.RateCardUpserted, _validate_rate_card, _rate_card_refs
+            "rate_card",
+            "rate_cards",
+            "rate-cards",
+            md.RateCard,
+            ev.RateCardUpserted,
+            _validate_rate_card,
+            nested_refs=(("rates", (_LC, RefField("consultant_id", "consultant_ref", "consultant"))),),
+            unique=(_CODE,),
         ),
-        Kind("contract", "contracts", md.Contract, ev.ContractUpserted, _validate_contract, _contract_refs),
+        Kind(
+            "contract",
+            "contracts",
+            "contracts",
+            md.Contract,
+            ev.ContractUpserted,
+            _validate_contract,
+            refs=(_CU,),
+            nested_refs=(
+                (
+                    "lines",
+                    (
+                        RefField("project_id", "project_ref", "project"),
+                        RefField("rate_card_id", "rate_card_ref", "rate_card"),
+                    ),
+                ),
+            ),
+            unique=(_CODE,),
+        ),
         Kind(
             "milestone",
+            "milestones",
             "milestones",
             md.Milestone,
             ev.MilestoneUpserted,
             _validate_milestone,
-            _refs(("contract_line_id", "contract_line")),
+            refs=(RefField("contract_line_id", "project_ref", "contract_line", via="project"),),
+            server_managed=("status", "complete_time"),
         ),
         Kind(
             "assignment",
             "assignments",
+            "assignments",
             md.Assignment,
             ev.AssignmentUpserted,
             _validate_assignment,
-            _refs(
-                ("project_id", "project"),
-                ("consultant_id", "consultant"),
-                ("labor_category_id", "labor_category"),
+            refs=(
+                RefField("project_id", "project_ref", "project"),
+                RefField("consultant_id", "consultant_ref", "consultant"),
+                _LC,
             ),
         ),
         Kind(
             "opportunity",
             "opportunities",
+            "opportunities",
             md.Opportunity,
             ev.OpportunityUpserted,
             _validate_opportunity,
-            _refs(("customer_id", "customer"), ("legal_entity_id", "legal_entity")),
+            refs=(_CU, _LE),
         ),
-        Kind("fx_rate", "fx_rates", md.FxRate, ev.FxRateUpserted, _validate_fx_rate, _none),
-        Kind("tax_rate", "tax_rates", md.TaxRate, ev.TaxRateUpserted, _validate_tax_rate, _none),
+        Kind(
+            "fx_rate",
+            "fx_rates",
+            "fx-rates",
+            md.FxRate,
+            ev.FxRateUpserted,
+            _validate_fx_rate,
+            unique=(
+                UniqueKey(
+                    ("base", "quote", "effective_date"),
+                    "effective_date",
+                    "RATE_EXISTS",
+                    "rate for this currency pair and effective_date",
+                ),
+            ),
+        ),
+        Kind(
+            "tax_rate",
+            "tax_rates",
+            "tax-rates",
+            md.TaxRate,
+            ev.TaxRateUpserted,
+            _validate_tax_rate,
+            unique=(
+                UniqueKey(
+                    ("tax_code", "effective_from"),
+                    "effective_from",
+                    "RATE_EXISTS",
+                    "rate for this tax code and effective_from",
+                ),
+            ),
+        ),
+        Kind(
+            "calendar",
+            "calendars",
+            "calendars",
+            md.Calendar,
+            ev.CalendarUpserted,
+            _validate_calendar,
+            refs=(_LE,),
+            unique=(_CODE,),
+        ),
     )
 }

@@ -1,7 +1,8 @@
 """gRPC entrypoint: decode the request, call the use case, encode the reply. No rules here.
 
-Every entity has the same four RPCs, so the methods are generated from the Kind table rather
-than written out 48 times; the generated servicer base class keeps the names honest.
+Every entity has the same seven RPCs (Create, Get, List, Update, Deactivate, BatchUpsert and
+List…Changes), so the methods are generated from the Kind table rather than written out 91
+times; the generated servicer base class keeps the names honest.
 """
 
 from __future__ import annotations
@@ -13,18 +14,25 @@ from google.protobuf.message import Message
 
 from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
-from accrue.money import format_money
+from accrue.money import format_decimal, format_money
 from accrue.runtime.grpc_types import Context
+from accrue.runtime.identity import optional_principal
 from accrue.services.masterdata.domain.kinds import KINDS, Kind
-from accrue.services.masterdata.service_layer.handlers import MasterData
+from accrue.services.masterdata.service_layer.handlers import HistoryEntry, MasterData, Writer
 from accrue.type.v1 import types_pb2
 
-_PAGING = ("page_size", "page_token")
+_NOT_FILTERS = ("page_size", "page_token", "show_deactivated")
 _OUTCOMES = {
     "CREATED": api.UPSERT_OUTCOME_CREATED,
     "UPDATED": api.UPSERT_OUTCOME_UPDATED,
     "UNCHANGED": api.UPSERT_OUTCOME_UNCHANGED,
     "REJECTED": api.UPSERT_OUTCOME_REJECTED,
+}
+_CHANGE_KINDS = {
+    "CREATED": api.CHANGE_KIND_CREATED,
+    "UPDATED": api.CHANGE_KIND_UPDATED,
+    "DEACTIVATED": api.CHANGE_KIND_DEACTIVATED,
+    "COMPLETED": api.CHANGE_KIND_COMPLETED,
 }
 
 Method = Callable[[Any, Any, Context], Awaitable[Message]]
@@ -38,7 +46,7 @@ def _filters(request: Message) -> dict[str, Any]:
     """The list filters that were given, as column → value (enums by name)."""
     filters: dict[str, Any] = {}
     for field in request.DESCRIPTOR.fields:
-        if field.name in _PAGING:
+        if field.name in _NOT_FILTERS:
             continue
         value = getattr(request, field.name)
         if not value:
@@ -49,16 +57,56 @@ def _filters(request: Message) -> dict[str, Any]:
     return filters
 
 
+def _request_id(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def writer(context: Context, request: Any, reason: str = "") -> Writer:
+    """Who writes, from where (identity seam for the person, the request for the source)."""
+    principal = optional_principal(context, request.actor)
+    return Writer(
+        actor=principal.subject if principal else None,
+        source=request.source,
+        request_id=_request_id(context),
+        reason=reason,
+    )
+
+
+def _change(kind: Kind, entry: HistoryEntry, record_id: str) -> api.ResourceChange:
+    change = api.ResourceChange(
+        resource_type=kind.name,
+        resource_id=record_id,
+        etag=str(entry.version),
+        kind=_CHANGE_KINDS[entry.kind],
+        actor=entry.actor,
+        source=entry.source,
+        changed_fields=entry.changed_fields,
+        reason=entry.reason,
+        request_id=entry.request_id,
+    )
+    change.change_time.FromDatetime(entry.change_time)
+    getattr(change.after, kind.name).CopyFrom(entry.after)
+    if entry.before is not None:
+        getattr(change.before, kind.name).CopyFrom(entry.before)
+    return change
+
+
 def _methods(kind: Kind) -> dict[str, Method]:
     singular, plural = kind.message.DESCRIPTOR.name, _pascal(kind.plural)
     create_response = getattr(api, f"Create{singular}Response")
     get_response = getattr(api, f"Get{singular}Response")
     list_response = getattr(api, f"List{plural}Response")
+    update_response = getattr(api, f"Update{singular}Response")
+    deactivate_response = getattr(api, f"Deactivate{singular}Response")
+    changes_response = getattr(api, f"List{singular}ChangesResponse")
     upsert_response = getattr(api, f"BatchUpsert{plural}Response")
     upsert_result = getattr(api, f"{singular}UpsertResult")
 
     async def create(self: MasterDataServicer, request: Any, context: Context) -> Message:
-        record = await self.app.create(kind, getattr(request, kind.name))
+        record = await self.app.create(kind, getattr(request, kind.name), writer(context, request))
         return create_response(**{kind.name: record})  # type: ignore[no-any-return]
 
     async def get(self: MasterDataServicer, request: Any, context: Context) -> Message:
@@ -66,12 +114,36 @@ def _methods(kind: Kind) -> dict[str, Method]:
 
     async def list_(self: MasterDataServicer, request: Any, context: Context) -> Message:
         records, token = await self.app.list_records(
-            kind, _filters(request), request.page_size, request.page_token
+            kind, _filters(request), request.page_size, request.page_token, request.show_deactivated
         )
         return list_response(**{kind.plural: records, "next_page_token": token})  # type: ignore[no-any-return]
 
+    async def update(self: MasterDataServicer, request: Any, context: Context) -> Message:
+        record = await self.app.update(
+            kind,
+            request.id,
+            getattr(request, kind.name),
+            list(request.update_mask.paths),
+            writer(context, request),
+        )
+        return update_response(**{kind.name: record})  # type: ignore[no-any-return]
+
+    async def deactivate(self: MasterDataServicer, request: Any, context: Context) -> Message:
+        record = await self.app.deactivate(
+            kind, request.id, request.etag, writer(context, request, reason=request.reason)
+        )
+        return deactivate_response(**{kind.name: record})  # type: ignore[no-any-return]
+
+    async def changes(self: MasterDataServicer, request: Any, context: Context) -> Message:
+        entries, token = await self.app.changes(kind, request.id, request.page_size, request.page_token)
+        return changes_response(  # type: ignore[no-any-return]
+            changes=[_change(kind, e, request.id) for e in entries], next_page_token=token
+        )
+
     async def upsert(self: MasterDataServicer, request: Any, context: Context) -> Message:
-        results = await self.app.batch_upsert(kind, list(getattr(request, kind.plural)))
+        results = await self.app.batch_upsert(
+            kind, list(getattr(request, kind.plural)), writer(context, request)
+        )
         return upsert_response(  # type: ignore[no-any-return]
             results=[
                 upsert_result(
@@ -89,6 +161,9 @@ def _methods(kind: Kind) -> dict[str, Method]:
         f"Create{singular}": create,
         f"Get{singular}": get,
         f"List{plural}": list_,
+        f"Update{singular}": update,
+        f"Deactivate{singular}": deactivate,
+        f"List{singular}Changes": changes,
         f"BatchUpsert{plural}": upsert,
     }
 
@@ -115,6 +190,41 @@ class MasterDataServicer(api_grpc.MasterDataServiceServicer):
             effective_from=entry.effective_from.isoformat(),
             effective_to=entry.effective_to.isoformat() if entry.effective_to else "",
             consultant_override=entry.consultant_id is not None,
+            entry=found.entry_message,
+        )
+
+    async def CompleteMilestone(
+        self, request: api.CompleteMilestoneRequest, context: Context
+    ) -> api.CompleteMilestoneResponse:
+        milestone = await self.app.complete_milestone(request.id, request.etag, writer(context, request))
+        return api.CompleteMilestoneResponse(milestone=milestone)
+
+    async def ConvertAmount(
+        self, request: api.ConvertAmountRequest, context: Context
+    ) -> api.ConvertAmountResponse:
+        found = await self.app.convert_amount(
+            request.amount, request.from_currency, request.to_currency, request.date
+        )
+        return api.ConvertAmountResponse(
+            amount=format_money(found.amount, found.currency),
+            exact_amount=format_decimal(found.exact_amount),
+            currency=found.currency,
+            rate=format_decimal(found.rate),
+            fx_rate=found.fx_rate,
+        )
+
+    async def ResolveTaxRate(
+        self, request: api.ResolveTaxRateRequest, context: Context
+    ) -> api.ResolveTaxRateResponse:
+        found = await self.app.resolve_tax_rate(
+            request.tax_code, request.date, request.amount, request.currency
+        )
+        return api.ResolveTaxRateResponse(
+            rate=format_decimal(found.rate),
+            tax_rate=found.tax_rate,
+            tax_amount=format_money(found.tax_amount, request.currency)
+            if found.tax_amount is not None
+            else "",
         )
 
 

@@ -1,0 +1,40 @@
+"""Which system of record owns each entity type, and whether a write may change it.
+
+The owner of a kind is configured (ACCRUE_MASTERDATA_OWNERS='{"consultant": "workday"}'). A
+kind without an owner accepts writes from any source. A write names its source: a request's
+`source` field, or — in a batch upsert that gives none — each row's external_ref.system. A
+direct API call that names no source is the source "api", so once HR owns consultants a person
+at the REST API cannot change them behind HR's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from accrue.runtime import Violation
+
+API_SOURCE = "api"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Entity type (kind name) → the system of record that owns it."""
+
+    owners: Mapping[str, str] = field(default_factory=dict)
+
+    def owner(self, kind: str) -> str | None:
+        """The owning system, or None when any source may write."""
+        return self.owners.get(kind) or None
+
+    def check(self, kind: str, plural: str, source: str) -> Violation | None:
+        """None when source may write records of kind, else the reason it may not."""
+        owner = self.owner(kind)
+        if owner is None or source == owner:
+            return None
+        return Violation(
+            "source",
+            "NOT_SYSTEM_OF_RECORD",
+            f"{plural.replace('_', ' ')} are owned by {owner}; a write from {source or API_SOURCE!r} "
+            "is refused",
+        )
