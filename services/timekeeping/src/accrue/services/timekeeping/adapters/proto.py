@@ -1,4 +1,4 @@
-"""Time entries to and from the contract's messages, and the events they publish."""
+"""Time entries, delegations and locks as the contract's messages, and the events they publish."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from google.protobuf.message import Message
 from accrue.eventbus import Event
 from accrue.events.v1 import time_events_pb2 as ev
 from accrue.money import format_decimal, format_money
+from accrue.services.timekeeping.domain.approval import Delegation
+from accrue.services.timekeeping.domain.locks import PeriodLock
 from accrue.services.timekeeping.domain.model import Status, TimeEntry
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.type.v1 import types_pb2
@@ -37,6 +39,13 @@ def to_proto(entry: TimeEntry) -> tk.TimeEntry:
         legal_entity_id=entry.legal_entity_id,
         customer_id=entry.customer_id,
         decline_reason=entry.decline_reason,
+        reverses_id=entry.reverses_id,
+        reversed_by_id=entry.reversed_by_id,
+        replaces_id=entry.replaces_id,
+        escalation_level=entry.escalation_level,
+        likely_duplicate_of_id=entry.likely_duplicate_of_id,
+        decided_by_id=entry.decided_by_id,
+        reversal_reason=entry.reversal_reason,
         etag=str(entry.version),
     )
     if sub.external_ref:
@@ -48,6 +57,7 @@ def to_proto(entry: TimeEntry) -> tk.TimeEntry:
             )
         )
     _set_time(msg, "approve_time", entry.approve_time)
+    _set_time(msg, "queue_time", entry.queue_time)
     _set_time(msg, "create_time", entry.create_time)
     _set_time(msg, "update_time", entry.update_time)
     return msg
@@ -69,3 +79,55 @@ def entry_event(kind: str, entry: TimeEntry) -> Event:
     """time.entry.<kind>.<project_id>: the subject carries the project for per-project order."""
     message = _EVENTS[kind](time_entry=to_proto(entry))
     return Event(f"time.entry.{kind}", entry.submission.project_id, message)
+
+
+def reversed_event(original: TimeEntry, reversal: TimeEntry, replacement: TimeEntry | None) -> Event:
+    """time.entry.reversed.<project_id>, keyed by the original's project (the reversal's too)."""
+    message = ev.TimeEntryReversed(original=to_proto(original), reversal=to_proto(reversal))
+    if replacement is not None:
+        message.replacement.CopyFrom(to_proto(replacement))
+    return Event("time.entry.reversed", original.submission.project_id, message)
+
+
+def escalated_event(entry: TimeEntry, previous_approver_id: str) -> Event:
+    """time.entry.escalated.<project_id>: the entry moved to the next level's queue."""
+    message = ev.TimeEntryEscalated(
+        time_entry=to_proto(entry),
+        previous_approver_id=previous_approver_id,
+        escalation_level=entry.escalation_level,
+    )
+    return Event("time.entry.escalated", entry.submission.project_id, message)
+
+
+def lock_to_proto(lock: PeriodLock) -> tk.PeriodLock:
+    """A period lock with its reopening, if any."""
+    msg = tk.PeriodLock(
+        id=lock.id,
+        legal_entity_id=lock.legal_entity_id,
+        locked_through=lock.locked_through.isoformat(),
+        reason=lock.reason,
+        locked_by_id=lock.locked_by_id,
+        active=lock.active,
+        reopened_by_id=lock.reopened_by_id,
+        reopen_reason=lock.reopen_reason,
+    )
+    _set_time(msg, "create_time", lock.create_time)
+    _set_time(msg, "reopen_time", lock.reopen_time)
+    return msg
+
+
+def delegation_to_proto(delegation: Delegation) -> tk.ApprovalDelegation:
+    """A delegation with its revocation, if any."""
+    msg = tk.ApprovalDelegation(
+        id=delegation.id,
+        delegator_id=delegation.delegator_id,
+        delegate_id=delegation.delegate_id,
+        start_date=delegation.start_date.isoformat(),
+        end_date=delegation.end_date.isoformat(),
+        reason=delegation.reason,
+        revoked=delegation.revoked,
+        revoked_by_id=delegation.revoked_by_id,
+    )
+    _set_time(msg, "create_time", delegation.create_time)
+    _set_time(msg, "revoke_time", delegation.revoke_time)
+    return msg
