@@ -115,12 +115,14 @@ class FactsLoader:
 
     async def _preload_assignments(self, pairs: set[tuple[str, str]]) -> None:
         t = md_projection
-        rows = await self._conn.execute(
-            sa.select(t.c.project_id, t.c.consultant_id, t.c.payload).where(
-                t.c.kind == "assignment",
-                sa.tuple_(t.c.project_id, t.c.consultant_id).in_(sorted(pairs)),
-            )
-        )
+        # One array parameter per key and an index probe per pair (see repository._by_pairs).
+        query = sa.text(
+            f"SELECT a.project_id, a.consultant_id, a.payload "
+            f"FROM unnest(CAST(:p AS text[]), CAST(:c AS text[])) AS k(p, c) "
+            f"CROSS JOIN LATERAL (SELECT * FROM {t.schema}.{t.name} m WHERE m.kind = 'assignment' "
+            f"AND m.consultant_id = k.c AND m.project_id = k.p) AS a"
+        ).bindparams(p=[p for p, _ in pairs], c=[c for _, c in pairs])
+        rows = await self._conn.execute(query)
         local: dict[tuple[str, str], list[AssignmentFacts]] = {}
         for row in rows:
             local.setdefault((row.project_id, row.consultant_id), []).append(

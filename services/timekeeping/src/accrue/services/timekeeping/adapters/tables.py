@@ -55,16 +55,14 @@ time_entries = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
-    # One live entry per external reference. A reversed entry keeps its reference (for the
-    # record) while its replacement takes the same reference over.
-    sa.Index(
-        "time_entries_external_ref_live",
-        "external_ref_system",
-        "external_ref_id",
-        unique=True,
-        postgresql_where=sa.text("status <> 'REVERSED'"),
+    # One live entry per external reference: a reversed entry keeps its reference (for the
+    # record) while its replacement takes the same reference over. The slot is '' on every
+    # live entry (so two live ones collide) and the entry's own id once reversed; one index
+    # both enforces that and serves lookups by reference, reversed entries included.
+    sa.Column("external_ref_slot", sa.Text, nullable=False, server_default=""),
+    sa.UniqueConstraint(
+        "external_ref_system", "external_ref_id", "external_ref_slot", name="time_entries_external_ref_key"
     ),
-    sa.Index("time_entries_external_ref", "external_ref_system", "external_ref_id"),
     sa.Index("time_entries_consultant_day", "consultant_id", "work_date"),
     sa.Index("time_entries_project_day", "project_id", "work_date"),
     sa.Index(

@@ -71,7 +71,7 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
                 "with other content",
                 reason="EXTERNAL_REF_CONFLICT",
             )
-        return api.SubmitTimeEntryResponse(time_entry=to_proto(result.entry))
+        return api.SubmitTimeEntryResponse(time_entry=result.wire or to_proto(result.entry))
 
     async def BatchSubmitTimeEntries(
         self, request: api.BatchSubmitTimeEntriesRequest, context: Context
@@ -98,7 +98,7 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
                 results.append(api.TimeEntrySubmitResult(time_entry=echo))
                 continue
             result = next(stored)
-            entry = to_proto(result.entry)
+            entry = result.wire or to_proto(result.entry)
             if result.conflict:
                 conflict = tk.TimeEntry()
                 conflict.CopyFrom(msg)

@@ -22,7 +22,7 @@ from accrue.runtime import (
     Violation,
 )
 from accrue.runtime.validation import Violations
-from accrue.services.timekeeping.adapters.proto import entry_event, escalated_event, reversed_event
+from accrue.services.timekeeping.adapters.proto import entry_event, escalated_event, reversed_event, to_proto
 from accrue.services.timekeeping.adapters.repository import (
     CONSULTANT_DAY,
     EXTERNAL_REF,
@@ -35,6 +35,7 @@ from accrue.services.timekeeping.domain.locks import PeriodLock
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 from accrue.services.timekeeping.domain.rules import Facts, evaluate
 from accrue.telemetry import get_logger
+from accrue.timekeeping.v1 import resources_pb2 as tk
 
 log = get_logger(__name__)
 
@@ -54,6 +55,8 @@ class SubmitResult:
 
     entry: TimeEntry
     conflict: bool = False
+    # The entry as its event carries it, when this call published one: the reply reuses it.
+    wire: tk.TimeEntry | None = None
 
 
 @dataclass
@@ -148,13 +151,14 @@ class Timekeeping:
             validated = await self._validate(uow, [(sub, prior) for _, sub, prior in to_validate], now)
             new: list[TimeEntry] = []
             for (i, _, prior), entry in zip(to_validate, validated, strict=True):
+                wire = to_proto(entry)
                 if entry.status is Status.PENDING_APPROVAL:
-                    uow.events.add(entry_event("submitted", entry))
+                    uow.events.add(entry_event("submitted", entry, wire))
                 if prior is None:
                     new.append(entry)
                 else:
                     await uow.entries.replace(entry)
-                results[i] = SubmitResult(entry)
+                results[i] = SubmitResult(entry, wire=wire)
             await uow.entries.add_all(new)
             await uow.commit()
 
