@@ -2,7 +2,10 @@
 delegation, batch decisions, escalation, reversals, period locks and the projection rebuild."""
 
 import asyncio
+import datetime as dt
+import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -13,11 +16,16 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from accrue.db import create_engine
+from accrue.db.migrations import upgrade
 from accrue.events.v1 import time_events_pb2 as tev
 from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.server import RunningService
+from accrue.services.timekeeping.adapters.tables import SCHEMA
+from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
+from accrue.services.timekeeping.bootstrap import MIGRATIONS
+from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as tka
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc as tkg
@@ -643,3 +651,38 @@ async def _settled(database_url: str, nats_url: str) -> bool:
     finally:
         await nc.close()
     return unpublished == 0 and info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_what_goes_straight_to_the_driver_is_inside_the_unit_of_work(database_url: str) -> None:
+    """The hot path writes through asyncpg under SQLAlchemy: leaving without commit keeps nothing."""
+    await upgrade(database_url, SCHEMA, MIGRATIONS)
+    engine = create_engine(database_url)
+    now = dt.datetime.now(dt.UTC)
+
+    def entries(n: int) -> list[TimeEntry]:
+        return [
+            TimeEntry(
+                str(uuid.uuid4()),
+                Submission("c", "p", dt.date(2026, 11, 2), Decimal(1), None, None, "", None),
+                Status.PENDING_APPROVAL,
+                create_time=now,
+                update_time=now,
+            )
+            for _ in range(n)
+        ]
+
+    try:
+        for n in (1, 60):  # a prepared INSERT, and COPY
+            async with TimekeepingUnitOfWork(engine, None) as uow:  # type: ignore[arg-type]
+                await uow.entries.advisory_locks([(1, 1)])
+                await uow.entries.add_all(entries(n))
+                # no commit: everything rolls back, the driver's writes included
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM timekeeping.time_entries")) == 0
+        async with TimekeepingUnitOfWork(engine, None) as uow:  # type: ignore[arg-type]
+            await uow.entries.add_all(entries(60))
+            await uow.commit()
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM timekeeping.time_entries")) == 60
+    finally:
+        await engine.dispose()

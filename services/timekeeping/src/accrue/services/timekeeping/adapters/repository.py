@@ -1,4 +1,10 @@
-"""Time entries, delegations and period locks in PostgreSQL (SQLAlchemy Core)."""
+"""Time entries, delegations and period locks in PostgreSQL.
+
+SQLAlchemy Core throughout, except the few statements every submission runs (locks, the
+entries a submission must see, the insert): those go to the asyncpg connection underneath, in
+the same transaction, because at a few hundred submissions a second SQLAlchemy's per-statement
+work costs more than the database does.
+"""
 
 from __future__ import annotations
 
@@ -46,27 +52,16 @@ def _is_uuid(value: str) -> bool:
         return False
 
 
-def _by_pairs(
-    a: str, b: str, b_type: str, values: Iterable[tuple[Any, Any]], where: str = "", lock: bool = False
-) -> sa.TextualSelect:
-    """time_entries rows whose (a, b) is one of values, typed like the table.
-
-    The pairs travel as two arrays (two parameters however many pairs) and each is looked up
-    through the (a, b) index by a LATERAL subquery: a plan that stays an index probe per pair
-    whatever the table's statistics say (an IN list or a join may turn into a scan of the
-    whole table while it is young and unanalyzed).
-    """
-    pairs = list(values)
-    sql = (
-        f"SELECT e.* FROM unnest(CAST(:a AS text[]), CAST(:b AS {b_type}[])) AS k(a, b) "
-        f"CROSS JOIN LATERAL (SELECT * FROM {SCHEMA}.{time_entries.name} t "
-        f"WHERE t.{a} = k.a AND t.{b} = k.b {where} {'FOR UPDATE' if lock else ''}) AS e"
-    )
-    return (
-        sa.text(sql)
-        .bindparams(a=[x for x, _ in pairs], b=[y for _, y in pairs])
-        .columns(*time_entries.columns)
-    )
+async def driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy one, inside the same transaction."""
+    raw = await conn.get_raw_connection()
+    connection = raw.driver_connection
+    if not connection.is_in_transaction():
+        # SQLAlchemy sends BEGIN lazily, with its first statement: make that happen now, or
+        # what goes straight to the driver would run (and commit) on its own.
+        await conn.exec_driver_sql("SELECT 1")
+        assert connection.is_in_transaction()
+    return connection
 
 
 def _ref_slot(entry: TimeEntry) -> str:
@@ -116,46 +111,76 @@ def _row(entry: TimeEntry) -> dict[str, Any]:
 
 
 def _entry(row: Any) -> TimeEntry:
-    ref = (row.external_ref_system, row.external_ref_id) if row.external_ref_system else None
+    """An entry from a row: a SQLAlchemy Row or an asyncpg Record (mapping access for both)."""
+    m = row._mapping if hasattr(row, "_mapping") else row
+    violations = m["violations"]
+    if isinstance(violations, str):
+        violations = json.loads(violations)
+    ref = (m["external_ref_system"], m["external_ref_id"]) if m["external_ref_system"] else None
     return TimeEntry(
-        id=row.id,
+        id=str(m["id"]),
         submission=Submission(
-            consultant_id=row.consultant_id,
-            project_id=row.project_id,
-            work_date=row.work_date,
-            hours=Decimal(row.hours),
-            labor_category_id=row.requested_labor_category_id,
-            billable=row.requested_billable,
-            notes=row.notes,
+            consultant_id=m["consultant_id"],
+            project_id=m["project_id"],
+            work_date=m["work_date"],
+            hours=Decimal(m["hours"]),
+            labor_category_id=m["requested_labor_category_id"],
+            billable=m["requested_billable"],
+            notes=m["notes"],
             external_ref=ref,
         ),
-        status=Status(row.status),
-        violations=[Violation(v["field"], v["code"], v["message"]) for v in row.violations],
-        labor_category_id=row.labor_category_id,
-        billable=row.billable,
-        approver_id=row.approver_id,
-        legal_entity_id=row.legal_entity_id,
-        customer_id=row.customer_id,
-        rate=Decimal(row.rate) if row.rate is not None else None,
-        rate_currency=row.rate_currency,
-        approve_time=row.approve_time,
-        decline_reason=row.decline_reason,
-        invoice_id=row.invoice_id,
-        reverses_id=row.reverses_id,
-        reversed_by_id=row.reversed_by_id,
-        replaces_id=row.replaces_id,
-        reversal_reason=row.reversal_reason,
-        escalation_level=row.escalation_level,
-        likely_duplicate_of_id=row.likely_duplicate_of_id,
-        decided_by_id=row.decided_by_id,
-        queue_time=row.queue_time,
-        version=row.version,
-        create_time=row.create_time,
-        update_time=row.update_time,
+        status=Status(m["status"]),
+        violations=[Violation(v["field"], v["code"], v["message"]) for v in violations],
+        labor_category_id=m["labor_category_id"],
+        billable=m["billable"],
+        approver_id=m["approver_id"],
+        legal_entity_id=m["legal_entity_id"],
+        customer_id=m["customer_id"],
+        rate=Decimal(m["rate"]) if m["rate"] is not None else None,
+        rate_currency=m["rate_currency"],
+        approve_time=m["approve_time"],
+        decline_reason=m["decline_reason"],
+        invoice_id=m["invoice_id"],
+        reverses_id=m["reverses_id"],
+        reversed_by_id=m["reversed_by_id"],
+        replaces_id=m["replaces_id"],
+        reversal_reason=m["reversal_reason"],
+        escalation_level=m["escalation_level"],
+        likely_duplicate_of_id=m["likely_duplicate_of_id"],
+        decided_by_id=m["decided_by_id"],
+        queue_time=m["queue_time"],
+        version=m["version"],
+        create_time=m["create_time"],
+        update_time=m["update_time"],
     )
 
 
 _COLUMNS = tuple(column.name for column in time_entries.columns)
+_TABLE = f"{SCHEMA}.{time_entries.name}"
+_INSERT = (
+    f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+)
+# A batch this large is copied in; fewer rows go through a prepared INSERT (COPY costs an extra
+# round trip to look the table up).
+COPY_FROM = 50
+_COUNTED = ", ".join(f"'{s}'" for s in COUNTED)
+# What a submission must see, in one statement: the entries its external references name (live
+# first, then the latest reversed) and the live entries on its consultant-days. Each key is an
+# index probe through a LATERAL subquery, a plan that holds whatever the table's statistics say
+# (an IN list or a join can become a scan of the whole table while it is young and unanalyzed).
+_EXISTING = f"""
+SELECT 'ref' AS why, e.* FROM unnest($1::text[], $2::text[]) AS k(s, i)
+CROSS JOIN LATERAL (
+    SELECT * FROM {_TABLE} t WHERE t.external_ref_system = k.s AND t.external_ref_id = k.i FOR UPDATE
+) AS e
+UNION ALL
+SELECT 'day' AS why, e.* FROM unnest($3::text[], $4::date[]) AS k(c, d)
+CROSS JOIN LATERAL (
+    SELECT * FROM {_TABLE} t WHERE t.consultant_id = k.c AND t.work_date = k.d
+    AND t.status IN ({_COUNTED}) AND t.reverses_id = ''
+) AS e
+"""
 
 
 class TimeEntryRepository:
@@ -164,24 +189,34 @@ class TimeEntryRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
 
-    async def advisory_locks(self, keys: Iterable[tuple[int, int]], *, shared: bool = False) -> None:
-        """Take transaction-scoped advisory locks in one round trip, in a fixed order.
+    async def advisory_locks(
+        self, keys: Iterable[tuple[int, int]], *, shared: Iterable[tuple[int, int]] = ()
+    ) -> None:
+        """Take transaction-scoped advisory locks (keys exclusive, shared ones shared) in one
+        round trip, in a fixed order.
 
         Every writer takes its keys sorted, so two transactions never wait on each other in a
-        cycle.
+        cycle; legal-entity keys sort last, and a lock being set takes only its own.
         """
-        ordered = sorted(set(keys))
+        wanted = {(n, k): False for n, k in keys}
+        for key in shared:
+            wanted.setdefault(key, True)
+        ordered = sorted(wanted)
         if not ordered:
             return
-        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        await self._conn.exec_driver_sql(
-            # unnest yields the arrays in order, so the locks are taken in the sorted order.
-            f"SELECT {fn}(n, k) FROM unnest($1::int[], $2::int[]) AS t(n, k)",
-            ([n for n, _ in ordered], [k for _, k in ordered]),
+        conn = await driver(self._conn)
+        # unnest yields the arrays in order, so the locks are taken in the sorted order.
+        await conn.fetch(
+            "SELECT CASE WHEN s THEN pg_advisory_xact_lock_shared(n, k) ELSE pg_advisory_xact_lock(n, k) END "
+            "FROM unnest($1::int[], $2::int[], $3::bool[]) AS t(n, k, s)",
+            [n for n, _ in ordered],
+            [k for _, k in ordered],
+            [wanted[key] for key in ordered],
         )
 
     async def add_all(self, entries: Sequence[TimeEntry]) -> None:
-        """Insert new entries with one COPY (a batch of a thousand is the hot path of ingest)."""
+        """Insert new entries: COPY for a batch (the hot path of ingest), a prepared INSERT for
+        a few."""
         if not entries:
             return
         records = []
@@ -189,12 +224,13 @@ class TimeEntryRepository:
             row = _row(entry)
             row["violations"] = json.dumps(row["violations"])
             records.append(tuple(row.get(column) for column in _COLUMNS))
-        raw = await self._conn.get_raw_connection()
-        # The driver's own connection, inside this unit of work's transaction.
-        driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(
-            time_entries.name, schema_name=SCHEMA, columns=_COLUMNS, records=records
-        )
+        conn = await driver(self._conn)
+        if len(records) >= COPY_FROM:
+            await conn.copy_records_to_table(
+                time_entries.name, schema_name=SCHEMA, columns=_COLUMNS, records=records
+            )
+        else:
+            await conn.executemany(_INSERT, records)
 
     async def replace(self, entry: TimeEntry) -> None:
         """Overwrite an entry (a rejected one resubmitted under its external_ref)."""
@@ -292,57 +328,49 @@ class TimeEntryRepository:
         rows = await self._conn.execute(query)
         return {row.id: _entry(row) for row in rows}
 
-    async def by_external_refs(self, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], TimeEntry]:
-        """The entry each reference names, locked so concurrent resubmissions serialize.
+    async def existing(
+        self, refs: Iterable[tuple[str, str]], days: Iterable[tuple[str, dt.date]]
+    ) -> tuple[dict[tuple[str, str], TimeEntry], dict[tuple[str, dt.date], list[TimeEntry]]]:
+        """What a submission must see, in one round trip (take the advisory locks first):
 
-        That is the live entry when there is one; a reference whose entry was reversed without a
-        replacement still names it, so resending the old record cannot bring the time back.
+        * the entry each external reference names, locked so concurrent resubmissions
+          serialize: the live entry when there is one, else the latest reversed one (a
+          reference whose entry was reversed without a replacement still names it, so resending
+          the old record cannot bring the time back);
+        * the live entries per (consultant, day), oldest first, for the daily limit and the
+          duplicate flag. Reversals are left out and reversed entries are not live, so a
+          corrected day counts once.
         """
-        wanted = list(set(refs))
-        if not wanted:
-            return {}
-        rows = (
-            await self._conn.execute(
-                _by_pairs("external_ref_system", "external_ref_id", "text", wanted, lock=True)
-            )
-        ).all()
-        # The live entry first, else the latest reversed one.
-        rows = sorted(
-            rows, key=lambda row: (row.status == str(Status.REVERSED), -row.create_time.timestamp())
+        ref_list = sorted(set(refs))
+        day_list = sorted(set(days))
+        if not ref_list and not day_list:
+            return {}, {}
+        conn = await driver(self._conn)
+        rows = await conn.fetch(
+            _EXISTING,
+            [s for s, _ in ref_list],
+            [i for _, i in ref_list],
+            [c for c, _ in day_list],
+            [d for _, d in day_list],
         )
-        found: dict[tuple[str, str], TimeEntry] = {}
-        for row in rows:
-            found.setdefault((row.external_ref_system, row.external_ref_id), _entry(row))
-        return found
+        named: dict[tuple[str, str], TimeEntry] = {}
+        same_day: dict[tuple[str, dt.date], list[TimeEntry]] = {}
+        ref_rows = sorted(
+            (r for r in rows if r["why"] == "ref"),
+            key=lambda r: (r["status"] == str(Status.REVERSED), -r["create_time"].timestamp()),
+        )
+        for row in ref_rows:
+            named.setdefault((row["external_ref_system"], row["external_ref_id"]), _entry(row))
+        for row in sorted(
+            (r for r in rows if r["why"] == "day"), key=lambda r: (r["create_time"], str(r["id"]))
+        ):
+            same_day.setdefault((row["consultant_id"], row["work_date"]), []).append(_entry(row))
+        return named, same_day
 
-    async def same_day(
-        self, keys: Iterable[tuple[str, dt.date]]
-    ) -> dict[tuple[str, dt.date], list[TimeEntry]]:
-        """Live entries per (consultant, day): what the daily limit and the duplicate check read.
-
-        Reversals are left out and reversed entries are not live, so a corrected day counts
-        once.
-        """
-        wanted = list(set(keys))
-        if not wanted:
-            return {}
-        counted = ", ".join(f"'{s}'" for s in COUNTED)
-        rows = (
-            await self._conn.execute(
-                _by_pairs(
-                    "consultant_id",
-                    "work_date",
-                    "date",
-                    wanted,
-                    where=f"AND t.status IN ({counted}) AND t.reverses_id = ''",
-                )
-            )
-        ).all()
-        rows = sorted(rows, key=lambda row: (row.create_time, row.id))
-        out: dict[tuple[str, dt.date], list[TimeEntry]] = {}
-        for row in rows:
-            out.setdefault((row.consultant_id, row.work_date), []).append(_entry(row))
-        return out
+    async def by_external_refs(self, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], TimeEntry]:
+        """The entry each reference names, locked (see existing)."""
+        named, _ = await self.existing(refs, ())
+        return named
 
     async def page(
         self, filters: Mapping[str, Any], after: tuple[dt.date, str] | None, limit: int
@@ -401,16 +429,17 @@ class TimeEntryRepository:
 
 
 def _lock(row: Any) -> PeriodLock:
+    m = row._mapping if hasattr(row, "_mapping") else row
     return PeriodLock(
-        id=row.id,
-        legal_entity_id=row.legal_entity_id,
-        locked_through=row.locked_through,
-        reason=row.reason,
-        locked_by_id=row.locked_by_id,
-        create_time=row.create_time,
-        reopened_by_id=row.reopened_by_id,
-        reopen_reason=row.reopen_reason,
-        reopen_time=row.reopen_time,
+        id=str(m["id"]),
+        legal_entity_id=m["legal_entity_id"],
+        locked_through=m["locked_through"],
+        reason=m["reason"],
+        locked_by_id=m["locked_by_id"],
+        create_time=m["create_time"],
+        reopened_by_id=m["reopened_by_id"],
+        reopen_reason=m["reopen_reason"],
+        reopen_time=m["reopen_time"],
     )
 
 
@@ -453,20 +482,18 @@ class PeriodLockRepository:
         return _lock(row) if row is not None else None
 
     async def latest_active(self, legal_entity_ids: Iterable[str]) -> dict[str, PeriodLock]:
-        """Per legal entity, the lock in force that reaches furthest."""
-        wanted = list(set(legal_entity_ids))
+        """Per legal entity, the lock in force that reaches furthest (every submission asks)."""
+        wanted = sorted(set(legal_entity_ids))
         if not wanted:
             return {}
-        t = period_locks
-        rows = await self._conn.execute(
-            sa.select(t)
-            .where(t.c.legal_entity_id.in_(wanted), t.c.reopen_time.is_(None))
-            .order_by(t.c.legal_entity_id, t.c.locked_through.desc(), t.c.create_time.desc())
+        conn = await driver(self._conn)
+        rows = await conn.fetch(
+            f"SELECT DISTINCT ON (legal_entity_id) * FROM {SCHEMA}.{period_locks.name} "
+            "WHERE legal_entity_id = ANY($1::text[]) AND reopen_time IS NULL "
+            "ORDER BY legal_entity_id, locked_through DESC, create_time DESC",
+            wanted,
         )
-        out: dict[str, PeriodLock] = {}
-        for row in rows:
-            out.setdefault(row.legal_entity_id, _lock(row))
-        return out
+        return {row["legal_entity_id"]: _lock(row) for row in rows}
 
     async def page(
         self, legal_entity_id: str, after: tuple[dt.datetime, str] | None, limit: int

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -77,6 +77,10 @@ class Correction:
     replacement: TimeEntry | None
 
 
+def _entity_keys(legal_entity_ids: Iterable[str]) -> list[tuple[int, int]]:
+    return [lock_key(LEGAL_ENTITY, le) for le in legal_entity_ids]
+
+
 def _day_keys(subs: Sequence[Submission]) -> list[tuple[int, int]]:
     # Submissions for the same consultant-day serialize, so two cannot both pass the daily
     # limit; those for the same external_ref too, so two cannot both claim it.
@@ -122,9 +126,14 @@ class Timekeeping:
         now = self._clock()
         results: list[SubmitResult | None] = [None] * len(submissions)
         async with self._uow() as uow:
-            await uow.entries.advisory_locks(_day_keys(submissions))
+            await uow.facts.load(submissions)
+            legal_entities = self._legal_entities(uow, submissions)
+            await uow.entries.advisory_locks(_day_keys(submissions), shared=_entity_keys(legal_entities))
             refs = [s.external_ref for s in submissions if s.external_ref]
-            existing = await uow.entries.by_external_refs(refs)
+            existing, same_day = await uow.entries.existing(
+                refs, [(s.consultant_id, s.work_date) for s in submissions]
+            )
+            locked = await self._locked_through(uow, legal_entities)
             to_validate: list[tuple[int, Submission, TimeEntry | None]] = []
             claimed: dict[tuple[str, str], int] = {}
             # A row repeating an earlier row's external_ref in the same batch: (first row, conflict?).
@@ -148,7 +157,9 @@ class Timekeeping:
                     continue
                 to_validate.append((i, sub, prior))
 
-            validated = await self._validate(uow, [(sub, prior) for _, sub, prior in to_validate], now)
+            validated = self._evaluate(
+                uow, [(sub, prior) for _, sub, prior in to_validate], same_day, locked, now
+            )
             new: list[TimeEntry] = []
             for (i, _, prior), entry in zip(to_validate, validated, strict=True):
                 wire = to_proto(entry)
@@ -169,42 +180,29 @@ class Timekeeping:
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
-    async def _validate(
+    def _evaluate(
         self,
         uow: TimekeepingUnitOfWork,
         items: Sequence[tuple[Submission, TimeEntry | None]],
+        same_day: dict[tuple[str, dt.date], list[TimeEntry]],
+        locked: Mapping[str, dt.date],
         now: dt.datetime,
     ) -> list[TimeEntry]:
-        """Evaluate submissions in order against master data and what is already recorded.
+        """Evaluate submissions in order against the loaded facts and what is already recorded.
 
         Nothing is written here. Each valid entry counts towards its day (and may be the
         duplicate of) the ones after it in the same batch.
         """
-        if not items:
-            return []
-        subs = [sub for sub, _ in items]
-        projects = await uow.facts.projects({s.project_id for s in subs})
-        consultants = await uow.facts.consultants({s.consultant_id for s in subs})
-        locked = await self._locked_through(uow, {c.legal_entity_id for c in consultants.values()})
-        await uow.facts.preload(
-            {
-                (s.project_id, s.consultant_id)
-                for s in subs
-                if s.project_id in projects and s.consultant_id in consultants
-            }
-        )
-        same_day = await uow.entries.same_day({(s.consultant_id, s.work_date) for s in subs})
         out: list[TimeEntry] = []
         for sub, prior in items:
-            project = projects.get(sub.project_id)
-            consultant = consultants.get(sub.consultant_id)
-            known = project is not None and consultant is not None
+            project = uow.facts.project(sub.project_id)
+            consultant = uow.facts.consultant(sub.consultant_id)
             day = same_day.setdefault((sub.consultant_id, sub.work_date), [])
             facts = Facts(
                 project=project,
                 consultant=consultant,
-                assignments=await uow.facts.assignments(sub.project_id, sub.consultant_id) if known else (),
-                pricing=await uow.facts.pricing(sub.project_id) if project is not None else None,
+                assignments=uow.facts.assignments(sub.project_id, sub.consultant_id),
+                pricing=uow.facts.pricing(sub.project_id),
                 locked_through=locked.get(consultant.legal_entity_id) if consultant else None,
                 hours_already_on_day=sum((e.submission.hours for e in day), Decimal(0)),
                 today=now.date(),
@@ -236,12 +234,17 @@ class Timekeeping:
             out.append(entry)
         return out
 
+    @staticmethod
+    def _legal_entities(uow: TimekeepingUnitOfWork, subs: Iterable[Submission]) -> set[str]:
+        # A period lock covers the consultants a legal entity employs.
+        return {c.legal_entity_id for s in subs if (c := uow.facts.consultant(s.consultant_id)) is not None}
+
+    @staticmethod
     async def _locked_through(
-        self, uow: TimekeepingUnitOfWork, legal_entity_ids: Collection[str]
+        uow: TimekeepingUnitOfWork, legal_entity_ids: Collection[str]
     ) -> dict[str, dt.date]:
-        # Shared locks: submissions run side by side, but a lock being set or reopened for the
-        # legal entity waits for them (and they for it), so none slips past a new lock.
-        await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, le) for le in legal_entity_ids], shared=True)
+        # Read under the legal entities' shared advisory locks: submissions run side by side,
+        # but a lock being set or reopened waits for them (and they for it), so none slips past.
         latest = await uow.locks.latest_active(legal_entity_ids)
         return {le: lock.locked_through for le, lock in latest.items()}
 
@@ -349,30 +352,34 @@ class Timekeeping:
         """
         _require_reason(reason, "a reversal needs a reason")
         now = self._clock()
+        subs = [replacement] if replacement is not None else []
         async with self._uow() as uow:
             peek = await uow.entries.get(entry_id)
             if peek is None:
                 raise NotFound(f"no time entry with id {entry_id!r}", reason="NOT_FOUND")
+            await uow.facts.load(subs)
+            owners = await uow.facts.consultants({peek.submission.consultant_id})
+            owner = owners.get(peek.submission.consultant_id)
+            original_entity = owner.legal_entity_id if owner else peek.legal_entity_id
+            entities = {original_entity, *self._legal_entities(uow, subs)}
             # The same lock order as a submission: advisory locks first, then rows.
-            await uow.entries.advisory_locks(_day_keys([replacement]) if replacement else [])
+            await uow.entries.advisory_locks(_day_keys(subs), shared=_entity_keys(entities))
             original = await self._get_for_update(uow, entry_id)
             acting_for = await self._acting_for(uow, actor_id, original.approver_id, now)
             reversal = original.reverse(actor_id, reason, str(uuid.uuid4()), now, acting_for)
-            consultants = await uow.facts.consultants({original.submission.consultant_id})
-            consultant = consultants.get(original.submission.consultant_id)
-            legal_entity = consultant.legal_entity_id if consultant else original.legal_entity_id
-            locked = (await self._locked_through(uow, {legal_entity})).get(legal_entity)
-            if locked is not None and original.submission.work_date <= locked:
+            locked = await self._locked_through(uow, entities)
+            through = locked.get(original_entity)
+            if through is not None and original.submission.work_date <= through:
                 raise FailedPrecondition(
-                    f"time up to {locked} is locked for the legal entity; reopen the period to reverse "
-                    f"an entry of {original.submission.work_date}",
+                    f"time up to {through} is locked for the legal entity; reopen the period to "
+                    f"reverse an entry of {original.submission.work_date}",
                     reason="PERIOD_LOCKED",
                 )
             await uow.entries.save(original, now)
             await uow.entries.add_all([reversal])
             corrected = None
             if replacement is not None:
-                corrected = await self._replacement(uow, original, replacement, now)
+                corrected = await self._replacement(uow, original, replacement, locked, now)
                 await uow.entries.add_all([corrected])
                 uow.events.add(entry_event("submitted", corrected))
             uow.events.add(reversed_event(original, reversal, corrected))
@@ -380,17 +387,25 @@ class Timekeeping:
         return Correction(original, reversal, corrected)
 
     async def _replacement(
-        self, uow: TimekeepingUnitOfWork, original: TimeEntry, sub: Submission, now: dt.datetime
+        self,
+        uow: TimekeepingUnitOfWork,
+        original: TimeEntry,
+        sub: Submission,
+        locked: Mapping[str, dt.date],
+        now: dt.datetime,
     ) -> TimeEntry:
+        # Read after the original is saved REVERSED, so its hours no longer count on the day.
+        named, same_day = await uow.entries.existing(
+            [sub.external_ref] if sub.external_ref else [], [(sub.consultant_id, sub.work_date)]
+        )
         if sub.external_ref and sub.external_ref != original.submission.external_ref:
-            holder = (await uow.entries.by_external_refs([sub.external_ref])).get(sub.external_ref)
+            holder = named.get(sub.external_ref)
             if holder is not None:
                 raise AlreadyExists(
                     f"external_ref {sub.external_ref} already names time entry {holder.id}",
                     reason="EXTERNAL_REF_CONFLICT",
                 )
-        # Evaluated after the original is saved REVERSED, so its hours no longer count on the day.
-        (entry,) = await self._validate(uow, [(sub, None)], now)
+        (entry,) = self._evaluate(uow, [(sub, None)], same_day, locked, now)
         if entry.status is Status.REJECTED:
             raise InvalidArgument(
                 "the replacement breaks the rules; nothing was reversed",
