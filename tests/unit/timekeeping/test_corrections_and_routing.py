@@ -130,3 +130,11 @@ def test_a_new_delegation_reports_every_problem() -> None:
     assert codes == ["SELF_DELEGATION", "INVALID_RANGE"]
     past = check_delegation("boss", "deputy", dt.date(2026, 11, 1), dt.date(2026, 11, 24), today)
     assert [v.code for v in past] == ["IN_THE_PAST"]
+
+
+def test_a_rejected_entry_is_not_pending_for_anyone() -> None:
+    entry = pending()
+    entry.status, entry.approver_id = Status.REJECTED, ""
+    with pytest.raises(FailedPrecondition) as refused:
+        entry.approve("boss", NOW)
+    assert refused.value.reason == "NOT_PENDING"

@@ -185,6 +185,12 @@ class TimeEntry:
 
     def _authorize(self, actor_id: str, acting_for: Collection[str]) -> None:
         """The approver of record, or a delegate acting for them; never the consultant themselves."""
+        if self.status is Status.REJECTED:
+            # Never routed, so nobody is its approver: say what is wrong with it instead.
+            raise FailedPrecondition(
+                "a rejected entry was never routed for approval; correct and resubmit it",
+                reason="NOT_PENDING",
+            )
         if actor_id and actor_id == self.submission.consultant_id:
             raise PermissionDenied(
                 f"{actor_id} recorded this time and cannot decide on it", reason="SELF_APPROVAL"
