@@ -55,7 +55,7 @@ def _is_uuid(value: str) -> bool:
 async def driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under a SQLAlchemy one, inside the same transaction."""
     raw = await conn.get_raw_connection()
-    connection = raw.driver_connection
+    connection: Any = raw.driver_connection
     if not connection.is_in_transaction():
         # SQLAlchemy sends BEGIN lazily, with its first statement: make that happen now, or
         # what goes straight to the driver would run (and commit) on its own.
@@ -108,6 +108,14 @@ def _row(entry: TimeEntry) -> dict[str, Any]:
         "create_time": entry.create_time,
         "update_time": entry.update_time,
     }
+
+
+def _record(entry: TimeEntry) -> tuple[Any, ...]:
+    """The entry as a tuple in _COLUMNS order, JSON as text: what COPY and the prepared INSERT take."""
+    row = _row(entry)
+    violations = row["violations"]
+    row["violations"] = json.dumps(violations) if violations else "[]"
+    return tuple(row.get(column) for column in _COLUMNS)
 
 
 def _entry(row: Any) -> TimeEntry:
@@ -219,11 +227,7 @@ class TimeEntryRepository:
         a few."""
         if not entries:
             return
-        records = []
-        for entry in entries:
-            row = _row(entry)
-            row["violations"] = json.dumps(row["violations"])
-            records.append(tuple(row.get(column) for column in _COLUMNS))
+        records = [_record(entry) for entry in entries]
         conn = await driver(self._conn)
         if len(records) >= COPY_FROM:
             await conn.copy_records_to_table(
