@@ -128,7 +128,7 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         end = self._read()
         used = {k: end.get(k, 0.0) - v for k, v in self._start.items()}
-        used["(whole machine, every user)"] = _machine_busy() - self._machine_start
+        used[MACHINE] = _machine_busy() - self._machine_start
         return used
 
 
@@ -148,11 +148,24 @@ def _machine_busy() -> float:
     return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+MACHINE = "(whole machine, every user)"
+
+
 def cpu_report(used: dict[str, float], elapsed: float) -> str:
     parts = [
         f"{name} {seconds / elapsed:.0%}" for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
     ]
     return "CPU (share of one core over the run): " + ", ".join(parts)
+
+
+def stack_share(used: dict[str, float], elapsed: float) -> float:
+    """How many cores the system under test (services, gateway, PostgreSQL, NATS) used on average."""
+    return sum(v for k, v in used.items() if k != MACHINE) / elapsed
+
+
+def others_share(used: dict[str, float], elapsed: float) -> float:
+    """How many cores everything else on the machine used meanwhile (other users' work)."""
+    return max(0.0, used.get(MACHINE, 0.0) / elapsed - stack_share(used, elapsed))
 
 
 def start_stack(s: Servers, log_dir: Path) -> Stack:

@@ -37,9 +37,11 @@ from timekeeping_common import (
     build_firm,
     cpu_report,
     entries,
+    others_share,
     raw_executemany_rate,
     say,
     servers,
+    stack_share,
     start_stack,
     summary_ms,
     wait_for_projection,
@@ -115,6 +117,12 @@ async def ingest(s: Servers, stack: Stack, args: argparse.Namespace) -> None:
     say(
         f"ingest rate: {rate:,.0f} entries/s (target >= {TARGET:,.0f}) -> "
         f"{'PASS' if rate >= TARGET else 'FAIL'}"
+    )
+    cores, others = stack_share(cpu, elapsed), others_share(cpu, elapsed)
+    say(
+        f"machine share: the system under test used {cores:.2f} cores on average, other users' work "
+        f"{others:.2f}; at the same CPU cost per entry, 2 idle cores would give "
+        f"~{rate * 2 / cores:,.0f} entries/s (a projection, not a measurement)"
     )
     say(f"raw limit: asyncpg executemany {raw:,.0f} rows/s into an unindexed copy of time_entries")
     say(f"ratio: ingest is {rate / raw:.1%} of the raw insert rate ({raw / rate:.1f}x slower)")

@@ -36,9 +36,11 @@ from timekeeping_common import (
     Servers,
     build_firm,
     cpu_report,
+    others_share,
     percentile,
     say,
     servers,
+    stack_share,
     start_stack,
     summary_ms,
     wait_for_projection,
@@ -237,6 +239,8 @@ def run(args: argparse.Namespace) -> None:
         f"generator lag (send - scheduled): p99 {percentile([x * 1000 for x in result['lag']], 99):.1f} ms",
         f"latency from scheduled send: {summary_ms(latencies)}",
         cpu_report(cpu, wall),
+        f"machine share: the system under test used {stack_share(cpu, wall):.2f} cores on average "
+        f"(the load generator not included), other work on the machine {others_share(cpu, wall):.2f}",
         f"p99 {p99:.1f} ms (target < {TARGET_P99_MS:g} ms) -> {'PASS' if p99 < TARGET_P99_MS else 'FAIL'}",
         f"raw floor: one-row INSERT + COMMIT through asyncpg, sequential: {summary_ms(raw)}",
     )
