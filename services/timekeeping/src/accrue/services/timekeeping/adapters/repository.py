@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -115,7 +116,8 @@ def _record(entry: TimeEntry) -> tuple[Any, ...]:
     row = _row(entry)
     violations = row["violations"]
     row["violations"] = json.dumps(violations) if violations else "[]"
-    return tuple(row.get(column) for column in _COLUMNS)
+    row["escalation_checked_time"] = None
+    return _in_column_order(row)  # type: ignore[no-any-return]
 
 
 def _entry(row: Any) -> TimeEntry:
@@ -164,6 +166,7 @@ def _entry(row: Any) -> TimeEntry:
 
 
 _COLUMNS = tuple(column.name for column in time_entries.columns)
+_in_column_order = operator.itemgetter(*_COLUMNS)
 _TABLE = f"{SCHEMA}.{time_entries.name}"
 _INSERT = (
     f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "

@@ -54,7 +54,7 @@ class Submission:
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)
 class TimeEntry:
     """A submitted entry with the facts validation resolved from master data."""
 
