@@ -279,7 +279,14 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
         through = v.date("locked_through", lock.locked_through)
         v.raise_if_any("the period lock is invalid")
         assert through is not None
-        stored = await self.app.lock_period(lock.legal_entity_id, through, lock.reason, lock.locked_by_id)
+        # Who closes the period is optional until tokens carry identity; named, it goes through
+        # the same seam as every other actor.
+        actor = (
+            acting_principal(context, lock.locked_by_id, "period_lock.locked_by_id").subject
+            if lock.locked_by_id
+            else ""
+        )
+        stored = await self.app.lock_period(lock.legal_entity_id, through, lock.reason, actor)
         return api.CreatePeriodLockResponse(period_lock=lock_to_proto(stored))
 
     async def GetPeriodLock(
