@@ -62,7 +62,9 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     backbone = await Backbone.connect(settings.nats_url, "timekeeping", replicas=settings.stream_replicas)
     app = build_app(engine, reader, settings, masterdata_replay(backbone.js))
     servicer = TimekeepingServicer(app)
-    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    # Single submissions commit a few hundred times a second, each with one event: gathering a
+    # burst for up to 20 ms makes one relay transaction of it instead of one each.
+    relay = backbone.relay(engine, tables.outbox, settings.database_url, coalesce=0.02)
     md_consumer = ConsumerRunner(
         backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()
     )
