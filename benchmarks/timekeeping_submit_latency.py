@@ -54,6 +54,10 @@ TARGET_P99_MS = 50.0
 # -- the load generator (its own process) -------------------------------------------------------
 
 
+class _Closed(Exception):
+    """The server had closed the connection."""
+
+
 class HttpPool:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams.
 
@@ -70,22 +74,37 @@ class HttpPool:
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await asyncio.open_connection(self._host, self._port)
-            reader, writer = conn
-            writer.write(
+            request = (
                 f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            payload = await reader.readexactly(length)
-            self._idle.append(conn)
-            return int(status_line.split()[1]), payload
+            if self._idle:
+                reader, writer = self._idle.pop()
+                try:
+                    return await self._exchange(reader, writer, request)
+                except (ConnectionError, asyncio.IncompleteReadError, _Closed):
+                    # The server closed an idle keep-alive connection before reading this
+                    # request (uvicorn does after a few seconds): nothing was sent, send again.
+                    writer.close()
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            return await self._exchange(reader, writer, request)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(request)
+        status_line = await reader.readline()
+        if not status_line:
+            raise _Closed
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        payload = await reader.readexactly(length)
+        self._idle.append((reader, writer))
+        return int(status_line.split()[1]), payload
 
     async def close(self) -> None:
         for _, writer in self._idle:
