@@ -353,7 +353,11 @@ async def test_a_batch_decision_answers_each_entry_on_its_own(boot: Any) -> None
         return len(await w.events.of("approved")) == 2 and len(await w.events.of("declined")) == 1
 
     await eventually(settled)
-    assert sorted(e.time_entry.id for e in await w.events.of("approved")) == sorted([mine[0].id, mine[1].id])
+    published = {e.time_entry.id: e.time_entry for e in await w.events.of("approved")}
+    assert sorted(published) == sorted([mine[0].id, mine[1].id])
+    for entry_id, as_published in published.items():
+        stored = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=entry_id))).time_entry
+        assert (as_published.status, as_published.etag) == (APPROVED, stored.etag)
 
 
 async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: Any) -> None:
@@ -382,6 +386,7 @@ async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: An
         f["lead"].id,
         1,
     )
+    assert (event.time_entry.approver_id, event.time_entry.etag) == (f["director"].id, got.etag)
     # The level cap holds: it stays with the director however long it waits.
     await asyncio.sleep(1.5)
     assert len(await w.events.of("escalated")) == 1

@@ -317,9 +317,11 @@ class Timekeeping:
                     continue
                 if done:
                     changed[entry.id] = entry
-                    uow.events.add(entry_event("approved" if decline_reason is None else "declined", entry))
                 out.append(Decision(entry_id, entry))
+            # Saved first, so each event carries the entry's new version.
             await uow.entries.save_many(list(changed.values()), now)
+            for entry in changed.values():
+                uow.events.add(entry_event("approved" if decline_reason is None else "declined", entry))
             await uow.commit()
         return out
 
@@ -430,17 +432,18 @@ class Timekeeping:
                 return 0
             managers = await self._managers_above(uow, {e.approver_id for e in due})
             stuck: list[str] = []
-            moved: list[TimeEntry] = []
+            moved: list[tuple[TimeEntry, str]] = []
             for entry in due:
                 chain = _chain(entry.approver_id, managers)
                 target = escalation_target(entry.approver_id, entry.submission.consultant_id, chain)
                 if target is None:
                     stuck.append(entry.id)
                     continue
-                previous = entry.escalate(target, now)
-                moved.append(entry)
+                moved.append((entry, entry.escalate(target, now)))
+            # Saved first, so each event carries the entry's new version.
+            await uow.entries.save_many([entry for entry, _ in moved], now)
+            for entry, previous in moved:
                 uow.events.add(escalated_event(entry, previous))
-            await uow.entries.save_many(moved, now)
             await uow.entries.mark_escalation_checked(stuck, now)
             await uow.commit()
         if stuck:
