@@ -21,11 +21,13 @@ from accrue.events.v1 import time_events_pb2 as tev
 from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.mdprojection import MasterDataReader
 from accrue.runtime.server import RunningService
-from accrue.services.timekeeping.adapters.tables import SCHEMA
+from accrue.services.timekeeping.adapters.tables import SCHEMA, md_projection
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
 from accrue.services.timekeeping.bootstrap import MIGRATIONS
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
+from accrue.services.timekeeping.service_layer.handlers import Timekeeping
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as tka
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc as tkg
@@ -81,6 +83,7 @@ class World:
     def __init__(self, mdstub: Any, tkstub: Any, timekeeping: RunningService, events: Events) -> None:
         self.md, self.tk, self.timekeeping, self.events = mdstub, tkstub, timekeeping, events
         self.f: dict[str, Any] = {}
+        self.masterdata_address = ""
 
 
 @pytest.fixture
@@ -105,6 +108,7 @@ async def boot(
             timekeeping,
             Events(nats_url),
         )
+        w.masterdata_address = f"127.0.0.1:{masterdata.grpc_port}"
         f = await build_firm(w.md)
 
         async def consultant(code: str, manager: str = "") -> Any:
@@ -691,3 +695,42 @@ async def test_what_goes_straight_to_the_driver_is_inside_the_unit_of_work(datab
             assert await conn.scalar(sa.text("SELECT count(*) FROM timekeeping.time_entries")) == 60
     finally:
         await engine.dispose()
+
+
+async def test_replicas_sweeping_at_once_escalate_each_entry_once(boot: Any, database_url: str) -> None:
+    w = await boot()
+    waiting = [await submit(w, entry(w, f"2026-11-{d:02d}", "1", project="p2")) for d in range(2, 22)]
+    assert {e.approver_id for e in waiting} == {w.f["lead"].id}
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    replicas = []
+    channels = []
+    for _ in range(2):  # two replicas: their own engine, their own master-data channel
+        engine = create_engine(database_url)
+        channel = grpc.aio.insecure_channel(w.masterdata_address)
+        channels.append((engine, channel))
+        reader = MasterDataReader(mdg.MasterDataServiceStub(channel), md_projection)
+        replicas.append(
+            Timekeeping(
+                lambda engine=engine, reader=reader: TimekeepingUnitOfWork(engine, reader),
+                approval_sla=dt.timedelta(hours=48),
+                clock=lambda: later,
+            )
+        )
+    try:
+        # Small sweeps racing each other until nothing is due.
+        while sum(await asyncio.gather(*(r.escalate_due(limit=3) for r in replicas))):
+            pass
+    finally:
+        for engine, channel in channels:
+            await channel.close()
+            await engine.dispose()
+    for e in waiting:
+        got = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=e.id))).time_entry
+        assert (got.approver_id, got.escalation_level) == (w.f["director"].id, 1)
+
+    async def all_published() -> bool:
+        return len(await w.events.of("escalated")) >= len(waiting)
+
+    await eventually(all_published)
+    await asyncio.sleep(0.3)
+    assert sorted(e.time_entry.id for e in await w.events.of("escalated")) == sorted(e.id for e in waiting)
