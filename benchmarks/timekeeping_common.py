@@ -396,3 +396,31 @@ def summary_ms(latencies: Sequence[float]) -> str:
         f"p50 {percentile(ms, 50):.1f} ms, p90 {percentile(ms, 90):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
         f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms"
     )
+
+
+def histogram(metrics_url: str, name: str, match: dict[str, str]) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound -> count) of one Prometheus histogram series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=10).text
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != f"{name}_bucket":
+                continue
+            labels = sample.labels
+            if all(labels.get(k) == v for k, v in match.items()):
+                out[float(labels["le"])] = out.get(float(labels["le"]), 0.0) + sample.value
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
+    """The bucket bound under which a q share of the observations between two scrapes fell."""
+    bounds = sorted(after)
+    deltas = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not deltas or deltas[-1] <= 0:
+        return "n/a"
+    for bound, cumulative in zip(bounds, deltas, strict=True):
+        if cumulative >= q * deltas[-1]:
+            return "> 10 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+    return "n/a"

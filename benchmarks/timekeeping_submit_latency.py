@@ -34,8 +34,10 @@ from timekeeping_common import (
     CpuMeter,
     Firm,
     Servers,
+    bucket_quantile,
     build_firm,
     cpu_report,
+    histogram,
     others_share,
     percentile,
     say,
@@ -217,6 +219,10 @@ def run(args: argparse.Namespace) -> None:
             bodies = asyncio.run(prepare(s, stack, count, args.consultants))
             bodies_path, out_path = Path(logs) / "bodies.json", Path(logs) / "result.json"
             bodies_path.write_text(json.dumps(bodies))
+            handler = ("grpc_server_handling_seconds", {"grpc_method": "SubmitTimeEntry"})
+            http = ("http_request_duration_seconds", {"method": "POST", "route": "/v1/time-entries"})
+            handler_before = histogram(stack.metrics_url("timekeeping"), *handler)
+            http_before = histogram(stack.metrics_url("gateway"), *http)
             meter = CpuMeter(s, stack)
             meter.start()
             started = time.perf_counter()
@@ -240,6 +246,8 @@ def run(args: argparse.Namespace) -> None:
             )
             cpu = meter.stop()
             wall = time.perf_counter() - started
+            handler_after = histogram(stack.metrics_url("timekeeping"), *handler)
+            http_after = histogram(stack.metrics_url("gateway"), *http)
             result = json.loads(out_path.read_text())
             raw = asyncio.run(raw_insert_latencies(s.database_url, 2000))
         except BaseException:
@@ -257,6 +265,11 @@ def run(args: argparse.Namespace) -> None:
         f"{result['sent']} sent in {result['elapsed']:.1f} s; outcome {result['statuses']}",
         f"generator lag (send - scheduled): p99 {percentile([x * 1000 for x in result['lag']], 99):.1f} ms",
         f"latency from scheduled send: {summary_ms(latencies)}",
+        "inside (from the services' own histograms, bucket bounds): "
+        f"gateway request p50 {bucket_quantile(http_before, http_after, 0.5)}, "
+        f"p99 {bucket_quantile(http_before, http_after, 0.99)}; "
+        f"timekeeping handler p50 {bucket_quantile(handler_before, handler_after, 0.5)}, "
+        f"p99 {bucket_quantile(handler_before, handler_after, 0.99)}",
         cpu_report(cpu, wall),
         f"machine share: the system under test used {stack_share(cpu, wall):.2f} cores on average "
         f"(the load generator not included), other work on the machine {others_share(cpu, wall):.2f}",
