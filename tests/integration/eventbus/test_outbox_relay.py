@@ -165,3 +165,34 @@ async def test_stream_provisioning_is_idempotent(bus: tuple[AsyncEngine, JetStre
     info = await js.stream_info("TIME")
     assert info.config.subjects == ["time.>"]
     assert info.config.duplicate_window == 300
+
+
+async def test_a_coalescing_relay_sends_a_burst_of_commits_in_one_batch(
+    bus: tuple[AsyncEngine, JetStreamContext], database_url: str
+) -> None:
+    engine, js = bus
+    relay = OutboxRelay(
+        engine, outbox, js, listen_dsn=asyncpg_dsn(database_url), poll_interval=30, coalesce=0.5
+    )
+    batches: list[int] = []
+    publish = relay.publish_batch
+
+    async def counted() -> int:
+        n = await publish()
+        if n:
+            batches.append(n)
+        return n
+
+    relay.publish_batch = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)  # let it LISTEN and go idle
+    for i in range(5):  # five transactions 50 ms apart, five NOTIFYs, all within the window
+        async with WidgetUow(engine) as uow:
+            uow.events.add(approved(f"burst-{i}"))
+            await uow.commit()
+        await asyncio.sleep(0.05)
+    while await stream_messages(js) < 5:  # noqa: ASYNC110 - waiting for the relay
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert batches == [5]

@@ -11,7 +11,7 @@ from accrue.services.timekeeping.domain.masterdata import (
     PricingFacts,
     ProjectFacts,
 )
-from accrue.services.timekeeping.domain.model import Submission
+from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 from accrue.services.timekeeping.domain.rules import Facts, evaluate
 
 D = dt.date
@@ -108,3 +108,34 @@ def test_every_violation_is_reported_together() -> None:
 def test_fingerprint_ignores_how_hours_are_written() -> None:
     assert SUB.fingerprint() == replace(SUB, hours=Decimal("7.50")).fingerprint()
     assert SUB.fingerprint() != replace(SUB, notes="other").fingerprint()
+
+
+def _earlier(status: Status = Status.PENDING_APPROVAL, **changes: object) -> TimeEntry:
+    return TimeEntry("e0", replace(SUB, **changes), status)
+
+
+def test_an_identical_live_entry_on_the_day_is_flagged_not_rejected() -> None:
+    verdict = evaluate(replace(SUB, notes="  Work "), replace(FACTS, same_day=(_earlier(),)))
+    assert (verdict.violations, verdict.likely_duplicate_of_id) == ([], "e0")
+
+
+def test_different_hours_notes_or_a_dead_entry_is_no_duplicate() -> None:
+    for earlier in (
+        _earlier(hours=Decimal("7")),
+        _earlier(notes="other work"),
+        _earlier(project_id="p2"),
+        _earlier(Status.DECLINED),
+        _earlier(Status.REVERSED),
+        _earlier(Status.REJECTED),
+    ):
+        assert evaluate(SUB, replace(FACTS, same_day=(earlier,))).likely_duplicate_of_id == ""
+
+
+def test_deactivated_master_data_does_not_take_time() -> None:
+    assert codes(facts=replace(FACTS, project=replace(PROJECT, deactivated=True))) == ["PROJECT_NOT_ACTIVE"]
+    assert codes(facts=replace(FACTS, consultant=replace(CONSULTANT, deactivated=True))) == [
+        "CONSULTANT_NOT_ACTIVE"
+    ]
+    assert codes(facts=replace(FACTS, assignments=(replace(ASSIGNMENT, deactivated=True),))) == [
+        "NO_ASSIGNMENT"
+    ]

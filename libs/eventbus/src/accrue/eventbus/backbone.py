@@ -30,9 +30,12 @@ class Backbone:
         await ensure_streams(js, replicas=replicas)
         return cls(client, js)
 
-    def relay(self, engine: AsyncEngine, outbox: sa.Table, database_url: str) -> OutboxRelay:
-        """The outbox relay for a service's schema, woken by LISTEN/NOTIFY."""
-        return OutboxRelay(engine, outbox, self.js, listen_dsn=asyncpg_dsn(database_url))
+    def relay(
+        self, engine: AsyncEngine, outbox: sa.Table, database_url: str, *, coalesce: float = 0.0
+    ) -> OutboxRelay:
+        """The outbox relay for a service's schema, woken by LISTEN/NOTIFY (see OutboxRelay for
+        coalesce)."""
+        return OutboxRelay(engine, outbox, self.js, listen_dsn=asyncpg_dsn(database_url), coalesce=coalesce)
 
     async def close(self) -> None:
         """Flush outstanding acks, then disconnect.

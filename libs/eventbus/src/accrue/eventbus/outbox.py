@@ -147,6 +147,8 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         publish_timeout: float = 10.0,
         retention: dt.timedelta = dt.timedelta(days=7),
+        gauge_interval: float = 1.0,
+        coalesce: float = 0.0,
     ) -> None:
         self._engine = engine
         self._table = table
@@ -158,17 +160,26 @@ class OutboxRelay:
         self._retention = retention
         self._schema = table.schema or "public"
         self._wake = asyncio.Event()
+        # The backlog gauges cost a query of their own: refreshed at most this often, not after
+        # every batch (Prometheus scrapes every few seconds anyway).
+        self._gauge_interval = gauge_interval
+        # After a NOTIFY, wait this long so a burst of commits leaves in one batch rather than a
+        # transaction each (0: publish at once).
+        self._coalesce = coalesce
 
     async def run(self) -> None:
         """Relay until cancelled. Failures are logged and retried with backoff."""
         listener = await self._listen()
         backoff = 0.1
         last_purge = 0.0
+        last_gauges = 0.0
         try:
             while True:
                 try:
                     published = await self.publish_batch()
-                    await self._update_gauges()
+                    if time.monotonic() - last_gauges >= self._gauge_interval:
+                        await self._update_gauges()
+                        last_gauges = time.monotonic()
                     if time.monotonic() - last_purge > 3600:
                         await self.purge_published()
                         last_purge = time.monotonic()
@@ -190,6 +201,9 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
                 except TimeoutError:
                     pass
+                else:
+                    if self._coalesce > 0:
+                        await asyncio.sleep(self._coalesce)
         finally:
             if listener is not None and not listener.is_closed():
                 await listener.close()

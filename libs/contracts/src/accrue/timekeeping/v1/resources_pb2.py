@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accrue/timekeeping/v1/resources.proto\x12\x15\x61\x63\x63rue.timekeeping.v1\x1a\x1a\x61\x63\x63rue/type/v1/types.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x07\n\tTimeEntry\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x0c\x65xternal_ref\x18\x02 \x01(\x0b\x32\x1b.accrue.type.v1.ExternalRef\x12\x1b\n\rconsultant_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nproject_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11labor_category_id\x18\x05 \x01(\t\x12\x17\n\twork_date\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05hours\x18\x07 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x08\x62illable\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05notes\x18\t \x01(\t\x12<\n\x06status\x18\n \x01(\x0e\x32&.accrue.timekeeping.v1.TimeEntryStatusB\x04\xe2\x41\x01\x03\x12\x33\n\nviolations\x18\x0b \x03(\x0b\x32\x19.accrue.type.v1.ViolationB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x61pprover_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61pprove_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ninvoice_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flegal_entity_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x0findicative_rate\x18\x11 \x01(\x0b\x32\x15.accrue.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x64\x65\x63line_reason\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0breverses_id\x18\x13 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0ereversed_by_id\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0breplaces_id\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x65scalation_level\x18\x16 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12$\n\x16likely_duplicate_of_id\x18\x17 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18Z \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\\ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x0b\n\t_billable\"\xa2\x01\n\nPeriodLock\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flegal_entity_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0elocked_through\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xdc\x01\n\x0fTimeEntryStatus\x12!\n\x1dTIME_ENTRY_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTIME_ENTRY_STATUS_REJECTED\x10\x01\x12&\n\"TIME_ENTRY_STATUS_PENDING_APPROVAL\x10\x02\x12\x1e\n\x1aTIME_ENTRY_STATUS_APPROVED\x10\x03\x12\x1e\n\x1aTIME_ENTRY_STATUS_DECLINED\x10\x04\x12\x1e\n\x1aTIME_ENTRY_STATUS_REVERSED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accrue/timekeeping/v1/resources.proto\x12\x15\x61\x63\x63rue.timekeeping.v1\x1a\x1a\x61\x63\x63rue/type/v1/types.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x07\n\tTimeEntry\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x0c\x65xternal_ref\x18\x02 \x01(\x0b\x32\x1b.accrue.type.v1.ExternalRef\x12\x1b\n\rconsultant_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nproject_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11labor_category_id\x18\x05 \x01(\t\x12\x17\n\twork_date\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05hours\x18\x07 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x08\x62illable\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05notes\x18\t \x01(\t\x12<\n\x06status\x18\n \x01(\x0e\x32&.accrue.timekeeping.v1.TimeEntryStatusB\x04\xe2\x41\x01\x03\x12\x33\n\nviolations\x18\x0b \x03(\x0b\x32\x19.accrue.type.v1.ViolationB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x61pprover_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61pprove_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ninvoice_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flegal_entity_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x0findicative_rate\x18\x11 \x01(\x0b\x32\x15.accrue.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x64\x65\x63line_reason\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0breverses_id\x18\x13 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0ereversed_by_id\x18\x14 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0breplaces_id\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x65scalation_level\x18\x16 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12$\n\x16likely_duplicate_of_id\x18\x17 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rdecided_by_id\x18\x18 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0freversal_reason\x18\x19 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nqueue_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18Z \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\\ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x0b\n\t_billable\"\xc0\x02\n\nPeriodLock\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0flegal_entity_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0elocked_through\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0clocked_by_id\x18\x05 \x01(\t\x12\x14\n\x06\x61\x63tive\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0ereopened_by_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rreopen_reason\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0breopen_time\x18\\ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc1\x02\n\x12\x41pprovalDelegation\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64\x65legator_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65legate_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nstart_date\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65nd_date\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\x07revoked\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rrevoked_by_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\\ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xdc\x01\n\x0fTimeEntryStatus\x12!\n\x1dTIME_ENTRY_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTIME_ENTRY_STATUS_REJECTED\x10\x01\x12&\n\"TIME_ENTRY_STATUS_PENDING_APPROVAL\x10\x02\x12\x1e\n\x1aTIME_ENTRY_STATUS_APPROVED\x10\x03\x12\x1e\n\x1aTIME_ENTRY_STATUS_DECLINED\x10\x04\x12\x1e\n\x1aTIME_ENTRY_STATUS_REVERSED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -72,6 +72,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMEENTRY'].fields_by_name['escalation_level']._serialized_options = b'\342A\001\003'
   _globals['_TIMEENTRY'].fields_by_name['likely_duplicate_of_id']._loaded_options = None
   _globals['_TIMEENTRY'].fields_by_name['likely_duplicate_of_id']._serialized_options = b'\342A\001\003'
+  _globals['_TIMEENTRY'].fields_by_name['decided_by_id']._loaded_options = None
+  _globals['_TIMEENTRY'].fields_by_name['decided_by_id']._serialized_options = b'\342A\001\003'
+  _globals['_TIMEENTRY'].fields_by_name['reversal_reason']._loaded_options = None
+  _globals['_TIMEENTRY'].fields_by_name['reversal_reason']._serialized_options = b'\342A\001\003'
+  _globals['_TIMEENTRY'].fields_by_name['queue_time']._loaded_options = None
+  _globals['_TIMEENTRY'].fields_by_name['queue_time']._serialized_options = b'\342A\001\003'
   _globals['_TIMEENTRY'].fields_by_name['etag']._loaded_options = None
   _globals['_TIMEENTRY'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
   _globals['_TIMEENTRY'].fields_by_name['create_time']._loaded_options = None
@@ -84,12 +90,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERIODLOCK'].fields_by_name['legal_entity_id']._serialized_options = b'\342A\001\002'
   _globals['_PERIODLOCK'].fields_by_name['locked_through']._loaded_options = None
   _globals['_PERIODLOCK'].fields_by_name['locked_through']._serialized_options = b'\342A\001\002'
+  _globals['_PERIODLOCK'].fields_by_name['active']._loaded_options = None
+  _globals['_PERIODLOCK'].fields_by_name['active']._serialized_options = b'\342A\001\003'
+  _globals['_PERIODLOCK'].fields_by_name['reopened_by_id']._loaded_options = None
+  _globals['_PERIODLOCK'].fields_by_name['reopened_by_id']._serialized_options = b'\342A\001\003'
+  _globals['_PERIODLOCK'].fields_by_name['reopen_reason']._loaded_options = None
+  _globals['_PERIODLOCK'].fields_by_name['reopen_reason']._serialized_options = b'\342A\001\003'
   _globals['_PERIODLOCK'].fields_by_name['create_time']._loaded_options = None
   _globals['_PERIODLOCK'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_TIMEENTRYSTATUS']._serialized_start=1236
-  _globals['_TIMEENTRYSTATUS']._serialized_end=1456
+  _globals['_PERIODLOCK'].fields_by_name['reopen_time']._loaded_options = None
+  _globals['_PERIODLOCK'].fields_by_name['reopen_time']._serialized_options = b'\342A\001\003'
+  _globals['_APPROVALDELEGATION'].fields_by_name['id']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_APPROVALDELEGATION'].fields_by_name['delegator_id']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['delegator_id']._serialized_options = b'\342A\001\002'
+  _globals['_APPROVALDELEGATION'].fields_by_name['delegate_id']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['delegate_id']._serialized_options = b'\342A\001\002'
+  _globals['_APPROVALDELEGATION'].fields_by_name['start_date']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['start_date']._serialized_options = b'\342A\001\002'
+  _globals['_APPROVALDELEGATION'].fields_by_name['end_date']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['end_date']._serialized_options = b'\342A\001\002'
+  _globals['_APPROVALDELEGATION'].fields_by_name['revoked']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['revoked']._serialized_options = b'\342A\001\003'
+  _globals['_APPROVALDELEGATION'].fields_by_name['revoked_by_id']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['revoked_by_id']._serialized_options = b'\342A\001\003'
+  _globals['_APPROVALDELEGATION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_APPROVALDELEGATION'].fields_by_name['revoke_time']._loaded_options = None
+  _globals['_APPROVALDELEGATION'].fields_by_name['revoke_time']._serialized_options = b'\342A\001\003'
+  _globals['_TIMEENTRYSTATUS']._serialized_start=1832
+  _globals['_TIMEENTRYSTATUS']._serialized_end=2052
   _globals['_TIMEENTRY']._serialized_start=159
-  _globals['_TIMEENTRY']._serialized_end=1068
-  _globals['_PERIODLOCK']._serialized_start=1071
-  _globals['_PERIODLOCK']._serialized_end=1233
+  _globals['_TIMEENTRY']._serialized_end=1182
+  _globals['_PERIODLOCK']._serialized_start=1185
+  _globals['_PERIODLOCK']._serialized_end=1505
+  _globals['_APPROVALDELEGATION']._serialized_start=1508
+  _globals['_APPROVALDELEGATION']._serialized_end=1829
 # @@protoc_insertion_point(module_scope)

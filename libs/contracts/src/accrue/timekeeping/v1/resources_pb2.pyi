@@ -86,6 +86,9 @@ class TimeEntry(_message.Message):
     REPLACES_ID_FIELD_NUMBER: _builtins.int
     ESCALATION_LEVEL_FIELD_NUMBER: _builtins.int
     LIKELY_DUPLICATE_OF_ID_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_ID_FIELD_NUMBER: _builtins.int
+    REVERSAL_REASON_FIELD_NUMBER: _builtins.int
+    QUEUE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -127,6 +130,10 @@ class TimeEntry(_message.Message):
     """How many times approval was escalated past its SLA."""
     likely_duplicate_of_id: _builtins.str
     """An earlier entry with the same consultant, project, date, hours and notes, if any."""
+    decided_by_id: _builtins.str
+    """Who approved or declined the entry: the approver, or a delegate acting for them."""
+    reversal_reason: _builtins.str
+    """Why the entry was reversed; set on the reversed entry and on its reversal."""
     etag: _builtins.str
     """Opaque version for optimistic concurrency."""
     @_builtins.property
@@ -148,6 +155,10 @@ class TimeEntry(_message.Message):
         """The hourly rate found at validation, for reporting only: billing prices the entry again
         at the billing run.
         """
+
+    @_builtins.property
+    def queue_time(self) -> _timestamp_pb2.Timestamp:
+        """Since when the entry has waited for its current approver (the approval SLA runs from here)."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -183,13 +194,16 @@ class TimeEntry(_message.Message):
         replaces_id: _builtins.str = ...,
         escalation_level: _builtins.int = ...,
         likely_duplicate_of_id: _builtins.str = ...,
+        decided_by_id: _builtins.str = ...,
+        reversal_reason: _builtins.str = ...,
+        queue_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "billable", b"billable", "create_time", b"create_time", "external_ref", b"external_ref", "indicative_rate", b"indicative_rate", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "billable", b"billable", "create_time", b"create_time", "external_ref", b"external_ref", "indicative_rate", b"indicative_rate", "queue_time", b"queue_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "approver_id", b"approver_id", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "customer_id", b"customer_id", "decline_reason", b"decline_reason", "escalation_level", b"escalation_level", "etag", b"etag", "external_ref", b"external_ref", "hours", b"hours", "id", b"id", "indicative_rate", b"indicative_rate", "invoice_id", b"invoice_id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "likely_duplicate_of_id", b"likely_duplicate_of_id", "notes", b"notes", "project_id", b"project_id", "replaces_id", b"replaces_id", "reversed_by_id", b"reversed_by_id", "reverses_id", b"reverses_id", "status", b"status", "update_time", b"update_time", "violations", b"violations", "work_date", b"work_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_billable", b"_billable", "approve_time", b"approve_time", "approver_id", b"approver_id", "billable", b"billable", "consultant_id", b"consultant_id", "create_time", b"create_time", "customer_id", b"customer_id", "decided_by_id", b"decided_by_id", "decline_reason", b"decline_reason", "escalation_level", b"escalation_level", "etag", b"etag", "external_ref", b"external_ref", "hours", b"hours", "id", b"id", "indicative_rate", b"indicative_rate", "invoice_id", b"invoice_id", "labor_category_id", b"labor_category_id", "legal_entity_id", b"legal_entity_id", "likely_duplicate_of_id", b"likely_duplicate_of_id", "notes", b"notes", "project_id", b"project_id", "queue_time", b"queue_time", "replaces_id", b"replaces_id", "reversal_reason", b"reversal_reason", "reversed_by_id", b"reversed_by_id", "reverses_id", b"reverses_id", "status", b"status", "update_time", b"update_time", "violations", b"violations", "work_date", b"work_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__billable: _TypeAlias = _typing.Literal["billable"]  # noqa: Y015
     _WhichOneofArgType__billable: _TypeAlias = _typing.Literal["_billable", b"_billable"]  # noqa: Y015
@@ -207,7 +221,12 @@ class PeriodLock(_message.Message):
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     LOCKED_THROUGH_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LOCKED_BY_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    REOPENED_BY_ID_FIELD_NUMBER: _builtins.int
+    REOPEN_REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REOPEN_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     legal_entity_id: _builtins.str
@@ -216,9 +235,21 @@ class PeriodLock(_message.Message):
     """The last locked day, "YYYY-MM-DD"."""
     reason: _builtins.str
     """Why the period was closed."""
+    locked_by_id: _builtins.str
+    """Who closed the period; until bearer tokens carry identity the caller names it here."""
+    active: _builtins.bool
+    """Whether the lock still holds; false once reopened."""
+    reopened_by_id: _builtins.str
+    """Who reopened the period, once reopened."""
+    reopen_reason: _builtins.str
+    """Why the period was reopened, once reopened."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the lock was set."""
+
+    @_builtins.property
+    def reopen_time(self) -> _timestamp_pb2.Timestamp:
+        """When the period was reopened, once reopened."""
 
     def __init__(
         self,
@@ -227,12 +258,81 @@ class PeriodLock(_message.Message):
         legal_entity_id: _builtins.str = ...,
         locked_through: _builtins.str = ...,
         reason: _builtins.str = ...,
+        locked_by_id: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        reopened_by_id: _builtins.str = ...,
+        reopen_reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        reopen_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "reopen_time", b"reopen_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "legal_entity_id", b"legal_entity_id", "locked_through", b"locked_through", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "id", b"id", "legal_entity_id", b"legal_entity_id", "locked_by_id", b"locked_by_id", "locked_through", b"locked_through", "reason", b"reason", "reopen_reason", b"reopen_reason", "reopen_time", b"reopen_time", "reopened_by_id", b"reopened_by_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PeriodLock: _TypeAlias = PeriodLock  # noqa: Y015
+
+@_typing.final
+class ApprovalDelegation(_message.Message):
+    """ApprovalDelegation lets another consultant approve in an approver's place for a date range,
+    e.g. while the approver is on leave. The approver keeps their own authority.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DELEGATOR_ID_FIELD_NUMBER: _builtins.int
+    DELEGATE_ID_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier."""
+    delegator_id: _builtins.str
+    """The approver who delegates."""
+    delegate_id: _builtins.str
+    """The consultant who may act for them."""
+    start_date: _builtins.str
+    """First day (UTC) the delegate may act, "YYYY-MM-DD"."""
+    end_date: _builtins.str
+    """Last day (UTC) the delegate may act, "YYYY-MM-DD"."""
+    reason: _builtins.str
+    """Why, e.g. "annual leave"."""
+    revoked: _builtins.bool
+    """Whether the delegation was revoked before its end."""
+    revoked_by_id: _builtins.str
+    """Who revoked it, once revoked."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked, once revoked."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        delegator_id: _builtins.str = ...,
+        delegate_id: _builtins.str = ...,
+        start_date: _builtins.str = ...,
+        end_date: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        revoked: _builtins.bool = ...,
+        revoked_by_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delegate_id", b"delegate_id", "delegator_id", b"delegator_id", "end_date", b"end_date", "id", b"id", "reason", b"reason", "revoke_time", b"revoke_time", "revoked", b"revoked", "revoked_by_id", b"revoked_by_id", "start_date", b"start_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalDelegation: _TypeAlias = ApprovalDelegation  # noqa: Y015

@@ -596,3 +596,664 @@ class SummarizeApprovedTimeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SummarizeApprovedTimeResponse: _TypeAlias = SummarizeApprovedTimeResponse  # noqa: Y015
+
+@_typing.final
+class BatchApproveTimeEntriesRequest(_message.Message):
+    """BatchApproveTimeEntriesRequest names the entries to approve."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVER_ID_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    approver_id: _builtins.str
+    """The acting approver; until bearer tokens carry identity the caller names it here."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entries' ids; at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        approver_id: _builtins.str = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver_id", b"approver_id", "ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchApproveTimeEntriesRequest: _TypeAlias = BatchApproveTimeEntriesRequest  # noqa: Y015
+
+@_typing.final
+class BatchApproveTimeEntriesResponse(_message.Message):
+    """BatchApproveTimeEntriesResponse gives one result per id, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeEntryDecisionResult]:
+        """The results, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TimeEntryDecisionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchApproveTimeEntriesResponse: _TypeAlias = BatchApproveTimeEntriesResponse  # noqa: Y015
+
+@_typing.final
+class BatchDeclineTimeEntriesRequest(_message.Message):
+    """BatchDeclineTimeEntriesRequest names the entries to decline and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVER_ID_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    approver_id: _builtins.str
+    """The acting approver; until bearer tokens carry identity the caller names it here."""
+    reason: _builtins.str
+    """Why the entries are declined."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entries' ids; at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        approver_id: _builtins.str = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver_id", b"approver_id", "ids", b"ids", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchDeclineTimeEntriesRequest: _TypeAlias = BatchDeclineTimeEntriesRequest  # noqa: Y015
+
+@_typing.final
+class BatchDeclineTimeEntriesResponse(_message.Message):
+    """BatchDeclineTimeEntriesResponse gives one result per id, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeEntryDecisionResult]:
+        """The results, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TimeEntryDecisionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchDeclineTimeEntriesResponse: _TypeAlias = BatchDeclineTimeEntriesResponse  # noqa: Y015
+
+@_typing.final
+class TimeEntryDecisionResult(_message.Message):
+    """TimeEntryDecisionResult is what happened to one entry of a batch decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIME_ENTRY_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The entry's id, as requested."""
+    @_builtins.property
+    def time_entry(self) -> _resources_pb2.TimeEntry:
+        """The entry after the decision; unset when the decision failed."""
+
+    @_builtins.property
+    def error(self) -> Global___DecisionError:
+        """Why the decision failed; unset when it succeeded."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        time_entry: _resources_pb2.TimeEntry | None = ...,
+        error: Global___DecisionError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time_entry", b"time_entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "id", b"id", "time_entry", b"time_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeEntryDecisionResult: _TypeAlias = TimeEntryDecisionResult  # noqa: Y015
+
+@_typing.final
+class DecisionError(_message.Message):
+    """DecisionError says why one entry of a batch was not decided."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status code name the single-entry call would have failed with, e.g.
+    "PERMISSION_DENIED", "NOT_FOUND", "FAILED_PRECONDITION".
+    """
+    reason: _builtins.str
+    """A stable reason, e.g. "NOT_APPROVER", "NOT_PENDING"."""
+    message: _builtins.str
+    """A sentence for people."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionError: _TypeAlias = DecisionError  # noqa: Y015
+
+@_typing.final
+class ReverseTimeEntryRequest(_message.Message):
+    """ReverseTimeEntryRequest names the approved entry to reverse and, optionally, its correction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The approved entry's id."""
+    actor_id: _builtins.str
+    """Who reverses: the entry's approver or their delegate; until bearer tokens carry identity
+    the caller names it here.
+    """
+    reason: _builtins.str
+    """Why the entry is reversed."""
+    @_builtins.property
+    def replacement(self) -> _resources_pb2.TimeEntry:
+        """The corrected entry to submit in its place, if any; output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        replacement: _resources_pb2.TimeEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["replacement", b"replacement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id", "reason", b"reason", "replacement", b"replacement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseTimeEntryRequest: _TypeAlias = ReverseTimeEntryRequest  # noqa: Y015
+
+@_typing.final
+class ReverseTimeEntryResponse(_message.Message):
+    """ReverseTimeEntryResponse carries the three entries of a correction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_FIELD_NUMBER: _builtins.int
+    REVERSAL_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def original(self) -> _resources_pb2.TimeEntry:
+        """The original, now REVERSED."""
+
+    @_builtins.property
+    def reversal(self) -> _resources_pb2.TimeEntry:
+        """The negative entry that cancels it, APPROVED."""
+
+    @_builtins.property
+    def replacement(self) -> _resources_pb2.TimeEntry:
+        """The replacement, PENDING_APPROVAL; unset when none was given."""
+
+    def __init__(
+        self,
+        *,
+        original: _resources_pb2.TimeEntry | None = ...,
+        reversal: _resources_pb2.TimeEntry | None = ...,
+        replacement: _resources_pb2.TimeEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "replacement", b"replacement", "reversal", b"reversal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "replacement", b"replacement", "reversal", b"reversal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseTimeEntryResponse: _TypeAlias = ReverseTimeEntryResponse  # noqa: Y015
+
+@_typing.final
+class CreateApprovalDelegationRequest(_message.Message):
+    """CreateApprovalDelegationRequest carries the delegation to create."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_DELEGATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def approval_delegation(self) -> _resources_pb2.ApprovalDelegation:
+        """The delegation; the delegator creates it."""
+
+    def __init__(
+        self,
+        *,
+        approval_delegation: _resources_pb2.ApprovalDelegation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateApprovalDelegationRequest: _TypeAlias = CreateApprovalDelegationRequest  # noqa: Y015
+
+@_typing.final
+class CreateApprovalDelegationResponse(_message.Message):
+    """CreateApprovalDelegationResponse carries the delegation as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_DELEGATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def approval_delegation(self) -> _resources_pb2.ApprovalDelegation:
+        """The delegation."""
+
+    def __init__(
+        self,
+        *,
+        approval_delegation: _resources_pb2.ApprovalDelegation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateApprovalDelegationResponse: _TypeAlias = CreateApprovalDelegationResponse  # noqa: Y015
+
+@_typing.final
+class GetApprovalDelegationRequest(_message.Message):
+    """GetApprovalDelegationRequest names the delegation to get."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The delegation's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApprovalDelegationRequest: _TypeAlias = GetApprovalDelegationRequest  # noqa: Y015
+
+@_typing.final
+class GetApprovalDelegationResponse(_message.Message):
+    """GetApprovalDelegationResponse carries the delegation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_DELEGATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def approval_delegation(self) -> _resources_pb2.ApprovalDelegation:
+        """The delegation."""
+
+    def __init__(
+        self,
+        *,
+        approval_delegation: _resources_pb2.ApprovalDelegation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApprovalDelegationResponse: _TypeAlias = GetApprovalDelegationResponse  # noqa: Y015
+
+@_typing.final
+class ListApprovalDelegationsRequest(_message.Message):
+    """ListApprovalDelegationsRequest filters and pages delegations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    DELEGATOR_ID_FIELD_NUMBER: _builtins.int
+    DELEGATE_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_ON_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    delegator_id: _builtins.str
+    """Only delegations by this approver."""
+    delegate_id: _builtins.str
+    """Only delegations to this consultant."""
+    active_on: _builtins.str
+    """Only delegations in force on this day (not revoked, covering it), "YYYY-MM-DD"."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        delegator_id: _builtins.str = ...,
+        delegate_id: _builtins.str = ...,
+        active_on: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_on", b"active_on", "delegate_id", b"delegate_id", "delegator_id", b"delegator_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApprovalDelegationsRequest: _TypeAlias = ListApprovalDelegationsRequest  # noqa: Y015
+
+@_typing.final
+class ListApprovalDelegationsResponse(_message.Message):
+    """ListApprovalDelegationsResponse is one page of delegations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_DELEGATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def approval_delegations(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ApprovalDelegation]:
+        """The delegations, newest first."""
+
+    def __init__(
+        self,
+        *,
+        approval_delegations: _abc.Iterable[_resources_pb2.ApprovalDelegation] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_delegations", b"approval_delegations", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApprovalDelegationsResponse: _TypeAlias = ListApprovalDelegationsResponse  # noqa: Y015
+
+@_typing.final
+class RevokeApprovalDelegationRequest(_message.Message):
+    """RevokeApprovalDelegationRequest ends a delegation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The delegation's id."""
+    actor_id: _builtins.str
+    """Who revokes: the delegator; until bearer tokens carry identity the caller names it here."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApprovalDelegationRequest: _TypeAlias = RevokeApprovalDelegationRequest  # noqa: Y015
+
+@_typing.final
+class RevokeApprovalDelegationResponse(_message.Message):
+    """RevokeApprovalDelegationResponse carries the revoked delegation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_DELEGATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def approval_delegation(self) -> _resources_pb2.ApprovalDelegation:
+        """The delegation, now revoked."""
+
+    def __init__(
+        self,
+        *,
+        approval_delegation: _resources_pb2.ApprovalDelegation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_delegation", b"approval_delegation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApprovalDelegationResponse: _TypeAlias = RevokeApprovalDelegationResponse  # noqa: Y015
+
+@_typing.final
+class GetPeriodLockRequest(_message.Message):
+    """GetPeriodLockRequest names the lock to get."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The lock's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPeriodLockRequest: _TypeAlias = GetPeriodLockRequest  # noqa: Y015
+
+@_typing.final
+class GetPeriodLockResponse(_message.Message):
+    """GetPeriodLockResponse carries the lock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_LOCK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period_lock(self) -> _resources_pb2.PeriodLock:
+        """The lock."""
+
+    def __init__(
+        self,
+        *,
+        period_lock: _resources_pb2.PeriodLock | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_lock", b"period_lock"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_lock", b"period_lock"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPeriodLockResponse: _TypeAlias = GetPeriodLockResponse  # noqa: Y015
+
+@_typing.final
+class ListPeriodLocksRequest(_message.Message):
+    """ListPeriodLocksRequest filters and pages period locks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    legal_entity_id: _builtins.str
+    """Only this legal entity's locks."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity_id", b"legal_entity_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodLocksRequest: _TypeAlias = ListPeriodLocksRequest  # noqa: Y015
+
+@_typing.final
+class ListPeriodLocksResponse(_message.Message):
+    """ListPeriodLocksResponse is one page of period locks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_LOCKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def period_locks(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PeriodLock]:
+        """The locks, newest first."""
+
+    def __init__(
+        self,
+        *,
+        period_locks: _abc.Iterable[_resources_pb2.PeriodLock] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "period_locks", b"period_locks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodLocksResponse: _TypeAlias = ListPeriodLocksResponse  # noqa: Y015
+
+@_typing.final
+class ReopenPeriodLockRequest(_message.Message):
+    """ReopenPeriodLockRequest reopens a lock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The lock's id; it must be its legal entity's latest lock still in force."""
+    actor_id: _builtins.str
+    """Who reopens; until bearer tokens carry identity the caller names it here."""
+    reason: _builtins.str
+    """Why the period is reopened (kept for audit)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenPeriodLockRequest: _TypeAlias = ReopenPeriodLockRequest  # noqa: Y015
+
+@_typing.final
+class ReopenPeriodLockResponse(_message.Message):
+    """ReopenPeriodLockResponse carries the reopened lock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_LOCK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def period_lock(self) -> _resources_pb2.PeriodLock:
+        """The lock, no longer active, with who reopened it, when and why."""
+
+    def __init__(
+        self,
+        *,
+        period_lock: _resources_pb2.PeriodLock | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_lock", b"period_lock"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_lock", b"period_lock"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenPeriodLockResponse: _TypeAlias = ReopenPeriodLockResponse  # noqa: Y015
+
+@_typing.final
+class RebuildMasterDataProjectionRequest(_message.Message):
+    """RebuildMasterDataProjectionRequest asks for a rebuild; it has no options yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildMasterDataProjectionRequest: _TypeAlias = RebuildMasterDataProjectionRequest  # noqa: Y015
+
+@_typing.final
+class RebuildMasterDataProjectionResponse(_message.Message):
+    """RebuildMasterDataProjectionResponse says what the rebuild started from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_CLEARED_FIELD_NUMBER: _builtins.int
+    REPLAY_THROUGH_SEQUENCE_FIELD_NUMBER: _builtins.int
+    records_cleared: _builtins.int
+    """How many projected records were cleared."""
+    replay_through_sequence: _builtins.int
+    """The MD stream's last sequence when the replay started: the projection is whole again once
+    the consumer has passed it.
+    """
+    def __init__(
+        self,
+        *,
+        records_cleared: _builtins.int = ...,
+        replay_through_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_cleared", b"records_cleared", "replay_through_sequence", b"replay_through_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildMasterDataProjectionResponse: _TypeAlias = RebuildMasterDataProjectionResponse  # noqa: Y015

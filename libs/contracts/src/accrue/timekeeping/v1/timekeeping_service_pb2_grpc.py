@@ -71,6 +71,41 @@ class TimekeepingServiceStub:
                 request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsRequest.SerializeToString,
                 response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsResponse.FromString,
                 _registered_method=True)
+        self.BatchApproveTimeEntries = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/BatchApproveTimeEntries',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchApproveTimeEntriesRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchApproveTimeEntriesResponse.FromString,
+                _registered_method=True)
+        self.BatchDeclineTimeEntries = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/BatchDeclineTimeEntries',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchDeclineTimeEntriesRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchDeclineTimeEntriesResponse.FromString,
+                _registered_method=True)
+        self.ReverseTimeEntry = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/ReverseTimeEntry',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReverseTimeEntryRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReverseTimeEntryResponse.FromString,
+                _registered_method=True)
+        self.CreateApprovalDelegation = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/CreateApprovalDelegation',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreateApprovalDelegationRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreateApprovalDelegationResponse.FromString,
+                _registered_method=True)
+        self.GetApprovalDelegation = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/GetApprovalDelegation',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetApprovalDelegationRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetApprovalDelegationResponse.FromString,
+                _registered_method=True)
+        self.ListApprovalDelegations = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/ListApprovalDelegations',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalDelegationsRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalDelegationsResponse.FromString,
+                _registered_method=True)
+        self.RevokeApprovalDelegation = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/RevokeApprovalDelegation',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RevokeApprovalDelegationRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RevokeApprovalDelegationResponse.FromString,
+                _registered_method=True)
         self.SummarizeApprovedTime = channel.unary_unary(
                 '/accrue.timekeeping.v1.TimekeepingService/SummarizeApprovedTime',
                 request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeRequest.SerializeToString,
@@ -80,6 +115,26 @@ class TimekeepingServiceStub:
                 '/accrue.timekeeping.v1.TimekeepingService/CreatePeriodLock',
                 request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockRequest.SerializeToString,
                 response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockResponse.FromString,
+                _registered_method=True)
+        self.GetPeriodLock = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/GetPeriodLock',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetPeriodLockRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetPeriodLockResponse.FromString,
+                _registered_method=True)
+        self.ListPeriodLocks = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/ListPeriodLocks',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListPeriodLocksRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListPeriodLocksResponse.FromString,
+                _registered_method=True)
+        self.ReopenPeriodLock = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/ReopenPeriodLock',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReopenPeriodLockRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReopenPeriodLockResponse.FromString,
+                _registered_method=True)
+        self.RebuildMasterDataProjection = channel.unary_unary(
+                '/accrue.timekeeping.v1.TimekeepingService/RebuildMasterDataProjection',
+                request_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RebuildMasterDataProjectionRequest.SerializeToString,
+                response_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RebuildMasterDataProjectionResponse.FromString,
                 _registered_method=True)
 
 
@@ -132,7 +187,59 @@ class TimekeepingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListApprovals(self, request, context):
-        """Lists the entries waiting for an approver.
+        """Lists the entries waiting for an approver, including those of approvers who delegated to
+        them today.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchApproveTimeEntries(self, request, context):
+        """Approves up to 1000 pending entries; one result per id, in order. Each entry succeeds or
+        fails on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeclineTimeEntries(self, request, context):
+        """Declines up to 1000 pending entries with one reason; one result per id, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReverseTimeEntry(self, request, context):
+        """Reverses an approved entry with a linked negative entry and, optionally, submits a
+        corrected replacement that goes through validation and approval again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApprovalDelegation(self, request, context):
+        """Lets a consultant approve in an approver's place for a date range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApprovalDelegation(self, request, context):
+        """Gets a delegation by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApprovalDelegations(self, request, context):
+        """Lists delegations, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApprovalDelegation(self, request, context):
+        """Ends a delegation before its end date.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,6 +255,37 @@ class TimekeepingServiceServicer:
 
     def CreatePeriodLock(self, request, context):
         """Closes a legal entity's time up to a date.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPeriodLock(self, request, context):
+        """Gets a period lock by id, with its reopening if any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeriodLocks(self, request, context):
+        """Lists period locks, newest first: the audit trail of closing and reopening.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenPeriodLock(self, request, context):
+        """Reopens a legal entity's latest lock, with a reason; the lock before it (if any) holds
+        again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebuildMasterDataProjection(self, request, context):
+        """Rebuilds the local master-data projection from the MD stream: clears it and replays the
+        stream from the start (validation reads master data over gRPC meanwhile). Operations
+        only, so it has no REST mapping.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,6 +329,41 @@ def add_TimekeepingServiceServicer_to_server(servicer, server):
                     request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsRequest.FromString,
                     response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalsResponse.SerializeToString,
             ),
+            'BatchApproveTimeEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchApproveTimeEntries,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchApproveTimeEntriesRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchApproveTimeEntriesResponse.SerializeToString,
+            ),
+            'BatchDeclineTimeEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeclineTimeEntries,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchDeclineTimeEntriesRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchDeclineTimeEntriesResponse.SerializeToString,
+            ),
+            'ReverseTimeEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverseTimeEntry,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReverseTimeEntryRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReverseTimeEntryResponse.SerializeToString,
+            ),
+            'CreateApprovalDelegation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApprovalDelegation,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreateApprovalDelegationRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreateApprovalDelegationResponse.SerializeToString,
+            ),
+            'GetApprovalDelegation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApprovalDelegation,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetApprovalDelegationRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetApprovalDelegationResponse.SerializeToString,
+            ),
+            'ListApprovalDelegations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovalDelegations,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalDelegationsRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalDelegationsResponse.SerializeToString,
+            ),
+            'RevokeApprovalDelegation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApprovalDelegation,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RevokeApprovalDelegationRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RevokeApprovalDelegationResponse.SerializeToString,
+            ),
             'SummarizeApprovedTime': grpc.unary_unary_rpc_method_handler(
                     servicer.SummarizeApprovedTime,
                     request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.SummarizeApprovedTimeRequest.FromString,
@@ -200,6 +373,26 @@ def add_TimekeepingServiceServicer_to_server(servicer, server):
                     servicer.CreatePeriodLock,
                     request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockRequest.FromString,
                     response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockResponse.SerializeToString,
+            ),
+            'GetPeriodLock': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPeriodLock,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetPeriodLockRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetPeriodLockResponse.SerializeToString,
+            ),
+            'ListPeriodLocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeriodLocks,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListPeriodLocksRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListPeriodLocksResponse.SerializeToString,
+            ),
+            'ReopenPeriodLock': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenPeriodLock,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReopenPeriodLockRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReopenPeriodLockResponse.SerializeToString,
+            ),
+            'RebuildMasterDataProjection': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildMasterDataProjection,
+                    request_deserializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RebuildMasterDataProjectionRequest.FromString,
+                    response_serializer=accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RebuildMasterDataProjectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +597,195 @@ class TimekeepingService:
             _registered_method=True)
 
     @staticmethod
+    def BatchApproveTimeEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/BatchApproveTimeEntries',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchApproveTimeEntriesRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchApproveTimeEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeclineTimeEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/BatchDeclineTimeEntries',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchDeclineTimeEntriesRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.BatchDeclineTimeEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverseTimeEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/ReverseTimeEntry',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReverseTimeEntryRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReverseTimeEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApprovalDelegation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/CreateApprovalDelegation',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreateApprovalDelegationRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreateApprovalDelegationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApprovalDelegation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/GetApprovalDelegation',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetApprovalDelegationRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetApprovalDelegationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovalDelegations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/ListApprovalDelegations',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalDelegationsRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListApprovalDelegationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApprovalDelegation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/RevokeApprovalDelegation',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RevokeApprovalDelegationRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RevokeApprovalDelegationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SummarizeApprovedTime(request,
             target,
             options=(),
@@ -447,6 +829,114 @@ class TimekeepingService:
             '/accrue.timekeeping.v1.TimekeepingService/CreatePeriodLock',
             accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockRequest.SerializeToString,
             accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.CreatePeriodLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPeriodLock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/GetPeriodLock',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetPeriodLockRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.GetPeriodLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeriodLocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/ListPeriodLocks',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListPeriodLocksRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ListPeriodLocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenPeriodLock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/ReopenPeriodLock',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReopenPeriodLockRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.ReopenPeriodLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildMasterDataProjection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.timekeeping.v1.TimekeepingService/RebuildMasterDataProjection',
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RebuildMasterDataProjectionRequest.SerializeToString,
+            accrue_dot_timekeeping_dot_v1_dot_timekeeping__service__pb2.RebuildMasterDataProjectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

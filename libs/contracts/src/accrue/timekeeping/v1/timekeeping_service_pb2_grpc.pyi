@@ -50,13 +50,46 @@ class TimekeepingServiceStub:
     DeclineTimeEntry: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.DeclineTimeEntryRequest, _timekeeping_service_pb2.DeclineTimeEntryResponse]
     """Declines a pending entry as its resolved approver, with a reason."""
     ListApprovals: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListApprovalsRequest, _timekeeping_service_pb2.ListApprovalsResponse]
-    """Lists the entries waiting for an approver."""
+    """Lists the entries waiting for an approver, including those of approvers who delegated to
+    them today.
+    """
+    BatchApproveTimeEntries: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.BatchApproveTimeEntriesRequest, _timekeeping_service_pb2.BatchApproveTimeEntriesResponse]
+    """Approves up to 1000 pending entries; one result per id, in order. Each entry succeeds or
+    fails on its own.
+    """
+    BatchDeclineTimeEntries: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.BatchDeclineTimeEntriesRequest, _timekeeping_service_pb2.BatchDeclineTimeEntriesResponse]
+    """Declines up to 1000 pending entries with one reason; one result per id, in order."""
+    ReverseTimeEntry: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ReverseTimeEntryRequest, _timekeeping_service_pb2.ReverseTimeEntryResponse]
+    """Reverses an approved entry with a linked negative entry and, optionally, submits a
+    corrected replacement that goes through validation and approval again.
+    """
+    CreateApprovalDelegation: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.CreateApprovalDelegationRequest, _timekeeping_service_pb2.CreateApprovalDelegationResponse]
+    """Lets a consultant approve in an approver's place for a date range."""
+    GetApprovalDelegation: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.GetApprovalDelegationRequest, _timekeeping_service_pb2.GetApprovalDelegationResponse]
+    """Gets a delegation by id."""
+    ListApprovalDelegations: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListApprovalDelegationsRequest, _timekeeping_service_pb2.ListApprovalDelegationsResponse]
+    """Lists delegations, filtered and paged."""
+    RevokeApprovalDelegation: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.RevokeApprovalDelegationRequest, _timekeeping_service_pb2.RevokeApprovalDelegationResponse]
+    """Ends a delegation before its end date."""
     SummarizeApprovedTime: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.SummarizeApprovedTimeRequest, _timekeeping_service_pb2.SummarizeApprovedTimeResponse]
     """Sums approved time per project for a period, with the entries behind each figure.
     For reconciliation between stages; internal, so it has no REST mapping.
     """
     CreatePeriodLock: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.CreatePeriodLockRequest, _timekeeping_service_pb2.CreatePeriodLockResponse]
     """Closes a legal entity's time up to a date."""
+    GetPeriodLock: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.GetPeriodLockRequest, _timekeeping_service_pb2.GetPeriodLockResponse]
+    """Gets a period lock by id, with its reopening if any."""
+    ListPeriodLocks: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListPeriodLocksRequest, _timekeeping_service_pb2.ListPeriodLocksResponse]
+    """Lists period locks, newest first: the audit trail of closing and reopening."""
+    ReopenPeriodLock: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ReopenPeriodLockRequest, _timekeeping_service_pb2.ReopenPeriodLockResponse]
+    """Reopens a legal entity's latest lock, with a reason; the lock before it (if any) holds
+    again.
+    """
+    RebuildMasterDataProjection: _grpc.UnaryUnaryMultiCallable[_timekeeping_service_pb2.RebuildMasterDataProjectionRequest, _timekeeping_service_pb2.RebuildMasterDataProjectionResponse]
+    """Rebuilds the local master-data projection from the MD stream: clears it and replays the
+    stream from the start (validation reads master data over gRPC meanwhile). Operations
+    only, so it has no REST mapping.
+    """
 
 @_typing.type_check_only
 class TimekeepingServiceAsyncStub(TimekeepingServiceStub):
@@ -80,13 +113,46 @@ class TimekeepingServiceAsyncStub(TimekeepingServiceStub):
     DeclineTimeEntry: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.DeclineTimeEntryRequest, _timekeeping_service_pb2.DeclineTimeEntryResponse]  # type: ignore[assignment]
     """Declines a pending entry as its resolved approver, with a reason."""
     ListApprovals: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListApprovalsRequest, _timekeeping_service_pb2.ListApprovalsResponse]  # type: ignore[assignment]
-    """Lists the entries waiting for an approver."""
+    """Lists the entries waiting for an approver, including those of approvers who delegated to
+    them today.
+    """
+    BatchApproveTimeEntries: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.BatchApproveTimeEntriesRequest, _timekeeping_service_pb2.BatchApproveTimeEntriesResponse]  # type: ignore[assignment]
+    """Approves up to 1000 pending entries; one result per id, in order. Each entry succeeds or
+    fails on its own.
+    """
+    BatchDeclineTimeEntries: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.BatchDeclineTimeEntriesRequest, _timekeeping_service_pb2.BatchDeclineTimeEntriesResponse]  # type: ignore[assignment]
+    """Declines up to 1000 pending entries with one reason; one result per id, in order."""
+    ReverseTimeEntry: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ReverseTimeEntryRequest, _timekeeping_service_pb2.ReverseTimeEntryResponse]  # type: ignore[assignment]
+    """Reverses an approved entry with a linked negative entry and, optionally, submits a
+    corrected replacement that goes through validation and approval again.
+    """
+    CreateApprovalDelegation: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.CreateApprovalDelegationRequest, _timekeeping_service_pb2.CreateApprovalDelegationResponse]  # type: ignore[assignment]
+    """Lets a consultant approve in an approver's place for a date range."""
+    GetApprovalDelegation: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.GetApprovalDelegationRequest, _timekeeping_service_pb2.GetApprovalDelegationResponse]  # type: ignore[assignment]
+    """Gets a delegation by id."""
+    ListApprovalDelegations: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListApprovalDelegationsRequest, _timekeeping_service_pb2.ListApprovalDelegationsResponse]  # type: ignore[assignment]
+    """Lists delegations, filtered and paged."""
+    RevokeApprovalDelegation: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.RevokeApprovalDelegationRequest, _timekeeping_service_pb2.RevokeApprovalDelegationResponse]  # type: ignore[assignment]
+    """Ends a delegation before its end date."""
     SummarizeApprovedTime: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.SummarizeApprovedTimeRequest, _timekeeping_service_pb2.SummarizeApprovedTimeResponse]  # type: ignore[assignment]
     """Sums approved time per project for a period, with the entries behind each figure.
     For reconciliation between stages; internal, so it has no REST mapping.
     """
     CreatePeriodLock: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.CreatePeriodLockRequest, _timekeeping_service_pb2.CreatePeriodLockResponse]  # type: ignore[assignment]
     """Closes a legal entity's time up to a date."""
+    GetPeriodLock: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.GetPeriodLockRequest, _timekeeping_service_pb2.GetPeriodLockResponse]  # type: ignore[assignment]
+    """Gets a period lock by id, with its reopening if any."""
+    ListPeriodLocks: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ListPeriodLocksRequest, _timekeeping_service_pb2.ListPeriodLocksResponse]  # type: ignore[assignment]
+    """Lists period locks, newest first: the audit trail of closing and reopening."""
+    ReopenPeriodLock: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.ReopenPeriodLockRequest, _timekeeping_service_pb2.ReopenPeriodLockResponse]  # type: ignore[assignment]
+    """Reopens a legal entity's latest lock, with a reason; the lock before it (if any) holds
+    again.
+    """
+    RebuildMasterDataProjection: _aio.UnaryUnaryMultiCallable[_timekeeping_service_pb2.RebuildMasterDataProjectionRequest, _timekeeping_service_pb2.RebuildMasterDataProjectionResponse]  # type: ignore[assignment]
+    """Rebuilds the local master-data projection from the MD stream: clears it and replays the
+    stream from the start (validation reads master data over gRPC meanwhile). Operations
+    only, so it has no REST mapping.
+    """
 
 class TimekeepingServiceServicer(metaclass=_abc_1.ABCMeta):
     """TimekeepingService captures time, validates it against master data and routes it for
@@ -149,7 +215,69 @@ class TimekeepingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _timekeeping_service_pb2.ListApprovalsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_timekeeping_service_pb2.ListApprovalsResponse, _abc.Awaitable[_timekeeping_service_pb2.ListApprovalsResponse]]:
-        """Lists the entries waiting for an approver."""
+        """Lists the entries waiting for an approver, including those of approvers who delegated to
+        them today.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchApproveTimeEntries(
+        self,
+        request: _timekeeping_service_pb2.BatchApproveTimeEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.BatchApproveTimeEntriesResponse, _abc.Awaitable[_timekeeping_service_pb2.BatchApproveTimeEntriesResponse]]:
+        """Approves up to 1000 pending entries; one result per id, in order. Each entry succeeds or
+        fails on its own.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchDeclineTimeEntries(
+        self,
+        request: _timekeeping_service_pb2.BatchDeclineTimeEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.BatchDeclineTimeEntriesResponse, _abc.Awaitable[_timekeeping_service_pb2.BatchDeclineTimeEntriesResponse]]:
+        """Declines up to 1000 pending entries with one reason; one result per id, in order."""
+
+    @_abc_1.abstractmethod
+    def ReverseTimeEntry(
+        self,
+        request: _timekeeping_service_pb2.ReverseTimeEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.ReverseTimeEntryResponse, _abc.Awaitable[_timekeeping_service_pb2.ReverseTimeEntryResponse]]:
+        """Reverses an approved entry with a linked negative entry and, optionally, submits a
+        corrected replacement that goes through validation and approval again.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApprovalDelegation(
+        self,
+        request: _timekeeping_service_pb2.CreateApprovalDelegationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.CreateApprovalDelegationResponse, _abc.Awaitable[_timekeeping_service_pb2.CreateApprovalDelegationResponse]]:
+        """Lets a consultant approve in an approver's place for a date range."""
+
+    @_abc_1.abstractmethod
+    def GetApprovalDelegation(
+        self,
+        request: _timekeeping_service_pb2.GetApprovalDelegationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.GetApprovalDelegationResponse, _abc.Awaitable[_timekeeping_service_pb2.GetApprovalDelegationResponse]]:
+        """Gets a delegation by id."""
+
+    @_abc_1.abstractmethod
+    def ListApprovalDelegations(
+        self,
+        request: _timekeeping_service_pb2.ListApprovalDelegationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.ListApprovalDelegationsResponse, _abc.Awaitable[_timekeeping_service_pb2.ListApprovalDelegationsResponse]]:
+        """Lists delegations, filtered and paged."""
+
+    @_abc_1.abstractmethod
+    def RevokeApprovalDelegation(
+        self,
+        request: _timekeeping_service_pb2.RevokeApprovalDelegationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.RevokeApprovalDelegationResponse, _abc.Awaitable[_timekeeping_service_pb2.RevokeApprovalDelegationResponse]]:
+        """Ends a delegation before its end date."""
 
     @_abc_1.abstractmethod
     def SummarizeApprovedTime(
@@ -168,5 +296,42 @@ class TimekeepingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_timekeeping_service_pb2.CreatePeriodLockResponse, _abc.Awaitable[_timekeeping_service_pb2.CreatePeriodLockResponse]]:
         """Closes a legal entity's time up to a date."""
+
+    @_abc_1.abstractmethod
+    def GetPeriodLock(
+        self,
+        request: _timekeeping_service_pb2.GetPeriodLockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.GetPeriodLockResponse, _abc.Awaitable[_timekeeping_service_pb2.GetPeriodLockResponse]]:
+        """Gets a period lock by id, with its reopening if any."""
+
+    @_abc_1.abstractmethod
+    def ListPeriodLocks(
+        self,
+        request: _timekeeping_service_pb2.ListPeriodLocksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.ListPeriodLocksResponse, _abc.Awaitable[_timekeeping_service_pb2.ListPeriodLocksResponse]]:
+        """Lists period locks, newest first: the audit trail of closing and reopening."""
+
+    @_abc_1.abstractmethod
+    def ReopenPeriodLock(
+        self,
+        request: _timekeeping_service_pb2.ReopenPeriodLockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.ReopenPeriodLockResponse, _abc.Awaitable[_timekeeping_service_pb2.ReopenPeriodLockResponse]]:
+        """Reopens a legal entity's latest lock, with a reason; the lock before it (if any) holds
+        again.
+        """
+
+    @_abc_1.abstractmethod
+    def RebuildMasterDataProjection(
+        self,
+        request: _timekeeping_service_pb2.RebuildMasterDataProjectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timekeeping_service_pb2.RebuildMasterDataProjectionResponse, _abc.Awaitable[_timekeeping_service_pb2.RebuildMasterDataProjectionResponse]]:
+        """Rebuilds the local master-data projection from the MD stream: clears it and replays the
+        stream from the start (validation reads master data over gRPC meanwhile). Operations
+        only, so it has no REST mapping.
+        """
 
 def add_TimekeepingServiceServicer_to_server(servicer: TimekeepingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

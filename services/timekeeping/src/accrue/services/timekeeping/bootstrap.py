@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import grpc
@@ -16,10 +17,12 @@ from accrue.mdprojection import MasterDataReader
 from accrue.runtime import client
 from accrue.runtime.server import Service
 from accrue.services.timekeeping.adapters import tables
+from accrue.services.timekeeping.adapters.replay import masterdata_replay
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
 from accrue.services.timekeeping.entrypoints.consumers import masterdata_subscription
+from accrue.services.timekeeping.entrypoints.escalation import run_escalations
 from accrue.services.timekeeping.entrypoints.grpc_api import TimekeepingServicer
-from accrue.services.timekeeping.service_layer.handlers import Timekeeping
+from accrue.services.timekeeping.service_layer.handlers import Replay, Timekeeping
 from accrue.services.timekeeping.settings import TimekeepingSettings
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc
 
@@ -32,26 +35,42 @@ async def migrate(settings: TimekeepingSettings) -> None:
     await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
 
 
-def build_app(engine: AsyncEngine, reader: MasterDataReader, settings: TimekeepingSettings) -> Timekeeping:
+def build_app(
+    engine: AsyncEngine,
+    reader: MasterDataReader,
+    settings: TimekeepingSettings,
+    replay: Replay | None = None,
+) -> Timekeeping:
     """The application service (what the servicer and the tests share)."""
     return Timekeeping(
-        lambda: TimekeepingUnitOfWork(engine, reader), future_allowance_days=settings.future_allowance_days
+        lambda: TimekeepingUnitOfWork(engine, reader),
+        future_allowance_days=settings.future_allowance_days,
+        approval_sla=dt.timedelta(hours=settings.approval_sla_hours),
+        max_escalation_level=settings.max_escalation_level,
+        replay_masterdata=replay,
     )
 
 
 async def bootstrap(settings: TimekeepingSettings) -> Service:
-    """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers."""
+    """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers,
+    escalation."""
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
     channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
     backbone = await Backbone.connect(settings.nats_url, "timekeeping", replicas=settings.stream_replicas)
-    servicer = TimekeepingServicer(build_app(engine, reader, settings))
-    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    app = build_app(engine, reader, settings, masterdata_replay(backbone.js))
+    servicer = TimekeepingServicer(app)
+    # Single submissions commit a few hundred times a second, each with one event: gathering a
+    # burst for up to 20 ms makes one relay transaction of it instead of one each.
+    relay = backbone.relay(engine, tables.outbox, settings.database_url, coalesce=0.02)
     md_consumer = ConsumerRunner(
         backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()
     )
+
+    async def escalations() -> None:
+        await run_escalations(app, settings.escalation_interval_seconds)
 
     def register(server: grpc.aio.Server) -> None:
         timekeeping_service_pb2_grpc.add_TimekeepingServiceServicer_to_server(servicer, server)
@@ -64,7 +83,7 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME],
-        background=[relay.run, md_consumer.run],
+        background=[relay.run, md_consumer.run, escalations],
         on_stop=[backbone.close, close_channel, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

@@ -21,3 +21,9 @@ class TimekeepingSettings(ServiceSettings):
     stream_replicas: int = 1
     # How many days ahead of today time may be recorded (0: up to today).
     future_allowance_days: int = Field(default=0, ge=0, le=366)
+    # How long an entry may wait for its approver before it escalates to the next level.
+    approval_sla_hours: float = Field(default=48.0, gt=0)
+    # How often each replica looks for entries past the SLA.
+    escalation_interval_seconds: float = Field(default=60.0, gt=0)
+    # How many levels above the resolved approver an entry may climb (0: never escalate).
+    max_escalation_level: int = Field(default=3, ge=0, le=20)

@@ -19,6 +19,7 @@ class ProjectFacts:
     manager_id: str
     legal_entity_id: str
     customer_id: str
+    deactivated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class ConsultantFacts:
     manager_id: str
     active_from: dt.date
     active_to: dt.date | None
+    deactivated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +43,15 @@ class AssignmentFacts:
     start_date: dt.date
     end_date: dt.date | None
     billable: bool
+    deactivated: bool = False
 
     def covers(self, day: dt.date) -> bool:
-        """True when the assignment runs on day."""
-        return self.start_date <= day and (self.end_date is None or day <= self.end_date)
+        """True when the assignment runs on day (a deactivated assignment covers nothing)."""
+        return (
+            not self.deactivated
+            and self.start_date <= day
+            and (self.end_date is None or day <= self.end_date)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,15 @@
 
 `evaluate` checks a submission against the master-data facts and reports every violation
 together (never just the first). A valid entry comes back with what validation resolved:
-the labor category (default: the assignment's), billability, the indicative rate and the
-approver.
+the labor category (default: the assignment's), billability, the indicative rate, the
+approver, and an earlier identical entry if there is one (a flag, not a violation).
+docs/timekeeping.md lists every reason code.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -20,16 +22,20 @@ from accrue.services.timekeeping.domain.masterdata import (
     PricingFacts,
     ProjectFacts,
 )
-from accrue.services.timekeeping.domain.model import Submission
+from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 
 QUARTER_HOUR = Decimal("0.25")
 MAX_HOURS_PER_DAY = Decimal(24)
 PRICED_MODELS = ("TIME_AND_MATERIALS", "CAPPED")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Facts:
-    """Everything a rule may look at, gathered before evaluation."""
+    """Everything a rule may look at, gathered before evaluation (rules only read it).
+
+    Not frozen: a frozen dataclass sets every field through object.__setattr__, which is a
+    measurable share of validating a thousand entries.
+    """
 
     project: ProjectFacts | None
     consultant: ConsultantFacts | None
@@ -39,9 +45,11 @@ class Facts:
     hours_already_on_day: Decimal
     today: dt.date
     future_allowance_days: int
+    # The consultant's live entries on the day, oldest first (for the duplicate flag).
+    same_day: tuple[TimeEntry, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class Evaluation:
     """The verdict: violations, or what validation resolved for a valid entry."""
 
@@ -51,6 +59,7 @@ class Evaluation:
     approver_id: str = ""
     rate: Decimal | None = None
     rate_currency: str = ""
+    likely_duplicate_of_id: str = ""
 
     def flag(self, field_name: str, code: str, message: str) -> None:
         """Record a violation."""
@@ -67,6 +76,7 @@ def evaluate(sub: Submission, facts: Facts) -> Evaluation:
     assignment = _assignment(sub, facts, out)
     _billability_and_rate(sub, facts, assignment, out)
     _approver(sub, facts, out)
+    out.likely_duplicate_of_id = likely_duplicate(sub, facts.same_day)
     return out
 
 
@@ -103,7 +113,9 @@ def _project(sub: Submission, facts: Facts, out: Evaluation) -> None:
     if project is None:
         out.flag("project_id", "PROJECT_NOT_FOUND", f"no project with id {sub.project_id!r}")
         return
-    if project.status != "ACTIVE":
+    if project.deactivated:
+        out.flag("project_id", "PROJECT_NOT_ACTIVE", "the project was deactivated in master data")
+    elif project.status != "ACTIVE":
         out.flag(
             "project_id",
             "PROJECT_NOT_ACTIVE",
@@ -123,7 +135,9 @@ def _consultant(sub: Submission, facts: Facts, out: Evaluation) -> None:
     if consultant is None:
         out.flag("consultant_id", "CONSULTANT_NOT_FOUND", f"no consultant with id {sub.consultant_id!r}")
         return
-    if sub.work_date < consultant.active_from or (
+    if consultant.deactivated:
+        out.flag("consultant_id", "CONSULTANT_NOT_ACTIVE", "the consultant was deactivated in master data")
+    elif sub.work_date < consultant.active_from or (
         consultant.active_to is not None and sub.work_date > consultant.active_to
     ):
         out.flag(
@@ -191,12 +205,38 @@ def _billability_and_rate(
 
 
 def _approver(sub: Submission, facts: Facts, out: Evaluation) -> None:
-    """The project manager approves; their own time goes to their line manager."""
     project, consultant = facts.project, facts.consultant
     if project is None or consultant is None:
         return
-    approver = consultant.manager_id if project.manager_id == sub.consultant_id else project.manager_id
+    approver = resolve_approver(project, consultant)
     if not approver:
         out.flag("consultant_id", "NO_APPROVER", "the consultant manages the project and has no line manager")
         return
     out.approver_id = approver
+
+
+def resolve_approver(project: ProjectFacts, consultant: ConsultantFacts) -> str:
+    """The project manager approves; their own time goes to their line manager ("" for none)."""
+    return consultant.manager_id if project.manager_id == consultant.id else project.manager_id
+
+
+def likely_duplicate(sub: Submission, earlier: Iterable[TimeEntry]) -> str:
+    """The id of an earlier live entry with the same consultant, project, day, hours and notes.
+
+    A flag for the approver, not a rejection: two identical entries on one day are sometimes
+    right (two meetings), more often a double submission from two systems. Notes compare
+    without case or surrounding space; reversals and rejected, declined or reversed entries
+    do not count.
+    """
+    notes = sub.notes.strip().casefold()
+    for entry in earlier:
+        other = entry.submission
+        if (
+            entry.status in (Status.PENDING_APPROVAL, Status.APPROVED)
+            and not entry.is_reversal
+            and (other.consultant_id, other.project_id, other.work_date, other.hours)
+            == (sub.consultant_id, sub.project_id, sub.work_date, sub.hours)
+            and other.notes.strip().casefold() == notes
+        ):
+            return entry.id
+    return ""

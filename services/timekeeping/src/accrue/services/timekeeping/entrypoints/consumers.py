@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from accrue.eventbus import Subscription
 from accrue.mdprojection import subscription
-from accrue.services.timekeeping.adapters.tables import md_projection
+from accrue.services.timekeeping.adapters.tables import MASTERDATA_CONSUMER, md_projection
 
 # What validation reads: projects, consultants, assignments, contract lines and rate cards.
 PROJECTED_KINDS = ("project", "consultant", "assignment", "contract", "rate_card")
@@ -12,4 +12,4 @@ PROJECTED_KINDS = ("project", "consultant", "assignment", "contract", "rate_card
 
 def masterdata_subscription() -> Subscription:
     """md.*.upserted for the kinds validation needs, into the local projection."""
-    return subscription("timekeeping-md", md_projection, PROJECTED_KINDS)
+    return subscription(MASTERDATA_CONSUMER, md_projection, PROJECTED_KINDS)

@@ -9,9 +9,9 @@ from accrue.runtime import AlreadyExists, Violation
 from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import acting_principal
 from accrue.runtime.validation import Violations
-from accrue.services.timekeeping.adapters.proto import to_proto
-from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
-from accrue.services.timekeeping.service_layer.handlers import Timekeeping
+from accrue.services.timekeeping.adapters.proto import delegation_to_proto, lock_to_proto, to_proto
+from accrue.services.timekeeping.domain.model import Submission, TimeEntry
+from accrue.services.timekeeping.service_layer.handlers import Decision, Timekeeping
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as api
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc as api_grpc
@@ -71,7 +71,7 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
                 "with other content",
                 reason="EXTERNAL_REF_CONFLICT",
             )
-        return api.SubmitTimeEntryResponse(time_entry=to_proto(result.entry))
+        return api.SubmitTimeEntryResponse(time_entry=result.wire or to_proto(result.entry))
 
     async def BatchSubmitTimeEntries(
         self, request: api.BatchSubmitTimeEntriesRequest, context: Context
@@ -98,7 +98,7 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
                 results.append(api.TimeEntrySubmitResult(time_entry=echo))
                 continue
             result = next(stored)
-            entry = to_proto(result.entry)
+            entry = result.wire or to_proto(result.entry)
             if result.conflict:
                 conflict = tk.TimeEntry()
                 conflict.CopyFrom(msg)
@@ -158,9 +158,85 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
         self, request: api.ListApprovalsRequest, context: Context
     ) -> api.ListApprovalsResponse:
         actor = acting_principal(context, request.approver_id, "approver_id")
-        filters = {"approver_id": actor.subject, "status": str(Status.PENDING_APPROVAL)}
-        entries, token = await self.app.list_entries(filters, request.page_size, request.page_token)
+        entries, token = await self.app.approvals(actor.subject, request.page_size, request.page_token)
         return api.ListApprovalsResponse(time_entries=[to_proto(e) for e in entries], next_page_token=token)
+
+    async def BatchApproveTimeEntries(
+        self, request: api.BatchApproveTimeEntriesRequest, context: Context
+    ) -> api.BatchApproveTimeEntriesResponse:
+        actor = acting_principal(context, request.approver_id, "approver_id")
+        decisions = await self.app.decide_many(list(request.ids), actor.subject, None)
+        return api.BatchApproveTimeEntriesResponse(results=[_decision(d) for d in decisions])
+
+    async def BatchDeclineTimeEntries(
+        self, request: api.BatchDeclineTimeEntriesRequest, context: Context
+    ) -> api.BatchDeclineTimeEntriesResponse:
+        actor = acting_principal(context, request.approver_id, "approver_id")
+        decisions = await self.app.decide_many(list(request.ids), actor.subject, request.reason)
+        return api.BatchDeclineTimeEntriesResponse(results=[_decision(d) for d in decisions])
+
+    async def ReverseTimeEntry(
+        self, request: api.ReverseTimeEntryRequest, context: Context
+    ) -> api.ReverseTimeEntryResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        replacement = None
+        if request.HasField("replacement"):
+            v = Violations("replacement")
+            replacement = parse_submission(request.replacement, v)
+            v.raise_if_any("the replacement is malformed")
+        correction = await self.app.reverse(request.id, actor.subject, request.reason, replacement)
+        reply = api.ReverseTimeEntryResponse(
+            original=to_proto(correction.original), reversal=to_proto(correction.reversal)
+        )
+        if correction.replacement is not None:
+            reply.replacement.CopyFrom(to_proto(correction.replacement))
+        return reply
+
+    async def CreateApprovalDelegation(
+        self, request: api.CreateApprovalDelegationRequest, context: Context
+    ) -> api.CreateApprovalDelegationResponse:
+        body = request.approval_delegation
+        v = Violations("approval_delegation")
+        v.required("delegate_id", body.delegate_id)
+        start = v.date("start_date", body.start_date)
+        end = v.date("end_date", body.end_date)
+        if not body.delegator_id:
+            v.add("delegator_id", "REQUIRED", "delegator_id is required")
+        v.raise_if_any("the delegation is invalid")
+        assert start is not None
+        assert end is not None
+        # The delegator grants the delegation: it is who acts.
+        actor = acting_principal(context, body.delegator_id, "approval_delegation.delegator_id")
+        delegation = await self.app.delegate(actor.subject, body.delegate_id, start, end, body.reason)
+        return api.CreateApprovalDelegationResponse(approval_delegation=delegation_to_proto(delegation))
+
+    async def GetApprovalDelegation(
+        self, request: api.GetApprovalDelegationRequest, context: Context
+    ) -> api.GetApprovalDelegationResponse:
+        delegation = await self.app.get_delegation(request.id)
+        return api.GetApprovalDelegationResponse(approval_delegation=delegation_to_proto(delegation))
+
+    async def ListApprovalDelegations(
+        self, request: api.ListApprovalDelegationsRequest, context: Context
+    ) -> api.ListApprovalDelegationsResponse:
+        v = Violations()
+        filters = {
+            "delegator_id": request.delegator_id,
+            "delegate_id": request.delegate_id,
+            "active_on": v.date("active_on", request.active_on, required=False),
+        }
+        v.raise_if_any("the filter is invalid")
+        found, token = await self.app.list_delegations(filters, request.page_size, request.page_token)
+        return api.ListApprovalDelegationsResponse(
+            approval_delegations=[delegation_to_proto(d) for d in found], next_page_token=token
+        )
+
+    async def RevokeApprovalDelegation(
+        self, request: api.RevokeApprovalDelegationRequest, context: Context
+    ) -> api.RevokeApprovalDelegationResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        delegation = await self.app.revoke_delegation(request.id, actor.subject)
+        return api.RevokeApprovalDelegationResponse(approval_delegation=delegation_to_proto(delegation))
 
     async def SummarizeApprovedTime(
         self, request: api.SummarizeApprovedTimeRequest, context: Context
@@ -203,15 +279,58 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
         through = v.date("locked_through", lock.locked_through)
         v.raise_if_any("the period lock is invalid")
         assert through is not None
-        lock_id, created = await self.app.lock_period(lock.legal_entity_id, through, lock.reason)
-        stored = tk.PeriodLock(
-            id=lock_id,
-            legal_entity_id=lock.legal_entity_id,
-            locked_through=through.isoformat(),
-            reason=lock.reason,
+        # Who closes the period is optional until tokens carry identity; named, it goes through
+        # the same seam as every other actor.
+        actor = (
+            acting_principal(context, lock.locked_by_id, "period_lock.locked_by_id").subject
+            if lock.locked_by_id
+            else ""
         )
-        stored.create_time.FromDatetime(created)
-        return api.CreatePeriodLockResponse(period_lock=stored)
+        stored = await self.app.lock_period(lock.legal_entity_id, through, lock.reason, actor)
+        return api.CreatePeriodLockResponse(period_lock=lock_to_proto(stored))
+
+    async def GetPeriodLock(
+        self, request: api.GetPeriodLockRequest, context: Context
+    ) -> api.GetPeriodLockResponse:
+        return api.GetPeriodLockResponse(period_lock=lock_to_proto(await self.app.get_lock(request.id)))
+
+    async def ListPeriodLocks(
+        self, request: api.ListPeriodLocksRequest, context: Context
+    ) -> api.ListPeriodLocksResponse:
+        locks, token = await self.app.list_locks(
+            request.legal_entity_id, request.page_size, request.page_token
+        )
+        return api.ListPeriodLocksResponse(
+            period_locks=[lock_to_proto(x) for x in locks], next_page_token=token
+        )
+
+    async def ReopenPeriodLock(
+        self, request: api.ReopenPeriodLockRequest, context: Context
+    ) -> api.ReopenPeriodLockResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        lock = await self.app.reopen_lock(request.id, actor.subject, request.reason)
+        return api.ReopenPeriodLockResponse(period_lock=lock_to_proto(lock))
+
+    async def RebuildMasterDataProjection(
+        self, request: api.RebuildMasterDataProjectionRequest, context: Context
+    ) -> api.RebuildMasterDataProjectionResponse:
+        cleared, through = await self.app.rebuild_projection()
+        return api.RebuildMasterDataProjectionResponse(
+            records_cleared=cleared, replay_through_sequence=through
+        )
+
+
+def _decision(decision: Decision) -> api.TimeEntryDecisionResult:
+    result = api.TimeEntryDecisionResult(id=decision.entry_id)
+    if decision.entry is not None:
+        result.time_entry.CopyFrom(to_proto(decision.entry))
+    if decision.error is not None:
+        result.error.CopyFrom(
+            api.DecisionError(
+                code=decision.error.grpc_code, reason=decision.error.reason, message=decision.error.message
+            )
+        )
+    return result
 
 
 def _status_name(value: int) -> str:

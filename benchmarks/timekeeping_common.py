@@ -1,0 +1,426 @@
+"""Shared pieces of the timekeeping benchmarks: servers, the running stack, a staffed firm, and
+the raw PostgreSQL figures each run is compared with.
+
+Servers: ACCRUE_DATABASE_URL / ACCRUE_NATS_URL when set (a fresh database is created on that
+server for the run, and dropped after); otherwise an embedded, durable PostgreSQL (fsync on, as
+`make run` runs it) and an embedded NATS JetStream, both deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from accrue.testing.servers import PostgresServerHandle, plain_postgres_url
+from accrue.testing.stack import Stack
+
+FIRST_DAY = dt.date(2026, 1, 5)
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    nats_url: str
+    description: str
+    # Embedded servers' process ids (postmaster, nats-server), for CPU accounting.
+    postgres_pid: int | None = None
+    nats_pid: int | None = None
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[Servers]:
+    """PostgreSQL and NATS for one benchmark run (see the module docstring)."""
+    db_env = os.environ.get("ACCRUE_DATABASE_URL")
+    nats_env = os.environ.get("ACCRUE_NATS_URL")
+    root = Path(tempfile.mkdtemp(prefix="accrue-bench-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            postgres_pid = nats_pid = None
+            if db_env:
+                handle = PostgresServerHandle("env", plain_postgres_url(db_env))
+                database_url = stack.enter_context(handle.fresh_database("bench"))
+                db_kind = "PostgreSQL from ACCRUE_DATABASE_URL"
+            else:
+                from accrue.embedded import EmbeddedPostgres
+
+                pg = stack.enter_context(EmbeddedPostgres(root / "pg", cleanup="delete", durable=True))
+                database_url = pg.url
+                db_kind = "embedded PostgreSQL (durable: fsync on)"
+                postgres_pid = _first_int(pg.data_dir / "postmaster.pid")
+            if nats_env:
+                nats_url, nats_kind = nats_env, "NATS from ACCRUE_NATS_URL"
+            else:
+                from accrue.embedded import EmbeddedNats
+
+                nats_server = stack.enter_context(EmbeddedNats(root / "nats"))
+                nats_url = nats_server.url
+                nats_kind = "embedded NATS JetStream"
+                nats_pid = nats_server.pid
+            yield Servers(database_url, nats_url, f"{db_kind}; {nats_kind}", postgres_pid, nats_pid)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _first_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used per part of the system (from /proc), between start() and stop()."""
+
+    def __init__(self, s: Servers, stack: Stack) -> None:
+        self._groups: dict[str, set[int]] = {}
+        for name in stack.names:
+            pid = stack.pid(name)
+            if pid is not None:
+                self._groups[name] = {pid}
+        self._pg_root = s.postgres_pid
+        if s.nats_pid is not None:
+            self._groups["nats-server"] = {s.nats_pid}
+        self._start: dict[str, float] = {}
+        self._machine_start = 0.0
+
+    def _pids(self) -> dict[str, set[int]]:
+        groups = {k: set(v) for k, v in self._groups.items()}
+        if self._pg_root is not None:
+            children = {self._pg_root}
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    stat = _stat(int(entry.name))
+                    if stat is not None and int(stat[1]) == self._pg_root:
+                        children.add(int(entry.name))
+            groups["postgres"] = children
+        return groups
+
+    def _read(self) -> dict[str, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for group, pids in self._pids().items():
+            total = 0.0
+            for pid in pids:
+                stat = _stat(pid)
+                if stat is not None:
+                    total += (int(stat[11]) + int(stat[12])) / tick
+            out[group] = total
+        return out
+
+    def start(self) -> None:
+        self._start = self._read()
+        self._machine_start = _machine_busy()
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        used = {k: end.get(k, 0.0) - v for k, v in self._start.items()}
+        used[MACHINE] = _machine_busy() - self._machine_start
+        return used
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state is [0], ppid [1], utime [11])."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _machine_busy() -> float:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(x) for x in fields]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+MACHINE = "(whole machine, every user)"
+
+
+def cpu_report(used: dict[str, float], elapsed: float) -> str:
+    parts = [
+        f"{name} {seconds / elapsed:.0%}" for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
+    ]
+    return "CPU (share of one core over the run): " + ", ".join(parts)
+
+
+def stack_share(used: dict[str, float], elapsed: float) -> float:
+    """How many cores the system under test (services, gateway, PostgreSQL, NATS) used on average."""
+    return sum(v for k, v in used.items() if k != MACHINE) / elapsed
+
+
+def others_share(used: dict[str, float], elapsed: float) -> float:
+    """How many cores everything else on the machine used meanwhile (other users' work)."""
+    return max(0.0, used.get(MACHINE, 0.0) / elapsed - stack_share(used, elapsed))
+
+
+def start_stack(s: Servers, log_dir: Path) -> Stack:
+    """Every service and the gateway as processes, migrated and ready."""
+    stack = Stack.from_catalogue(
+        database_url=s.database_url, nats_url=s.nats_url, log_dir=log_dir, log_level="WARNING"
+    )
+    return stack.up()
+
+
+async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(path, json=body)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {path} -> {response.status_code}: {response.text[:500]}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@dataclass
+class Firm:
+    legal_entity_id: str
+    manager_id: str
+    project_ids: list[str]
+    consultant_ids: list[str]
+
+
+async def build_firm(client: httpx.AsyncClient, consultants: int, projects: int = 4) -> Firm:
+    """A firm through the public REST API: a manager, consultants, projects on one T&M contract,
+    everyone assigned to every project."""
+    tag = uuid.uuid4().hex[:6]
+    le = await post(
+        client, "/v1/legal-entities", {"code": f"LE{tag}", "name": "Bench Ltd", "baseCurrency": "GBP"}
+    )
+    cu = await post(
+        client,
+        "/v1/customers",
+        {"code": f"CU{tag}", "name": "Bench Co", "legalEntityId": le["id"], "currency": "GBP"},
+    )
+    lc = await post(client, "/v1/labor-categories", {"code": f"LC{tag}", "name": "Consultant"})
+    boss = await post(
+        client,
+        "/v1/consultants",
+        {
+            "code": f"M{tag}",
+            "name": "Manager",
+            "legalEntityId": le["id"],
+            "laborCategoryId": lc["id"],
+            "activeFrom": "2020-01-01",
+        },
+    )
+    people: list[str] = []
+    for start in range(0, consultants, 500):
+        rows = [
+            {
+                "externalRef": {"system": "bench", "id": f"{tag}-c{i}"},
+                "code": f"C{tag}{i}",
+                "name": f"Consultant {i}",
+                "legalEntityId": le["id"],
+                "laborCategoryId": lc["id"],
+                "managerId": boss["id"],
+                "activeFrom": "2020-01-01",
+            }
+            for i in range(start, min(start + 500, consultants))
+        ]
+        reply = await post(client, "/v1/consultants:batchUpsert", {"consultants": rows})
+        people += [r["consultant"]["id"] for r in reply["results"]]
+    card = await post(
+        client,
+        "/v1/rate-cards",
+        {
+            "code": f"RC{tag}",
+            "currency": "GBP",
+            "rates": [{"laborCategoryId": lc["id"], "rate": "150.00", "effectiveFrom": "2020-01-01"}],
+        },
+    )
+    project_ids = []
+    for p in range(projects):
+        project = await post(
+            client,
+            "/v1/projects",
+            {
+                "code": f"P{tag}{p}",
+                "name": f"Project {p}",
+                "customerId": cu["id"],
+                "legalEntityId": le["id"],
+                "managerId": boss["id"],
+                "status": "PROJECT_STATUS_ACTIVE",
+                "startDate": "2026-01-01",
+            },
+        )
+        project_ids.append(project["id"])
+    await post(
+        client,
+        "/v1/contracts",
+        {
+            "code": f"K{tag}",
+            "customerId": cu["id"],
+            "currency": "GBP",
+            "lines": [
+                {"projectId": p, "billingModel": "BILLING_MODEL_TIME_AND_MATERIALS", "rateCardId": card["id"]}
+                for p in project_ids
+            ],
+        },
+    )
+    assignments = [
+        {
+            "externalRef": {"system": "bench", "id": f"{tag}-a{p}-{c}"},
+            "projectId": project_id,
+            "consultantId": consultant_id,
+            "laborCategoryId": lc["id"],
+            "startDate": "2026-01-01",
+            "allocationPercent": "25",
+        }
+        for p, project_id in enumerate(project_ids)
+        for c, consultant_id in enumerate(people)
+    ]
+    for start in range(0, len(assignments), 500):
+        await post(client, "/v1/assignments:batchUpsert", {"assignments": assignments[start : start + 500]})
+    return Firm(le["id"], boss["id"], project_ids, people)
+
+
+async def wait_for_projection(database_url: str, firm: Firm, within: float = 120.0) -> None:
+    """Until timekeeping's projection holds the firm (validation then reads no gRPC)."""
+    want = len(firm.consultant_ids) * len(firm.project_ids)
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            have = await conn.fetchval(
+                "SELECT count(*) FROM timekeeping.md_projection WHERE kind = 'assignment'"
+            )
+            if have >= want:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the projection holds {have} of {want} assignments after {within}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+def entries(firm: Firm, count: int, offset: int = 0, tag: str = "") -> list[dict[str, Any]]:
+    """count distinct, valid entries (one per consultant-day, 7.5 h), as REST JSON."""
+    out = []
+    people = firm.consultant_ids
+    for n in range(offset, offset + count):
+        consultant = people[n % len(people)]
+        day = FIRST_DAY + dt.timedelta(days=n // len(people))
+        out.append(
+            {
+                "consultantId": consultant,
+                "projectId": firm.project_ids[n % len(firm.project_ids)],
+                "workDate": day.isoformat(),
+                "hours": "7.5",
+                "notes": f"work item {n}",
+                "externalRef": {"system": "bench", "id": f"{tag}{n}"},
+            }
+        )
+    latest = FIRST_DAY + dt.timedelta(days=(offset + count) // len(people))
+    if latest > dt.datetime.now(dt.UTC).date():
+        raise RuntimeError(f"too many entries for {len(people)} consultants: dates would reach {latest}")
+    return out
+
+
+async def raw_executemany_rate(database_url: str, rows: int) -> float:
+    """Rows/s of plain asyncpg executemany into an unindexed copy of time_entries, one
+    transaction: the floor of what storing entries can cost on this database, right now."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TEMP TABLE raw_entries (LIKE timekeeping.time_entries INCLUDING DEFAULTS)")
+        columns = (
+            "id, fingerprint, consultant_id, project_id, labor_category_id, work_date, hours, billable, "
+            "notes, status, violations, approver_id, decline_reason, invoice_id, legal_entity_id, "
+            "customer_id, rate, rate_currency, version, create_time, update_time"
+        )
+        now = dt.datetime.now(dt.UTC)
+        data = [
+            (
+                uuid.uuid4(),
+                "f" * 64,
+                "consultant",
+                "project",
+                "lc",
+                FIRST_DAY,
+                7.5,
+                True,
+                f"work item {i}",
+                "PENDING_APPROVAL",
+                "[]",
+                "boss",
+                "",
+                "",
+                "le",
+                "cu",
+                150,
+                "GBP",
+                1,
+                now,
+                now,
+            )
+            for i in range(rows)
+        ]
+        placeholders = ", ".join(f"${i}" for i in range(1, 22))
+        start = time.perf_counter()
+        async with conn.transaction():
+            await conn.executemany(f"INSERT INTO raw_entries ({columns}) VALUES ({placeholders})", data)
+        return rows / (time.perf_counter() - start)
+    finally:
+        await conn.close()
+
+
+def say(*lines: str) -> None:
+    """Print a benchmark's figures (scripts, so printing is their output)."""
+    print(*lines, sep="\n", flush=True)  # noqa: T201
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100), nearest rank."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summary_ms(latencies: Sequence[float]) -> str:
+    ms = [x * 1000 for x in latencies]
+    return (
+        f"p50 {percentile(ms, 50):.1f} ms, p90 {percentile(ms, 90):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
+        f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms"
+    )
+
+
+def histogram(metrics_url: str, name: str, match: dict[str, str]) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound -> count) of one Prometheus histogram series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=10).text
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != f"{name}_bucket":
+                continue
+            labels = sample.labels
+            if all(labels.get(k) == v for k, v in match.items()):
+                out[float(labels["le"])] = out.get(float(labels["le"]), 0.0) + sample.value
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
+    """The bucket bound under which a q share of the observations between two scrapes fell."""
+    bounds = sorted(after)
+    deltas = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not deltas or deltas[-1] <= 0:
+        return "n/a"
+    for bound, cumulative in zip(bounds, deltas, strict=True):
+        if cumulative >= q * deltas[-1]:
+            return "> 10 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+    return "n/a"

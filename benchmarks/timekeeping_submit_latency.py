@@ -1,0 +1,300 @@
+"""Single-entry submit latency through the REST gateway at a fixed arrival rate, every service up.
+
+    .venv/bin/python benchmarks/timekeeping_submit_latency.py [--rate 200] [--seconds 30]
+
+The load comes from a separate process and is open-loop: request i is sent at start + i/rate
+whether or not earlier ones have answered, and its latency is counted from that scheduled
+instant, so a slow server cannot slow the load down and hide its own queueing (coordinated
+omission). Target: p99 < 50 ms at 200 requests/s. Printed beside it, measured in the same run
+on the same database: the latency of a bare one-row INSERT + COMMIT through asyncpg, the floor
+any durable write pays here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timekeeping_common import (
+    CpuMeter,
+    Firm,
+    Servers,
+    bucket_quantile,
+    build_firm,
+    cpu_report,
+    histogram,
+    others_share,
+    percentile,
+    say,
+    servers,
+    stack_share,
+    start_stack,
+    summary_ms,
+    wait_for_projection,
+)
+
+from accrue.testing.stack import Stack
+
+TARGET_P99_MS = 50.0
+
+
+# -- the load generator (its own process) -------------------------------------------------------
+
+
+class _Closed(Exception):
+    """The server had closed the connection."""
+
+
+class HttpPool:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams.
+
+    The load generator must cost far less than what it measures: httpx at a few hundred
+    requests a second spends a core of its own on pool bookkeeping, which on a 2-core machine
+    starves the services it is measuring.
+    """
+
+    def __init__(self, url: str, size: int) -> None:
+        parsed = urlsplit(url)
+        self._host, self._port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        async with self._slots:
+            request = (
+                f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            if self._idle:
+                reader, writer = self._idle.pop()
+                try:
+                    return await self._exchange(reader, writer, request)
+                except (ConnectionError, asyncio.IncompleteReadError, _Closed):
+                    # The server closed an idle keep-alive connection before reading this
+                    # request (uvicorn does after a few seconds): nothing was sent, send again.
+                    writer.close()
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            return await self._exchange(reader, writer, request)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(request)
+        status_line = await reader.readline()
+        if not status_line:
+            raise _Closed
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        payload = await reader.readexactly(length)
+        self._idle.append((reader, writer))
+        return int(status_line.split()[1]), payload
+
+    async def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+
+
+async def generate(url: str, rate: float, seconds: float, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Send bodies open-loop at rate; latencies from each request's scheduled send time."""
+    count = min(len(bodies), int(rate * seconds))
+    encoded = [json.dumps(b).encode() for b in bodies[:count]]
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    lag: list[float] = []
+    pool = HttpPool(url, 256)
+    start = time.perf_counter() + 0.2
+
+    async def one(i: int) -> None:
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lag.append(time.perf_counter() - scheduled)
+        try:
+            status, payload = await pool.post("/v1/time-entries", encoded[i])
+            key = str(status)
+            if status == 200:
+                key = json.loads(payload)["status"]
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            key = type(exc).__name__
+        latencies.append(time.perf_counter() - scheduled)
+        statuses[key] = statuses.get(key, 0) + 1
+
+    began = time.perf_counter()
+    # One task per request, created as its time comes (not thousands parked at once).
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter() - 0.005
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - began
+    await pool.close()
+    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "sent": count, "lag": lag}
+
+
+def generator_main(args: argparse.Namespace) -> None:
+    bodies = json.loads(Path(args.bodies).read_text())
+    result = asyncio.run(generate(args.url, args.rate, args.seconds, bodies))
+    Path(args.out).write_text(json.dumps(result))
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def bodies_for(firm: Firm, count: int) -> list[dict[str, Any]]:
+    """One distinct, valid entry per request: a consultant-day each."""
+    out = []
+    people = firm.consultant_ids
+    first = dt.date(2026, 3, 2)
+    for n in range(count):
+        day = first + dt.timedelta(days=n // len(people))
+        out.append(
+            {
+                "consultantId": people[n % len(people)],
+                "projectId": firm.project_ids[n % len(firm.project_ids)],
+                "workDate": day.isoformat(),
+                "hours": "7.5",
+                "notes": f"latency item {n}",
+                "externalRef": {"system": "bench-latency", "id": str(n)},
+            }
+        )
+    return out
+
+
+async def raw_insert_latencies(database_url: str, samples: int) -> list[float]:
+    """One-row INSERT + COMMIT, one after another, through plain asyncpg."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS public.bench_raw_commit (id bigint, note text)")
+        out = []
+        for i in range(samples):
+            start = time.perf_counter()
+            await conn.execute("INSERT INTO public.bench_raw_commit VALUES ($1, $2)", i, "x")
+            out.append(time.perf_counter() - start)
+        await conn.execute("DROP TABLE public.bench_raw_commit")
+        return out
+    finally:
+        await conn.close()
+
+
+async def prepare(s: Servers, stack: Stack, count: int, consultants: int) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120) as client:
+        firm = await build_firm(client, consultants)
+        await wait_for_projection(s.database_url, firm)
+        # Warm-up outside the measurement: every process's connections and code paths.
+        warm = bodies_for(firm, count + 200)[count:]
+        for body in warm:
+            body["externalRef"]["system"] = "bench-warm"
+            await client.post("/v1/time-entries", json=body)
+    return bodies_for(firm, count)
+
+
+def run(args: argparse.Namespace) -> None:
+    count = int(args.rate * args.seconds)
+    with servers() as s, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        say(f"servers: {s.description}; starting the stack (logs in {logs}) ...")
+        stack = start_stack(s, Path(logs))
+        try:
+            bodies = asyncio.run(prepare(s, stack, count, args.consultants))
+            bodies_path, out_path = Path(logs) / "bodies.json", Path(logs) / "result.json"
+            bodies_path.write_text(json.dumps(bodies))
+            handler = ("grpc_server_handling_seconds", {"grpc_method": "SubmitTimeEntry"})
+            http = ("http_request_duration_seconds", {"method": "POST", "route": "/v1/time-entries"})
+            handler_before = histogram(stack.metrics_url("timekeeping"), *handler)
+            http_before = histogram(stack.metrics_url("gateway"), *http)
+            meter = CpuMeter(s, stack)
+            meter.start()
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--generate",
+                    "--url",
+                    stack.gateway_url,
+                    "--rate",
+                    str(args.rate),
+                    "--seconds",
+                    str(args.seconds),
+                    "--bodies",
+                    str(bodies_path),
+                    "--out",
+                    str(out_path),
+                ],
+                check=True,
+            )
+            cpu = meter.stop()
+            wall = time.perf_counter() - started
+            handler_after = histogram(stack.metrics_url("timekeeping"), *handler)
+            http_after = histogram(stack.metrics_url("gateway"), *http)
+            result = json.loads(out_path.read_text())
+            raw = asyncio.run(raw_insert_latencies(s.database_url, 2000))
+        except BaseException:
+            sys.stderr.write(stack.report(20) + "\n")
+            raise
+        finally:
+            stack.down()
+    latencies = result["latencies"]
+    p99 = percentile([x * 1000 for x in latencies], 99)
+    ok = result["statuses"].get("TIME_ENTRY_STATUS_PENDING_APPROVAL", 0)
+    say(
+        f"\n== timekeeping single-entry submit via REST ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC) ==",
+        f"machine: {os.cpu_count()} cores",
+        f"load: open loop, {args.rate:g} requests/s for {args.seconds:g} s from a separate process; "
+        f"{result['sent']} sent in {result['elapsed']:.1f} s; outcome {result['statuses']}",
+        f"generator lag (send - scheduled): p99 {percentile([x * 1000 for x in result['lag']], 99):.1f} ms",
+        f"latency from scheduled send: {summary_ms(latencies)}",
+        "inside (from the services' own histograms, bucket bounds): "
+        f"gateway request p50 {bucket_quantile(http_before, http_after, 0.5)}, "
+        f"p99 {bucket_quantile(http_before, http_after, 0.99)}; "
+        f"timekeeping handler p50 {bucket_quantile(handler_before, handler_after, 0.5)}, "
+        f"p99 {bucket_quantile(handler_before, handler_after, 0.99)}",
+        cpu_report(cpu, wall),
+        f"machine share: the system under test used {stack_share(cpu, wall):.2f} cores on average "
+        f"(the load generator not included), other work on the machine {others_share(cpu, wall):.2f}",
+        f"p99 {p99:.1f} ms (target < {TARGET_P99_MS:g} ms) -> {'PASS' if p99 < TARGET_P99_MS else 'FAIL'}",
+        f"raw floor: one-row INSERT + COMMIT through asyncpg, sequential: {summary_ms(raw)}",
+    )
+    if ok != result["sent"]:
+        raise SystemExit("not every request stored a PENDING_APPROVAL entry: the figures above do not count")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--consultants", type=int, default=200)
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate:
+        generator_main(args)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
