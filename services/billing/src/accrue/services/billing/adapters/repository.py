@@ -98,7 +98,7 @@ class StoredDraft:
     """A DRAFT invoice of the current run, which late work may join."""
 
     invoice_id: str
-    lines: dict[tuple[str, ...], tuple[str, LineTotals]] = field(default_factory=dict)
+    lines: dict[tuple[object, ...], tuple[str, LineTotals]] = field(default_factory=dict)
     positions: int = 0
 
 

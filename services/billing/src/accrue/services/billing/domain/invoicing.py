@@ -139,8 +139,11 @@ class DraftLine:
     tax_amount: Decimal = ZERO
 
     @property
-    def key(self) -> tuple[str, ...]:
-        """Lines with the same key are one line (late work joins its line on a draft)."""
+    def key(self) -> tuple[object, ...]:
+        """Lines with the same key are one line (late work joins its line on a draft).
+
+        Prices and rates are compared as numbers: 150.00 and 150.0000000000 are one price.
+        """
         if self.kind == LineKind.CREDIT:
             return (self.contract_line_id, self.kind, self.credited_line_id)
         if self.kind == LineKind.MILESTONE:
@@ -150,9 +153,9 @@ class DraftLine:
             self.kind,
             self.labor_category_id,
             self.rate_card_entry_id,
-            str(self.unit_price),
+            self.unit_price,
             self.tax_code,
-            str(self.tax_rate),
+            self.tax_rate,
         )
 
     def add(self, entry_id: str, quantity: Decimal, currency: str, policy: RoundingPolicy) -> None:
