@@ -15,18 +15,39 @@ from accrue.services.billing.adapters.erp.tryton import TrytonErp, _quantity_and
 
 def line(quantity: str, price: str, amount: str, tax_code: str = "VAT", tax: str = "0") -> ErpLine:
     return ErpLine(
-        "TIME", "Professional services", Decimal(quantity), Decimal(price), Decimal(amount), tax_code, Decimal("0.2"),
+        "TIME",
+        "Professional services",
+        Decimal(quantity),
+        Decimal(price),
+        Decimal(amount),
+        tax_code,
+        Decimal("0.2"),
         Decimal(tax),
     )
 
 
 def invoice(reference: str = "inv-1", *lines: ErpLine) -> ErpInvoice:
-    lines = lines or (line("12.50", "150.00", "1875.00", tax="375.00"), line("-2", "150", "-300.00", tax="-60.00"))
+    lines = lines or (
+        line("12.50", "150.00", "1875.00", tax="375.00"),
+        line("-2", "150", "-300.00", tax="-60.00"),
+    )
     subtotal = sum((x.amount for x in lines), Decimal(0))
     tax = sum((x.tax_amount for x in lines), Decimal(0))
     return ErpInvoice(
-        reference, "le-1", "UK", "cu-1", "GLOBEX", "Globex", "GBP", dt.date(2026, 11, 30), dt.date(2026, 11, 1),
-        dt.date(2026, 11, 30), lines, subtotal, tax, subtotal + tax,
+        reference,
+        "le-1",
+        "UK",
+        "cu-1",
+        "GLOBEX",
+        "Globex",
+        "GBP",
+        dt.date(2026, 11, 30),
+        dt.date(2026, 11, 1),
+        dt.date(2026, 11, 30),
+        lines,
+        subtotal,
+        tax,
+        subtotal + tax,
     )
 
 
@@ -56,7 +77,10 @@ async def test_the_file_adapter_refuses_a_different_document_for_the_same_invoic
 
 
 def test_tryton_lines_carry_our_quantity_and_price_only_when_tryton_would_get_our_amount() -> None:
-    assert _quantity_and_price(line("12.50", "150.00", "1875.00"), "GBP") == (Decimal("12.50"), Decimal("150.00"))
+    assert _quantity_and_price(line("12.50", "150.00", "1875.00"), "GBP") == (
+        Decimal("12.50"),
+        Decimal("150.00"),
+    )
     # Half-up contract: 0.25 × 100.10 = 25.025 → 25.03, which Tryton (half-even) would make 25.02.
     assert _quantity_and_price(line("0.25", "100.10", "25.03"), "GBP") == (Decimal(1), Decimal("25.03"))
     # A unit price finer than Tryton's four price digits (an FX-converted rate).
@@ -64,13 +88,21 @@ def test_tryton_lines_carry_our_quantity_and_price_only_when_tryton_would_get_ou
 
 
 def test_tryton_taxes_are_our_per_line_taxes_summed_per_code() -> None:
-    lines = [line("1", "100", "100.00", "VAT", "20.00"), line("1", "50", "50.00", "VAT", "10.00"), line("1", "5", "5.00", "")]
+    lines = [
+        line("1", "100", "100.00", "VAT", "20.00"),
+        line("1", "50", "50.00", "VAT", "10.00"),
+        line("1", "5", "5.00", ""),
+    ]
     assert _taxes_by_code(lines) == [("VAT", Decimal("150.00"), Decimal("30.00"))]
 
 
 def _tryton(handler: object) -> TrytonErp:
     return TrytonErp(
-        "http://erp.invalid", "erp", "admin", "secret", transport=httpx.MockTransport(handler)  # type: ignore[arg-type]
+        "http://erp.invalid",
+        "erp",
+        "admin",
+        "secret",
+        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
     )
 
 

@@ -49,9 +49,15 @@ def test_one_line_per_role_and_rate() -> None:
 
 
 def test_line_amount_and_tax_are_rounded_half_even_once_per_line() -> None:
-    (line,) = time_lines("cl1", "p1", [priced("a", "0.25", "100.10")], "EUR", tax_code="VAT", tax_rate=Decimal("0.20"))
+    (line,) = time_lines(
+        "cl1", "p1", [priced("a", "0.25", "100.10")], "EUR", tax_code="VAT", tax_rate=Decimal("0.20")
+    )
     # 0.25 × 100.10 = 25.025 → 25.02 (half-even); tax 25.02 × 0.2 = 5.004 → 5.00
-    assert (line.quantity, line.amount, line.tax_amount) == (Decimal("0.25"), Decimal("25.02"), Decimal("5.00"))
+    assert (line.quantity, line.amount, line.tax_amount) == (
+        Decimal("0.25"),
+        Decimal("25.02"),
+        Decimal("5.00"),
+    )
     invoice = DraftInvoice("k1", "cu1", "le1", "EUR", [line])
     assert (invoice.subtotal, invoice.tax_total, invoice.total) == (
         Decimal("25.02"),
@@ -63,7 +69,9 @@ def test_line_amount_and_tax_are_rounded_half_even_once_per_line() -> None:
 
 
 def test_a_contract_may_round_half_up() -> None:
-    (line,) = time_lines("cl1", "p1", [priced("a", "0.25", "100.10")], "EUR", HALF_UP, "VAT", Decimal("0.125"))
+    (line,) = time_lines(
+        "cl1", "p1", [priced("a", "0.25", "100.10")], "EUR", HALF_UP, "VAT", Decimal("0.125")
+    )
     # 25.025 → 25.03 half-up; tax 25.03 × 0.125 = 3.12875 → 3.13
     assert (line.amount, line.tax_amount) == (Decimal("25.03"), Decimal("3.13"))
 
@@ -85,7 +93,9 @@ def test_the_minor_unit_follows_the_currency() -> None:
 
 
 def test_an_invoice_adds_up_from_its_rounded_lines() -> None:
-    lines = time_lines("cl1", "p1", [priced("a", "1.25", "33.33"), priced("b", "0.75", "66.67", role="pm")], "GBP")
+    lines = time_lines(
+        "cl1", "p1", [priced("a", "1.25", "33.33"), priced("b", "0.75", "66.67", role="pm")], "GBP"
+    )
     invoice = DraftInvoice("k1", "cu1", "le1", "GBP", lines)
     assert invoice.total == sum(line.amount for line in lines) == Decimal("41.66") + Decimal("50.00")
 

@@ -15,7 +15,9 @@ D = dt.date
 def test_periods_of_each_frequency() -> None:
     assert period_containing(PeriodKind.MONTHLY, D(2026, 2, 14)) == Period(D(2026, 2, 1), D(2026, 2, 28))
     assert period_containing(PeriodKind.SEMI_MONTHLY, D(2026, 2, 15)) == Period(D(2026, 2, 1), D(2026, 2, 15))
-    assert period_containing(PeriodKind.SEMI_MONTHLY, D(2026, 2, 16)) == Period(D(2026, 2, 16), D(2026, 2, 28))
+    assert period_containing(PeriodKind.SEMI_MONTHLY, D(2026, 2, 16)) == Period(
+        D(2026, 2, 16), D(2026, 2, 28)
+    )
     # ISO weeks: 2026-11-25 is a Wednesday.
     assert period_containing(PeriodKind.WEEKLY, D(2026, 11, 25)) == Period(D(2026, 11, 23), D(2026, 11, 29))
 
@@ -62,8 +64,13 @@ def test_void_is_refused_once_posted_or_while_posting() -> None:
 
 
 def test_each_exception_kind_has_its_resolutions() -> None:
-    assert lifecycle.check_resolution("x", "CAP_EXCEEDED", "OPEN", "BILL_OVERAGE") == lifecycle.Resolution.BILL_OVERAGE
-    assert lifecycle.check_resolution("x", "MISSING_FX", "OPEN", "WRITE_OFF") == lifecycle.Resolution.WRITE_OFF
+    assert (
+        lifecycle.check_resolution("x", "CAP_EXCEEDED", "OPEN", "BILL_OVERAGE")
+        == lifecycle.Resolution.BILL_OVERAGE
+    )
+    assert (
+        lifecycle.check_resolution("x", "MISSING_FX", "OPEN", "WRITE_OFF") == lifecycle.Resolution.WRITE_OFF
+    )
     assert lifecycle.check_resolution("x", "ERP_POST_FAILED", "OPEN", "RETRY") == lifecycle.Resolution.RETRY
     with pytest.raises(InvalidArgument) as wrong:
         lifecycle.check_resolution("x", "ERP_POST_FAILED", "OPEN", "WRITE_OFF")
@@ -75,7 +82,14 @@ def test_each_exception_kind_has_its_resolutions() -> None:
 
 
 def test_retries_back_off_exponentially_then_give_up() -> None:
-    policy = RetryPolicy(max_attempts=4, first_delay=dt.timedelta(seconds=5), max_delay=dt.timedelta(seconds=15))
+    policy = RetryPolicy(
+        max_attempts=4, first_delay=dt.timedelta(seconds=5), max_delay=dt.timedelta(seconds=15)
+    )
     now = at(1)
     delays = [policy.next_attempt(n, now) for n in (1, 2, 3, 4)]
-    assert delays == [now + dt.timedelta(seconds=5), now + dt.timedelta(seconds=10), now + dt.timedelta(seconds=15), None]
+    assert delays == [
+        now + dt.timedelta(seconds=5),
+        now + dt.timedelta(seconds=10),
+        now + dt.timedelta(seconds=15),
+        None,
+    ]
