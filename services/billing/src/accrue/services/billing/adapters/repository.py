@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accrue.billing.v1 import resources_pb2 as bl
@@ -37,6 +37,8 @@ from accrue.services.billing.adapters.tables import (
 from accrue.services.billing.domain.invoicing import DraftLine, LineKind, LineTotals, WorkItem
 
 ZERO = Decimal(0)
+# work_mem for a run's transaction: a million unbilled rows sort in about 200 MB.
+SORT_MEMORY = "256MB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,8 @@ class BillingRepository:
             " ORDER BY legal_entity_id, project_id, work_date, time_entry_id FOR UPDATE"
         )
         raw = await self._raw()
+        # A run sorts the period's work once; let that happen in memory rather than on disk.
+        await raw.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
         group: list[UnbilledEntry] = []
         current = None
         async for r in raw.cursor(sql, *args, prefetch=batch):
@@ -266,15 +270,22 @@ class BillingRepository:
         }
 
     async def mark_billed(self, invoice_id: str, lines: Iterable[tuple[str, list[str]]]) -> None:
-        """Put entries on their invoice lines: one array-bound UPDATE per line."""
-        rows = [(invoice_id, line_id, ids) for line_id, ids in lines if ids]
-        if not rows:
+        """Put entries on their invoice lines: one UPDATE for the batch, keyed by entry id."""
+        entry_ids: list[str] = []
+        line_ids: list[str] = []
+        for line_id, ids in lines:
+            entry_ids.extend(ids)
+            line_ids.extend([line_id] * len(ids))
+        if not entry_ids:
             return
         raw = await self._raw()
-        await raw.executemany(
-            f"UPDATE {wip_entries.schema}.wip_entries SET invoice_id = $1::uuid, invoice_line_id = $2::uuid"
-            " WHERE time_entry_id = ANY($3::text[])",
-            rows,
+        await raw.execute(
+            f"UPDATE {wip_entries.schema}.wip_entries w"
+            " SET invoice_id = $1::uuid, invoice_line_id = b.line_id"
+            " FROM unnest($2::text[], $3::uuid[]) AS b(entry_id, line_id) WHERE w.time_entry_id = b.entry_id",
+            invoice_id,
+            entry_ids,
+            line_ids,
         )
 
     async def legal_entities_with_work(self, end: dt.date, cutoff: dt.datetime) -> list[str]:
@@ -427,9 +438,9 @@ class BillingRepository:
     async def capped_lines_of(self, invoice_id: str) -> list[str]:
         """The contract lines an invoice bills (for cap bookkeeping after a void)."""
         rows = await self._conn.execute(
-            sa.select(sa.distinct(invoice_lines.c.contract_line_id)).where(
-                invoice_lines.c.invoice_id == invoice_id
-            )
+            sa.select(invoice_lines.c.contract_line_id)
+            .distinct()
+            .where(invoice_lines.c.invoice_id == invoice_id)
         )
         return [r[0] for r in rows]
 
@@ -587,6 +598,7 @@ class BillingRepository:
                     "project_id": line.project_id,
                     "labor_category_id": line.labor_category_id,
                     "rate_card_entry_id": line.rate_card_entry_id,
+                    "source_time_entry_ids": line.items,
                     "rate_card_rate": line.rate_card_rate,
                     "rate_card_currency": line.rate_card_currency,
                     "fx_rate": line.fx_rate,
@@ -601,18 +613,20 @@ class BillingRepository:
         return ids
 
     async def update_line(
-        self, line_id: str, totals: LineTotals, tax_amount: Decimal, description: str
+        self, line_id: str, totals: LineTotals, tax_amount: Decimal, description: str, added: Sequence[str]
     ) -> None:
-        """New running figures for a draft line that late work joined."""
+        """New running figures for a draft line that late work joined, and its added sources."""
+        ln = invoice_lines
         await self._conn.execute(
-            sa.update(invoice_lines)
-            .where(invoice_lines.c.id == line_id)
+            sa.update(ln)
+            .where(ln.c.id == line_id)
             .values(
                 quantity=totals.quantity,
                 exact_amount=totals.exact_amount,
                 amount=totals.amount,
                 tax_amount=tax_amount,
                 description=description,
+                source_time_entry_ids=ln.c.source_time_entry_ids + sa.cast(list(added), ARRAY(sa.Text)),
             )
         )
 
@@ -664,11 +678,12 @@ class BillingRepository:
 
     async def release_invoice(self, invoice_id: str) -> tuple[list[Any], list[str]]:
         """Take a voided invoice's work and milestones off it; returns the work rows and milestones."""
-        w = wip_entries
+        w, ln = wip_entries, invoice_lines
+        sources = sa.select(sa.func.unnest(ln.c.source_time_entry_ids)).where(ln.c.invoice_id == invoice_id)
         work = list(
             await self._conn.execute(
                 sa.update(w)
-                .where(w.c.invoice_id == invoice_id)
+                .where(w.c.time_entry_id.in_(sources.scalar_subquery()), w.c.invoice_id == invoice_id)
                 .values(invoice_id=None, invoice_line_id=None)
                 .returning(w.c.time_entry_id, w.c.reverses_id, w.c.reversed_by_id)
             )
@@ -733,15 +748,7 @@ class BillingRepository:
             .order_by(invoice_lines.c.invoice_id, invoice_lines.c.position)
         ):
             lines.setdefault(r.invoice_id, []).append(r)
-        sources: dict[str, list[str]] = {}
-        raw = await self._raw()
-        for r in await raw.fetch(
-            f"SELECT invoice_line_id::text, time_entry_id FROM {wip_entries.schema}.wip_entries"
-            " WHERE invoice_id = ANY($1::uuid[]) ORDER BY work_date, time_entry_id",
-            wanted,
-        ):
-            sources.setdefault(r[0], []).append(r[1])
-        return [_invoice(heads[i], lines.get(i, []), sources) for i in wanted if i in heads]
+        return [_invoice(heads[i], lines.get(i, [])) for i in wanted if i in heads]
 
     async def invoice_ids(self, filters: Mapping[str, Any], after: str | None, limit: int) -> list[str]:
         """Invoice ids matching filters, newest first."""
@@ -1000,7 +1007,7 @@ def _rounding_scope(name: str) -> Any:
     return md.ROUNDING_SCOPE_PER_ENTRY if name == "PER_ENTRY" else md.ROUNDING_SCOPE_PER_LINE
 
 
-def _invoice(head: Any, lines: Sequence[Any], sources: Mapping[str, list[str]]) -> bl.Invoice:
+def _invoice(head: Any, lines: Sequence[Any]) -> bl.Invoice:
     currency = head.currency
     msg = bl.Invoice(
         id=head.id,
@@ -1049,7 +1056,7 @@ def _invoice(head: Any, lines: Sequence[Any], sources: Mapping[str, list[str]]) 
                 rate_card_currency=r.rate_card_currency,
                 fx_rate=_dec(r.fx_rate.normalize() if r.fx_rate is not None else None, 0),
                 fx_rate_id=r.fx_rate_id,
-                source_time_entry_ids=sources.get(r.id, []),
+                source_time_entry_ids=list(r.source_time_entry_ids),
                 milestone_id=r.milestone_id,
                 credited_invoice_id=r.credited_invoice_id or "",
                 credited_line_id=r.credited_line_id or "",

@@ -23,9 +23,12 @@ _ID = sa.Uuid(as_uuid=False)
 UNBILLED = "invoice_id IS NULL AND billable AND hold IS NULL"
 
 # Approved time, one row per entry (its id is the natural key, so an event applied twice
-# adds nothing). invoice_id/invoice_line_id are set when a draft takes the entry: that is the
-# line's lineage. A reversal is a row of its own with negative hours (reverses_id set); it is
-# billed as a CREDIT line when its original was invoiced, else both rows are held CANCELLED.
+# adds nothing). invoice_id/invoice_line_id are set when a draft takes the entry (and cleared
+# if that invoice is voided). There is deliberately no index on invoice_id: billing a run
+# updates every row it bills, and each index would cost an insertion per row; an invoice's
+# entries are found through its lines' source_time_entry_ids. A reversal is a row of its own
+# with negative hours (reverses_id set); it is billed as a CREDIT line when its original was
+# invoiced, else both rows are held CANCELLED.
 wip_entries = sa.Table(
     "wip_entries",
     metadata,
@@ -58,7 +61,8 @@ wip_entries = sa.Table(
         "time_entry_id",
         postgresql_where=sa.text(UNBILLED),
     ),
-    sa.Index("wip_by_invoice", "invoice_id", postgresql_where=sa.text("invoice_id IS NOT NULL")),
+    # Reversals by what they reverse (few rows): voids check whether a credit was issued.
+    sa.Index("wip_reversals", "reverses_id", postgresql_where=sa.text("reverses_id IS NOT NULL")),
 )
 
 # Completed milestones of FIXED_FEE lines (md.milestone.completed), billed once each.
@@ -155,6 +159,8 @@ invoice_lines = sa.Table(
     sa.Column("project_id", sa.Text, nullable=False),
     sa.Column("labor_category_id", sa.Text, nullable=False),
     sa.Column("rate_card_entry_id", sa.Text, nullable=False),
+    # The line's lineage: the entries it bills (TIME, CREDIT), kept even if the invoice is voided.
+    sa.Column("source_time_entry_ids", ARRAY(sa.Text), nullable=False),
     sa.Column("milestone_id", sa.Text, nullable=False),
     # quantity × unit_price before rounding (the sum of the entries' exact values).
     sa.Column("exact_amount", sa.Numeric(28, 10), nullable=False),

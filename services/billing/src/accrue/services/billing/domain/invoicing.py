@@ -92,14 +92,31 @@ class LineTotals:
     exact_amount: Decimal = ZERO
     amount: Decimal = ZERO
 
-    def add(self, quantity: Decimal, unit_price: Decimal, currency: str, policy: RoundingPolicy) -> None:
-        """Add quantity at unit_price and re-round as the policy says (the one rounding step)."""
+    def add(
+        self,
+        quantity: Decimal,
+        unit_price: Decimal,
+        currency: str,
+        policy: RoundingPolicy,
+        *,
+        settle: bool = True,
+    ) -> None:
+        """Add quantity at unit_price and re-round as the policy says (the one rounding step).
+
+        settle=False leaves a PER_LINE amount to `settle` once the whole batch is added, which
+        gives the same figure without rounding on every entry.
+        """
         exact = quantity * unit_price
         self.quantity += quantity
         self.exact_amount += exact
         if policy.scope == RoundingScope.PER_ENTRY:
             self.amount += round_money(exact, currency, policy.mode)
-        else:
+        elif settle:
+            self.settle(currency, policy)
+
+    def settle(self, currency: str, policy: RoundingPolicy) -> None:
+        """Round a PER_LINE amount from the exact one (PER_ENTRY amounts are already rounded)."""
+        if policy.scope != RoundingScope.PER_ENTRY:
             self.amount = round_money(self.exact_amount, currency, policy.mode)
 
     def tax(self, rate: Decimal, currency: str, policy: RoundingPolicy) -> Decimal:
@@ -158,11 +175,19 @@ class DraftLine:
             self.tax_rate,
         )
 
-    def add(self, entry_id: str, quantity: Decimal, currency: str, policy: RoundingPolicy) -> None:
+    def add(
+        self, entry_id: str, quantity: Decimal, currency: str, policy: RoundingPolicy, *, settle: bool = True
+    ) -> None:
         """Bill quantity more on this line (an entry's hours, or one milestone)."""
         if entry_id:
             self.items.append(entry_id)
-        self.totals.add(quantity, self.unit_price, currency, policy)
+        self.totals.add(quantity, self.unit_price, currency, policy, settle=settle)
+        if settle:
+            self.tax_amount = self.totals.tax(self.tax_rate, currency, policy)
+
+    def settle(self, currency: str, policy: RoundingPolicy) -> None:
+        """Round the amount and the tax after a batch added with settle=False."""
+        self.totals.settle(currency, policy)
         self.tax_amount = self.totals.tax(self.tax_rate, currency, policy)
 
     # Kept for readers of the line: quantity, amount and the exact amount.
@@ -191,9 +216,12 @@ def time_lines(
     tax_code: str = "",
     tax_rate: Decimal = ZERO,
 ) -> list[DraftLine]:
-    """TIME lines for priced work: one per (role, rate-card entry, unit price), stable order."""
+    """TIME lines for priced work: one per (role, rate-card entry, unit price), stable order.
+
+    Entries keep the order they come in (a run streams them oldest first) on their line.
+    """
     lines: dict[tuple[str, str, Decimal], DraftLine] = {}
-    for p in sorted(priced, key=lambda p: (p.item.work_date, p.item.time_entry_id)):
+    for p in priced:
         key = (p.item.labor_category_id, p.rate_card_entry_id, p.unit_price)
         line = lines.get(key)
         if line is None:
@@ -207,7 +235,9 @@ def time_lines(
                 tax_code=tax_code,
                 tax_rate=tax_rate,
             )
-        line.add(p.item.time_entry_id, p.item.hours, currency, policy)
+        line.add(p.item.time_entry_id, p.item.hours, currency, policy, settle=False)
+    for line in lines.values():
+        line.settle(currency, policy)
     return sorted(lines.values(), key=lambda line: (line.labor_category_id, line.unit_price))
 
 

@@ -33,6 +33,7 @@ log = get_logger(__name__)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 DEFAULT_THRESHOLDS = (80, 90, 100)
+EVENT_BATCH = 100
 
 
 @dataclass
@@ -225,8 +226,10 @@ class Billing:
             await self._supersede_settled(uow, legal_entity_id, now)
             await self._cap_thresholds(uow, outcome, now)
             invoice_ids = await uow.billing.invoice_ids({"billing_run_id": run_id}, None, 100_000)
-            if outcome.touched_invoices:
-                for invoice in await uow.billing.invoices(outcome.touched_invoices):
+            # In batches, so a run of a million entries never holds all their lineage at once.
+            touched = outcome.touched_invoices
+            for i in range(0, len(touched), EVENT_BATCH):
+                for invoice in await uow.billing.invoices(touched[i : i + EVENT_BATCH]):
                     uow.events.add(
                         Event(
                             "billing.invoice.drafted",

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
+
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import ProjectionStore
 from accrue.money import Rounding, format_decimal, format_money, parse_decimal, round_money
@@ -145,11 +147,14 @@ class RunPricer:
         self._cards: dict[str, tuple[md.RateCard, dict[str, RateEntry]] | None] = {}
         self._fx: dict[tuple[str, str], Any | None] = {}
         self._tax: dict[str, Any | None] = {}
+        # The rate for (card, consultant, role, day), shared by every project priced from a card.
+        self._rate_memo: dict[tuple[str, str, str, dt.date], RateEntry | None] = {}
 
     async def price(self) -> RunOutcome:
         """Bill everything in scope; exceptions are collected, not raised."""
         repo = self.uow.billing
         self._drafts = await repo.drafts_of_run(self.scope.run_id)
+        await self._preload_lines()
         async for group in repo.stream_unbilled(
             self.scope.legal_entity_id, self.scope.work_from, self.scope.period_end, self.scope.cutoff
         ):
@@ -160,6 +165,22 @@ class RunPricer:
         return self.outcome
 
     # -- master data, read once per run ------------------------------------------------------
+
+    async def _preload_lines(self) -> None:
+        """Every projected contract line with its contract, in two queries rather than per project."""
+        t = md_projection
+        rows = await self.uow.connection.execute(
+            sa.select(t.c.parent_id, t.c.payload).where(
+                t.c.kind == "contract_line", t.c.project_id.is_not(None)
+            )
+        )
+        lines = [(r.parent_id, md.ContractLine.FromString(r.payload)) for r in rows]
+        store = ProjectionStore(self.uow.connection, md_projection)
+        contracts = await store.get_many("contract", {parent for parent, _ in lines if parent})
+        for parent, line in lines:
+            contract = contracts.get(parent)
+            if isinstance(contract, md.Contract) and line.project_id not in self._lines:
+                self._lines[line.project_id] = (line, contract)
 
     async def _line(self, project_id: str) -> tuple[md.ContractLine, md.Contract] | None:
         if project_id not in self._lines:
@@ -256,7 +277,7 @@ class RunPricer:
                 )
                 return
             fx, fx_id = parse_decimal(fx_rate.rate), fx_rate.id
-        priced, unpriced = self._rates(work, list(rates.values()), fx)
+        priced, unpriced = self._rates(rate_card.id, work, list(rates.values()), fx)
         if unpriced:
             self._problem(
                 "MISSING_RATE",
@@ -311,16 +332,16 @@ class RunPricer:
         self.outcome.entries_billed += len(priced)
 
     def _rates(
-        self, work: list[UnbilledEntry], rates: list[RateEntry], fx: Decimal
+        self, card_id: str, work: list[UnbilledEntry], rates: list[RateEntry], fx: Decimal
     ) -> tuple[list[PricedItem], list[UnbilledEntry]]:
         """Each entry at the rate effective on its date (resolved once per consultant, role, day)."""
         priced: list[PricedItem] = []
         unpriced: list[UnbilledEntry] = []
-        memo: dict[tuple[str, str, dt.date], RateEntry | None] = {}
+        memo = self._rate_memo
         for e in work:
-            key = (e.item.consultant_id, e.item.labor_category_id, e.item.work_date)
+            key = (card_id, e.item.consultant_id, e.item.labor_category_id, e.item.work_date)
             if key not in memo:
-                memo[key] = resolve_rate(rates, consultant_id=key[0], labor_category_id=key[1], day=key[2])
+                memo[key] = resolve_rate(rates, consultant_id=key[1], labor_category_id=key[2], day=key[3])
             rate = memo[key]
             if rate is None:
                 unpriced.append(e)
@@ -500,7 +521,9 @@ class RunPricer:
             merged_view = DraftLine(
                 line.kind, line.contract_line_id, line.project_id, line.unit_price, totals=merged
             )
-            await repo.update_line(line_id, merged, tax, line.description or describe(merged_view, currency))
+            await repo.update_line(
+                line_id, merged, tax, line.description or describe(merged_view, currency), line.items
+            )
             draft.lines[line.key] = (line_id, merged)
             marks.append((line_id, line.items))
             if line.milestone_id:

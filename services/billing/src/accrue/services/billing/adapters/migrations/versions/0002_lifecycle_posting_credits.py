@@ -4,9 +4,9 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-25 20:00:00
 
-Hand-written: besides the new columns and tables it moves line lineage from the
-invoice_lines.source_time_entry_ids arrays onto the entries themselves (wip_entries.invoice_line_id)
-and installs the triggers that keep a POSTED invoice, its lines and its entries unchanged.
+Hand-written: besides the new columns and tables it links each billed entry to its line
+(wip_entries.invoice_line_id, filled from the lines' source_time_entry_ids) and installs the
+triggers that keep a POSTED invoice, its lines and its entries unchanged.
 """
 from typing import Sequence, Union
 
@@ -47,8 +47,8 @@ def upgrade() -> None:
         unique=False, schema=S, postgresql_where=sa.text(UNBILLED),
     )
     op.create_index(
-        'wip_by_invoice', 'wip_entries', ['invoice_id'], unique=False, schema=S,
-        postgresql_where=sa.text('invoice_id IS NOT NULL'),
+        'wip_reversals', 'wip_entries', ['reverses_id'], unique=False, schema=S,
+        postgresql_where=sa.text('reverses_id IS NOT NULL'),
     )
     op.create_table(
         'milestones',
@@ -102,7 +102,6 @@ def upgrade() -> None:
         op.add_column('invoice_lines', sa.Column(name, sa.Text(), server_default='', nullable=False), schema=S)
     op.add_column('invoice_lines', sa.Column('credited_invoice_id', sa.Uuid(as_uuid=False), nullable=True), schema=S)
     op.add_column('invoice_lines', sa.Column('credited_line_id', sa.Uuid(as_uuid=False), nullable=True), schema=S)
-    op.drop_column('invoice_lines', 'source_time_entry_ids', schema=S)
 
     # -- exceptions ---------------------------------------------------------------------------
     op.add_column('billing_exceptions', sa.Column('resolution', sa.Text(), nullable=True), schema=S)
@@ -226,16 +225,6 @@ def downgrade() -> None:
     op.drop_table('posting_jobs', schema=S)
     for name in ('milestone_ids', 'invoice_id', 'resolution_note', 'resolved_by', 'resolution'):
         op.drop_column('billing_exceptions', name, schema=S)
-    op.add_column(
-        'invoice_lines',
-        sa.Column('source_time_entry_ids', postgresql.ARRAY(sa.Text()), server_default='{}', nullable=False),
-        schema=S,
-    )
-    op.execute(
-        f"""UPDATE "{S}".invoice_lines l SET source_time_entry_ids = coalesce(
-              (SELECT array_agg(w.time_entry_id ORDER BY w.work_date, w.time_entry_id)
-               FROM "{S}".wip_entries w WHERE w.invoice_line_id = l.id), '{{}}')"""
-    )
     for name in (
         'credited_line_id', 'credited_invoice_id', 'tax_rate_id', 'fx_rate_id', 'rate_card_currency',
         'fx_rate', 'rate_card_rate', 'exact_amount',
@@ -255,7 +244,7 @@ def downgrade() -> None:
         op.drop_column('billing_runs', name, schema=S)
     op.drop_index('milestones_unbilled', table_name='milestones', schema=S)
     op.drop_table('milestones', schema=S)
-    op.drop_index('wip_by_invoice', table_name='wip_entries', schema=S)
+    op.drop_index('wip_reversals', table_name='wip_entries', schema=S)
     op.drop_index('wip_unbilled', table_name='wip_entries', schema=S)
     op.create_index(
         'wip_unbilled', 'wip_entries', ['legal_entity_id', 'work_date'], unique=False, schema=S,
