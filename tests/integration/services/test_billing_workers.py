@@ -269,3 +269,38 @@ async def test_scheduled_runs_bill_each_period_once_at_its_cut_off(env: Any) -> 
     january = await app.run_due(dt.datetime(2027, 1, 3, 0, 1, tzinfo=utc))
     (december,) = [r for r in january if r.billing_period == "MONTHLY"]
     assert sources(list((await app.get_run(december.run_id)).invoices)) == {late.id}
+
+
+async def test_overlapping_runs_at_once_bill_each_entry_exactly_once(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 3)
+    entries = [
+        await approve(e, f"2026-11-{day:02d}", "2", p, dt.datetime(2026, 11, day, 18, tzinfo=dt.UTC))
+        for p in projects
+        for day in (2, 9, 16)
+    ]
+    await ledger_has(e, len(entries))
+    app = Billing(e.uow)
+    le = e.f["le"].id
+    await asyncio.gather(
+        app.run("2026-11-01", "2026-11-30", ""),
+        app.run("2026-11-01", "2026-11-30", le),
+        app.run("2026-11-01", "2026-11-30", le, md.BILLING_PERIOD_MONTHLY),
+        app.run("2026-11-01", "2026-11-15", le),
+    )
+    async with e.engine.connect() as conn:
+        lineage = (
+            await conn.execute(
+                sa.text(
+                    "SELECT unnest(l.source_time_entry_ids) FROM billing.invoice_lines l"
+                    " JOIN billing.invoices i ON i.id = l.invoice_id WHERE i.status <> 'VOID'"
+                )
+            )
+        ).scalars()
+        billed = list(lineage)
+        marked = await conn.scalar(
+            sa.text("SELECT count(*) FROM billing.wip_entries WHERE invoice_id IS NOT NULL")
+        )
+        hours = await conn.scalar(sa.text("SELECT sum(quantity) FROM billing.invoice_lines"))
+    assert sorted(billed) == sorted(x.id for x in entries)
+    assert (marked, hours) == (len(entries), 2 * len(entries))

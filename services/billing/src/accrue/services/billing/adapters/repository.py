@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from accrue.billing.v1 import resources_pb2 as bl
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.money import format_decimal, format_money
+from accrue.runtime import Aborted
 from accrue.services.billing.adapters.tables import (
     UNBILLED,
     billing_exceptions,
@@ -175,12 +177,12 @@ class BillingRepository:
         cutoff: dt.datetime | None,
         batch: int = 5000,
     ) -> AsyncIterator[list[UnbilledEntry]]:
-        """Unbilled work, locked, project by project: yields one project's rows at a time.
+        """Unbilled work, project by project: yields one project's rows at a time.
 
         A server-side cursor fetches `batch` rows at a time, so memory holds one project's work,
-        not the period's. Rows locked FOR UPDATE cannot be taken by a concurrent run (of another
-        scope) or changed by a reversal until this run commits; a row another run billed first
-        no longer matches and is skipped.
+        not the period's. The caller holds its legal entities' billing locks (`lock_legal_entities`),
+        so no other run and no reversal, void or write-off changes these rows until it commits:
+        locking the rows themselves would cost a write per row for nothing.
         """
         conditions = [UNBILLED, "work_date <= $1"]
         args: list[Any] = [end]
@@ -197,7 +199,7 @@ class BillingRepository:
             "SELECT time_entry_id, project_id, consultant_id, labor_category_id, legal_entity_id,"
             " customer_id, work_date, hours, reverses_id, overage_approved"
             f" FROM {wip_entries.schema}.wip_entries WHERE {' AND '.join(conditions)}"
-            " ORDER BY legal_entity_id, project_id, work_date, time_entry_id FOR UPDATE"
+            " ORDER BY legal_entity_id, project_id, work_date, time_entry_id"
         )
         raw = await self._raw()
         # A run sorts the period's work once; let that happen in memory rather than on disk.
@@ -269,6 +271,35 @@ class BillingRepository:
             for r in rows
         }
 
+    async def lock_legal_entities(self, legal_entity_ids: Iterable[str], *, shared: bool = False) -> None:
+        """Take the legal entities' billing locks until commit (in a fixed order: no deadlock).
+
+        A run takes them exclusively; whatever changes unbilled work (a reversal, a void, a
+        write-off) takes its legal entity's lock shared, so it waits for a run in progress and
+        a run waits for it. Approvals only insert and need no lock.
+        """
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        for legal_entity_id in sorted(set(legal_entity_ids)):
+            key = zlib.crc32(f"billing-legal-entity|{legal_entity_id}".encode()) - 2**31
+            await self._conn.exec_driver_sql(f"SELECT {function}($1)", (key,))
+
+    async def legal_entities_of(self, kind: str, record_id: str) -> list[str]:
+        """The legal entity of an invoice or an exception (none when the id is unknown)."""
+        if not _is_uuid(record_id):
+            return []
+        table = invoices if kind == "invoice" else billing_exceptions
+        found = await self._conn.scalar(sa.select(table.c.legal_entity_id).where(table.c.id == record_id))
+        return [found] if found is not None else []
+
+    async def legal_entities_in_scope(self, end: dt.date) -> list[str]:
+        """Legal entities with unbilled work or milestones dated up to end."""
+        w, m = wip_entries, milestones
+        work = sa.select(w.c.legal_entity_id).where(sa.text(UNBILLED), w.c.work_date <= end).distinct()
+        done = sa.select(m.c.legal_entity_id).where(
+            m.c.invoice_id.is_(None), m.c.hold.is_(None), m.c.complete_date <= end
+        )
+        return sorted(r[0] for r in await self._conn.execute(sa.union(work, done)))
+
     async def mark_billed(self, invoice_id: str, lines: Iterable[tuple[str, list[str]]]) -> None:
         """Put entries on their invoice lines: one UPDATE for the batch, keyed by entry id."""
         entry_ids: list[str] = []
@@ -279,7 +310,7 @@ class BillingRepository:
         if not entry_ids:
             return
         raw = await self._raw()
-        await raw.execute(
+        status = await raw.execute(
             f"UPDATE {wip_entries.schema}.wip_entries w"
             " SET invoice_id = $1::uuid, invoice_line_id = b.line_id"
             " FROM unnest($2::text[], $3::uuid[]) AS b(entry_id, line_id) WHERE w.time_entry_id = b.entry_id",
@@ -287,6 +318,11 @@ class BillingRepository:
             entry_ids,
             line_ids,
         )
+        if status != f"UPDATE {len(entry_ids)}":
+            # Cannot happen while the legal entity lock is held; refuse to commit if it does.
+            raise Aborted(
+                f"billing {len(entry_ids)} entries changed {status}; the run is rolled back, try again"
+            )
 
     async def legal_entities_with_work(self, end: dt.date, cutoff: dt.datetime) -> list[str]:
         """Legal entities with unbilled work or milestones due by the period end and cut-off."""

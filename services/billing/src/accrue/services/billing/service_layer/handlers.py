@@ -97,6 +97,7 @@ class Billing:
         invoice the reversal waits, unbilled, to become a CREDIT line; otherwise both rows are
         held CANCELLED and neither is ever billed. Applying the event twice changes nothing.
         """
+        await uow.billing.lock_legal_entities([original.legal_entity_id], shared=True)
         if await uow.billing.work_for_update(reversal.id) is not None:
             return
         row = await uow.billing.work_for_update(original.id)
@@ -211,6 +212,10 @@ class Billing:
                 "SELECT pg_advisory_xact_lock($1)",
                 (_scope_lock(legal_entity_id, start, end, billing_period),),
             )
+            entities = (
+                [legal_entity_id] if legal_entity_id else await uow.billing.legal_entities_in_scope(end)
+            )
+            await uow.billing.lock_legal_entities(entities)
             run_id, created, new = await uow.billing.run_for(
                 legal_entity_id, start, end, billing_period, now, scheduled=scheduled, cutoff=cutoff
             )
@@ -412,6 +417,10 @@ class Billing:
         v.raise_if_any("the void is invalid")
         now = self._clock()
         async with self._uow() as uow:
+            # The legal entity's billing lock first, then the row: the order a run takes them in.
+            await uow.billing.lock_legal_entities(
+                await uow.billing.legal_entities_of("invoice", invoice_id), shared=True
+            )
             head = await self._invoice_for_update(uow, invoice_id)
             lifecycle.check_void(invoice_id, head.status, head.posting_status)
             if head.posting_status == "FAILED" and self._erp is not None:
@@ -500,6 +509,9 @@ class Billing:
             name = ""
         now = self._clock()
         async with self._uow() as uow:
+            await uow.billing.lock_legal_entities(
+                await uow.billing.legal_entities_of("exception", exception_id), shared=True
+            )
             row = await uow.billing.exception_for_update(exception_id)
             if row is None:
                 raise NotFound(f"no billing exception with id {exception_id!r}", reason="NOT_FOUND")
