@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
+def _rename_query(parsed: URL, old: str, new: str) -> URL:
+    if old not in parsed.query:
+        return parsed
+    query = dict(parsed.query)
+    query.setdefault(new, query.pop(old))
+    return parsed.set(query=query)
+
+
 def normalize_url(url: str) -> str:
-    """Accept plain postgresql:// URLs (as PostgreSQL tools print them) and use asyncpg."""
+    """Accept plain postgresql:// URLs (as PostgreSQL tools print them) and use asyncpg.
+
+    TLS may be asked for either way: libpq's `sslmode=` is what people paste, SQLAlchemy's
+    asyncpg dialect wants `ssl=`; both mean the same here.
+    """
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername != "postgresql+asyncpg":
         raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}; use postgresql://")
-    return parsed.render_as_string(hide_password=False)
+    return _rename_query(parsed, "sslmode", "ssl").render_as_string(hide_password=False)
 
 
 def create_engine(url: str, *, pool_size: int = 10, application_name: str = "accrue") -> AsyncEngine:
@@ -30,4 +42,5 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "acc
 def asyncpg_dsn(url: str) -> str:
     """The same database as a plain libpq-style URL, for direct asyncpg connections (LISTEN)."""
     parsed = make_url(normalize_url(url)).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
+    # asyncpg's own DSN parser speaks libpq: sslmode=, not ssl= (which it would send as a setting).
+    return _rename_query(parsed, "ssl", "sslmode").render_as_string(hide_password=False)
