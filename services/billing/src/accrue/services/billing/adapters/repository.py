@@ -137,6 +137,8 @@ class BillingRepository:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+        self._billed_table = False
+        self._billed_notes = 0
 
     async def _raw(self) -> Any:
         """The asyncpg connection under this transaction (for cursors and array updates)."""
@@ -301,28 +303,44 @@ class BillingRepository:
         return sorted(r[0] for r in await self._conn.execute(sa.union(work, done)))
 
     async def mark_billed(self, invoice_id: str, lines: Iterable[tuple[str, list[str]]]) -> None:
-        """Put entries on their invoice lines: one UPDATE for the batch, keyed by entry id."""
-        entry_ids: list[str] = []
-        line_ids: list[str] = []
-        for line_id, ids in lines:
-            entry_ids.extend(ids)
-            line_ids.extend([line_id] * len(ids))
-        if not entry_ids:
+        """Note entries as billed on their lines; `apply_billed` writes them to the ledger.
+
+        The notes go to a temporary table by COPY as the run streams; the ledger is updated once,
+        at the end, in one join. Updating project by project would visit every heap page of the
+        ledger once per project (a project's entries are spread over the table); one join visits
+        each page once.
+        """
+        rows = [(entry_id, invoice_id, line_id) for line_id, ids in lines for entry_id in ids]
+        if not rows:
             return
+        raw = await self._raw()
+        if not self._billed_table:
+            await raw.execute(
+                "CREATE TEMPORARY TABLE billed_now (entry_id text, invoice_id uuid, line_id uuid)"
+                " ON COMMIT DROP"
+            )
+            self._billed_table = True
+        await raw.copy_records_to_table(
+            "billed_now", records=rows, columns=["entry_id", "invoice_id", "line_id"]
+        )
+        self._billed_notes += len(rows)
+
+    async def apply_billed(self) -> int:
+        """Write the noted entries' invoice and line to the ledger; returns how many."""
+        if not self._billed_notes:
+            return 0
         raw = await self._raw()
         status = await raw.execute(
             f"UPDATE {wip_entries.schema}.wip_entries w"
-            " SET invoice_id = $1::uuid, invoice_line_id = b.line_id"
-            " FROM unnest($2::text[], $3::uuid[]) AS b(entry_id, line_id) WHERE w.time_entry_id = b.entry_id",
-            invoice_id,
-            entry_ids,
-            line_ids,
+            " SET invoice_id = b.invoice_id, invoice_line_id = b.line_id"
+            " FROM billed_now b WHERE w.time_entry_id = b.entry_id"
         )
-        if status != f"UPDATE {len(entry_ids)}":
+        noted, self._billed_notes = self._billed_notes, 0
+        await raw.execute("TRUNCATE billed_now")
+        if status != f"UPDATE {noted}":
             # Cannot happen while the legal entity lock is held; refuse to commit if it does.
-            raise Aborted(
-                f"billing {len(entry_ids)} entries changed {status}; the run is rolled back, try again"
-            )
+            raise Aborted(f"billing {noted} entries changed {status}; the run is rolled back, try again")
+        return noted
 
     async def legal_entities_with_work(self, end: dt.date, cutoff: dt.datetime) -> list[str]:
         """Legal entities with unbilled work or milestones due by the period end and cut-off."""

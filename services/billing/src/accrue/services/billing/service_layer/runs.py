@@ -160,6 +160,7 @@ class RunPricer:
         ):
             await self._project(group)
         await self._milestones()
+        await repo.apply_billed()
         await repo.refresh_totals(self._touched, self.now)
         self.outcome.touched_invoices = list(self._touched)
         return self.outcome
