@@ -333,6 +333,7 @@ async def test_approved_invoices_post_once_with_gap_free_numbers(world: World) -
     assert (again.status, again.number) == (bl.INVOICE_STATUS_POSTED, "000001")
     await approve_invoice(w, second.id)
     assert (await post_and_wait(w, second.id)).number == "000002"
+    assert len(await events(w, "billing.invoice.approved.>")) == 2
     published = await events(w, "billing.invoice.posted.>")
     assert [bev.InvoicePosted.FromString(m.data).invoice.number for m in published] == ["000001", "000002"]
     assert {m.subject for m in published} == {f"billing.invoice.posted.{w.f['le'].id}"}

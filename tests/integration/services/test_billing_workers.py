@@ -304,3 +304,15 @@ async def test_overlapping_runs_at_once_bill_each_entry_exactly_once(env: Any) -
         hours = await conn.scalar(sa.text("SELECT sum(quantity) FROM billing.invoice_lines"))
     assert sorted(billed) == sorted(x.id for x in entries)
     assert (marked, hours) == (len(entries), 2 * len(entries))
+
+
+async def test_the_erp_rate_limit_is_one_bucket_for_every_worker(env: Any) -> None:
+    e = env
+    # 4 calls a second with a burst of 4: 12 tokens taken from two "replicas" at once need
+    # about (12 - 4) / 4 = 2 seconds, however they interleave.
+    app = Billing(e.uow)
+    workers = [PostingWorker(e.uow, app, FileErp(e.erp_dir), rate_per_second=4) for _ in range(2)]
+    started = asyncio.get_running_loop().time()
+    await asyncio.gather(*(w._wait_for_token() for w in workers for _ in range(6)))
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 1.7 <= elapsed < 6, elapsed

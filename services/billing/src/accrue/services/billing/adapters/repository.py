@@ -881,29 +881,38 @@ class BillingRepository:
         return {r[0]: int(r[1]) for r in rows}
 
     async def take_token(self, name: str, rate: float, burst: float) -> float:
-        """Take one token from a shared bucket; returns 0 on success, else seconds to wait."""
+        """Take one token from a shared bucket; returns 0 on success, else seconds to wait.
+
+        The bucket's row is locked for the (short) transaction, so replicas take turns; the
+        database's clock is the one clock every replica shares.
+        """
         t = rate_limits
         await self._conn.execute(
             insert(t)
             .values(name=name, tokens=burst, update_time=sa.func.clock_timestamp())
             .on_conflict_do_nothing()
         )
-        refill = sa.func.least(
-            burst, t.c.tokens + rate * sa.extract("epoch", sa.func.clock_timestamp() - t.c.update_time)
-        )
-        row = (
+        tokens, now = (
             await self._conn.execute(
-                sa.update(t)
-                .where(t.c.name == name)
-                .values(
-                    tokens=refill - sa.case((refill >= 1, 1.0), else_=0.0),
-                    update_time=sa.func.clock_timestamp(),
+                sa.select(
+                    sa.func.least(
+                        burst,
+                        t.c.tokens + rate * sa.extract("epoch", sa.func.clock_timestamp() - t.c.update_time),
+                    ),
+                    sa.func.clock_timestamp(),
                 )
-                .returning(t.c.tokens, refill.label("before"))
+                .where(t.c.name == name)
+                .with_for_update()
             )
         ).one()
-        before = float(row[1])
-        return 0.0 if before >= 1 else (1 - before) / rate
+        available = float(tokens)
+        taken = available >= 1
+        await self._conn.execute(
+            sa.update(t)
+            .where(t.c.name == name)
+            .values(tokens=available - 1 if taken else available, update_time=now)
+        )
+        return 0.0 if taken else (1 - available) / rate
 
     # -- exceptions ---------------------------------------------------------------------------
 
