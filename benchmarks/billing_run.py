@@ -137,7 +137,7 @@ async def seed(url: str, entries: int, projects: int) -> dict[str, Any]:
         for n in range(entries):
             p = n % projects
             yield (
-                f"te-{n:08d}",
+                str(uuid.UUID(int=(n << 64) | 0x4000_8000_0000_0000)),  # ids look like production ones
                 project_ids[p],
                 consultants[rng.randrange(CONSULTANTS)],
                 roles[rng.randrange(ROLES)],
