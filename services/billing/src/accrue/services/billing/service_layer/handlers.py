@@ -25,7 +25,7 @@ from accrue.services.billing.domain import lifecycle
 from accrue.services.billing.domain.invoicing import thresholds_reached
 from accrue.services.billing.domain.lifecycle import WORK_KINDS, Resolution
 from accrue.services.billing.domain.periods import PeriodKind, latest_due
-from accrue.services.billing.service_layer.runs import RunOutcome, RunPricer, RunScope, period_kind
+from accrue.services.billing.service_layer.runs import RunOutcome, RunPricer, RunScope
 from accrue.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -695,5 +695,3 @@ def _page_size(page_size: int) -> int:
         )
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
-
-__all__ = ["Billing", "RunResult", "period_kind"]
