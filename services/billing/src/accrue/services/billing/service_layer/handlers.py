@@ -694,4 +694,3 @@ def _page_size(page_size: int) -> int:
             [Violation("page_size", "OUT_OF_RANGE", "page_size must not be negative")],
         )
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
