@@ -68,6 +68,356 @@ class CreateBillingRunResponse(_message.Message):
 Global___CreateBillingRunResponse: _TypeAlias = CreateBillingRunResponse  # noqa: Y015
 
 @_typing.final
+class GetBillingRunRequest(_message.Message):
+    """GetBillingRunRequest names the run to get."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The run's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingRunRequest: _TypeAlias = GetBillingRunRequest  # noqa: Y015
+
+@_typing.final
+class GetBillingRunResponse(_message.Message):
+    """GetBillingRunResponse carries the run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLING_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def billing_run(self) -> _resources_pb2.BillingRun:
+        """The run with its invoices."""
+
+    def __init__(
+        self,
+        *,
+        billing_run: _resources_pb2.BillingRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_run", b"billing_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_run", b"billing_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingRunResponse: _TypeAlias = GetBillingRunResponse  # noqa: Y015
+
+@_typing.final
+class ApproveInvoiceRequest(_message.Message):
+    """ApproveInvoiceRequest names the draft to approve and who approves it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    actor_id: _builtins.str
+    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveInvoiceRequest: _TypeAlias = ApproveInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class ApproveInvoiceResponse(_message.Message):
+    """ApproveInvoiceResponse carries the approved invoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def invoice(self) -> _resources_pb2.Invoice:
+        """The invoice, now APPROVED."""
+
+    def __init__(
+        self,
+        *,
+        invoice: _resources_pb2.Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveInvoiceResponse: _TypeAlias = ApproveInvoiceResponse  # noqa: Y015
+
+@_typing.final
+class PostInvoiceRequest(_message.Message):
+    """PostInvoiceRequest names the approved invoice to post and who asks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    actor_id: _builtins.str
+    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostInvoiceRequest: _TypeAlias = PostInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class PostInvoiceResponse(_message.Message):
+    """PostInvoiceResponse carries the invoice with its posting state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def invoice(self) -> _resources_pb2.Invoice:
+        """The invoice: APPROVED with a queued posting, or POSTED once the ERP has confirmed."""
+
+    def __init__(
+        self,
+        *,
+        invoice: _resources_pb2.Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostInvoiceResponse: _TypeAlias = PostInvoiceResponse  # noqa: Y015
+
+@_typing.final
+class VoidInvoiceRequest(_message.Message):
+    """VoidInvoiceRequest names the invoice to void, who voids it and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    actor_id: _builtins.str
+    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    reason: _builtins.str
+    """Why the invoice is voided."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidInvoiceRequest: _TypeAlias = VoidInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class VoidInvoiceResponse(_message.Message):
+    """VoidInvoiceResponse carries the voided invoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def invoice(self) -> _resources_pb2.Invoice:
+        """The invoice, now VOID."""
+
+    def __init__(
+        self,
+        *,
+        invoice: _resources_pb2.Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidInvoiceResponse: _TypeAlias = VoidInvoiceResponse  # noqa: Y015
+
+@_typing.final
+class GetCapStatusRequest(_message.Message):
+    """GetCapStatusRequest names the CAPPED contract line."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_LINE_ID_FIELD_NUMBER: _builtins.int
+    contract_line_id: _builtins.str
+    """The contract line's id."""
+    def __init__(
+        self,
+        *,
+        contract_line_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_line_id", b"contract_line_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapStatusRequest: _TypeAlias = GetCapStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetCapStatusResponse(_message.Message):
+    """GetCapStatusResponse carries the line's cap status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAP_STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cap_status(self) -> _resources_pb2.CapStatus:
+        """The cap status."""
+
+    def __init__(
+        self,
+        *,
+        cap_status: _resources_pb2.CapStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cap_status", b"cap_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_status", b"cap_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapStatusResponse: _TypeAlias = GetCapStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetBillingExceptionRequest(_message.Message):
+    """GetBillingExceptionRequest names the exception to get."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The exception's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingExceptionRequest: _TypeAlias = GetBillingExceptionRequest  # noqa: Y015
+
+@_typing.final
+class GetBillingExceptionResponse(_message.Message):
+    """GetBillingExceptionResponse carries the exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLING_EXCEPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def billing_exception(self) -> _resources_pb2.BillingException:
+        """The exception."""
+
+    def __init__(
+        self,
+        *,
+        billing_exception: _resources_pb2.BillingException | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_exception", b"billing_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_exception", b"billing_exception"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingExceptionResponse: _TypeAlias = GetBillingExceptionResponse  # noqa: Y015
+
+@_typing.final
+class ResolveBillingExceptionRequest(_message.Message):
+    """ResolveBillingExceptionRequest says how finance deals with an open exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The exception's id."""
+    actor_id: _builtins.str
+    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    resolution: _resources_pb2.BillingExceptionResolution.ValueType
+    """What to do: BILL_OVERAGE (CAP_EXCEEDED only), WRITE_OFF (work exceptions), or RETRY."""
+    note: _builtins.str
+    """Why, for the record."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        resolution: _resources_pb2.BillingExceptionResolution.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "id", b"id", "note", b"note", "resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveBillingExceptionRequest: _TypeAlias = ResolveBillingExceptionRequest  # noqa: Y015
+
+@_typing.final
+class ResolveBillingExceptionResponse(_message.Message):
+    """ResolveBillingExceptionResponse carries the resolved exception."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLING_EXCEPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def billing_exception(self) -> _resources_pb2.BillingException:
+        """The exception, now RESOLVED."""
+
+    def __init__(
+        self,
+        *,
+        billing_exception: _resources_pb2.BillingException | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_exception", b"billing_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_exception", b"billing_exception"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveBillingExceptionResponse: _TypeAlias = ResolveBillingExceptionResponse  # noqa: Y015
+
+@_typing.final
 class GetInvoiceRequest(_message.Message):
     """GetInvoiceRequest names the invoice to get."""
 
@@ -286,6 +636,9 @@ class BilledEntry(_message.Message):
     BILLABLE_FIELD_NUMBER: _builtins.int
     INVOICE_ID_FIELD_NUMBER: _builtins.int
     INVOICE_STATUS_FIELD_NUMBER: _builtins.int
+    REVERSES_ID_FIELD_NUMBER: _builtins.int
+    WRITTEN_OFF_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     time_entry_id: _builtins.str
     """The time entry."""
     hours: _builtins.str
@@ -296,6 +649,12 @@ class BilledEntry(_message.Message):
     """The invoice it is on; empty while unbilled."""
     invoice_status: _resources_pb2.InvoiceStatus.ValueType
     """That invoice's status; unspecified while unbilled."""
+    reverses_id: _builtins.str
+    """On a reversal: the entry it cancels (its hours are negative)."""
+    written_off: _builtins.bool
+    """Written off by finance: never billed."""
+    cancelled: _builtins.bool
+    """Reversed before it was invoiced (or the reversal of such an entry): never billed."""
     def __init__(
         self,
         *,
@@ -304,10 +663,13 @@ class BilledEntry(_message.Message):
         billable: _builtins.bool = ...,
         invoice_id: _builtins.str = ...,
         invoice_status: _resources_pb2.InvoiceStatus.ValueType = ...,
+        reverses_id: _builtins.str = ...,
+        written_off: _builtins.bool = ...,
+        cancelled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "hours", b"hours", "invoice_id", b"invoice_id", "invoice_status", b"invoice_status", "time_entry_id", b"time_entry_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "cancelled", b"cancelled", "hours", b"hours", "invoice_id", b"invoice_id", "invoice_status", b"invoice_status", "reverses_id", b"reverses_id", "time_entry_id", b"time_entry_id", "written_off", b"written_off"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,6 +689,7 @@ class BilledWorkSummary(_message.Message):
     BILLED_HOURS_FIELD_NUMBER: _builtins.int
     POSTED_HOURS_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    WRITTEN_OFF_HOURS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project."""
     legal_entity_id: _builtins.str
@@ -341,6 +704,8 @@ class BilledWorkSummary(_message.Message):
     """Hours on live (non-void) invoices, as a decimal string."""
     posted_hours: _builtins.str
     """Hours on POSTED invoices, as a decimal string."""
+    written_off_hours: _builtins.str
+    """Billable hours finance wrote off, as a decimal string."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BilledEntry]:
         """The entries."""
@@ -356,10 +721,11 @@ class BilledWorkSummary(_message.Message):
         billed_hours: _builtins.str = ...,
         posted_hours: _builtins.str = ...,
         entries: _abc.Iterable[Global___BilledEntry] | None = ...,
+        written_off_hours: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_hours", b"billed_hours", "entries", b"entries", "entry_count", b"entry_count", "hours", b"hours", "legal_entity_id", b"legal_entity_id", "posted_hours", b"posted_hours", "project_id", b"project_id", "unbilled_hours", b"unbilled_hours"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_hours", b"billed_hours", "entries", b"entries", "entry_count", b"entry_count", "hours", b"hours", "legal_entity_id", b"legal_entity_id", "posted_hours", b"posted_hours", "project_id", b"project_id", "unbilled_hours", b"unbilled_hours", "written_off_hours", b"written_off_hours"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,11 @@ class BillingServiceStub:
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.CreateBillingRunRequest.SerializeToString,
                 response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.CreateBillingRunResponse.FromString,
                 _registered_method=True)
+        self.GetBillingRun = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/GetBillingRun',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingRunRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingRunResponse.FromString,
+                _registered_method=True)
         self.GetInvoice = channel.unary_unary(
                 '/accrue.billing.v1.BillingService/GetInvoice',
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetInvoiceRequest.SerializeToString,
@@ -50,6 +55,26 @@ class BillingServiceStub:
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.SerializeToString,
                 response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.FromString,
                 _registered_method=True)
+        self.ApproveInvoice = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/ApproveInvoice',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ApproveInvoiceRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ApproveInvoiceResponse.FromString,
+                _registered_method=True)
+        self.PostInvoice = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/PostInvoice',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.PostInvoiceRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.PostInvoiceResponse.FromString,
+                _registered_method=True)
+        self.VoidInvoice = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/VoidInvoice',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.VoidInvoiceRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.VoidInvoiceResponse.FromString,
+                _registered_method=True)
+        self.GetCapStatus = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/GetCapStatus',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetCapStatusRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetCapStatusResponse.FromString,
+                _registered_method=True)
         self.SummarizeBilledWork = channel.unary_unary(
                 '/accrue.billing.v1.BillingService/SummarizeBilledWork',
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkRequest.SerializeToString,
@@ -59,6 +84,16 @@ class BillingServiceStub:
                 '/accrue.billing.v1.BillingService/ListBillingExceptions',
                 request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsRequest.SerializeToString,
                 response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsResponse.FromString,
+                _registered_method=True)
+        self.GetBillingException = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/GetBillingException',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingExceptionRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingExceptionResponse.FromString,
+                _registered_method=True)
+        self.ResolveBillingException = channel.unary_unary(
+                '/accrue.billing.v1.BillingService/ResolveBillingException',
+                request_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ResolveBillingExceptionRequest.SerializeToString,
+                response_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ResolveBillingExceptionResponse.FromString,
                 _registered_method=True)
 
 
@@ -73,6 +108,13 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBillingRun(self, request, context):
+        """Gets a billing run with every invoice it holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInvoice(self, request, context):
         """Gets an invoice with its lines.
         """
@@ -82,6 +124,36 @@ class BillingServiceServicer:
 
     def ListInvoices(self, request, context):
         """Lists invoices, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveInvoice(self, request, context):
+        """Approves a draft invoice as finance; it can then be posted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostInvoice(self, request, context):
+        """Queues an approved invoice for posting to the ERP. The posting is a durable job with
+        retries; the invoice becomes POSTED (numbered, billing.invoice.posted published) only once
+        the ERP confirms. Asking again while it is queued or after it is posted changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidInvoice(self, request, context):
+        """Voids a draft or approved invoice that is not being posted; its work is unbilled again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCapStatus(self, request, context):
+        """Gets the cap, what is billed against it and what remains, for a CAPPED contract line.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +174,21 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBillingException(self, request, context):
+        """Gets one billing exception.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveBillingException(self, request, context):
+        """Resolves an open exception with an action: bill the overage, write the work off, or
+        retry (price again at the next run; post again for ERP_POST_FAILED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +196,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.CreateBillingRun,
                     request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.CreateBillingRunRequest.FromString,
                     response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.CreateBillingRunResponse.SerializeToString,
+            ),
+            'GetBillingRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBillingRun,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingRunRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingRunResponse.SerializeToString,
             ),
             'GetInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInvoice,
@@ -120,6 +212,26 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.FromString,
                     response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.SerializeToString,
             ),
+            'ApproveInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveInvoice,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ApproveInvoiceRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ApproveInvoiceResponse.SerializeToString,
+            ),
+            'PostInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostInvoice,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.PostInvoiceRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.PostInvoiceResponse.SerializeToString,
+            ),
+            'VoidInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidInvoice,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.VoidInvoiceRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.VoidInvoiceResponse.SerializeToString,
+            ),
+            'GetCapStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapStatus,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetCapStatusRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetCapStatusResponse.SerializeToString,
+            ),
             'SummarizeBilledWork': grpc.unary_unary_rpc_method_handler(
                     servicer.SummarizeBilledWork,
                     request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.SummarizeBilledWorkRequest.FromString,
@@ -129,6 +241,16 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListBillingExceptions,
                     request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsRequest.FromString,
                     response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsResponse.SerializeToString,
+            ),
+            'GetBillingException': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBillingException,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingExceptionRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingExceptionResponse.SerializeToString,
+            ),
+            'ResolveBillingException': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveBillingException,
+                    request_deserializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ResolveBillingExceptionRequest.FromString,
+                    response_serializer=accrue_dot_billing_dot_v1_dot_billing__service__pb2.ResolveBillingExceptionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -159,6 +281,33 @@ class BillingService:
             '/accrue.billing.v1.BillingService/CreateBillingRun',
             accrue_dot_billing_dot_v1_dot_billing__service__pb2.CreateBillingRunRequest.SerializeToString,
             accrue_dot_billing_dot_v1_dot_billing__service__pb2.CreateBillingRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBillingRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/GetBillingRun',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingRunRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,6 +373,114 @@ class BillingService:
             _registered_method=True)
 
     @staticmethod
+    def ApproveInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/ApproveInvoice',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.ApproveInvoiceRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.ApproveInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/PostInvoice',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.PostInvoiceRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.PostInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/VoidInvoice',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.VoidInvoiceRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.VoidInvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/GetCapStatus',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetCapStatusRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetCapStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SummarizeBilledWork(request,
             target,
             options=(),
@@ -267,6 +524,60 @@ class BillingService:
             '/accrue.billing.v1.BillingService/ListBillingExceptions',
             accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsRequest.SerializeToString,
             accrue_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingExceptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBillingException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/GetBillingException',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingExceptionRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingExceptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveBillingException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.billing.v1.BillingService/ResolveBillingException',
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.ResolveBillingExceptionRequest.SerializeToString,
+            accrue_dot_billing_dot_v1_dot_billing__service__pb2.ResolveBillingExceptionResponse.FromString,
             options,
             channel_credentials,
             insecure,

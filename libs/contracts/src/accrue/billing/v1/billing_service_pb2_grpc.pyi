@@ -35,16 +35,35 @@ class BillingServiceStub:
     def __new__(cls, channel: _aio.Channel) -> BillingServiceAsyncStub: ...
     CreateBillingRun: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.CreateBillingRunRequest, _billing_service_pb2.CreateBillingRunResponse]
     """Runs billing for a period: unbilled work becomes draft invoices per contract."""
+    GetBillingRun: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingRunRequest, _billing_service_pb2.GetBillingRunResponse]
+    """Gets a billing run with every invoice it holds."""
     GetInvoice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetInvoiceRequest, _billing_service_pb2.GetInvoiceResponse]
     """Gets an invoice with its lines."""
     ListInvoices: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListInvoicesRequest, _billing_service_pb2.ListInvoicesResponse]
     """Lists invoices, filtered and paged."""
+    ApproveInvoice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ApproveInvoiceRequest, _billing_service_pb2.ApproveInvoiceResponse]
+    """Approves a draft invoice as finance; it can then be posted."""
+    PostInvoice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.PostInvoiceRequest, _billing_service_pb2.PostInvoiceResponse]
+    """Queues an approved invoice for posting to the ERP. The posting is a durable job with
+    retries; the invoice becomes POSTED (numbered, billing.invoice.posted published) only once
+    the ERP confirms. Asking again while it is queued or after it is posted changes nothing.
+    """
+    VoidInvoice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.VoidInvoiceRequest, _billing_service_pb2.VoidInvoiceResponse]
+    """Voids a draft or approved invoice that is not being posted; its work is unbilled again."""
+    GetCapStatus: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetCapStatusRequest, _billing_service_pb2.GetCapStatusResponse]
+    """Gets the cap, what is billed against it and what remains, for a CAPPED contract line."""
     SummarizeBilledWork: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SummarizeBilledWorkRequest, _billing_service_pb2.SummarizeBilledWorkResponse]
     """Sums unbilled and billed work per project for a period, with the entries behind each
     figure. For reconciliation between stages; internal, so it has no REST mapping.
     """
     ListBillingExceptions: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingExceptionsRequest, _billing_service_pb2.ListBillingExceptionsResponse]
     """Lists billing exceptions, filtered and paged."""
+    GetBillingException: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingExceptionRequest, _billing_service_pb2.GetBillingExceptionResponse]
+    """Gets one billing exception."""
+    ResolveBillingException: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ResolveBillingExceptionRequest, _billing_service_pb2.ResolveBillingExceptionResponse]
+    """Resolves an open exception with an action: bill the overage, write the work off, or
+    retry (price again at the next run; post again for ERP_POST_FAILED).
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -53,16 +72,35 @@ class BillingServiceAsyncStub(BillingServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateBillingRun: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.CreateBillingRunRequest, _billing_service_pb2.CreateBillingRunResponse]  # type: ignore[assignment]
     """Runs billing for a period: unbilled work becomes draft invoices per contract."""
+    GetBillingRun: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingRunRequest, _billing_service_pb2.GetBillingRunResponse]  # type: ignore[assignment]
+    """Gets a billing run with every invoice it holds."""
     GetInvoice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetInvoiceRequest, _billing_service_pb2.GetInvoiceResponse]  # type: ignore[assignment]
     """Gets an invoice with its lines."""
     ListInvoices: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListInvoicesRequest, _billing_service_pb2.ListInvoicesResponse]  # type: ignore[assignment]
     """Lists invoices, filtered and paged."""
+    ApproveInvoice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ApproveInvoiceRequest, _billing_service_pb2.ApproveInvoiceResponse]  # type: ignore[assignment]
+    """Approves a draft invoice as finance; it can then be posted."""
+    PostInvoice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.PostInvoiceRequest, _billing_service_pb2.PostInvoiceResponse]  # type: ignore[assignment]
+    """Queues an approved invoice for posting to the ERP. The posting is a durable job with
+    retries; the invoice becomes POSTED (numbered, billing.invoice.posted published) only once
+    the ERP confirms. Asking again while it is queued or after it is posted changes nothing.
+    """
+    VoidInvoice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.VoidInvoiceRequest, _billing_service_pb2.VoidInvoiceResponse]  # type: ignore[assignment]
+    """Voids a draft or approved invoice that is not being posted; its work is unbilled again."""
+    GetCapStatus: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetCapStatusRequest, _billing_service_pb2.GetCapStatusResponse]  # type: ignore[assignment]
+    """Gets the cap, what is billed against it and what remains, for a CAPPED contract line."""
     SummarizeBilledWork: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SummarizeBilledWorkRequest, _billing_service_pb2.SummarizeBilledWorkResponse]  # type: ignore[assignment]
     """Sums unbilled and billed work per project for a period, with the entries behind each
     figure. For reconciliation between stages; internal, so it has no REST mapping.
     """
     ListBillingExceptions: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingExceptionsRequest, _billing_service_pb2.ListBillingExceptionsResponse]  # type: ignore[assignment]
     """Lists billing exceptions, filtered and paged."""
+    GetBillingException: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingExceptionRequest, _billing_service_pb2.GetBillingExceptionResponse]  # type: ignore[assignment]
+    """Gets one billing exception."""
+    ResolveBillingException: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ResolveBillingExceptionRequest, _billing_service_pb2.ResolveBillingExceptionResponse]  # type: ignore[assignment]
+    """Resolves an open exception with an action: bill the overage, write the work off, or
+    retry (price again at the next run; post again for ERP_POST_FAILED).
+    """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """BillingService turns unbilled work into invoices and posts them to the ERP."""
@@ -74,6 +112,14 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.CreateBillingRunResponse, _abc.Awaitable[_billing_service_pb2.CreateBillingRunResponse]]:
         """Runs billing for a period: unbilled work becomes draft invoices per contract."""
+
+    @_abc_1.abstractmethod
+    def GetBillingRun(
+        self,
+        request: _billing_service_pb2.GetBillingRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetBillingRunResponse, _abc.Awaitable[_billing_service_pb2.GetBillingRunResponse]]:
+        """Gets a billing run with every invoice it holds."""
 
     @_abc_1.abstractmethod
     def GetInvoice(
@@ -92,6 +138,41 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists invoices, filtered and paged."""
 
     @_abc_1.abstractmethod
+    def ApproveInvoice(
+        self,
+        request: _billing_service_pb2.ApproveInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ApproveInvoiceResponse, _abc.Awaitable[_billing_service_pb2.ApproveInvoiceResponse]]:
+        """Approves a draft invoice as finance; it can then be posted."""
+
+    @_abc_1.abstractmethod
+    def PostInvoice(
+        self,
+        request: _billing_service_pb2.PostInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.PostInvoiceResponse, _abc.Awaitable[_billing_service_pb2.PostInvoiceResponse]]:
+        """Queues an approved invoice for posting to the ERP. The posting is a durable job with
+        retries; the invoice becomes POSTED (numbered, billing.invoice.posted published) only once
+        the ERP confirms. Asking again while it is queued or after it is posted changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidInvoice(
+        self,
+        request: _billing_service_pb2.VoidInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.VoidInvoiceResponse, _abc.Awaitable[_billing_service_pb2.VoidInvoiceResponse]]:
+        """Voids a draft or approved invoice that is not being posted; its work is unbilled again."""
+
+    @_abc_1.abstractmethod
+    def GetCapStatus(
+        self,
+        request: _billing_service_pb2.GetCapStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetCapStatusResponse, _abc.Awaitable[_billing_service_pb2.GetCapStatusResponse]]:
+        """Gets the cap, what is billed against it and what remains, for a CAPPED contract line."""
+
+    @_abc_1.abstractmethod
     def SummarizeBilledWork(
         self,
         request: _billing_service_pb2.SummarizeBilledWorkRequest,
@@ -108,5 +189,23 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.ListBillingExceptionsResponse, _abc.Awaitable[_billing_service_pb2.ListBillingExceptionsResponse]]:
         """Lists billing exceptions, filtered and paged."""
+
+    @_abc_1.abstractmethod
+    def GetBillingException(
+        self,
+        request: _billing_service_pb2.GetBillingExceptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetBillingExceptionResponse, _abc.Awaitable[_billing_service_pb2.GetBillingExceptionResponse]]:
+        """Gets one billing exception."""
+
+    @_abc_1.abstractmethod
+    def ResolveBillingException(
+        self,
+        request: _billing_service_pb2.ResolveBillingExceptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ResolveBillingExceptionResponse, _abc.Awaitable[_billing_service_pb2.ResolveBillingExceptionResponse]]:
+        """Resolves an open exception with an action: bill the overage, write the work off, or
+        retry (price again at the next run; post again for ERP_POST_FAILED).
+        """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

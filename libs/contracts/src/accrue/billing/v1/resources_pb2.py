@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from accrue.masterdata.v1 import resources_pb2 as accrue_dot_masterdata_dot_v1_dot_resources__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!accrue/billing/v1/resources.proto\x12\x11\x61\x63\x63rue.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x02\n\x0bInvoiceLine\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".accrue.billing.v1.InvoiceLineKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x12\n\nunit_price\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\x12\x10\n\x08tax_code\x18\x07 \x01(\t\x12\x10\n\x08tax_rate\x18\x08 \x01(\t\x12\x12\n\ntax_amount\x18\t \x01(\t\x12\x18\n\x10\x63ontract_line_id\x18\n \x01(\t\x12\x12\n\nproject_id\x18\x0b \x01(\t\x12\x19\n\x11labor_category_id\x18\x0c \x01(\t\x12\x1a\n\x12rate_card_entry_id\x18\r \x01(\t\x12\x1d\n\x15source_time_entry_ids\x18\x0e \x03(\t\x12\x14\n\x0cmilestone_id\x18\x0f \x01(\t\"\x93\x04\n\x07Invoice\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06number\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x05 \x01(\t\x12\x16\n\x0e\x62illing_run_id\x18\x06 \x01(\t\x12\x14\n\x0cperiod_start\x18\x07 \x01(\t\x12\x12\n\nperiod_end\x18\x08 \x01(\t\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x30\n\x06status\x18\n \x01(\x0e\x32 .accrue.billing.v1.InvoiceStatus\x12-\n\x05lines\x18\x0b \x03(\x0b\x32\x1e.accrue.billing.v1.InvoiceLine\x12\x10\n\x08subtotal\x18\x0c \x01(\t\x12\x11\n\ttax_total\x18\r \x01(\t\x12\r\n\x05total\x18\x0e \x01(\t\x12\x17\n\x0f\x65rp_document_id\x18\x0f \x01(\t\x12-\n\tpost_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\\ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x81\x03\n\x10\x42illingException\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x04kind\x18\x02 \x01(\x0e\x32\'.accrue.billing.v1.BillingExceptionKind\x12\x39\n\x06status\x18\x03 \x01(\x0e\x32).accrue.billing.v1.BillingExceptionStatus\x12\x13\n\x0b\x63ontract_id\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_line_id\x18\x05 \x01(\t\x12\x12\n\nproject_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61mount\x18\x07 \x01(\t\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\r\n\x05hours\x18\t \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12\x16\n\x0etime_entry_ids\x18\x0b \x03(\t\x12\x16\n\x0e\x62illing_run_id\x18\x0c \x01(\t\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x97\x02\n\nBillingRun\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\x12\x1a\n\x0cperiod_start\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nperiod_end\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x08invoices\x18\x05 \x03(\x0b\x32\x1a.accrue.billing.v1.InvoiceB\x04\xe2\x41\x01\x03\x12=\n\nexceptions\x18\x06 \x03(\x0b\x32#.accrue.billing.v1.BillingExceptionB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x9a\x01\n\rInvoiceStatus\x12\x1e\n\x1aINVOICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14INVOICE_STATUS_DRAFT\x10\x01\x12\x1b\n\x17INVOICE_STATUS_APPROVED\x10\x02\x12\x19\n\x15INVOICE_STATUS_POSTED\x10\x03\x12\x17\n\x13INVOICE_STATUS_VOID\x10\x04*\xb1\x01\n\x0fInvoiceLineKind\x12!\n\x1dINVOICE_LINE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16INVOICE_LINE_KIND_TIME\x10\x01\x12\x1f\n\x1bINVOICE_LINE_KIND_MILESTONE\x10\x02\x12 \n\x1cINVOICE_LINE_KIND_ADJUSTMENT\x10\x03\x12\x1c\n\x18INVOICE_LINE_KIND_CREDIT\x10\x04*\xbd\x02\n\x14\x42illingExceptionKind\x12&\n\"BILLING_EXCEPTION_KIND_UNSPECIFIED\x10\x00\x12\'\n#BILLING_EXCEPTION_KIND_CAP_EXCEEDED\x10\x01\x12\'\n#BILLING_EXCEPTION_KIND_MISSING_RATE\x10\x02\x12%\n!BILLING_EXCEPTION_KIND_MISSING_FX\x10\x03\x12*\n&BILLING_EXCEPTION_KIND_ERP_POST_FAILED\x10\x04\x12+\n\'BILLING_EXCEPTION_KIND_MISSING_CONTRACT\x10\x05\x12+\n\'BILLING_EXCEPTION_KIND_MISSING_TAX_RATE\x10\x06*\x8c\x01\n\x16\x42illingExceptionStatus\x12(\n$BILLING_EXCEPTION_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1d\x42ILLING_EXCEPTION_STATUS_OPEN\x10\x01\x12%\n!BILLING_EXCEPTION_STATUS_RESOLVED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!accrue/billing/v1/resources.proto\x12\x11\x61\x63\x63rue.billing.v1\x1a$accrue/masterdata/v1/resources.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n\x0eInvoicePosting\x12\x37\n\x06status\x18\x01 \x01(\x0e\x32\'.accrue.billing.v1.InvoicePostingStatus\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x35\n\x11next_attempt_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nerp_system\x18\x05 \x01(\t\x12\x30\n\x0crequest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequested_by\x18\x07 \x01(\t\"\x9b\x02\n\tCapStatus\x12\x18\n\x10\x63ontract_line_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x12\n\ncap_amount\x18\x05 \x01(\t\x12\x15\n\rbilled_amount\x18\x06 \x01(\t\x12\x15\n\rposted_amount\x18\x07 \x01(\t\x12\x18\n\x10remaining_amount\x18\x08 \x01(\t\x12\x14\n\x0cused_percent\x18\t \x01(\t\x12\x1a\n\x12thresholds_reached\x18\n \x03(\x05\x12\x15\n\rexcess_amount\x18\x0b \x01(\t\x12\x14\n\x0c\x65xcess_hours\x18\x0c \x01(\t\"\xae\x04\n\x0bInvoiceLine\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".accrue.billing.v1.InvoiceLineKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x12\n\nunit_price\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\x12\x10\n\x08tax_code\x18\x07 \x01(\t\x12\x10\n\x08tax_rate\x18\x08 \x01(\t\x12\x12\n\ntax_amount\x18\t \x01(\t\x12\x18\n\x10\x63ontract_line_id\x18\n \x01(\t\x12\x12\n\nproject_id\x18\x0b \x01(\t\x12\x19\n\x11labor_category_id\x18\x0c \x01(\t\x12\x1a\n\x12rate_card_entry_id\x18\r \x01(\t\x12\x1d\n\x15source_time_entry_ids\x18\x0e \x03(\t\x12\x14\n\x0cmilestone_id\x18\x0f \x01(\t\x12\x19\n\x11rounding_residual\x18\x10 \x01(\t\x12\x16\n\x0erate_card_rate\x18\x11 \x01(\t\x12\x1a\n\x12rate_card_currency\x18\x12 \x01(\t\x12\x0f\n\x07\x66x_rate\x18\x13 \x01(\t\x12\x12\n\nfx_rate_id\x18\x14 \x01(\t\x12\x13\n\x0btax_rate_id\x18\x15 \x01(\t\x12\x1b\n\x13\x63redited_invoice_id\x18\x16 \x01(\t\x12\x18\n\x10\x63redited_line_id\x18\x17 \x01(\t\"\xc8\x07\n\x07Invoice\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06number\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ontract_id\x18\x05 \x01(\t\x12\x16\n\x0e\x62illing_run_id\x18\x06 \x01(\t\x12\x14\n\x0cperiod_start\x18\x07 \x01(\t\x12\x12\n\nperiod_end\x18\x08 \x01(\t\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x30\n\x06status\x18\n \x01(\x0e\x32 .accrue.billing.v1.InvoiceStatus\x12-\n\x05lines\x18\x0b \x03(\x0b\x32\x1e.accrue.billing.v1.InvoiceLine\x12\x10\n\x08subtotal\x18\x0c \x01(\t\x12\x11\n\ttax_total\x18\r \x01(\t\x12\r\n\x05total\x18\x0e \x01(\t\x12\x17\n\x0f\x65rp_document_id\x18\x0f \x01(\t\x12-\n\tpost_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x11rounding_residual\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12?\n\rrounding_mode\x18\x12 \x01(\x0e\x32\".accrue.masterdata.v1.RoundingModeB\x04\xe2\x41\x01\x03\x12\x41\n\x0erounding_scope\x18\x13 \x01(\x0e\x32#.accrue.masterdata.v1.RoundingScopeB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61pprove_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x61pproved_by\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\tvoid_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x17\n\tvoided_by\x18\x17 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bvoid_reason\x18\x18 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x07posting\x18\x19 \x01(\x0b\x32!.accrue.billing.v1.InvoicePostingB\x04\xe2\x41\x01\x03\x12\x18\n\nerp_number\x18\x1a \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\\ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xe8\x04\n\x10\x42illingException\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x04kind\x18\x02 \x01(\x0e\x32\'.accrue.billing.v1.BillingExceptionKind\x12\x39\n\x06status\x18\x03 \x01(\x0e\x32).accrue.billing.v1.BillingExceptionStatus\x12\x13\n\x0b\x63ontract_id\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_line_id\x18\x05 \x01(\t\x12\x12\n\nproject_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61mount\x18\x07 \x01(\t\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\r\n\x05hours\x18\t \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12\x16\n\x0etime_entry_ids\x18\x0b \x03(\t\x12\x16\n\x0e\x62illing_run_id\x18\x0c \x01(\t\x12\x17\n\x0flegal_entity_id\x18\r \x01(\t\x12\x41\n\nresolution\x18\x0e \x01(\x0e\x32-.accrue.billing.v1.BillingExceptionResolution\x12\x13\n\x0bresolved_by\x18\x0f \x01(\t\x12\x17\n\x0fresolution_note\x18\x10 \x01(\t\x12\x30\n\x0cresolve_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ninvoice_id\x18\x12 \x01(\t\x12\x15\n\rmilestone_ids\x18\x13 \x03(\t\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xa4\x03\n\nBillingRun\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\x12\x1a\n\x0cperiod_start\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nperiod_end\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x08invoices\x18\x05 \x03(\x0b\x32\x1a.accrue.billing.v1.InvoiceB\x04\xe2\x41\x01\x03\x12=\n\nexceptions\x18\x06 \x03(\x0b\x32#.accrue.billing.v1.BillingExceptionB\x04\xe2\x41\x01\x03\x12;\n\x0e\x62illing_period\x18\x07 \x01(\x0e\x32#.accrue.masterdata.v1.BillingPeriod\x12\x17\n\tscheduled\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63utoff_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18[ \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x9a\x01\n\rInvoiceStatus\x12\x1e\n\x1aINVOICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14INVOICE_STATUS_DRAFT\x10\x01\x12\x1b\n\x17INVOICE_STATUS_APPROVED\x10\x02\x12\x19\n\x15INVOICE_STATUS_POSTED\x10\x03\x12\x17\n\x13INVOICE_STATUS_VOID\x10\x04*\xb1\x01\n\x0fInvoiceLineKind\x12!\n\x1dINVOICE_LINE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16INVOICE_LINE_KIND_TIME\x10\x01\x12\x1f\n\x1bINVOICE_LINE_KIND_MILESTONE\x10\x02\x12 \n\x1cINVOICE_LINE_KIND_ADJUSTMENT\x10\x03\x12\x1c\n\x18INVOICE_LINE_KIND_CREDIT\x10\x04*\xbd\x02\n\x14\x42illingExceptionKind\x12&\n\"BILLING_EXCEPTION_KIND_UNSPECIFIED\x10\x00\x12\'\n#BILLING_EXCEPTION_KIND_CAP_EXCEEDED\x10\x01\x12\'\n#BILLING_EXCEPTION_KIND_MISSING_RATE\x10\x02\x12%\n!BILLING_EXCEPTION_KIND_MISSING_FX\x10\x03\x12*\n&BILLING_EXCEPTION_KIND_ERP_POST_FAILED\x10\x04\x12+\n\'BILLING_EXCEPTION_KIND_MISSING_CONTRACT\x10\x05\x12+\n\'BILLING_EXCEPTION_KIND_MISSING_TAX_RATE\x10\x06*\x8c\x01\n\x16\x42illingExceptionStatus\x12(\n$BILLING_EXCEPTION_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1d\x42ILLING_EXCEPTION_STATUS_OPEN\x10\x01\x12%\n!BILLING_EXCEPTION_STATUS_RESOLVED\x10\x02*\xaa\x01\n\x14InvoicePostingStatus\x12&\n\"INVOICE_POSTING_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dINVOICE_POSTING_STATUS_QUEUED\x10\x01\x12$\n INVOICE_POSTING_STATUS_CONFIRMED\x10\x02\x12!\n\x1dINVOICE_POSTING_STATUS_FAILED\x10\x03*\xfa\x01\n\x1a\x42illingExceptionResolution\x12,\n(BILLING_EXCEPTION_RESOLUTION_UNSPECIFIED\x10\x00\x12-\n)BILLING_EXCEPTION_RESOLUTION_BILL_OVERAGE\x10\x01\x12*\n&BILLING_EXCEPTION_RESOLUTION_WRITE_OFF\x10\x02\x12&\n\"BILLING_EXCEPTION_RESOLUTION_RETRY\x10\x03\x12+\n\'BILLING_EXCEPTION_RESOLUTION_SUPERSEDED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +40,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOICE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_INVOICE'].fields_by_name['number']._loaded_options = None
   _globals['_INVOICE'].fields_by_name['number']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['rounding_residual']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['rounding_residual']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['rounding_mode']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['rounding_mode']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['rounding_scope']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['rounding_scope']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['approve_time']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['approve_time']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['approved_by']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['approved_by']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['void_time']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['void_time']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['voided_by']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['voided_by']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['void_reason']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['void_reason']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['posting']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['posting']._serialized_options = b'\342A\001\003'
+  _globals['_INVOICE'].fields_by_name['erp_number']._loaded_options = None
+  _globals['_INVOICE'].fields_by_name['erp_number']._serialized_options = b'\342A\001\003'
   _globals['_INVOICE'].fields_by_name['create_time']._loaded_options = None
   _globals['_INVOICE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_INVOICE'].fields_by_name['update_time']._loaded_options = None
@@ -57,22 +78,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BILLINGRUN'].fields_by_name['invoices']._serialized_options = b'\342A\001\003'
   _globals['_BILLINGRUN'].fields_by_name['exceptions']._loaded_options = None
   _globals['_BILLINGRUN'].fields_by_name['exceptions']._serialized_options = b'\342A\001\003'
+  _globals['_BILLINGRUN'].fields_by_name['scheduled']._loaded_options = None
+  _globals['_BILLINGRUN'].fields_by_name['scheduled']._serialized_options = b'\342A\001\003'
+  _globals['_BILLINGRUN'].fields_by_name['cutoff_time']._loaded_options = None
+  _globals['_BILLINGRUN'].fields_by_name['cutoff_time']._serialized_options = b'\342A\001\003'
   _globals['_BILLINGRUN'].fields_by_name['create_time']._loaded_options = None
   _globals['_BILLINGRUN'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_INVOICESTATUS']._serialized_start=1696
-  _globals['_INVOICESTATUS']._serialized_end=1850
-  _globals['_INVOICELINEKIND']._serialized_start=1853
-  _globals['_INVOICELINEKIND']._serialized_end=2030
-  _globals['_BILLINGEXCEPTIONKIND']._serialized_start=2033
-  _globals['_BILLINGEXCEPTIONKIND']._serialized_end=2350
-  _globals['_BILLINGEXCEPTIONSTATUS']._serialized_start=2353
-  _globals['_BILLINGEXCEPTIONSTATUS']._serialized_end=2493
-  _globals['_INVOICELINE']._serialized_start=123
-  _globals['_INVOICELINE']._serialized_end=489
-  _globals['_INVOICE']._serialized_start=492
-  _globals['_INVOICE']._serialized_end=1023
-  _globals['_BILLINGEXCEPTION']._serialized_start=1026
-  _globals['_BILLINGEXCEPTION']._serialized_end=1411
-  _globals['_BILLINGRUN']._serialized_start=1414
-  _globals['_BILLINGRUN']._serialized_end=1693
+  _globals['_INVOICESTATUS']._serialized_start=3282
+  _globals['_INVOICESTATUS']._serialized_end=3436
+  _globals['_INVOICELINEKIND']._serialized_start=3439
+  _globals['_INVOICELINEKIND']._serialized_end=3616
+  _globals['_BILLINGEXCEPTIONKIND']._serialized_start=3619
+  _globals['_BILLINGEXCEPTIONKIND']._serialized_end=3936
+  _globals['_BILLINGEXCEPTIONSTATUS']._serialized_start=3939
+  _globals['_BILLINGEXCEPTIONSTATUS']._serialized_end=4079
+  _globals['_INVOICEPOSTINGSTATUS']._serialized_start=4082
+  _globals['_INVOICEPOSTINGSTATUS']._serialized_end=4252
+  _globals['_BILLINGEXCEPTIONRESOLUTION']._serialized_start=4255
+  _globals['_BILLINGEXCEPTIONRESOLUTION']._serialized_end=4505
+  _globals['_INVOICEPOSTING']._serialized_start=161
+  _globals['_INVOICEPOSTING']._serialized_end=419
+  _globals['_CAPSTATUS']._serialized_start=422
+  _globals['_CAPSTATUS']._serialized_end=705
+  _globals['_INVOICELINE']._serialized_start=708
+  _globals['_INVOICELINE']._serialized_end=1266
+  _globals['_INVOICE']._serialized_start=1269
+  _globals['_INVOICE']._serialized_end=2237
+  _globals['_BILLINGEXCEPTION']._serialized_start=2240
+  _globals['_BILLINGEXCEPTION']._serialized_end=2856
+  _globals['_BILLINGRUN']._serialized_start=2859
+  _globals['_BILLINGRUN']._serialized_end=3279
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from accrue.masterdata.v1 import resources_pb2 as _resources_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -150,6 +151,184 @@ BILLING_EXCEPTION_STATUS_RESOLVED: BillingExceptionStatus.ValueType  # 2
 """Dealt with."""
 Global___BillingExceptionStatus: _TypeAlias = BillingExceptionStatus  # noqa: Y015
 
+class _InvoicePostingStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvoicePostingStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvoicePostingStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVOICE_POSTING_STATUS_UNSPECIFIED: _InvoicePostingStatus.ValueType  # 0
+    """Not asked to post yet."""
+    INVOICE_POSTING_STATUS_QUEUED: _InvoicePostingStatus.ValueType  # 1
+    """Waiting for the posting job (first try or a retry after a transient failure)."""
+    INVOICE_POSTING_STATUS_CONFIRMED: _InvoicePostingStatus.ValueType  # 2
+    """The ERP confirmed the document; the invoice is POSTED."""
+    INVOICE_POSTING_STATUS_FAILED: _InvoicePostingStatus.ValueType  # 3
+    """Given up: the ERP refused it or kept failing; an ERP_POST_FAILED exception is open."""
+
+class InvoicePostingStatus(_InvoicePostingStatus, metaclass=_InvoicePostingStatusEnumTypeWrapper):
+    """InvoicePostingStatus is where an invoice's posting to the ERP is."""
+
+INVOICE_POSTING_STATUS_UNSPECIFIED: InvoicePostingStatus.ValueType  # 0
+"""Not asked to post yet."""
+INVOICE_POSTING_STATUS_QUEUED: InvoicePostingStatus.ValueType  # 1
+"""Waiting for the posting job (first try or a retry after a transient failure)."""
+INVOICE_POSTING_STATUS_CONFIRMED: InvoicePostingStatus.ValueType  # 2
+"""The ERP confirmed the document; the invoice is POSTED."""
+INVOICE_POSTING_STATUS_FAILED: InvoicePostingStatus.ValueType  # 3
+"""Given up: the ERP refused it or kept failing; an ERP_POST_FAILED exception is open."""
+Global___InvoicePostingStatus: _TypeAlias = InvoicePostingStatus  # noqa: Y015
+
+class _BillingExceptionResolution:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BillingExceptionResolutionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingExceptionResolution.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BILLING_EXCEPTION_RESOLUTION_UNSPECIFIED: _BillingExceptionResolution.ValueType  # 0
+    """Not resolved (or not given)."""
+    BILLING_EXCEPTION_RESOLUTION_BILL_OVERAGE: _BillingExceptionResolution.ValueType  # 1
+    """CAP_EXCEEDED: bill the excess work beyond the cap at the next run."""
+    BILLING_EXCEPTION_RESOLUTION_WRITE_OFF: _BillingExceptionResolution.ValueType  # 2
+    """Never bill the work (or milestone) concerned."""
+    BILLING_EXCEPTION_RESOLUTION_RETRY: _BillingExceptionResolution.ValueType  # 3
+    """Try again: the next run prices the work again; ERP_POST_FAILED queues the posting again."""
+    BILLING_EXCEPTION_RESOLUTION_SUPERSEDED: _BillingExceptionResolution.ValueType  # 4
+    """Nothing left to do: a later run billed the work, or the invoice was posted or voided."""
+
+class BillingExceptionResolution(_BillingExceptionResolution, metaclass=_BillingExceptionResolutionEnumTypeWrapper):
+    """BillingExceptionResolution is what finance did about an exception."""
+
+BILLING_EXCEPTION_RESOLUTION_UNSPECIFIED: BillingExceptionResolution.ValueType  # 0
+"""Not resolved (or not given)."""
+BILLING_EXCEPTION_RESOLUTION_BILL_OVERAGE: BillingExceptionResolution.ValueType  # 1
+"""CAP_EXCEEDED: bill the excess work beyond the cap at the next run."""
+BILLING_EXCEPTION_RESOLUTION_WRITE_OFF: BillingExceptionResolution.ValueType  # 2
+"""Never bill the work (or milestone) concerned."""
+BILLING_EXCEPTION_RESOLUTION_RETRY: BillingExceptionResolution.ValueType  # 3
+"""Try again: the next run prices the work again; ERP_POST_FAILED queues the posting again."""
+BILLING_EXCEPTION_RESOLUTION_SUPERSEDED: BillingExceptionResolution.ValueType  # 4
+"""Nothing left to do: a later run billed the work, or the invoice was posted or voided."""
+Global___BillingExceptionResolution: _TypeAlias = BillingExceptionResolution  # noqa: Y015
+
+@_typing.final
+class InvoicePosting(_message.Message):
+    """InvoicePosting is the state of an invoice's posting job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    ERP_SYSTEM_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    status: Global___InvoicePostingStatus.ValueType
+    """Where the posting is."""
+    attempts: _builtins.int
+    """Attempts made so far."""
+    last_error: _builtins.str
+    """The last failure, if any."""
+    erp_system: _builtins.str
+    """The ERP adapter that posts it, e.g. "tryton" or "file"."""
+    requested_by: _builtins.str
+    """Who asked."""
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt is due, while QUEUED."""
+
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When posting was asked for."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___InvoicePostingStatus.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        erp_system: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_time", b"next_attempt_time", "request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "erp_system", b"erp_system", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "request_time", b"request_time", "requested_by", b"requested_by", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePosting: _TypeAlias = InvoicePosting  # noqa: Y015
+
+@_typing.final
+class CapStatus(_message.Message):
+    """CapStatus is a CAPPED contract line's cap and what is billed against it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_LINE_ID_FIELD_NUMBER: _builtins.int
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CAP_AMOUNT_FIELD_NUMBER: _builtins.int
+    BILLED_AMOUNT_FIELD_NUMBER: _builtins.int
+    POSTED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REMAINING_AMOUNT_FIELD_NUMBER: _builtins.int
+    USED_PERCENT_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
+    EXCESS_AMOUNT_FIELD_NUMBER: _builtins.int
+    EXCESS_HOURS_FIELD_NUMBER: _builtins.int
+    contract_line_id: _builtins.str
+    """The CAPPED contract line."""
+    contract_id: _builtins.str
+    """Its contract."""
+    project_id: _builtins.str
+    """The project it covers."""
+    currency: _builtins.str
+    """ISO 4217 code of every amount here (the contract's currency)."""
+    cap_amount: _builtins.str
+    """The cap, as a decimal string."""
+    billed_amount: _builtins.str
+    """Billed on live (non-void) invoices, credits deducted, as a decimal string."""
+    posted_amount: _builtins.str
+    """Of that, on POSTED invoices, as a decimal string."""
+    remaining_amount: _builtins.str
+    """cap_amount − billed_amount (never below zero), as a decimal string."""
+    used_percent: _builtins.str
+    """billed_amount / cap_amount in percent, as a decimal string."""
+    excess_amount: _builtins.str
+    """Work beyond the cap waiting in open CAP_EXCEEDED exceptions, as a decimal string."""
+    excess_hours: _builtins.str
+    """Its hours, as a decimal string."""
+    @_builtins.property
+    def thresholds_reached(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The thresholds (percent) crossed so far."""
+
+    def __init__(
+        self,
+        *,
+        contract_line_id: _builtins.str = ...,
+        contract_id: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        cap_amount: _builtins.str = ...,
+        billed_amount: _builtins.str = ...,
+        posted_amount: _builtins.str = ...,
+        remaining_amount: _builtins.str = ...,
+        used_percent: _builtins.str = ...,
+        thresholds_reached: _abc.Iterable[_builtins.int] | None = ...,
+        excess_amount: _builtins.str = ...,
+        excess_hours: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_amount", b"billed_amount", "cap_amount", b"cap_amount", "contract_id", b"contract_id", "contract_line_id", b"contract_line_id", "currency", b"currency", "excess_amount", b"excess_amount", "excess_hours", b"excess_hours", "posted_amount", b"posted_amount", "project_id", b"project_id", "remaining_amount", b"remaining_amount", "thresholds_reached", b"thresholds_reached", "used_percent", b"used_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapStatus: _TypeAlias = CapStatus  # noqa: Y015
+
 @_typing.final
 class InvoiceLine(_message.Message):
     """InvoiceLine is one line of an invoice, with the sources it bills."""
@@ -171,6 +350,14 @@ class InvoiceLine(_message.Message):
     RATE_CARD_ENTRY_ID_FIELD_NUMBER: _builtins.int
     SOURCE_TIME_ENTRY_IDS_FIELD_NUMBER: _builtins.int
     MILESTONE_ID_FIELD_NUMBER: _builtins.int
+    ROUNDING_RESIDUAL_FIELD_NUMBER: _builtins.int
+    RATE_CARD_RATE_FIELD_NUMBER: _builtins.int
+    RATE_CARD_CURRENCY_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    FX_RATE_ID_FIELD_NUMBER: _builtins.int
+    TAX_RATE_ID_FIELD_NUMBER: _builtins.int
+    CREDITED_INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CREDITED_LINE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     kind: Global___InvoiceLineKind.ValueType
@@ -199,6 +386,24 @@ class InvoiceLine(_message.Message):
     """The rate-card entry that priced the time (TIME lines)."""
     milestone_id: _builtins.str
     """The milestone the line bills (MILESTONE lines)."""
+    rounding_residual: _builtins.str
+    """amount minus quantity × unit_price computed exactly: what rounding did, as a decimal string."""
+    rate_card_rate: _builtins.str
+    """The rate-card rate used, in the rate card's currency, as a decimal string (TIME lines)."""
+    rate_card_currency: _builtins.str
+    """ISO 4217 code of the rate card (TIME lines)."""
+    fx_rate: _builtins.str
+    """The FX rate that converted the rate into the invoice currency, as a decimal string;
+    empty when the rate card is in the invoice currency.
+    """
+    fx_rate_id: _builtins.str
+    """The master-data FX rate record applied, if any."""
+    tax_rate_id: _builtins.str
+    """The master-data tax rate record applied, if any."""
+    credited_invoice_id: _builtins.str
+    """CREDIT lines: the invoice whose line is credited."""
+    credited_line_id: _builtins.str
+    """CREDIT lines: the line credited."""
     @_builtins.property
     def source_time_entry_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The time entries the line bills (TIME and CREDIT lines)."""
@@ -221,10 +426,18 @@ class InvoiceLine(_message.Message):
         rate_card_entry_id: _builtins.str = ...,
         source_time_entry_ids: _abc.Iterable[_builtins.str] | None = ...,
         milestone_id: _builtins.str = ...,
+        rounding_residual: _builtins.str = ...,
+        rate_card_rate: _builtins.str = ...,
+        rate_card_currency: _builtins.str = ...,
+        fx_rate: _builtins.str = ...,
+        fx_rate_id: _builtins.str = ...,
+        tax_rate_id: _builtins.str = ...,
+        credited_invoice_id: _builtins.str = ...,
+        credited_line_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "contract_line_id", b"contract_line_id", "description", b"description", "id", b"id", "kind", b"kind", "labor_category_id", b"labor_category_id", "milestone_id", b"milestone_id", "project_id", b"project_id", "quantity", b"quantity", "rate_card_entry_id", b"rate_card_entry_id", "source_time_entry_ids", b"source_time_entry_ids", "tax_amount", b"tax_amount", "tax_code", b"tax_code", "tax_rate", b"tax_rate", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "contract_line_id", b"contract_line_id", "credited_invoice_id", b"credited_invoice_id", "credited_line_id", b"credited_line_id", "description", b"description", "fx_rate", b"fx_rate", "fx_rate_id", b"fx_rate_id", "id", b"id", "kind", b"kind", "labor_category_id", b"labor_category_id", "milestone_id", b"milestone_id", "project_id", b"project_id", "quantity", b"quantity", "rate_card_currency", b"rate_card_currency", "rate_card_entry_id", b"rate_card_entry_id", "rate_card_rate", b"rate_card_rate", "rounding_residual", b"rounding_residual", "source_time_entry_ids", b"source_time_entry_ids", "tax_amount", b"tax_amount", "tax_code", b"tax_code", "tax_rate", b"tax_rate", "tax_rate_id", b"tax_rate_id", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -252,6 +465,16 @@ class Invoice(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     ERP_DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     POST_TIME_FIELD_NUMBER: _builtins.int
+    ROUNDING_RESIDUAL_FIELD_NUMBER: _builtins.int
+    ROUNDING_MODE_FIELD_NUMBER: _builtins.int
+    ROUNDING_SCOPE_FIELD_NUMBER: _builtins.int
+    APPROVE_TIME_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
+    VOID_TIME_FIELD_NUMBER: _builtins.int
+    VOIDED_BY_FIELD_NUMBER: _builtins.int
+    VOID_REASON_FIELD_NUMBER: _builtins.int
+    POSTING_FIELD_NUMBER: _builtins.int
+    ERP_NUMBER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
@@ -282,6 +505,20 @@ class Invoice(_message.Message):
     """subtotal + tax_total, as a decimal string."""
     erp_document_id: _builtins.str
     """The ERP's document id, once posted."""
+    rounding_residual: _builtins.str
+    """Rounded subtotal minus the exact one: what rounding added or took away, as a decimal string."""
+    rounding_mode: _resources_pb2.RoundingMode.ValueType
+    """How halfway amounts were rounded (the contract's setting when the draft was made)."""
+    rounding_scope: _resources_pb2.RoundingScope.ValueType
+    """What was rounded before summing (the contract's setting when the draft was made)."""
+    approved_by: _builtins.str
+    """Who approved it."""
+    voided_by: _builtins.str
+    """Who voided it."""
+    void_reason: _builtins.str
+    """Why it was voided."""
+    erp_number: _builtins.str
+    """The ERP's own number for the document, once posted."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceLine]:
         """The lines."""
@@ -289,6 +526,18 @@ class Invoice(_message.Message):
     @_builtins.property
     def post_time(self) -> _timestamp_pb2.Timestamp:
         """When the ERP confirmed the posting."""
+
+    @_builtins.property
+    def approve_time(self) -> _timestamp_pb2.Timestamp:
+        """When finance approved it."""
+
+    @_builtins.property
+    def void_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was voided."""
+
+    @_builtins.property
+    def posting(self) -> Global___InvoicePosting:
+        """The posting to the ERP, once asked for."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -317,12 +566,22 @@ class Invoice(_message.Message):
         total: _builtins.str = ...,
         erp_document_id: _builtins.str = ...,
         post_time: _timestamp_pb2.Timestamp | None = ...,
+        rounding_residual: _builtins.str = ...,
+        rounding_mode: _resources_pb2.RoundingMode.ValueType = ...,
+        rounding_scope: _resources_pb2.RoundingScope.ValueType = ...,
+        approve_time: _timestamp_pb2.Timestamp | None = ...,
+        approved_by: _builtins.str = ...,
+        void_time: _timestamp_pb2.Timestamp | None = ...,
+        voided_by: _builtins.str = ...,
+        void_reason: _builtins.str = ...,
+        posting: Global___InvoicePosting | None = ...,
+        erp_number: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "post_time", b"post_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approve_time", b"approve_time", "create_time", b"create_time", "post_time", b"post_time", "posting", b"posting", "update_time", b"update_time", "void_time", b"void_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_run_id", b"billing_run_id", "contract_id", b"contract_id", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "erp_document_id", b"erp_document_id", "id", b"id", "legal_entity_id", b"legal_entity_id", "lines", b"lines", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "post_time", b"post_time", "status", b"status", "subtotal", b"subtotal", "tax_total", b"tax_total", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve_time", b"approve_time", "approved_by", b"approved_by", "billing_run_id", b"billing_run_id", "contract_id", b"contract_id", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "erp_document_id", b"erp_document_id", "erp_number", b"erp_number", "id", b"id", "legal_entity_id", b"legal_entity_id", "lines", b"lines", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "post_time", b"post_time", "posting", b"posting", "rounding_mode", b"rounding_mode", "rounding_residual", b"rounding_residual", "rounding_scope", b"rounding_scope", "status", b"status", "subtotal", b"subtotal", "tax_total", b"tax_total", "total", b"total", "update_time", b"update_time", "void_reason", b"void_reason", "void_time", b"void_time", "voided_by", b"voided_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -346,6 +605,13 @@ class BillingException(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     TIME_ENTRY_IDS_FIELD_NUMBER: _builtins.int
     BILLING_RUN_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    RESOLUTION_NOTE_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    MILESTONE_IDS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
@@ -369,9 +635,27 @@ class BillingException(_message.Message):
     """What happened, in a sentence."""
     billing_run_id: _builtins.str
     """The billing run that raised it."""
+    legal_entity_id: _builtins.str
+    """The legal entity concerned."""
+    resolution: Global___BillingExceptionResolution.ValueType
+    """What finance did about it, once resolved."""
+    resolved_by: _builtins.str
+    """Who resolved it."""
+    resolution_note: _builtins.str
+    """Why, as finance wrote it."""
+    invoice_id: _builtins.str
+    """ERP_POST_FAILED: the invoice that could not be posted."""
     @_builtins.property
     def time_entry_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The time entries concerned."""
+
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was resolved."""
+
+    @_builtins.property
+    def milestone_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The milestones concerned (FIXED_FEE lines)."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -392,11 +676,18 @@ class BillingException(_message.Message):
         detail: _builtins.str = ...,
         time_entry_ids: _abc.Iterable[_builtins.str] | None = ...,
         billing_run_id: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        resolution: Global___BillingExceptionResolution.ValueType = ...,
+        resolved_by: _builtins.str = ...,
+        resolution_note: _builtins.str = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        invoice_id: _builtins.str = ...,
+        milestone_ids: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "resolve_time", b"resolve_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_run_id", b"billing_run_id", "contract_id", b"contract_id", "contract_line_id", b"contract_line_id", "create_time", b"create_time", "currency", b"currency", "detail", b"detail", "hours", b"hours", "id", b"id", "kind", b"kind", "project_id", b"project_id", "status", b"status", "time_entry_ids", b"time_entry_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_run_id", b"billing_run_id", "contract_id", b"contract_id", "contract_line_id", b"contract_line_id", "create_time", b"create_time", "currency", b"currency", "detail", b"detail", "hours", b"hours", "id", b"id", "invoice_id", b"invoice_id", "kind", b"kind", "legal_entity_id", b"legal_entity_id", "milestone_ids", b"milestone_ids", "project_id", b"project_id", "resolution", b"resolution", "resolution_note", b"resolution_note", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by", "status", b"status", "time_entry_ids", b"time_entry_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -414,6 +705,9 @@ class BillingRun(_message.Message):
     PERIOD_END_FIELD_NUMBER: _builtins.int
     INVOICES_FIELD_NUMBER: _builtins.int
     EXCEPTIONS_FIELD_NUMBER: _builtins.int
+    BILLING_PERIOD_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    CUTOFF_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
@@ -423,6 +717,12 @@ class BillingRun(_message.Message):
     """First day of the period, "YYYY-MM-DD"."""
     period_end: _builtins.str
     """Last day of the period, "YYYY-MM-DD"."""
+    billing_period: _resources_pb2.BillingPeriod.ValueType
+    """Only contract lines billed at this period; unspecified bills every line. Scheduled runs
+    set it.
+    """
+    scheduled: _builtins.bool
+    """Made by the scheduler at the period's cut-off rather than on demand."""
     @_builtins.property
     def invoices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Invoice]:
         """The draft invoices the run made."""
@@ -430,6 +730,12 @@ class BillingRun(_message.Message):
     @_builtins.property
     def exceptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___BillingException]:
         """The exceptions the run raised."""
+
+    @_builtins.property
+    def cutoff_time(self) -> _timestamp_pb2.Timestamp:
+        """Scheduled runs: work approved (and milestones completed) after this instant waits for the
+        next period's run.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -444,11 +750,14 @@ class BillingRun(_message.Message):
         period_end: _builtins.str = ...,
         invoices: _abc.Iterable[Global___Invoice] | None = ...,
         exceptions: _abc.Iterable[Global___BillingException] | None = ...,
+        billing_period: _resources_pb2.BillingPeriod.ValueType = ...,
+        scheduled: _builtins.bool = ...,
+        cutoff_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cutoff_time", b"cutoff_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "exceptions", b"exceptions", "id", b"id", "invoices", b"invoices", "legal_entity_id", b"legal_entity_id", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_period", b"billing_period", "create_time", b"create_time", "cutoff_time", b"cutoff_time", "exceptions", b"exceptions", "id", b"id", "invoices", b"invoices", "legal_entity_id", b"legal_entity_id", "period_end", b"period_end", "period_start", b"period_start", "scheduled", b"scheduled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

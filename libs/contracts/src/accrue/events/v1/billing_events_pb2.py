@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from accrue.billing.v1 import resources_pb2 as accrue_dot_billing_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accrue/events/v1/billing_events.proto\x12\x10\x61\x63\x63rue.events.v1\x1a!accrue/billing/v1/resources.proto\"=\n\x0eInvoiceDrafted\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\">\n\x0fInvoiceApproved\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\"<\n\rInvoicePosted\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\"L\n\rInvoiceVoided\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc9\x01\n\x13\x43\x61pThresholdReached\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_line_id\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x04 \x01(\t\x12\x19\n\x11threshold_percent\x18\x05 \x01(\x05\x12\x12\n\ncap_amount\x18\x06 \x01(\t\x12\x15\n\rbilled_amount\x18\x07 \x01(\t\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\"q\n\x16\x42illingExceptionRaised\x12>\n\x11\x62illing_exception\x18\x01 \x01(\x0b\x32#.accrue.billing.v1.BillingException\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accrue/events/v1/billing_events.proto\x12\x10\x61\x63\x63rue.events.v1\x1a!accrue/billing/v1/resources.proto\"=\n\x0eInvoiceDrafted\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\">\n\x0fInvoiceApproved\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\"<\n\rInvoicePosted\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\"L\n\rInvoiceVoided\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.accrue.billing.v1.Invoice\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc9\x01\n\x13\x43\x61pThresholdReached\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_line_id\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x04 \x01(\t\x12\x19\n\x11threshold_percent\x18\x05 \x01(\x05\x12\x12\n\ncap_amount\x18\x06 \x01(\t\x12\x15\n\rbilled_amount\x18\x07 \x01(\t\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\"q\n\x16\x42illingExceptionRaised\x12>\n\x11\x62illing_exception\x18\x01 \x01(\x0b\x32#.accrue.billing.v1.BillingException\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\"s\n\x18\x42illingExceptionResolved\x12>\n\x11\x62illing_exception\x18\x01 \x01(\x0b\x32#.accrue.billing.v1.BillingException\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,4 +44,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPTHRESHOLDREACHED']._serialized_end=563
   _globals['_BILLINGEXCEPTIONRAISED']._serialized_start=565
   _globals['_BILLINGEXCEPTIONRAISED']._serialized_end=678
+  _globals['_BILLINGEXCEPTIONRESOLVED']._serialized_start=680
+  _globals['_BILLINGEXCEPTIONRESOLVED']._serialized_end=795
 # @@protoc_insertion_point(module_scope)

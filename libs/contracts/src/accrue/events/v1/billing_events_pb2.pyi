@@ -21,6 +21,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class InvoiceDrafted(_message.Message):
     """Billing events. Subjects: billing.invoice.<event>.<legal_entity_id>,
     billing.exception.<event>.<legal_entity_id> and billing.cap.<event>.<legal_entity_id>.
+    billing.invoice.drafted is published again, with the full new state, when a later call of
+    the same run adds late work to a draft.
 
     InvoiceDrafted says a billing run made a draft invoice; its time is no longer unbilled.
     """
@@ -200,3 +202,33 @@ class BillingExceptionRaised(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BillingExceptionRaised: _TypeAlias = BillingExceptionRaised  # noqa: Y015
+
+@_typing.final
+class BillingExceptionResolved(_message.Message):
+    """BillingExceptionResolved says finance (or a later run) dealt with an exception.
+    Subject: billing.exception.resolved.<legal_entity_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLING_EXCEPTION_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    legal_entity_id: _builtins.str
+    """The legal entity concerned."""
+    @_builtins.property
+    def billing_exception(self) -> _resources_pb2.BillingException:
+        """The exception, now RESOLVED, with its resolution."""
+
+    def __init__(
+        self,
+        *,
+        billing_exception: _resources_pb2.BillingException | None = ...,
+        legal_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_exception", b"billing_exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_exception", b"billing_exception", "legal_entity_id", b"legal_entity_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillingExceptionResolved: _TypeAlias = BillingExceptionResolved  # noqa: Y015

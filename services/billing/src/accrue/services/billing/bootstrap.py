@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import grpc
@@ -16,11 +17,24 @@ from accrue.mdprojection import MasterDataReader
 from accrue.runtime import client
 from accrue.runtime.server import Service
 from accrue.services.billing.adapters import tables
+from accrue.services.billing.adapters.erp import ErpAdapter
+from accrue.services.billing.adapters.erp.file import FileErp
+from accrue.services.billing.adapters.erp.tryton import TrytonErp
 from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
-from accrue.services.billing.entrypoints.consumers import masterdata_subscription, time_subscription
+from accrue.services.billing.domain.posting import RetryPolicy
+from accrue.services.billing.entrypoints.consumers import (
+    masterdata_subscription,
+    milestone_subscription,
+    time_subscription,
+)
 from accrue.services.billing.entrypoints.grpc_api import BillingServicer
 from accrue.services.billing.service_layer.handlers import Billing
+from accrue.services.billing.service_layer.posting import PostingWorker
+from accrue.services.billing.service_layer.scheduler import Scheduler
 from accrue.services.billing.settings import BillingSettings
+from accrue.telemetry import get_logger
+
+log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE_NAME = "accrue.billing.v1.BillingService"
@@ -31,25 +45,64 @@ async def migrate(settings: BillingSettings) -> None:
     await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
 
 
+def erp_adapter(settings: BillingSettings) -> ErpAdapter:
+    """The ERP the settings name."""
+    if settings.erp_adapter == "tryton":
+        return TrytonErp(
+            settings.tryton_url,
+            settings.tryton_database,
+            settings.tryton_user,
+            settings.tryton_password,
+            company_id=settings.tryton_company_id,
+            revenue_account=settings.tryton_revenue_account,
+            receivable_account=settings.tryton_receivable_account,
+        )
+    directory = settings.erp_file_dir.resolve()
+    log.info("erp_file_adapter", directory=str(directory))
+    return FileErp(directory)
+
+
 async def bootstrap(settings: BillingSettings) -> Service:
-    """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers."""
+    """Wire the service: database, master data, backbone, ERP, use cases, servicer, background work."""
     engine = create_engine(settings.database_url, application_name="accrue-billing")
     channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
     backbone = await Backbone.connect(settings.nats_url, "billing", replicas=settings.stream_replicas)
+    erp = erp_adapter(settings)
 
     def uow() -> BillingUnitOfWork:
         return BillingUnitOfWork(engine, reader)
 
-    app = Billing(uow)
+    app = Billing(
+        uow,
+        erp=erp,
+        cap_thresholds=settings.cap_thresholds,
+        cutoff_delay=dt.timedelta(hours=settings.schedule_cutoff_hours),
+    )
     servicer = BillingServicer(app)
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
     consumers = [
         ConsumerRunner(backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()),
         ConsumerRunner(backbone.js, uow, tables.inbox, time_subscription(app)),
+        ConsumerRunner(backbone.js, uow, tables.inbox, milestone_subscription(app)),
     ]
+    poster = PostingWorker(
+        uow,
+        app,
+        erp,
+        retry=RetryPolicy(
+            settings.erp_max_attempts,
+            dt.timedelta(seconds=settings.erp_retry_first_seconds),
+            dt.timedelta(seconds=settings.erp_retry_max_seconds),
+        ),
+        rate_per_second=settings.erp_rate_per_second,
+        poll_interval=settings.posting_poll_seconds,
+    )
+    background = [relay.run, *(c.run for c in consumers), poster.run]
+    if settings.schedule_interval_seconds > 0:
+        background.append(Scheduler(app, settings.schedule_interval_seconds).run)
 
     def register(server: grpc.aio.Server) -> None:
         billing_service_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
@@ -62,7 +115,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME],
-        background=[relay.run, *(c.run for c in consumers)],
-        on_stop=[backbone.close, close_channel, engine.dispose],
+        background=background,
+        on_stop=[backbone.close, close_channel, erp.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

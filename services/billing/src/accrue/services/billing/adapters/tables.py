@@ -19,8 +19,16 @@ md_projection = projection_table(metadata)
 
 _ID = sa.Uuid(as_uuid=False)
 
+# Unbilled work is "billable, on no invoice, not held": the run streams it in this order.
+UNBILLED = "invoice_id IS NULL AND billable AND hold IS NULL"
+
 # Approved time, one row per entry (its id is the natural key, so an event applied twice
-# adds nothing). invoice_id is set when a draft takes the entry.
+# adds nothing). invoice_id/invoice_line_id are set when a draft takes the entry (and cleared
+# if that invoice is voided). There is deliberately no index on invoice_id: billing a run
+# updates every row it bills, and each index would cost an insertion per row; an invoice's
+# entries are found through its lines' source_time_entry_ids. A reversal is a row of its own
+# with negative hours (reverses_id set); it is billed as a CREDIT line when its original was
+# invoiced, else both rows are held CANCELLED.
 wip_entries = sa.Table(
     "wip_entries",
     metadata,
@@ -35,11 +43,50 @@ wip_entries = sa.Table(
     sa.Column("billable", sa.Boolean, nullable=False),
     sa.Column("approve_time", sa.DateTime(timezone=True), nullable=True),
     sa.Column("invoice_id", _ID, nullable=True),
+    sa.Column("invoice_line_id", _ID, nullable=True),
+    sa.Column("reverses_id", sa.Text, nullable=True),
+    sa.Column("reversed_by_id", sa.Text, nullable=True),
+    # CANCELLED (reversed before it was invoiced) or WRITTEN_OFF (by finance): never billed.
+    sa.Column("hold", sa.Text, nullable=True),
+    # The exception whose resolution set the hold or approved the overage.
+    sa.Column("hold_ref", sa.Text, nullable=True),
+    # CAP_EXCEEDED resolved with BILL_OVERAGE: bill it beyond the cap.
+    sa.Column("overage_approved", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Ordered like the run streams it: per legal entity, project by project, oldest first.
     sa.Index(
         "wip_unbilled",
         "legal_entity_id",
+        "project_id",
         "work_date",
-        postgresql_where=sa.text("invoice_id IS NULL AND billable"),
+        "time_entry_id",
+        postgresql_where=sa.text(UNBILLED),
+    ),
+    # Reversals by what they reverse (few rows): voids check whether a credit was issued.
+    sa.Index("wip_reversals", "reverses_id", postgresql_where=sa.text("reverses_id IS NOT NULL")),
+)
+
+# Completed milestones of FIXED_FEE lines (md.milestone.completed), billed once each.
+milestones = sa.Table(
+    "milestones",
+    metadata,
+    sa.Column("milestone_id", sa.Text, primary_key=True),
+    sa.Column("contract_id", sa.Text, nullable=False),
+    sa.Column("contract_line_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("legal_entity_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("amount", sa.Numeric(20, 4), nullable=False),
+    sa.Column("complete_date", sa.Date, nullable=False),
+    sa.Column("complete_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("invoice_id", _ID, nullable=True),
+    sa.Column("invoice_line_id", _ID, nullable=True),
+    sa.Column("hold", sa.Text, nullable=True),
+    sa.Column("hold_ref", sa.Text, nullable=True),
+    sa.Index(
+        "milestones_unbilled",
+        "legal_entity_id",
+        "complete_date",
+        postgresql_where=sa.text("invoice_id IS NULL AND hold IS NULL"),
     ),
 )
 
@@ -52,7 +99,13 @@ billing_runs = sa.Table(
     sa.Column("period_start", sa.Date, nullable=False),
     sa.Column("period_end", sa.Date, nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("legal_entity_key", "period_start", "period_end", name="billing_runs_scope_key"),
+    # "" bills every contract line; MONTHLY/SEMI_MONTHLY/WEEKLY only lines with that period.
+    sa.Column("billing_period", sa.Text, nullable=False, server_default=""),
+    sa.Column("scheduled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("cutoff_time", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint(
+        "legal_entity_key", "period_start", "period_end", "billing_period", name="billing_runs_scope_key"
+    ),
 )
 
 invoices = sa.Table(
@@ -76,6 +129,16 @@ invoices = sa.Table(
     sa.Column("post_time", sa.DateTime(timezone=True), nullable=True),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rounding_mode", sa.Text, nullable=False, server_default="HALF_EVEN"),
+    sa.Column("rounding_scope", sa.Text, nullable=False, server_default="PER_LINE"),
+    sa.Column("approve_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("approved_by", sa.Text, nullable=False, server_default=""),
+    sa.Column("void_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("voided_by", sa.Text, nullable=False, server_default=""),
+    sa.Column("void_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("erp_number", sa.Text, nullable=False, server_default=""),
+    # Only one number per legal entity; NULL until posted.
+    sa.UniqueConstraint("legal_entity_id", "number", name="invoices_number_key"),
 )
 
 invoice_lines = sa.Table(
@@ -96,8 +159,18 @@ invoice_lines = sa.Table(
     sa.Column("project_id", sa.Text, nullable=False),
     sa.Column("labor_category_id", sa.Text, nullable=False),
     sa.Column("rate_card_entry_id", sa.Text, nullable=False),
+    # The line's lineage: the entries it bills (TIME, CREDIT), kept even if the invoice is voided.
     sa.Column("source_time_entry_ids", ARRAY(sa.Text), nullable=False),
     sa.Column("milestone_id", sa.Text, nullable=False),
+    # quantity × unit_price before rounding (the sum of the entries' exact values).
+    sa.Column("exact_amount", sa.Numeric(28, 10), nullable=False),
+    sa.Column("rate_card_rate", sa.Numeric(18, 6), nullable=True),
+    sa.Column("rate_card_currency", sa.Text, nullable=False, server_default=""),
+    sa.Column("fx_rate", sa.Numeric(28, 10), nullable=True),
+    sa.Column("fx_rate_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("tax_rate_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("credited_invoice_id", _ID, nullable=True),
+    sa.Column("credited_line_id", _ID, nullable=True),
 )
 
 billing_exceptions = sa.Table(
@@ -120,7 +193,58 @@ billing_exceptions = sa.Table(
     sa.Column("dedupe_key", sa.Text, nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("resolve_time", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("resolution", sa.Text, nullable=True),
+    sa.Column("resolved_by", sa.Text, nullable=False, server_default=""),
+    sa.Column("resolution_note", sa.Text, nullable=False, server_default=""),
+    sa.Column("invoice_id", _ID, nullable=True),
+    sa.Column("milestone_ids", ARRAY(sa.Text), nullable=False, server_default="{}"),
     sa.Index(
         "billing_exceptions_open_key", "dedupe_key", unique=True, postgresql_where=sa.text("status = 'OPEN'")
     ),
+)
+
+# The durable posting queue: one job per invoice, claimed FOR UPDATE SKIP LOCKED by any replica.
+posting_jobs = sa.Table(
+    "posting_jobs",
+    metadata,
+    sa.Column("invoice_id", _ID, sa.ForeignKey(f"{SCHEMA}.invoices.id"), primary_key=True),
+    sa.Column("legal_entity_id", sa.Text, nullable=False),
+    # QUEUED (first try or retry), CONFIRMED (the ERP has it), FAILED (given up).
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("erp_system", sa.Text, nullable=False),
+    sa.Column("request_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("posting_jobs_due", "next_attempt_time", postgresql_where=sa.text("status = 'QUEUED'")),
+)
+
+# Gap-free invoice numbers: one counter per legal entity, locked by the posting transaction.
+invoice_numbers = sa.Table(
+    "invoice_numbers",
+    metadata,
+    sa.Column("legal_entity_id", sa.Text, primary_key=True),
+    sa.Column("last_number", sa.BigInteger, nullable=False),
+)
+
+# A token bucket shared by every replica, so the ERP sees one rate limit, not one per process.
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Cap thresholds crossed per CAPPED line, so each is announced once (again only after the
+# billed amount fell back below it, e.g. through a void or a credit).
+cap_thresholds = sa.Table(
+    "cap_thresholds",
+    metadata,
+    sa.Column("contract_line_id", sa.Text, primary_key=True),
+    sa.Column("threshold_percent", sa.Integer, primary_key=True),
+    sa.Column("billed_amount", sa.Numeric(20, 4), nullable=False),
+    sa.Column("reach_time", sa.DateTime(timezone=True), nullable=False),
 )

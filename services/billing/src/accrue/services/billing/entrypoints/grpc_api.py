@@ -10,6 +10,7 @@ from accrue.billing.v1 import billing_service_pb2_grpc as api_grpc
 from accrue.billing.v1 import resources_pb2 as bl
 from accrue.money import format_decimal
 from accrue.runtime.grpc_types import Context
+from accrue.runtime.identity import acting_principal
 from accrue.services.billing.service_layer.handlers import Billing
 
 
@@ -27,17 +28,15 @@ class BillingServicer(api_grpc.BillingServiceServicer):
         self, request: api.CreateBillingRunRequest, context: Context
     ) -> api.CreateBillingRunResponse:
         wanted = request.billing_run
-        result = await self.app.run(wanted.period_start, wanted.period_end, wanted.legal_entity_id)
-        run = bl.BillingRun(
-            id=result.run_id,
-            legal_entity_id=result.legal_entity_id,
-            period_start=result.period_start.isoformat(),
-            period_end=result.period_end.isoformat(),
-            invoices=result.invoices,
-            exceptions=result.exceptions,
+        result = await self.app.run(
+            wanted.period_start, wanted.period_end, wanted.legal_entity_id, wanted.billing_period
         )
-        run.create_time.FromDatetime(result.create_time)
-        return api.CreateBillingRunResponse(billing_run=run)
+        return api.CreateBillingRunResponse(billing_run=await self.app.describe_run(result))
+
+    async def GetBillingRun(
+        self, request: api.GetBillingRunRequest, context: Context
+    ) -> api.GetBillingRunResponse:
+        return api.GetBillingRunResponse(billing_run=await self.app.get_run(request.id))
 
     async def GetInvoice(self, request: api.GetInvoiceRequest, context: Context) -> api.GetInvoiceResponse:
         return api.GetInvoiceResponse(invoice=await self.app.get_invoice(request.id))
@@ -53,6 +52,25 @@ class BillingServicer(api_grpc.BillingServiceServicer):
         }
         invoices, token = await self.app.list_invoices(filters, request.page_size, request.page_token)
         return api.ListInvoicesResponse(invoices=invoices, next_page_token=token)
+
+    async def ApproveInvoice(
+        self, request: api.ApproveInvoiceRequest, context: Context
+    ) -> api.ApproveInvoiceResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        return api.ApproveInvoiceResponse(invoice=await self.app.approve(request.id, actor.subject))
+
+    async def PostInvoice(self, request: api.PostInvoiceRequest, context: Context) -> api.PostInvoiceResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        return api.PostInvoiceResponse(invoice=await self.app.request_posting(request.id, actor.subject))
+
+    async def VoidInvoice(self, request: api.VoidInvoiceRequest, context: Context) -> api.VoidInvoiceResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        return api.VoidInvoiceResponse(invoice=await self.app.void(request.id, actor.subject, request.reason))
+
+    async def GetCapStatus(
+        self, request: api.GetCapStatusRequest, context: Context
+    ) -> api.GetCapStatusResponse:
+        return api.GetCapStatusResponse(cap_status=await self.app.cap_status(request.contract_line_id))
 
     async def SummarizeBilledWork(
         self, request: api.SummarizeBilledWorkRequest, context: Context
@@ -71,10 +89,15 @@ class BillingServicer(api_grpc.BillingServiceServicer):
                     entry_count=len(group),
                     hours=_hours(group),
                     unbilled_hours=_hours(
-                        [r for r in group if r.billable and (r.invoice_id is None or r.status == "VOID")]
+                        [
+                            r
+                            for r in group
+                            if r.billable and r.hold is None and (r.invoice_id is None or r.status == "VOID")
+                        ]
                     ),
                     billed_hours=_hours(live),
                     posted_hours=_hours([r for r in live if r.status == "POSTED"]),
+                    written_off_hours=_hours([r for r in group if r.hold == "WRITTEN_OFF"]),
                     entries=[
                         api.BilledEntry(
                             time_entry_id=r.time_entry_id,
@@ -82,6 +105,9 @@ class BillingServicer(api_grpc.BillingServiceServicer):
                             billable=r.billable,
                             invoice_id=r.invoice_id or "",
                             invoice_status=_status(r.status),
+                            reverses_id=r.reverses_id or "",
+                            written_off=r.hold == "WRITTEN_OFF",
+                            cancelled=r.hold == "CANCELLED",
                         )
                         for r in group
                     ],
@@ -98,6 +124,20 @@ class BillingServicer(api_grpc.BillingServiceServicer):
         }
         found, token = await self.app.list_exceptions(filters, request.page_size, request.page_token)
         return api.ListBillingExceptionsResponse(billing_exceptions=found, next_page_token=token)
+
+    async def GetBillingException(
+        self, request: api.GetBillingExceptionRequest, context: Context
+    ) -> api.GetBillingExceptionResponse:
+        return api.GetBillingExceptionResponse(billing_exception=await self.app.get_exception(request.id))
+
+    async def ResolveBillingException(
+        self, request: api.ResolveBillingExceptionRequest, context: Context
+    ) -> api.ResolveBillingExceptionResponse:
+        actor = acting_principal(context, request.actor_id, "actor_id")
+        resolved = await self.app.resolve_exception(
+            request.id, actor.subject, request.resolution, request.note
+        )
+        return api.ResolveBillingExceptionResponse(billing_exception=resolved)
 
 
 def _hours(rows: list[Any]) -> str:

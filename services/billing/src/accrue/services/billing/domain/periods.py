@@ -1,0 +1,60 @@
+"""Billing periods and their cut-off: when the scheduler bills which period.
+
+A contract line is invoiced MONTHLY (the default), SEMI_MONTHLY (1st-15th, 16th-month end) or
+WEEKLY (ISO weeks, Monday to Sunday). A period is billed by the scheduler once its cut-off has
+passed: `cutoff` after the period's last day ends (midnight UTC). Work dated in the period and
+approved by the cut-off is on that period's invoice; work approved later ("late work") waits
+for the next period's scheduled run, which bills everything unbilled dated up to its own end.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class PeriodKind(StrEnum):
+    """How often a contract line is invoiced."""
+
+    MONTHLY = "MONTHLY"
+    SEMI_MONTHLY = "SEMI_MONTHLY"
+    WEEKLY = "WEEKLY"
+
+
+@dataclass(frozen=True, order=True)
+class Period:
+    """A billing period, both ends inclusive."""
+
+    start: dt.date
+    end: dt.date
+
+    def cutoff(self, delay: dt.timedelta) -> dt.datetime:
+        """When the period is billed: delay after its last day ends (UTC)."""
+        day_after = self.end + dt.timedelta(days=1)
+        return dt.datetime(day_after.year, day_after.month, day_after.day, tzinfo=dt.UTC) + delay
+
+
+def period_containing(kind: PeriodKind, day: dt.date) -> Period:
+    """The period of this kind that day falls in."""
+    if kind == PeriodKind.WEEKLY:
+        start = day - dt.timedelta(days=day.weekday())
+        return Period(start, start + dt.timedelta(days=6))
+    last = calendar.monthrange(day.year, day.month)[1]
+    if kind == PeriodKind.SEMI_MONTHLY:
+        if day.day <= 15:
+            return Period(day.replace(day=1), day.replace(day=15))
+        return Period(day.replace(day=16), day.replace(day=last))
+    return Period(day.replace(day=1), day.replace(day=last))
+
+
+def latest_due(kind: PeriodKind, now: dt.datetime, delay: dt.timedelta) -> Period:
+    """The most recent period of this kind whose cut-off has passed at now."""
+    # A period is due when midnight after its end, plus the delay, is not after now: its end
+    # is before the date of (now - delay).
+    last_closed_day = (now - delay).astimezone(dt.UTC).date() - dt.timedelta(days=1)
+    period = period_containing(kind, last_closed_day)
+    if period.end > last_closed_day:
+        period = period_containing(kind, period.start - dt.timedelta(days=1))
+    return period

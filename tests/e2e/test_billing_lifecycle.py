@@ -1,0 +1,144 @@
+"""An invoice's life through REST on the running stack: run, approve, post (file ERP), crash, void.
+
+Every hop is real: gateway → gRPC → PostgreSQL, time events over JetStream, the posting job in
+the billing process, which is killed (-9) in the middle of posting.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from accrue.testing.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+Firm = Callable[[str], Awaitable[dict[str, Any]]]
+FINANCE = {"actorId": "finance-lead"}
+
+
+async def ok(response: Awaitable[httpx.Response]) -> dict[str, Any]:
+    answer = await response
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def approved_time(api: httpx.AsyncClient, f: dict[str, Any], day: str, hours: str) -> dict[str, Any]:
+    entry = await ok(
+        api.post(
+            "/v1/time-entries",
+            json={
+                "consultantId": f["dev"]["id"],
+                "projectId": f["project"]["id"],
+                "workDate": day,
+                "hours": hours,
+            },
+        )
+    )
+    assert entry["status"] == "TIME_ENTRY_STATUS_PENDING_APPROVAL", entry
+    return await ok(api.post(f"/v1/time-entries/{entry['id']}:approve", json={"approverId": f["boss"]["id"]}))
+
+
+async def billed(api: httpx.AsyncClient, le: str, entry_ids: set[str]) -> list[dict[str, Any]]:
+    """Run billing until the entries (which reach billing asynchronously) are on the drafts."""
+    body = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30", "legalEntityId": le}
+    async with asyncio.timeout(20):
+        while True:
+            run = await ok(api.post("/v1/billing-runs", json=body))
+            on = {i for inv in run["invoices"] for line in inv["lines"] for i in line["sourceTimeEntryIds"]}
+            if on >= entry_ids:
+                invoices: list[dict[str, Any]] = run["invoices"]
+                return invoices
+            await asyncio.sleep(0.2)
+
+
+async def wait_posted(api: httpx.AsyncClient, invoice_id: str, within: float = 30) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        while True:
+            answer = await api.get(f"/v1/invoices/{invoice_id}")
+            if answer.status_code == 200 and answer.json()["status"] == "INVOICE_STATUS_POSTED":
+                body: dict[str, Any] = answer.json()
+                return body
+            await asyncio.sleep(0.2)
+
+
+async def test_an_invoice_is_approved_posted_once_and_never_changes(
+    api: httpx.AsyncClient, firm: Firm, stack: Stack
+) -> None:
+    f = await firm("-life")
+    le = f["le"]["id"]
+    entry = await approved_time(api, f, "2026-11-04", "6")
+    (draft,) = await billed(api, le, {entry["id"]})
+    assert (draft["status"], draft["total"], draft["roundingResidual"]) == (
+        "INVOICE_STATUS_DRAFT",
+        "900.00",
+        "0",
+    )
+
+    # Who acts must be named until tokens carry identity: 400 with the field, nothing changed.
+    nobody = await api.post(f"/v1/invoices/{draft['id']}:approve", json={})
+    assert nobody.status_code == 400, nobody.text
+    assert [v["field"] for v in nobody.json()["violations"]] == ["actorId"]
+    early = await api.post(f"/v1/invoices/{draft['id']}:post", json=FINANCE)
+    assert early.status_code == 422, early.text
+    approved = await ok(api.post(f"/v1/invoices/{draft['id']}:approve", json=FINANCE))
+    assert (approved["status"], approved["approvedBy"]) == ("INVOICE_STATUS_APPROVED", "finance-lead")
+
+    # Post, and kill billing at once: the job is durable, the ERP document is made once.
+    queued = await ok(api.post(f"/v1/invoices/{draft['id']}:post", json=FINANCE))
+    assert queued["status"] in ("INVOICE_STATUS_APPROVED", "INVOICE_STATUS_POSTED")
+    stack.kill("billing")
+    stack.start("billing")
+    posted = await wait_posted(api, draft["id"])
+    assert (posted["number"], posted["total"], posted["posting"]["status"]) == (
+        "000001",
+        "900.00",
+        "INVOICE_POSTING_STATUS_CONFIRMED",
+    )
+    exported = Path.cwd() / ".accrue" / "erp-files" / posted["erpDocumentId"]
+    assert exported.exists(), exported
+    assert len(list(exported.parent.glob(f"{draft['id']}.*"))) == 2  # the JSON and the CSV, once
+
+    refused = await api.post(f"/v1/invoices/{draft['id']}:void", json={**FINANCE, "reason": "too late"})
+    assert refused.status_code == 422, refused.text
+    assert (await ok(api.get(f"/v1/invoices/{draft['id']}")))["status"] == "INVOICE_STATUS_POSTED"
+
+    # The next invoice of the legal entity takes the next number: no gap, no repeat.
+    later = await approved_time(api, f, "2026-11-05", "1")
+    fresh = [i for i in await billed(api, le, {later["id"]}) if i["status"] == "INVOICE_STATUS_DRAFT"]
+    (second,) = fresh
+    await ok(api.post(f"/v1/invoices/{second['id']}:approve", json=FINANCE))
+    await ok(api.post(f"/v1/invoices/{second['id']}:post", json=FINANCE))
+    assert (await wait_posted(api, second["id"]))["number"] == "000002"
+
+
+async def test_a_voided_draft_releases_its_time_to_the_next_run(api: httpx.AsyncClient, firm: Firm) -> None:
+    f = await firm("-void")
+    le = f["le"]["id"]
+    entry = await approved_time(api, f, "2026-11-06", "2.25")
+    (draft,) = await billed(api, le, {entry["id"]})
+    no_reason = await api.post(f"/v1/invoices/{draft['id']}:void", json=FINANCE)
+    assert no_reason.status_code == 400, no_reason.text
+    voided = await ok(api.post(f"/v1/invoices/{draft['id']}:void", json={**FINANCE, "reason": "wrong rate"}))
+    assert (voided["status"], voided["voidReason"]) == ("INVOICE_STATUS_VOID", "wrong rate")
+    again = [i for i in await billed(api, le, {entry["id"]}) if i["status"] == "INVOICE_STATUS_DRAFT"]
+    (redraft,) = again
+    assert redraft["id"] != draft["id"]
+    assert Decimal(redraft["total"]) == Decimal("2.25") * 150
+
+
+async def test_the_exception_queue_and_cap_status_answer_through_rest(api: httpx.AsyncClient) -> None:
+    missing = await api.get("/v1/contract-lines/no-such-line/cap-status")
+    assert missing.status_code == 404, missing.text
+    queue = await ok(api.get("/v1/billing-exceptions", params={"status": "BILLING_EXCEPTION_STATUS_OPEN"}))
+    assert all(e["status"] == "BILLING_EXCEPTION_STATUS_OPEN" for e in queue.get("billingExceptions", []))
+    bad = await api.post(
+        "/v1/billing-exceptions/00000000-0000-0000-0000-000000000000:resolve",
+        json={**FINANCE, "resolution": "BILLING_EXCEPTION_RESOLUTION_WRITE_OFF"},
+    )
+    assert bad.status_code == 404, bad.text

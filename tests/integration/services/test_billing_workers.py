@@ -1,0 +1,318 @@
+"""Billing's background work on real PostgreSQL and JetStream: posting jobs and scheduled runs.
+
+The service runs (so its consumers fill the ledger and its projection), but these tests drive
+the posting worker and the scheduler themselves, several at once, with clocks they choose.
+"""
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats
+import pytest
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
+
+from accrue.billing.v1 import billing_service_pb2 as bla
+from accrue.billing.v1 import billing_service_pb2_grpc as blg
+from accrue.billing.v1 import resources_pb2 as bl
+from accrue.db import create_engine
+from accrue.events.v1 import time_events_pb2 as tev
+from accrue.masterdata.v1 import masterdata_service_pb2 as mda
+from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
+from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.mdprojection import MasterDataReader
+from accrue.runtime.server import RunningService
+from accrue.services.billing.adapters import tables
+from accrue.services.billing.adapters.erp import ErpInvoice, ErpReceipt
+from accrue.services.billing.adapters.erp.file import FileErp
+from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
+from accrue.services.billing.domain.posting import RetryPolicy
+from accrue.services.billing.service_layer.handlers import Billing
+from accrue.services.billing.service_layer.posting import PostingWorker
+from accrue.timekeeping.v1 import resources_pb2 as tk
+
+pytestmark = pytest.mark.integration
+
+
+class Env:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+@pytest.fixture
+async def env(
+    start_service: Any,
+    channel_to: Callable[[RunningService], grpc.aio.Channel],
+    build_firm: Any,
+    nats_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> AsyncIterator[Any]:
+    masterdata = await start_service("masterdata")
+    address = f"127.0.0.1:{masterdata.grpc_port}"
+    # The service's own posting worker looks once at start, then sleeps: the tests post.
+    billing = await start_service(
+        "billing",
+        masterdata_address=address,
+        erp_file_dir=tmp_path / "erp",
+        posting_poll_seconds=3600,
+        schedule_interval_seconds=0,
+    )
+    md_stub = mdg.MasterDataServiceStub(channel_to(masterdata))
+    engine = create_engine(database_url)
+    reader = MasterDataReader(md_stub, tables.md_projection)
+    nc = await nats.connect(nats_url)
+    yield Env(
+        md=md_stub,
+        bl=blg.BillingServiceStub(channel_to(billing)),
+        js=nc.jetstream(),
+        f=await build_firm(md_stub),
+        engine=engine,
+        uow=lambda: BillingUnitOfWork(engine, reader),
+        erp_dir=tmp_path / "erp",
+    )
+    await nc.close()
+    await engine.dispose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - waiting for an asynchronous consumer
+            await asyncio.sleep(0.05)
+
+
+async def publish(js: JetStreamContext, event_type: str, key: str, message: Message) -> None:
+    await js.publish(
+        f"{event_type}.{key}",
+        message.SerializeToString(),
+        headers={
+            "Nats-Msg-Id": str(uuid.uuid4()),
+            "Accrue-Event-Type": event_type,
+            "Accrue-Schema": message.DESCRIPTOR.full_name,
+            "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+        },
+    )
+
+
+async def approve(e: Any, day: str, hours: str, project: Any, approved_at: dt.datetime) -> tk.TimeEntry:
+    entry = tk.TimeEntry(
+        id=str(uuid.uuid4()),
+        consultant_id=e.f["dev"].id,
+        project_id=project.id,
+        labor_category_id=e.f["lc"].id,
+        work_date=day,
+        hours=hours,
+        billable=True,
+        status=tk.TIME_ENTRY_STATUS_APPROVED,
+        legal_entity_id=e.f["le"].id,
+        customer_id=project.customer_id,
+    )
+    entry.approve_time.FromDatetime(approved_at)
+    await publish(e.js, "time.entry.approved", project.id, tev.TimeEntryApproved(time_entry=entry))
+    return entry
+
+
+async def count(e: Any, sql: str) -> Any:
+    async with e.engine.connect() as conn:
+        return await conn.scalar(sa.text(sql))
+
+
+async def ledger_has(e: Any, n: int) -> None:
+    async def check() -> bool:
+        return await count(e, "SELECT count(*) FROM billing.wip_entries") == n
+
+    await eventually(check)
+
+
+async def projects_with_contracts(
+    e: Any, n: int, period: int = md.BILLING_PERIOD_MONTHLY
+) -> list[md.Project]:
+    made = []
+    for i in range(n):
+        p = (
+            await e.md.CreateProject(
+                mda.CreateProjectRequest(
+                    project=md.Project(
+                        code=f"PX{i}-{period}",
+                        name=f"Project {i}",
+                        customer_id=e.f["cu"].id,
+                        legal_entity_id=e.f["le"].id,
+                        manager_id=e.f["boss"].id,
+                        status=md.PROJECT_STATUS_ACTIVE,
+                        start_date="2026-01-01",
+                    )
+                )
+            )
+        ).project
+        await e.md.CreateContract(
+            mda.CreateContractRequest(
+                contract=md.Contract(
+                    code=f"KX{i}-{period}",
+                    customer_id=e.f["cu"].id,
+                    currency="GBP",
+                    lines=[
+                        md.ContractLine(
+                            project_id=p.id,
+                            billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
+                            rate_card_id=e.f["card"].id,
+                            billing_period=period,
+                        )
+                    ],
+                )
+            )
+        )
+        made.append(p)
+    return made
+
+
+class CrashingOnce:
+    """The file ERP, but the first call for one invoice dies after the ERP has the document:
+    what a lost response or a killed worker looks like from the database's side."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, victim: str) -> None:
+        self.inner, self.victim, self.calls = inner, victim, 0
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        self.calls += 1
+        receipt = await self.inner.post_invoice(invoice)
+        if invoice.reference == self.victim:
+            self.victim = ""
+            raise ConnectionResetError("the response was lost")
+        return receipt
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_concurrent_workers_post_each_invoice_once_with_gap_free_numbers(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 6)
+    for p in projects:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    await ledger_has(e, 6)
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
+            )
+        )
+    ).billing_run
+    assert len(run.invoices) == 6
+    for invoice in run.invoices:
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    erp = CrashingOnce(FileErp(e.erp_dir), victim=run.invoices[2].id)
+    app = Billing(e.uow, erp=erp)
+    workers = [
+        PostingWorker(e.uow, app, erp, retry=RetryPolicy(first_delay=dt.timedelta(0)), rate_per_second=1000)
+        for _ in range(3)
+    ]
+
+    async def drain(worker: PostingWorker) -> None:
+        for _ in range(50):
+            try:
+                if not await worker.post_next():
+                    return
+            except ConnectionResetError:
+                continue
+
+    await asyncio.gather(*(drain(w) for w in workers))
+    numbers = sorted(
+        [(await e.bl.GetInvoice(bla.GetInvoiceRequest(id=i.id))).invoice.number for i in run.invoices]
+    )
+    assert numbers == [f"{n:06d}" for n in range(1, 7)]
+    assert erp.calls == 7  # one call was lost and made again
+    assert len(list(e.erp_dir.glob("*/*.json"))) == 6
+    assert (
+        await count(e, "SELECT count(*) FROM billing.outbox WHERE event_type = 'billing.invoice.posted'") == 6
+    )
+
+
+async def test_scheduled_runs_bill_each_period_once_at_its_cut_off(env: Any) -> None:
+    e = env
+    (monthly,) = await projects_with_contracts(e, 1)
+    (weekly,) = await projects_with_contracts(e, 1, md.BILLING_PERIOD_WEEKLY)
+    utc = dt.UTC
+    on_time = await approve(e, "2026-11-27", "8", monthly, dt.datetime(2026, 12, 1, 9, tzinfo=utc))
+    late = await approve(e, "2026-11-30", "4", monthly, dt.datetime(2026, 12, 5, 9, tzinfo=utc))
+    week = await approve(e, "2026-11-25", "2", weekly, dt.datetime(2026, 11, 25, 18, tzinfo=utc))
+    await ledger_has(e, 3)
+    app = Billing(e.uow, cutoff_delay=dt.timedelta(hours=48))
+
+    def sources(invoices: list[bl.Invoice]) -> set[str]:
+        return {i for inv in invoices for line in inv.lines for i in line.source_time_entry_ids}
+
+    # 3 December, 00:00 UTC: November's cut-off. The week of 23-29 November was due on 2 December.
+    first = await app.run_due(dt.datetime(2026, 12, 3, 0, 1, tzinfo=utc))
+    again = await app.run_due(dt.datetime(2026, 12, 3, 0, 2, tzinfo=utc))
+    by_kind = {r.billing_period: r for r in first}
+    assert (by_kind["MONTHLY"].scheduled, by_kind["MONTHLY"].period_end) == (True, dt.date(2026, 11, 30))
+    monthly_run = await app.get_run(by_kind["MONTHLY"].run_id)
+    weekly_run = await app.get_run(by_kind["WEEKLY"].run_id)
+    assert sources(list(monthly_run.invoices)) == {on_time.id}
+    assert sources(list(weekly_run.invoices)) == {week.id}
+    assert (weekly_run.period_start, weekly_run.period_end) == ("2026-11-23", "2026-11-29")
+    assert {r.run_id for r in again} <= {r.run_id for r in first}
+    assert sum(r.entries_billed for r in again) == 0
+    # Late work (approved after November's cut-off) is on December's invoice.
+    january = await app.run_due(dt.datetime(2027, 1, 3, 0, 1, tzinfo=utc))
+    (december,) = [r for r in january if r.billing_period == "MONTHLY"]
+    assert sources(list((await app.get_run(december.run_id)).invoices)) == {late.id}
+
+
+async def test_overlapping_runs_at_once_bill_each_entry_exactly_once(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 3)
+    entries = [
+        await approve(e, f"2026-11-{day:02d}", "2", p, dt.datetime(2026, 11, day, 18, tzinfo=dt.UTC))
+        for p in projects
+        for day in (2, 9, 16)
+    ]
+    await ledger_has(e, len(entries))
+    app = Billing(e.uow)
+    le = e.f["le"].id
+    await asyncio.gather(
+        app.run("2026-11-01", "2026-11-30", ""),
+        app.run("2026-11-01", "2026-11-30", le),
+        app.run("2026-11-01", "2026-11-30", le, md.BILLING_PERIOD_MONTHLY),
+        app.run("2026-11-01", "2026-11-15", le),
+    )
+    async with e.engine.connect() as conn:
+        lineage = (
+            await conn.execute(
+                sa.text(
+                    "SELECT unnest(l.source_time_entry_ids) FROM billing.invoice_lines l"
+                    " JOIN billing.invoices i ON i.id = l.invoice_id WHERE i.status <> 'VOID'"
+                )
+            )
+        ).scalars()
+        billed = list(lineage)
+        marked = await conn.scalar(
+            sa.text("SELECT count(*) FROM billing.wip_entries WHERE invoice_id IS NOT NULL")
+        )
+        hours = await conn.scalar(sa.text("SELECT sum(quantity) FROM billing.invoice_lines"))
+    assert sorted(billed) == sorted(x.id for x in entries)
+    assert (marked, hours) == (len(entries), 2 * len(entries))
+
+
+async def test_the_erp_rate_limit_is_one_bucket_for_every_worker(env: Any) -> None:
+    e = env
+    # 4 calls a second with a burst of 4: 12 tokens taken from two "replicas" at once need
+    # about (12 - 4) / 4 = 2 seconds, however they interleave.
+    app = Billing(e.uow)
+    workers = [PostingWorker(e.uow, app, FileErp(e.erp_dir), rate_per_second=4) for _ in range(2)]
+    started = asyncio.get_running_loop().time()
+    await asyncio.gather(*(w._wait_for_token() for w in workers for _ in range(6)))
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 1.7 <= elapsed < 6, elapsed

@@ -1,0 +1,95 @@
+"""Billing periods and cut-offs, the invoice lifecycle rules, exception resolutions, retries."""
+
+import datetime as dt
+
+import pytest
+
+from accrue.runtime import FailedPrecondition, InvalidArgument
+from accrue.services.billing.domain import lifecycle
+from accrue.services.billing.domain.periods import Period, PeriodKind, latest_due, period_containing
+from accrue.services.billing.domain.posting import RetryPolicy
+
+D = dt.date
+
+
+def test_periods_of_each_frequency() -> None:
+    assert period_containing(PeriodKind.MONTHLY, D(2026, 2, 14)) == Period(D(2026, 2, 1), D(2026, 2, 28))
+    assert period_containing(PeriodKind.SEMI_MONTHLY, D(2026, 2, 15)) == Period(D(2026, 2, 1), D(2026, 2, 15))
+    assert period_containing(PeriodKind.SEMI_MONTHLY, D(2026, 2, 16)) == Period(
+        D(2026, 2, 16), D(2026, 2, 28)
+    )
+    # ISO weeks: 2026-11-25 is a Wednesday.
+    assert period_containing(PeriodKind.WEEKLY, D(2026, 11, 25)) == Period(D(2026, 11, 23), D(2026, 11, 29))
+
+
+def at(day: int, hour: int = 0, month: int = 12) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, tzinfo=dt.UTC)
+
+
+def test_a_period_is_due_once_its_cut_off_has_passed() -> None:
+    delay = dt.timedelta(hours=48)
+    november = Period(D(2026, 11, 1), D(2026, 11, 30))
+    assert november.cutoff(delay) == at(3)
+    # One second before the cut-off, October is still the latest due month.
+    assert latest_due(PeriodKind.MONTHLY, at(3) - dt.timedelta(seconds=1), delay) == Period(
+        D(2026, 10, 1), D(2026, 10, 31)
+    )
+    assert latest_due(PeriodKind.MONTHLY, at(3), delay) == november
+    assert latest_due(PeriodKind.MONTHLY, at(31, 23), delay) == november
+    assert latest_due(PeriodKind.SEMI_MONTHLY, at(17, 1), delay) == Period(D(2026, 11, 16), D(2026, 11, 30))
+    assert latest_due(PeriodKind.SEMI_MONTHLY, at(18, 1), delay) == Period(D(2026, 12, 1), D(2026, 12, 15))
+    assert latest_due(PeriodKind.WEEKLY, at(2), dt.timedelta(0)) == Period(D(2026, 11, 23), D(2026, 11, 29))
+
+
+def test_the_lifecycle_moves_forward_only() -> None:
+    lifecycle.check_approve("i", "DRAFT")
+    for status in ("APPROVED", "POSTED", "VOID"):
+        with pytest.raises(FailedPrecondition):
+            lifecycle.check_approve("i", status)
+    lifecycle.check_post("i", "APPROVED")
+    lifecycle.check_post("i", "POSTED")  # asking again is harmless
+    for status in ("DRAFT", "VOID"):
+        with pytest.raises(FailedPrecondition):
+            lifecycle.check_post("i", status)
+
+
+def test_void_is_refused_once_posted_or_while_posting() -> None:
+    lifecycle.check_void("i", "DRAFT", None)
+    lifecycle.check_void("i", "APPROVED", "FAILED")
+    with pytest.raises(FailedPrecondition, match="credit"):
+        lifecycle.check_void("i", "POSTED", "CONFIRMED")
+    with pytest.raises(FailedPrecondition) as queued:
+        lifecycle.check_void("i", "APPROVED", "QUEUED")
+    assert queued.value.reason == "POSTING_IN_PROGRESS"
+
+
+def test_each_exception_kind_has_its_resolutions() -> None:
+    assert (
+        lifecycle.check_resolution("x", "CAP_EXCEEDED", "OPEN", "BILL_OVERAGE")
+        == lifecycle.Resolution.BILL_OVERAGE
+    )
+    assert (
+        lifecycle.check_resolution("x", "MISSING_FX", "OPEN", "WRITE_OFF") == lifecycle.Resolution.WRITE_OFF
+    )
+    assert lifecycle.check_resolution("x", "ERP_POST_FAILED", "OPEN", "RETRY") == lifecycle.Resolution.RETRY
+    with pytest.raises(InvalidArgument) as wrong:
+        lifecycle.check_resolution("x", "ERP_POST_FAILED", "OPEN", "WRITE_OFF")
+    assert [(v.field, v.code) for v in wrong.value.violations] == [("resolution", "RESOLUTION_NOT_ALLOWED")]
+    with pytest.raises(InvalidArgument):
+        lifecycle.check_resolution("x", "MISSING_RATE", "OPEN", "BILL_OVERAGE")
+    with pytest.raises(FailedPrecondition):
+        lifecycle.check_resolution("x", "CAP_EXCEEDED", "RESOLVED", "WRITE_OFF")
+
+
+def test_retries_back_off_exponentially_then_give_up() -> None:
+    policy = RetryPolicy(
+        max_attempts=4, first_delay=dt.timedelta(seconds=5), max_delay=dt.timedelta(seconds=15)
+    )
+    now = at(1)
+    delays = [policy.next_attempt(n, now) for n in (1, 2, 3, 4)]
+    assert delays == [
+        now + dt.timedelta(seconds=5),
+        now + dt.timedelta(seconds=10),
+        now + dt.timedelta(seconds=15),
+        None,
+    ]
