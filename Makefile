@@ -66,8 +66,11 @@ proto-lint: install
 proto-breaking: install
 	$(BIN)/python tools/proto.py breaking
 
+## Benchmarks are scripts, not tests: each starts its own servers and prints its figures beside
+## the machine's raw limit (see docs/performance/). BENCH=<name> picks one, e.g. BENCH=billing_run.
 bench: install
-	$(BIN)/python -m benchmarks
+	@test -n "$(BENCH)" || { echo "usage: make bench BENCH=<$$(ls benchmarks | grep -v common | sed 's/.py$$//' | paste -sd'|')>"; exit 2; }
+	$(BIN)/python benchmarks/$(BENCH).py
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache
