@@ -191,8 +191,12 @@ async def test_a_coalescing_relay_sends_a_burst_of_commits_in_one_batch(
             uow.events.add(approved(f"burst-{i}"))
             await uow.commit()
         await asyncio.sleep(0.05)
-    while await stream_messages(js) < 5:  # noqa: ASYNC110 - waiting for the relay
-        await asyncio.sleep(0.01)
+    # Wait for publish_batch to return, not for the stream: the messages reach the stream before
+    # the batch marks them published and returns, and a cancel in between would lose the count.
+    async with asyncio.timeout(10):
+        while not batches:  # noqa: ASYNC110 - waiting for the relay
+            await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert batches == [5]
+    assert await stream_messages(js) == 5
