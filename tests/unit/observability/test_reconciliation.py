@@ -74,3 +74,15 @@ def test_non_billable_time_counts_hours_but_no_value() -> None:
     (uk,) = reconcile([a("e1", "3", billable=False)], [], [], RATE)
     assert uk.stages.approved.hours == Decimal(3)
     assert dict(uk.stages.approved.value) == {}
+
+
+def test_the_schedule_reconciles_the_current_and_previous_calendar_months() -> None:
+    import datetime as dt
+
+    from accrue.services.observability.service_layer.handlers import _recent_months
+
+    assert _recent_months(dt.date(2026, 3, 15), 2) == [
+        (dt.date(2026, 2, 1), dt.date(2026, 2, 28)),
+        (dt.date(2026, 3, 1), dt.date(2026, 3, 31)),
+    ]
+    assert _recent_months(dt.date(2026, 1, 1), 2)[0] == (dt.date(2025, 12, 1), dt.date(2025, 12, 31))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -256,7 +257,7 @@ class WorkLedger:
         p = posted_lines
         rows = await self._conn.execute(
             sa.select(p.c.invoice_id, p.c.project_id, p.c.amount, p.c.currency, p.c.time_entry_ids).where(
-                p.c.time_entry_ids.overlap(sa.cast(ids, sa.ARRAY(sa.Text)))
+                p.c.time_entry_ids.overlap(sa.cast(ids, postgresql.ARRAY(sa.Text)))
             )
         )
         return [PostedLine(r[0], r[1], Decimal(r[2]), r[3], tuple(r[4])) for r in rows]

@@ -7,6 +7,7 @@ billing exceptions; forecast version totals; reconciliation results.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from accrue.db.idempotency import idempotency_table
 from accrue.eventbus import inbox_table, outbox_table
@@ -73,7 +74,7 @@ posted_lines = sa.Table(
     sa.Column("quantity", sa.Numeric(18, 4), nullable=False),
     sa.Column("amount", sa.Numeric(18, 2), nullable=False),
     sa.Column("currency", sa.Text, nullable=False),
-    sa.Column("time_entry_ids", sa.ARRAY(sa.Text), nullable=False),
+    sa.Column("time_entry_ids", postgresql.ARRAY(sa.Text), nullable=False),
 )
 
 # Billing exceptions, from billing.exception.raised/resolved.
