@@ -1,5 +1,6 @@
 """Event entrypoints: every stream's business events into observability's own ledger.
 
+MD: legal entities (their metric series exist from the moment the entity does).
 TIME: approvals (unbilled work, approval lag) and reversals. BILLING: the invoice lifecycle
 (invoice lag, ERP confirmations, posting backlog) and exceptions (ERP posting failures).
 FORECAST: published versions (variance). Dead letters and consumer backlogs are read from
@@ -14,6 +15,7 @@ from typing import Any
 from accrue.eventbus import Handler, Received, Subscription
 from accrue.events.v1 import billing_events_pb2 as bev
 from accrue.events.v1 import forecast_events_pb2 as fev
+from accrue.events.v1 import masterdata_events_pb2 as mev
 from accrue.events.v1 import time_events_pb2 as tev
 from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
 from accrue.services.observability.service_layer.handlers import Observability
@@ -28,6 +30,9 @@ INVOICE_EVENTS = {
 
 def subscriptions(app: Observability) -> list[Subscription]:
     """The consumers this service runs."""
+
+    async def legal_entity(uow: ObservabilityUnitOfWork, event: Received[Any]) -> None:
+        app.record_legal_entity(uow, event.message.legal_entity.id)
 
     async def approved(uow: ObservabilityUnitOfWork, event: Received[Any]) -> None:
         await app.record_approved(uow, event.message.time_entry)
@@ -48,6 +53,12 @@ def subscriptions(app: Observability) -> list[Subscription]:
         await app.record_forecast_version(uow, event.message)
 
     return [
+        Subscription(
+            durable="observability-md",
+            stream="MD",
+            filter_subjects=("md.legal_entity.upserted.>",),
+            handlers={"md.legal_entity.upserted": Handler(mev.LegalEntityUpserted, legal_entity)},
+        ),
         Subscription(
             durable="observability-time",
             stream="TIME",

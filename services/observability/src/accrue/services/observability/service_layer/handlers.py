@@ -99,8 +99,13 @@ class Observability:
 
     # --- events into the ledger -----------------------------------------------------------
 
+    def record_legal_entity(self, uow: ObservabilityUnitOfWork, legal_entity_id: str) -> None:
+        """md.legal_entity.upserted: the entity's counters and histograms start at zero."""
+        uow.after_commit(lambda: m.known_legal_entity(legal_entity_id))
+
     async def record_approved(self, uow: ObservabilityUnitOfWork, entry: Any) -> None:
         """time.entry.approved: the entry becomes unbilled approved work; approval lag observed."""
+        m.known_legal_entity(entry.legal_entity_id)
         rate = parse_decimal(entry.indicative_rate.amount) if entry.indicative_rate.amount else None
         approved_at = _time(entry, "approve_time")
         submitted_at = _time(entry, "create_time")
@@ -126,6 +131,7 @@ class Observability:
 
     async def record_invoice(self, uow: ObservabilityUnitOfWork, invoice: Any, event_type: str) -> None:
         """billing.invoice.*: keep the invoice; drafts bill entries, voids release them, posts confirm."""
+        m.known_legal_entity(invoice.legal_entity_id)
         status = _status(invoice)
         updated = _time(invoice, "update_time") or _time(invoice, "create_time") or self._clock()
         fresh = await uow.ledger.invoice(
@@ -194,6 +200,7 @@ class Observability:
         exc = event.billing_exception
         kind = str(bl.BillingExceptionKind.Name(exc.kind)).removeprefix("BILLING_EXCEPTION_KIND_")
         le = event.legal_entity_id or exc.legal_entity_id
+        m.known_legal_entity(le)
         await uow.ledger.exception(exc.id, le, kind, is_open)
         if is_open and kind == ERP_POST_FAILED:
             uow.after_commit(lambda: m.ERP_POSTING_FAILURES.labels(le).inc())
@@ -278,6 +285,7 @@ class Observability:
                 for currency, value in bucket.value.items():
                     m.UNBILLED_VALUE.labels(entity, currency, age).set(float(value))
         for entity in kpis.legal_entities():
+            m.known_legal_entity(entity)  # after a restart, before any new event names it
             m.ERP_POSTING_BACKLOG.labels(entity).set(kpis.posting_backlog.get(entity, 0))
             m.BILLING_EXCEPTIONS_OPEN.labels(entity, ERP_POST_FAILED).set(
                 kpis.open_exceptions.get((entity, ERP_POST_FAILED), 0)

@@ -110,3 +110,16 @@ RECONCILIATIONS = Counter(
 KPI_EXPORTS = Counter(
     "accrue_kpi_exports_total", "Recomputations of the business gauges, by outcome (ok|failed).", ["outcome"]
 )
+
+
+def known_legal_entity(legal_entity: str) -> None:
+    """Create a legal entity's counter and histogram series at zero.
+
+    A series born at its first observation starts above zero, and rate()/increase() cannot see
+    that first step; so every series of a legal entity exists from the first event naming it.
+    """
+    APPROVAL_LAG.labels(legal_entity)
+    INVOICE_LAG.labels(legal_entity, "draft")
+    INVOICE_LAG.labels(legal_entity, "posted")
+    ERP_POSTING_FAILURES.labels(legal_entity)
+    ERP_POSTINGS.labels(legal_entity)
