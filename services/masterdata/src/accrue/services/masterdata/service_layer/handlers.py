@@ -830,6 +830,8 @@ class MasterData:
             if row.record.manager_id
             and (row.previous is None or row.previous.body.get("manager_id") != row.record.manager_id)
         }
+        if walkers:
+            await uow.records.lock_management_chains()
         for _ in range(_MAX_CHAIN):
             if not walkers:
                 return
