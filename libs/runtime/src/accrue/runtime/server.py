@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from accrue.runtime.heap import freeze_startup_objects
 from accrue.runtime.interceptors import ErrorAndMetricsInterceptor
 from accrue.runtime.settings import ServiceSettings
 from accrue.telemetry import MetricsServer, get_logger, start_metrics_server
@@ -145,6 +146,7 @@ async def start(service: Service) -> RunningService:
 async def serve(service: Service) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully; exit non-zero if background work dies."""
     running = await start(service)
+    freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
