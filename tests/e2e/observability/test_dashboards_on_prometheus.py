@@ -97,7 +97,7 @@ async def thin_slice(api: httpx.AsyncClient, f: dict[str, Any]) -> None:
             await asyncio.sleep(0.2)
 
 
-async def publish_forecasts_and_a_poison_message(nats_url: str, le: str) -> None:
+async def publish_forecasts(nats_url: str, le: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -131,7 +131,15 @@ async def publish_forecasts_and_a_poison_message(nats_url: str, le: str) -> None
                 headers=_headers("forecast.version.published", version.DESCRIPTOR.full_name),
             )
             previous = version.version_id
-        # A body that does not decode: consumers of time.entry.approved dead-letter it at once.
+    finally:
+        await nc.close()
+
+
+async def publish_poison_message(nats_url: str) -> None:
+    """A body that does not decode: consumers of time.entry.approved dead-letter it at once."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
         await js.publish(
             f"time.entry.approved.poison-{uuid.uuid4().hex[:6]}",
             b"\xff\xff not a protobuf",
@@ -168,16 +176,21 @@ def has_data(result: list[dict[str, Any]]) -> bool:
 async def test_every_panel_has_data_and_every_rule_loads(
     api: httpx.AsyncClient, firm: Firm, stack: Stack, module_nats_url: str, prom: httpx.AsyncClient
 ) -> None:
-    f = await firm("-prom")
-    # Legal entities exist long before their first invoice; let Prometheus see the entity's
-    # series at zero (as it would), so rate() sees the slice's observations as increases.
-    le = f["le"]["id"]
-    async with asyncio.timeout(30):
-        query = f'accrue_invoice_lag_seconds_count{{legal_entity="{le}"}}'
-        while len((await ok(prom.get("/api/v1/query", params={"query": query})))["data"]["result"]) < 2:  # noqa: ASYNC110
-            await asyncio.sleep(0.5)
-    await thin_slice(api, f)
-    await publish_forecasts_and_a_poison_message(module_nats_url, f["le"]["id"])
+    # Two rounds: a series is born with its first observation, and rate() cannot see that
+    # first step; in the second round every series exists and only grows, as in production.
+    for round_ in ("-prom-1", "-prom-2"):
+        f = await firm(round_)
+        # Legal entities exist long before their first invoice; let Prometheus see the entity's
+        # series at zero (as it would), so rate() sees the slice's observations as increases.
+        le = f["le"]["id"]
+        async with asyncio.timeout(30):
+            query = f'accrue_invoice_lag_seconds_count{{legal_entity="{le}"}}'
+            while len((await ok(prom.get("/api/v1/query", params={"query": query})))["data"]["result"]) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.5)
+        await thin_slice(api, f)
+        await publish_forecasts(module_nats_url, le)
+        await asyncio.sleep(3)  # a few scrapes between the rounds
+    await publish_poison_message(module_nats_url)
     await ok(api.get("/v1/reconciliation", params={"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}))
 
     queries = panel_queries()

@@ -178,18 +178,28 @@ class WorkLedger:
         return {r[0]: LedgerEntry(*r) for r in rows}
 
     async def unbilled(self, legal_entity_id: str = "") -> list[UnbilledWork]:
-        """Approved, billable, unreversed, uninvoiced work, per legal entity, currency and approval time."""
+        """Approved, billable, unreversed, uninvoiced work per legal entity, currency and approval day.
+
+        Grouped by day (ages are whole days), so the answer stays small however much work waits;
+        each group carries its earliest approval time, for the oldest age.
+        """
         t = work_ledger
-        value = sa.func.sum(t.c.hours * t.c.rate)
+        day = sa.func.date_trunc("day", t.c.approve_time, "UTC")
         query = (
-            sa.select(t.c.legal_entity_id, t.c.currency, t.c.approve_time, sa.func.sum(t.c.hours), value)
+            sa.select(
+                t.c.legal_entity_id,
+                t.c.currency,
+                sa.func.min(t.c.approve_time),
+                sa.func.sum(t.c.hours),
+                sa.func.sum(t.c.hours * t.c.rate),
+            )
             .where(
                 t.c.invoice_id.is_(None),
                 t.c.billable.is_(True),
                 t.c.hours.is_not(None),
                 t.c.reverse_time.is_(None),
             )
-            .group_by(t.c.legal_entity_id, t.c.currency, t.c.approve_time)
+            .group_by(t.c.legal_entity_id, t.c.currency, day)
         )
         if legal_entity_id:
             query = query.where(t.c.legal_entity_id == legal_entity_id)

@@ -3,8 +3,8 @@
 Unbilled approved work: time that is approved and billable, not reversed and not yet on an
 invoice (a draft counts as invoiced). Its value is hours × the indicative rate timekeeping
 found at validation, summed per currency (billing prices again at the run, so this is an
-estimate). Its age is counted from approval, in whole days, and reported in fixed buckets so
-the metric's labels stay bounded.
+estimate). Its age is counted in whole days from the (UTC) day of approval, and reported in
+fixed buckets so the metric's labels stay bounded.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def age_bucket(age_days: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UnbilledWork:
-    """Approved, billable, uninvoiced work of one legal entity and currency, approved at one time."""
+    """Approved, billable, uninvoiced work of one legal entity and currency approved on one day.
+
+    approved_at is the earliest approval among it (None: approval not seen yet).
+    """
 
     legal_entity_id: str
     hours: Decimal
@@ -86,7 +89,7 @@ def unbilled_figures(work: Iterable[UnbilledWork], now: dt.datetime | None = Non
     figures = Figures()
     for item in work:
         entity = figures.by_legal_entity.setdefault(item.legal_entity_id, LegalEntityFigures())
-        age_days = (now - item.approved_at).days if item.approved_at is not None else 0
+        age_days = (now.date() - item.approved_at.astimezone(dt.UTC).date()).days if item.approved_at else 0
         bucket = entity.by_age.setdefault(age_bucket(max(0, age_days)), AgeFigures())
         figures.hours += item.hours
         entity.hours += item.hours
