@@ -168,6 +168,24 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
 
     await eventually(failure_open)
 
+    # The same lags as JSON-able KPIs, over the last 30 days (the 40-day-old approval is out).
+    k = await kpis_of(env, le)
+    assert k is not None
+    assert (
+        k.approval_lag.entry_count,
+        k.approval_lag.median.ToSeconds(),
+        k.approval_lag.p90.ToSeconds(),
+    ) == (
+        2,
+        int(1.5 * 3600),
+        int(1.9 * 3600),
+    )
+    assert (k.invoice_lag_draft.entry_count, k.invoice_lag_draft.median.ToSeconds()) == (1, 10 * 86400)
+    assert (k.invoice_lag_posted.entry_count, k.invoice_lag_posted.p90.ToSeconds()) == (1, 10 * 86400)
+    reply = await env.stub.GetKpis(api.GetKpisRequest())
+    (billing_consumer,) = [c for c in reply.kpis.consumers if c.consumer == "observability-billing"]
+    assert billing_consumer.delivered >= 4
+
     async with httpx.AsyncClient() as http:
 
         async def exported() -> bool:
