@@ -57,9 +57,15 @@ def _live(record: Any) -> bool:
 
 
 async def load_inputs(
-    conn: AsyncConnection, *, as_of: dt.date, horizon_months: int, reporting_currency: str
+    conn: AsyncConnection,
+    *,
+    as_of: dt.date,
+    horizon_months: int,
+    reporting_currency: str,
+    project_id: str = "",
 ) -> Inputs:
-    """Everything the forecast needs, read in one transaction."""
+    """Everything the forecast needs, read in one transaction (approved work and invoices of
+    one project only, when project_id is given)."""
     store = ProjectionStore(conn, md_projection)
 
     async def every(kind: str) -> list[Any]:
@@ -191,8 +197,8 @@ async def load_inputs(
         calendars=calendars,
         milestones=milestones,
         opportunities=opportunities,
-        work=await repo.work(),
-        invoiced=await repo.invoiced(),
+        work=await repo.work(project_id),
+        invoiced=await repo.invoiced(project_id),
         fx=fx,
         base_currencies=base,
     )

@@ -74,10 +74,13 @@ class ForecastRepository:
             stmt.on_conflict_do_update(index_elements=[actual_work.c.time_entry_id], set_={"reversed": True})
         )
 
-    async def work(self) -> list[ActualWork]:
-        """Every approved, unreversed entry."""
+    async def work(self, project_id: str = "") -> list[ActualWork]:
+        """Every approved, unreversed entry (of one project, if given)."""
         t = actual_work
-        rows = await self._conn.execute(sa.select(t).where(t.c.hours.is_not(None), t.c.reversed.is_(False)))
+        query = sa.select(t).where(t.c.hours.is_not(None), t.c.reversed.is_(False))
+        if project_id:
+            query = query.where(t.c.project_id == project_id)
+        rows = await self._conn.execute(query)
         return [
             ActualWork(
                 r.project_id,
@@ -155,10 +158,10 @@ class ForecastRepository:
             )
         return True
 
-    async def invoiced(self) -> list[InvoicedAmount]:
-        """Every line of a live (non-void) invoice."""
+    async def invoiced(self, project_id: str = "") -> list[InvoicedAmount]:
+        """Every line of a live (non-void) invoice (of one project, if given)."""
         i, line = invoices, invoice_lines
-        rows = await self._conn.execute(
+        query = (
             sa.select(
                 line.c.project_id,
                 i.c.customer_id,
@@ -172,6 +175,9 @@ class ForecastRepository:
             .join(line, line.c.invoice_id == i.c.invoice_id)
             .where(i.c.status != "VOID")
         )
+        if project_id:
+            query = query.where(line.c.project_id == project_id)
+        rows = await self._conn.execute(query)
         return [
             InvoicedAmount(
                 r.project_id,

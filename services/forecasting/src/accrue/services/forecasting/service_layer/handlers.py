@@ -137,6 +137,7 @@ class Forecasting:
             as_of=as_of,
             horizon_months=self._options.horizon_months,
             reporting_currency=self._options.reporting_currency,
+            project_id=filters.project_id,
         )
         _, newest = await uow.forecast.watermark()
         return codec.forecast(fc.compute(inputs, filters), as_of, newest)
