@@ -37,12 +37,26 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
     def uow() -> ForecastingUnitOfWork:
         return ForecastingUnitOfWork(engine)
 
+    durables: list[tuple[str, str]] = []
+
+    async def watermark() -> dict[str, int]:
+        """Per stream, the consumer's ack floor: every event up to it is applied and committed."""
+        out = {}
+        for stream, durable in durables:
+            info = await backbone.js.consumer_info(stream, durable)
+            out[stream] = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        return out
+
     app = Forecasting(
-        uow, Options(horizon_months=settings.horizon_months, reporting_currency=settings.reporting_currency)
+        uow,
+        Options(horizon_months=settings.horizon_months, reporting_currency=settings.reporting_currency),
+        watermark=watermark,
     )
     servicer = ForecastingServicer(app)
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
-    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
+    subs = subscriptions(app)
+    durables.extend((s.stream, s.durable) for s in subs)
+    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subs]
     background = [relay.run, *(c.run for c in consumers)]
     if settings.version_schedule_seconds > 0:
         background.append(VersionScheduler(app, settings.version_schedule_seconds).run)

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accrue.masterdata.v1 import resources_pb2 as md
@@ -56,6 +57,42 @@ def _live(record: Any) -> bool:
     return not record.HasField("deactivate_time")
 
 
+class _Scope:
+    """The master data one project's forecast reads, instead of every record: a filtered read
+    stays cheap however large the firm (the consumer shares the process)."""
+
+    def __init__(self, records: dict[str, list[Any]]) -> None:
+        self.records = records
+
+    @classmethod
+    async def of(cls, store: ProjectionStore, conn: AsyncConnection, project_id: str) -> _Scope:
+        t = md_projection
+        projects = list((await store.get_many("project", [project_id])).values())
+        contract_ids = list(
+            await conn.scalars(
+                sa.select(t.c.parent_id).where(t.c.kind == "contract_line", t.c.project_id == project_id)
+            )
+        )
+        contracts: list[Any] = list(
+            (await store.get_many("contract", [i for i in contract_ids if i])).values()
+        )
+        card_ids = [line.rate_card_id for c in contracts for line in c.lines if line.project_id == project_id]
+        assignments = await store.by_project("assignment", [project_id])
+        consultant_ids = [a.consultant_id for a in assignments]  # type: ignore[attr-defined]
+        customer_ids = [p.customer_id for p in projects]  # type: ignore[attr-defined]
+        return cls(
+            {
+                "project": projects,
+                "contract": contracts,
+                "rate_card": list((await store.get_many("rate_card", card_ids)).values()),
+                "assignment": assignments,
+                "consultant": list((await store.get_many("consultant", consultant_ids)).values()),
+                "customer": list((await store.get_many("customer", customer_ids)).values()),
+                "opportunity": [],  # pipeline rows belong to no project
+            }
+        )
+
+
 async def load_inputs(
     conn: AsyncConnection,
     *,
@@ -67,9 +104,13 @@ async def load_inputs(
     """Everything the forecast needs, read in one transaction (approved work and invoices of
     one project only, when project_id is given)."""
     store = ProjectionStore(conn, md_projection)
+    scoped = await _Scope.of(store, conn, project_id) if project_id else None
 
     async def every(kind: str) -> list[Any]:
-        return [r for r in await store.all(kind)]
+        """Records of a kind: all of them, or only those the project needs."""
+        if scoped is None or kind not in scoped.records:
+            return list(await store.all(kind))
+        return scoped.records[kind]
 
     entities = await every("legal_entity")
     customers = {c.id: c for c in await every("customer")}

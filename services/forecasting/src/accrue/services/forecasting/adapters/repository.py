@@ -17,7 +17,6 @@ from accrue.services.forecasting.adapters.tables import (
     forecast_versions,
     invoice_lines,
     invoices,
-    watermarks,
 )
 from accrue.services.forecasting.domain.forecast import ActualWork, InvoicedAmount
 
@@ -57,18 +56,35 @@ class ForecastRepository:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+        self._approved: dict[str, dict[str, Any]] = {}
 
     # --- approved work -------------------------------------------------------------------
 
-    async def approved(self, time_entry_id: str, values: Mapping[str, Any]) -> None:
-        """Record approved work (keeps an invoice mark or a reversal that arrived first)."""
-        stmt = insert(actual_work).values(time_entry_id=time_entry_id, **values)
+    def approved(self, time_entry_id: str, values: Mapping[str, Any]) -> None:
+        """Record approved work (keeps an invoice mark or a reversal that arrived first).
+
+        Rows are held until `flush` (before any other write, and before commit), so a batch of
+        approvals is one statement."""
+        self._approved[time_entry_id] = {"time_entry_id": time_entry_id, **values}
+
+    async def flush(self) -> None:
+        """Write the approvals held so far in one upsert."""
+        if not self._approved:
+            return
+        rows, self._approved = list(self._approved.values()), {}
+        stmt = insert(actual_work)
+        columns = [c for c in rows[0] if c != "time_entry_id"]
+        # Parameters as a list (executemany): the statement compiles once, whatever the size.
         await self._conn.execute(
-            stmt.on_conflict_do_update(index_elements=[actual_work.c.time_entry_id], set_=dict(values))
+            stmt.on_conflict_do_update(
+                index_elements=[actual_work.c.time_entry_id], set_={c: stmt.excluded[c] for c in columns}
+            ),
+            rows,
         )
 
     async def reversed(self, time_entry_id: str) -> None:
         """The entry was reversed: it no longer counts (a row is kept so a late approval stays out)."""
+        await self.flush()
         stmt = insert(actual_work).values(time_entry_id=time_entry_id, reversed=True)
         await self._conn.execute(
             stmt.on_conflict_do_update(index_elements=[actual_work.c.time_entry_id], set_={"reversed": True})
@@ -101,6 +117,7 @@ class ForecastRepository:
 
     async def invoice(self, state: InvoiceState) -> bool:
         """Store the invoice's newest state; False (and nothing written) for an older one."""
+        await self.flush()
         rank = STATUS_RANK[state.status]
         stmt = insert(invoices).values(
             invoice_id=state.invoice_id,
@@ -202,27 +219,9 @@ class ForecastRepository:
         )
         return set(rows)
 
-    # --- watermark -----------------------------------------------------------------------
-
-    async def advance(self, stream: str, sequence: int, event_time: dt.datetime | None) -> None:
-        """Record that an event of stream at sequence is applied."""
-        w = watermarks
-        stmt = insert(w).values(stream=stream, sequence=sequence, event_time=event_time)
-        await self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[w.c.stream],
-                set_={
-                    "sequence": sa.func.greatest(w.c.sequence, stmt.excluded.sequence),
-                    "event_time": sa.func.greatest(w.c.event_time, stmt.excluded.event_time),
-                },
-            )
-        )
-
-    async def watermark(self) -> tuple[dict[str, int], dt.datetime | None]:
-        """Per stream the last applied sequence, and the newest event time applied."""
-        rows = (await self._conn.execute(sa.select(watermarks))).all()
-        newest = max((r.event_time for r in rows if r.event_time is not None), default=None)
-        return {r.stream: int(r.sequence) for r in rows}, newest
+    async def newest_event_time(self) -> dt.datetime | None:
+        """When the newest approved time the forecast holds was approved (its event occurred)."""
+        return await self._conn.scalar(sa.select(sa.func.max(actual_work.c.event_time)))  # type: ignore[no-any-return]
 
     # --- versions ------------------------------------------------------------------------
 

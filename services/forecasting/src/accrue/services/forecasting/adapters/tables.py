@@ -41,6 +41,7 @@ actual_work = sa.Table(
     sa.Column("reversed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("actual_work_project_month", "project_id", "month"),
     sa.Index("actual_work_invoice", "invoice_id"),
+    sa.Index("actual_work_event_time", "event_time"),
 )
 
 # The newest state of each invoice the forecast has seen, and its lines.
@@ -66,15 +67,6 @@ invoice_lines = sa.Table(
     sa.Column("contract_line_id", sa.Text, nullable=False),
     sa.Column("milestone_id", sa.Text, nullable=True),
     sa.Column("amount", sa.Numeric(20, 4), nullable=False),
-)
-
-# Per stream, the highest stream sequence applied: a version's watermark.
-watermarks = sa.Table(
-    "watermarks",
-    metadata,
-    sa.Column("stream", sa.Text, primary_key=True),
-    sa.Column("sequence", sa.BigInteger, nullable=False),
-    sa.Column("event_time", sa.DateTime(timezone=True), nullable=True),
 )
 
 # Immutable snapshots (a trigger rejects UPDATE and DELETE).

@@ -20,6 +20,7 @@ class ForecastingUnitOfWork(UnitOfWork):
     def on_enter(self) -> None:
         self.forecast = ForecastRepository(self.connection)
         self.events = Outbox(self, outbox)
+        self.before_commit(lambda _: self.forecast.flush())
         self._after_commit: list[Callable[[], None]] = []
 
     def after_commit(self, callback: Callable[[], None]) -> None:

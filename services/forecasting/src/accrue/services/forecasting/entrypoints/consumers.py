@@ -1,7 +1,7 @@
 """Event entrypoints: time, invoices and master data into the forecast's facts.
 
-Every handler also advances the stream's watermark in the same transaction, so a version knows
-exactly which events it includes, and measures the refresh lag once committed.
+Each consumer applies a fetched batch in one transaction (the rate approved time arrives at
+needs it), and every event's refresh lag is measured when its transaction commits.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ INVOICE_EVENTS = {
 }
 
 
-def _watermarked(app: Forecasting, sub: Subscription) -> Subscription:
-    """The subscription with every handler advancing the watermark of its stream."""
+def _measured(app: Forecasting, sub: Subscription) -> Subscription:
+    """The subscription in batches, every handler measuring its event's refresh lag."""
 
     def wrap(handler: Handler[Any, Any]) -> Handler[Any, Any]:
         async def apply(uow: ForecastingUnitOfWork, event: Received[Any]) -> None:
             await handler.apply(uow, event)
-            await app.applied(uow, sub.stream, event.stream_sequence, event.occurred_at)
+            app.applied(uow, sub.stream, event.occurred_at)
 
         return Handler(handler.message_type, apply)
 
@@ -40,6 +40,8 @@ def _watermarked(app: Forecasting, sub: Subscription) -> Subscription:
         stream=sub.stream,
         filter_subjects=sub.filter_subjects,
         handlers={name: wrap(h) for name, h in sub.handlers.items()},
+        apply_batches=True,
+        batch=256,
     )
 
 
@@ -47,7 +49,7 @@ def subscriptions(app: Forecasting) -> list[Subscription]:
     """The consumers this service runs: one per stream."""
 
     async def approved(uow: ForecastingUnitOfWork, event: Received[Any]) -> None:
-        await app.record_approved(uow, event.message.time_entry)
+        await app.record_approved(uow, event.message.time_entry, event.occurred_at)
 
     async def reversed_(uow: ForecastingUnitOfWork, event: Received[Any]) -> None:
         await app.record_reversed(uow, event.message.original)
@@ -74,4 +76,4 @@ def subscriptions(app: Forecasting) -> list[Subscription]:
         handlers={name: Handler(cls, invoice(status)) for name, (cls, status) in INVOICE_EVENTS.items()},
     )
     masterdata = md_subscription("forecasting-md", md_projection, PROJECTED_KINDS)
-    return [_watermarked(app, s) for s in (time, billing, masterdata)]
+    return [_measured(app, s) for s in (time, billing, masterdata)]

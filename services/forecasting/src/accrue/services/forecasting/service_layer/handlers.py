@@ -7,7 +7,7 @@ import datetime as dt
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,17 +53,18 @@ class Forecasting:
         uow_factory: Callable[[], ForecastingUnitOfWork],
         options: Options = Options(),
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        watermark: Callable[[], Awaitable[dict[str, int]]] | None = None,
     ) -> None:
         self._uow = uow_factory
+        self._watermark = watermark or _no_watermark
         self._options = options
         self._clock = clock
 
     # --- facts from events ---------------------------------------------------------------
 
-    async def applied(
-        self, uow: ForecastingUnitOfWork, stream: str, sequence: int, occurred_at: dt.datetime | None
-    ) -> None:
-        """Advance the watermark in the event's transaction; measure the refresh lag at commit."""
+    def applied(self, uow: ForecastingUnitOfWork, stream: str, occurred_at: dt.datetime | None) -> None:
+        """Measure the refresh lag when the event's transaction commits: from then on the
+        forecast (computed on read) reflects it."""
 
         def refreshed() -> None:
             now = time.time()
@@ -72,13 +73,14 @@ class Forecasting:
                 REFRESH_LAG.labels(stream).observe(max(0.0, now - occurred_at.timestamp()))
 
         uow.after_commit(refreshed)
-        await uow.forecast.advance(stream, sequence, occurred_at)
 
-    async def record_approved(self, uow: ForecastingUnitOfWork, entry: Any) -> None:
+    async def record_approved(
+        self, uow: ForecastingUnitOfWork, entry: Any, occurred_at: dt.datetime | None = None
+    ) -> None:
         """time.entry.approved: the entry's hours become actual (and WIP until invoiced)."""
         hours = parse_decimal(entry.hours)
         rate = parse_decimal(entry.indicative_rate.amount) if entry.indicative_rate.amount else None
-        await uow.forecast.approved(
+        uow.forecast.approved(
             entry.id,
             {
                 "project_id": entry.project_id,
@@ -90,6 +92,7 @@ class Forecasting:
                 "billable": entry.billable if entry.HasField("billable") else True,
                 "value": hours * rate if rate is not None else None,
                 "currency": entry.indicative_rate.currency,
+                "event_time": occurred_at,
             },
         )
 
@@ -139,7 +142,7 @@ class Forecasting:
             reporting_currency=self._options.reporting_currency,
             project_id=filters.project_id,
         )
-        _, newest = await uow.forecast.watermark()
+        newest = await uow.forecast.newest_event_time()
         return codec.forecast(fc.compute(inputs, filters), as_of, newest)
 
     async def forecast(self, filters: fc.Filters) -> api.Forecast:
@@ -164,8 +167,9 @@ class Forecasting:
             )
             if kind == SCHEDULED and await uow.forecast.scheduled_exists(name):
                 return None
+            # Read before the snapshot: everything up to these sequences is committed, so in it.
+            watermark = await self._watermark()
             snapshot = await self._compute(uow, fc.Filters())
-            watermark, _ = await uow.forecast.watermark()
             previous = await uow.forecast.latest_version_id()
             stored = StoredVersion(
                 version_id,
@@ -266,6 +270,10 @@ class Forecasting:
                 reporting_currency=self._options.reporting_currency,
             )
         return utilization(inputs, fc.months_between(first, last), consultant_id, legal_entity_id)
+
+
+async def _no_watermark() -> dict[str, int]:
+    return {}
 
 
 def _published(stored: StoredVersion, snapshot: api.Forecast) -> fev.ForecastVersionPublished:
