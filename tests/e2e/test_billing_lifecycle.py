@@ -67,6 +67,20 @@ async def wait_posted(api: httpx.AsyncClient, invoice_id: str, within: float = 3
             await asyncio.sleep(0.2)
 
 
+async def invoice_of(api: httpx.AsyncClient, entry_id: str, expected: str, within: float = 20) -> None:
+    """Wait until timekeeping shows the entry billed by `expected` ("" for unbilled)."""
+    seen = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                seen = (await ok(api.get(f"/v1/time-entries/{entry_id}"))).get("invoiceId", "")
+                if seen == expected:
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"entry {entry_id} shows invoice {seen!r}, expected {expected!r}") from None
+
+
 async def test_an_invoice_is_approved_posted_once_and_never_changes(
     api: httpx.AsyncClient, firm: Firm, stack: Stack
 ) -> None:
@@ -122,13 +136,16 @@ async def test_a_voided_draft_releases_its_time_to_the_next_run(api: httpx.Async
     le = f["le"]["id"]
     entry = await approved_time(api, f, "2026-11-06", "2.25")
     (draft,) = await billed(api, le, {entry["id"]})
+    await invoice_of(api, entry["id"], draft["id"])  # timekeeping learns it from billing's event
     no_reason = await api.post(f"/v1/invoices/{draft['id']}:void", json=FINANCE)
     assert no_reason.status_code == 400, no_reason.text
     voided = await ok(api.post(f"/v1/invoices/{draft['id']}:void", json={**FINANCE, "reason": "wrong rate"}))
     assert (voided["status"], voided["voidReason"]) == ("INVOICE_STATUS_VOID", "wrong rate")
+    await invoice_of(api, entry["id"], "")  # unbilled again
     again = [i for i in await billed(api, le, {entry["id"]}) if i["status"] == "INVOICE_STATUS_DRAFT"]
     (redraft,) = again
     assert redraft["id"] != draft["id"]
+    await invoice_of(api, entry["id"], redraft["id"])  # voided, then drafted again: the new one
     assert Decimal(redraft["total"]) == Decimal("2.25") * 150
 
 

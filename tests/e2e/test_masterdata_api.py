@@ -307,6 +307,40 @@ async def test_a_completed_milestone_is_billable_through_rest(api: httpx.AsyncCl
     assert (done["status"], done["etag"]) == ("MILESTONE_STATUS_COMPLETED", "2")
     assert done["completeTime"]
 
+    # Billing drafts it (the completion reaches billing as an event, so run until it is there);
+    # billing's event in turn makes it INVOICED here, and a void makes it COMPLETED again.
+    (le,) = [
+        e for e in ok(await api.get("/v1/legal-entities?pageSize=1000"))["legalEntities"] if e["code"] == "MS"
+    ]
+    run = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30", "legalEntityId": le["id"]}
+    async with asyncio.timeout(20):
+        while True:
+            invoices = ok(await api.post("/v1/billing-runs", json=run))["invoices"]
+            drafts = [i for i in invoices if any(ln["milestoneId"] == milestone["id"] for ln in i["lines"])]
+            if drafts:
+                break
+            await asyncio.sleep(0.2)
+    (draft,) = drafts
+    assert (await milestone_status(api, milestone["id"], "MILESTONE_STATUS_INVOICED"))["etag"] == "3"
+    ok(await api.post(f"/v1/invoices/{draft['id']}:void", json={"actorId": "finance", "reason": "wrong fee"}))
+    await milestone_status(api, milestone["id"], "MILESTONE_STATUS_COMPLETED")
+    changes = ok(await api.get(f"/v1/milestones/{milestone['id']}/changes"))
+    billing = [c for c in changes["changes"] if c["source"] == "billing"]
+    assert [c["reason"] for c in billing] == [
+        f"invoice {draft['id']} drafted",
+        f"invoice {draft['id']} voided",
+    ]
+
+
+async def milestone_status(api: httpx.AsyncClient, milestone_id: str, status: str) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            milestone = ok(await api.get(f"/v1/milestones/{milestone_id}"))
+            if milestone["status"] == status:
+                break
+            await asyncio.sleep(0.1)
+    return milestone
+
 
 async def test_the_new_operations_are_in_the_openapi_document(api: httpx.AsyncClient) -> None:
     paths = ok(await api.get("/openapi.json"))["paths"]

@@ -481,3 +481,28 @@ async def test_a_batch_of_more_than_1000_rows_is_refused_whole(stub: api_grpc.Ma
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.BatchUpsertLaborCategories(api.BatchUpsertLaborCategoriesRequest(labor_categories=rows))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_two_writers_cannot_close_a_management_cycle_between_them(
+    stub: api_grpc.MasterDataServiceStub,
+) -> None:
+    """Each batch alone is fine; at once they would make A and B each other's manager."""
+    await reference_firm(stub)
+    for n in range(5):
+        a, b = f"CY{n}A", f"CY{n}B"
+        seeded = await stub.BatchUpsertConsultants(
+            api.BatchUpsertConsultantsRequest(consultants=[consultant(a), consultant(b)])
+        )
+        assert [r.outcome for r in seeded.results] == [CREATED, CREATED]
+        first, second = await asyncio.gather(
+            stub.BatchUpsertConsultants(
+                api.BatchUpsertConsultantsRequest(consultants=[consultant(a, manager=b)])
+            ),
+            stub.BatchUpsertConsultants(
+                api.BatchUpsertConsultantsRequest(consultants=[consultant(b, manager=a)])
+            ),
+        )
+        outcomes = sorted([first.results[0].outcome, second.results[0].outcome])
+        assert outcomes == sorted([UPDATED, REJECTED]), (first, second)
+        rejected = next(r for r in (first.results[0], second.results[0]) if r.outcome == REJECTED)
+        assert [(v.field, v.code) for v in rejected.reasons] == [("manager_id", "MANAGER_CYCLE")]

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from accrue.runtime.heap import freeze_startup_objects
 from accrue.runtime.interceptors import ErrorAndMetricsInterceptor
 from accrue.runtime.settings import ServiceSettings
 from accrue.telemetry import MetricsServer, get_logger, start_metrics_server
@@ -54,14 +55,16 @@ class RunningService:
     grpc_port: int
     metrics: MetricsServer | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # How long one cancellation round waits for the background tasks, and how many rounds
+    # there are before giving up on a task that will not stop.
+    stop_wait_seconds: float = 5.0
+    stop_rounds: int = 3
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, drain RPCs, stop background work, close resources."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.service.settings.shutdown_grace_seconds)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._stop_background()
         for close in self.service.on_stop:
             try:
                 await close()
@@ -70,6 +73,30 @@ class RunningService:
         if self.metrics is not None:
             self.metrics.stop()
         log.info("service_stopped", service=self.service.name)
+
+    async def _stop_background(self) -> None:
+        """Cancel every background task, again and again, until all have ended or rounds run out.
+
+        One cancel is not enough: a task that swallows CancelledError (a library catching it
+        in a retry loop, or a cancel landing while the task is already unwinding) would keep
+        `stop` waiting forever. So each round waits a bounded time and cancels what is left.
+        """
+        pending = {t for t in self.tasks if not t.done()}
+        for _ in range(self.stop_rounds):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=self.stop_wait_seconds)
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("background_task_failed", service=self.service.name, task=task.get_name())
+        if pending:
+            log.error(
+                "background_tasks_would_not_stop",
+                service=self.service.name,
+                tasks=sorted(t.get_name() for t in pending),
+            )
 
 
 async def start(service: Service) -> RunningService:
@@ -119,6 +146,7 @@ async def start(service: Service) -> RunningService:
 async def serve(service: Service) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully; exit non-zero if background work dies."""
     running = await start(service)
+    freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

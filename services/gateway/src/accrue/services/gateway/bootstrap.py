@@ -17,6 +17,7 @@ from google.protobuf import descriptor_pb2
 from starlette.applications import Starlette
 
 from accrue.contracts import PUBLIC_SERVICES, descriptor_set
+from accrue.runtime.heap import freeze_startup_objects
 from accrue.runtime.settings import load_settings
 from accrue.services.gateway.app import FIXED_PATHS, create_app, openapi_bytes
 from accrue.services.gateway.backends import Backends, ChannelFactory, instrumented_channel
@@ -109,6 +110,7 @@ async def serve(settings: GatewaySettings) -> None:
         docs=f"http://{settings.host}:{settings.port}/docs",
         backends=settings.backends,
     )
+    freeze_startup_objects()
     await server.serve()
 
 

@@ -1,8 +1,9 @@
 """HTTP request to proto request and proto response to JSON, for one google.api.http binding.
 
 The request is assembled as one proto3-JSON dict (body, then query parameters, then path
-variables, which win) and parsed by `json_format` in a single pass, so the fast path costs one
-walk of the body. Only when that parse fails does a second walk find the exact field to name.
+variables, which win) and parsed in a single pass (parsing.py: a compiled plan, json_format's
+reading), so the fast path costs one walk of the body. Only when that parse fails does a second
+walk find the exact field to name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf.message import Message
 
 from accrue.services.gateway.catalog import Catalog, HttpRule, RpcMethod, is_map, message_of
 from accrue.services.gateway.jsonchecks import INTEGER_TEXT, JsonChecker, clean_parse_error, scalar_problem
+from accrue.services.gateway.parsing import JsonParser
 from accrue.services.gateway.problems import FieldViolation, Problem, bad_request
 from accrue.services.gateway.rendering import JsonRenderer
 from accrue.services.gateway.routing import PathTemplate, parse_template
@@ -136,6 +138,7 @@ class Transcoder:
         self._checks = JsonChecker(catalog)
         # Absent scalars print as their zero value ("" for strings) so clients see every field.
         self._render = JsonRenderer()
+        self._parse = JsonParser()
 
     # -- request -------------------------------------------------------------------------------
 
@@ -162,7 +165,7 @@ class Transcoder:
             self._place(data, chain, value, replace=True)
         message = binding.request_cls()
         try:
-            json_format.ParseDict(data, message)
+            self._parse.parse(data, message)
         except json_format.ParseError as err:
             raise self._explain(binding, payload, err) from None
         except RecursionError:

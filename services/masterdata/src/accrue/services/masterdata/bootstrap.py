@@ -11,12 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accrue.db import create_engine
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
-from accrue.eventbus import Backbone
+from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.runtime.server import Service
 from accrue.services.masterdata.adapters import tables
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
 from accrue.services.masterdata.domain.ownership import Ownership
+from accrue.services.masterdata.entrypoints.consumers import billing_subscription
 from accrue.services.masterdata.entrypoints.grpc_api import MasterDataServicer
 from accrue.services.masterdata.service_layer.handlers import MasterData
 from accrue.services.masterdata.settings import MasterDataSettings
@@ -37,12 +38,17 @@ def build_app(engine: AsyncEngine, ownership: Ownership | None = None) -> Master
 
 
 async def bootstrap(settings: MasterDataSettings) -> Service:
-    """Wire the service: database, backbone, use cases, gRPC servicer and outbox relay."""
+    """Wire the service: database, backbone, use cases, gRPC servicer, outbox relay and the
+    consumer of billing's invoices (milestone status)."""
     engine = create_engine(settings.database_url, application_name="accrue-masterdata")
     backbone = await Backbone.connect(settings.nats_url, "masterdata", replicas=settings.stream_replicas)
+    app = build_app(engine, Ownership(settings.owners))
     # The per-entity methods are attached from the Kind table, which mypy cannot see.
-    servicer = MasterDataServicer(build_app(engine, Ownership(settings.owners)))  # type: ignore[abstract]
+    servicer = MasterDataServicer(app)  # type: ignore[abstract]
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    billing_consumer = ConsumerRunner(
+        backbone.js, lambda: MasterDataUnitOfWork(engine), tables.inbox, billing_subscription(app)
+    )
 
     def register(server: grpc.aio.Server) -> None:
         masterdata_service_pb2_grpc.add_MasterDataServiceServicer_to_server(servicer, server)
@@ -52,7 +58,7 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME],
-        background=[relay.run],
+        background=[relay.run, billing_consumer.run],
         on_stop=[backbone.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

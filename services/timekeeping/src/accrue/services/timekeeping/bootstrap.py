@@ -19,7 +19,7 @@ from accrue.runtime.server import Service
 from accrue.services.timekeeping.adapters import tables
 from accrue.services.timekeeping.adapters.replay import masterdata_replay
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
-from accrue.services.timekeeping.entrypoints.consumers import masterdata_subscription
+from accrue.services.timekeeping.entrypoints.consumers import billing_subscription, masterdata_subscription
 from accrue.services.timekeeping.entrypoints.escalation import run_escalations
 from accrue.services.timekeeping.entrypoints.grpc_api import TimekeepingServicer
 from accrue.services.timekeeping.service_layer.handlers import Replay, Timekeeping
@@ -52,8 +52,8 @@ def build_app(
 
 
 async def bootstrap(settings: TimekeepingSettings) -> Service:
-    """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers,
-    escalation."""
+    """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers
+    (master data, billing's invoices), escalation."""
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
     channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
@@ -67,6 +67,9 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     relay = backbone.relay(engine, tables.outbox, settings.database_url, coalesce=0.02)
     md_consumer = ConsumerRunner(
         backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()
+    )
+    billing_consumer = ConsumerRunner(
+        backbone.js, lambda: TimekeepingUnitOfWork(engine, reader), tables.inbox, billing_subscription(app)
     )
 
     async def escalations() -> None:
@@ -83,7 +86,7 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME],
-        background=[relay.run, md_consumer.run, escalations],
+        background=[relay.run, md_consumer.run, billing_consumer.run, escalations],
         on_stop=[backbone.close, close_channel, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

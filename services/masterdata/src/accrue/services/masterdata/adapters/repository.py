@@ -40,6 +40,8 @@ from accrue.services.masterdata.domain.kinds import KINDS, SERVER_FIELDS, Kind
 
 _UUIDS = ARRAY(sa.Uuid(as_uuid=False))
 _TEXTS = ARRAY(sa.Text)
+# The advisory lock (one-bigint key space, database-wide) held while manager changes are checked.
+_MANAGEMENT_CHAIN_LOCK = int.from_bytes(b"md-mgrs", "big")
 
 
 def is_uuid(value: str) -> bool:
@@ -400,6 +402,15 @@ class RecordRepository:
             .distinct()
         )
         return {row.contract_line_id for row in rows}
+
+    async def lock_management_chains(self) -> None:
+        """Serialize writers that change managers until this transaction ends.
+
+        A cycle check reads other consultants' managers; two transactions each making the other's
+        consultant its manager would both pass it and together commit a cycle. Holding this lock
+        while checking and writing makes the second check read the first one's commit.
+        """
+        await self._conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MANAGEMENT_CHAIN_LOCK)))
 
     async def managers(self, consultant_ids: Iterable[str]) -> dict[str, str | None]:
         """Each consultant's manager (None for none); unknown ids are absent."""

@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -78,6 +78,13 @@ class Outcome:
     UPDATED = "UPDATED"
     UNCHANGED = "UNCHANGED"
     REJECTED = "REJECTED"
+
+
+# Milestone statuses as the stored JSON body spells them.
+_COMPLETED = "MILESTONE_STATUS_COMPLETED"
+_INVOICED = "MILESTONE_STATUS_INVOICED"
+# The source (and actor) history names for status changes that billing's events make.
+BILLING_SOURCE = "billing"
 
 
 class ChangeKind:
@@ -480,6 +487,38 @@ class MasterData:
             await uow.commit()
         return record
 
+    async def record_milestones_billed(
+        self, uow: MasterDataUnitOfWork, milestone_ids: Iterable[str], invoice_id: str, *, invoiced: bool
+    ) -> int:
+        """Billing drafted (invoiced=True) or voided an invoice with these milestones on it.
+
+        A COMPLETED milestone on a draft becomes INVOICED; a voided invoice puts its INVOICED
+        milestones back to COMPLETED, billable again. Any other status is left alone (a repeat, or
+        a milestone deactivated since). The change is billing's, not the system of record's, so
+        ownership does not apply: the history names billing and the invoice. It publishes
+        md.milestone.upserted only — never md.milestone.completed again, which would bill it
+        twice. The caller's unit of work commits (an event consumer's, with its inbox).
+        """
+        kind = KINDS["milestone"]
+        before, after = (_COMPLETED, _INVOICED) if invoiced else (_INVOICED, _COMPLETED)
+        writer = Writer(
+            actor=BILLING_SOURCE,
+            source=BILLING_SOURCE,
+            reason=f"invoice {invoice_id} {'drafted' if invoiced else 'voided'}",
+        )
+        changed = 0
+        stored_by_id = await uow.records.load_many(kind, sorted(set(milestone_ids)), lock=True)
+        for stored in stored_by_id.values():
+            if stored.body.get("status") != before:
+                continue
+            body = {**stored.body, "status": after}
+            record = await self._save_state(
+                uow, kind, stored, body, writer, BILLING_SOURCE, self._clock(), ChangeKind.UPDATED
+            )
+            uow.events.add(Event(kind.event_type, stored.id, kind.event(milestone=record)))
+            changed += 1
+        return changed
+
     async def _load_for_change(
         self, uow: MasterDataUnitOfWork, kind: Kind, record_id: str, etag: str, source: str
     ) -> Stored:
@@ -791,6 +830,8 @@ class MasterData:
             if row.record.manager_id
             and (row.previous is None or row.previous.body.get("manager_id") != row.record.manager_id)
         }
+        if walkers:
+            await uow.records.lock_management_chains()
         for _ in range(_MAX_CHAIN):
             if not walkers:
                 return

@@ -309,6 +309,29 @@ class TimeEntryRepository:
             params,
         )
 
+    async def mark_invoiced(self, entry_ids: Iterable[str], invoice_id: str, now: dt.datetime) -> int:
+        """Put the invoice on the entries that do not carry it yet; returns how many changed."""
+        wanted = sorted({i for i in entry_ids if _is_uuid(i)})
+        if not wanted:
+            return 0
+        t = time_entries
+        result = await self._conn.execute(
+            sa.update(t)
+            .where(t.c.id.in_(wanted), t.c.invoice_id != invoice_id)
+            .values(invoice_id=invoice_id, version=t.c.version + 1, update_time=now)
+        )
+        return int(result.rowcount)
+
+    async def clear_invoice(self, invoice_id: str, now: dt.datetime) -> int:
+        """Take the invoice off every entry that carries it; returns how many changed."""
+        t = time_entries
+        result = await self._conn.execute(
+            sa.update(t)
+            .where(t.c.invoice_id == invoice_id)
+            .values(invoice_id="", version=t.c.version + 1, update_time=now)
+        )
+        return int(result.rowcount)
+
     async def mark_escalation_checked(self, entry_ids: Sequence[str], now: dt.datetime) -> None:
         """Note that escalation found nobody above these entries' approvers (looked at again one
         SLA later)."""

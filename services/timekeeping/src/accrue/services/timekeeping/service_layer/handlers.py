@@ -638,6 +638,24 @@ class Timekeeping:
 
     # -- master-data projection --------------------------------------------------------------
 
+    # -- billing's view ----------------------------------------------------------------------
+
+    async def record_invoiced(
+        self, uow: TimekeepingUnitOfWork, invoice_id: str, entry_ids: Iterable[str]
+    ) -> int:
+        """An invoice (a draft or later) bills these entries: they show its id from now on.
+
+        Called for every billing.invoice.drafted, which billing sends again with the whole
+        invoice when late work joins a draft, so it only touches entries not yet marked. The
+        caller's unit of work commits.
+        """
+        return await uow.entries.mark_invoiced(entry_ids, invoice_id, self._clock())
+
+    async def record_voided(self, uow: TimekeepingUnitOfWork, invoice_id: str) -> int:
+        """A voided invoice bills nothing: its entries are unbilled again until the next run
+        drafts them onto another invoice."""
+        return await uow.entries.clear_invoice(invoice_id, self._clock())
+
     async def rebuild_projection(self) -> tuple[int, int]:
         """Clear the projection and its consumer's inbox, then replay the MD stream from the start.
 

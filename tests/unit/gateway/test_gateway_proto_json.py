@@ -1,7 +1,9 @@
-"""The compiled renderer gives exactly json_format's proto3 JSON, for every contract message."""
+"""The compiled renderer and parser read and write proto3 JSON exactly as json_format does,
+for every contract message."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -12,6 +14,7 @@ from google.protobuf.message import Message
 
 from accrue.contracts import PUBLIC_SERVICES, descriptor_set
 from accrue.services.gateway.catalog import Catalog, load_catalog
+from accrue.services.gateway.parsing import JsonParser
 from accrue.services.gateway.rendering import JsonRenderer
 
 F = FieldDescriptor
@@ -287,3 +290,118 @@ def test_unknown_enum_numbers_render_as_numbers(catalog: Catalog) -> None:
     assert rendered["color"] == 42
     assert rendered["colors"] == ["COLOR_RED", 99]
     _same(JsonRenderer(), message)
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def _kinds(catalog: Catalog) -> Message:
+    return catalog.message_class(catalog.pool.FindMessageTypeByName("test.kinds.v1.Kinds"))()
+
+
+def _parsed_both_ways(catalog: Catalog, descriptor: Descriptor, data: Any) -> tuple[Message, Message]:
+    fast, reference = catalog.message_class(descriptor)(), catalog.message_class(descriptor)()
+    JsonParser().parse(data, fast)
+    json_format.ParseDict(data, reference)
+    return fast, reference
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("names", ["json", "proto"])
+def test_every_contract_message_parses_like_json_format(catalog: Catalog, seed: int, names: str) -> None:
+    for descriptor in _all_messages(catalog):
+        message = catalog.message_class(descriptor)()
+        _fill(catalog, message, depth=3, seed=seed)
+        text = json_format.MessageToJson(message, preserving_proto_field_name=names == "proto")
+        fast, reference = _parsed_both_ways(catalog, descriptor, json.loads(text))
+        assert fast.SerializeToString(deterministic=True) == reference.SerializeToString(deterministic=True)
+        if "NaN" not in text and "Infinity" not in text:
+            assert fast == message
+
+
+def test_a_batch_of_time_entries_takes_the_fast_path(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    descriptor = catalog.pool.FindMessageTypeByName("accrue.timekeeping.v1.BatchSubmitTimeEntriesRequest")
+    body = {
+        "timeEntries": [
+            {
+                "consultantId": f"c-{n}",
+                "projectId": "p-1",
+                "workDate": "2026-11-02",
+                "hours": "7.5",
+                "notes": f"item {n}",
+                "externalRef": {"system": "jira", "id": f"X-{n}"},
+            }
+            for n in range(3)
+        ]
+    }
+    expected = catalog.message_class(descriptor)()
+    json_format.ParseDict(body, expected)
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("fell back to json_format")
+
+    monkeypatch.setattr("accrue.services.gateway.parsing.json_format.ParseDict", refuse)
+    message = catalog.message_class(descriptor)()
+    JsonParser().parse(body, message)
+
+    assert message == expected
+    assert message.time_entries[2].external_ref.id == "X-2"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"anInt32": "5"},  # numbers as strings
+        {"anInt32": 5.0},
+        {"aDouble": "NaN"},
+        {"aDouble": "1.5"},
+        {"color": 2},  # enum numbers, known and unknown (open enums keep them)
+        {"color": 42},
+        {"colors": ["COLOR_RED", 1]},
+        {"aString": None, "child": None, "manyAString": None},  # null means default
+        {"someBytes": "Af8AAQ=="},
+        {"labels": {"a": "b"}, "flags": {"true": "COLOR_RED"}, "byId": {"3": {"aBool": True}}},
+        {"when": "2026-11-25T10:00:00+01:00", "howLong": "1.5s", "mask": "aString,child.aBool"},
+        {"maybeText": "x", "extra": {"k": [1, None]}, "anything": 3},
+        {"child": {}, "nothing": {}, "children": [{}, {"child": {"aBool": False}}]},
+        {"maybeFlag": False, "choiceText": ""},
+        {"anInt64": "-0012", "aUint64": 18446744073709551615, "aSint64": "1e3"},
+        {"aString": "a", "a_string": "b"},  # one field under both its names
+        {"child": []},
+    ],
+)
+def test_accepted_non_canonical_input_reads_as_json_format_reads_it(catalog: Catalog, data: Any) -> None:
+    fast, reference = _parsed_both_ways(catalog, _kinds(catalog).DESCRIPTOR, data)  # type: ignore[arg-type]
+    # Compared as bytes: NaN is not equal to itself.
+    assert fast.SerializeToString(deterministic=True) == reference.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"noSuchField": 1},
+        {"choiceText": "a", "choiceNumber": "1"},  # two members of a oneof
+        {"color": "COLOR_GREEN"},
+        {"aString": 5},
+        {"aBool": "true"},
+        {"anInt32": 2**31},
+        {"anInt32": 1.5},
+        {"aFloat": 1e39},
+        {"aDouble": math.nan},
+        {"manyAString": "not a list"},
+        {"manyAString": ["a", None]},
+        {"children": [None]},
+        {"child": {"child": {"noSuchField": True}}},
+        {"when": "yesterday"},
+        {"when": 1700000000},
+    ],
+)
+def test_rejected_input_fails_with_json_format_s_own_error(catalog: Catalog, data: Any) -> None:
+    descriptor: Descriptor = _kinds(catalog).DESCRIPTOR  # type: ignore[assignment]
+    with pytest.raises(json_format.ParseError) as reference:
+        json_format.ParseDict(data, catalog.message_class(descriptor)())
+    with pytest.raises(json_format.ParseError) as fast:
+        JsonParser().parse(data, catalog.message_class(descriptor)())
+    assert str(fast.value) == str(reference.value)
