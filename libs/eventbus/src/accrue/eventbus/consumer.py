@@ -129,10 +129,14 @@ class ConsumerRunner:
         log.info(
             "consumer_started", consumer=sub.durable, stream=sub.stream, subjects=list(sub.filter_subjects)
         )
+        # Behind, ask for a whole batch: the server hands over what is waiting at once. Caught
+        # up, ask for one message: a lingering pull for a whole batch would hold the first
+        # message until the batch fills or the request expires (up to FETCH_EXPIRES of lag).
+        size = 1
         try:
             while True:
                 try:
-                    messages = await psub.fetch(sub.batch, timeout=FETCH_EXPIRES)
+                    messages = await psub.fetch(size, timeout=FETCH_EXPIRES)
                 except (FetchTimeoutError, TimeoutError):
                     continue
                 except asyncio.CancelledError:
@@ -146,6 +150,7 @@ class ConsumerRunner:
                 else:
                     for msg in messages:
                         await self.process(msg)
+                size = sub.batch if messages and _pending(messages[-1]) else 1
         finally:
             # A pull request still open on the server may take a message in its last
             # FETCH_EXPIRES seconds; unacknowledged, it is redelivered after ack_wait.
@@ -336,6 +341,14 @@ class ConsumerRunner:
         await msg.term()
         PROCESSED.labels(sub.durable, "dead_lettered").inc()
         log.error("event_dead_lettered", consumer=sub.durable, subject=msg.subject, reason=reason)
+
+
+def _pending(msg: Msg) -> int:
+    """Messages the consumer had left to deliver after this one (0 when unknown)."""
+    try:
+        return int(msg.metadata.num_pending or 0)
+    except Exception:  # a message without JetStream metadata (tests, direct replies)
+        return 0
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:

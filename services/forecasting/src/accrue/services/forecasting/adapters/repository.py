@@ -91,9 +91,18 @@ class ForecastRepository:
         )
 
     async def work(self, project_id: str = "") -> list[ActualWork]:
-        """Every approved, unreversed entry (of one project, if given)."""
+        """Approved, unreversed work (of one project, if given), summed in the database per
+        project, consultant, month, billable and invoiced: the forecast needs no finer grain,
+        and a read stays small however many entries a month holds."""
         t = actual_work
-        query = sa.select(t).where(t.c.hours.is_not(None), t.c.reversed.is_(False))
+        invoiced = t.c.invoice_id.is_not(None).label("invoiced")
+        keys: list[Any] = [t.c.project_id, t.c.consultant_id, t.c.customer_id, t.c.legal_entity_id, t.c.month]
+        keys += [t.c.billable, t.c.currency, invoiced]
+        query = (
+            sa.select(*keys, sa.func.sum(t.c.hours).label("hours"), sa.func.sum(t.c.value).label("value"))
+            .where(t.c.hours.is_not(None), t.c.reversed.is_(False))
+            .group_by(*keys)
+        )
         if project_id:
             query = query.where(t.c.project_id == project_id)
         rows = await self._conn.execute(query)
@@ -108,7 +117,7 @@ class ForecastRepository:
                 r.billable is not False,
                 Decimal(r.value) if r.value is not None else None,
                 r.currency or "",
-                r.invoice_id is not None,
+                bool(r.invoiced),
             )
             for r in rows
         ]
