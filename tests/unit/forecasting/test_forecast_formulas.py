@@ -273,3 +273,22 @@ def test_scheduled_time_starts_on_the_as_of_day_and_stops_at_the_project_end_and
     # Mon 16 to Wed 18 Nov: 3 days x 8 h at 120.
     nov = row(result, "2026-11")
     assert (nov.scheduled_hours, nov.amounts.scheduled) == (D("24"), D("2880"))
+
+
+def test_a_customer_filter_keeps_its_projects_rows_totals_and_summaries_only() -> None:
+    other = project("p2", customer_id="cu2")
+    work = [
+        ActualWork("p1", "c1", "cu1", "le1", "2026-11", D("1"), True, D("100"), "GBP", False),
+        ActualWork("p2", "c1", "cu2", "le1", "2026-11", D("2"), True, D("200"), "GBP", False),
+    ]
+    result = compute(
+        inputs(dt.date(2026, 11, 2), [project(schedulable=False), other], work=work),
+        Filters(customer_id="cu2"),
+    )
+    assert [(r.project_id, r.amounts.wip) for r in result.rows] == [("p2", D("200"))]
+    assert [s.project_id for s in result.projects] == ["p2"]
+    assert {(t.scope, t.id) for t in result.totals} == {
+        (Scope.CUSTOMER, "cu2"),
+        (Scope.LEGAL_ENTITY, "le1"),
+        (Scope.FIRM, ""),
+    }
