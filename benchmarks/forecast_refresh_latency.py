@@ -79,6 +79,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def headers(event_type: str, message: Any, occurred: float | None = None) -> dict[str, str]:
     when = dt.datetime.fromtimestamp(occurred if occurred is not None else time.time(), dt.UTC)
     return {
@@ -371,6 +377,7 @@ async def run(args: argparse.Namespace) -> None:
             out = Path(tmp) / "generator.json"
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             before = histogram(metrics_url, "accrue_forecast_refresh_lag_seconds", {"stream": "TIME"})
+            service_cpu = cpu_seconds(service.pid)
             start = time.time() + 2.0
             generator = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
                 [
@@ -396,6 +403,7 @@ async def run(args: argparse.Namespace) -> None:
                 stub, firm["projects"][0], probes, start, args.rate, start + args.seconds + 120
             )
             drained = time.time()
+            service_cpu = cpu_seconds(service.pid) - service_cpu
             generator.wait(timeout=120)
             sent = json.loads(out.read_text())
             after = histogram(metrics_url, "accrue_forecast_refresh_lag_seconds", {"stream": "TIME"})
@@ -405,7 +413,10 @@ async def run(args: argparse.Namespace) -> None:
                 f"(publish errors {sent['errors']}, "
                 f"generator send lag p99 {sent['send_lag_p99'] * 1000:.1f} ms)",
                 f"  consumed: all {count:,} within {drained - start:.1f} s of the first "
-                f"({count / max(drained - start, 1e-9):,.0f} events/s)",
+                f"({count / max(drained - start, 1e-9):,.0f} events/s); forecasting process CPU "
+                f"{service_cpu:.1f} s ({service_cpu / max(drained - start, 1e-9):.0%} of a core, "
+                "reads included)",
+                f"  load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
                 f"event -> forecast reflecting it, through GetForecast ({len(latencies)} probe events):",
                 f"  {summary_ms(latencies)}",
                 f"  GetForecast (one project, one month) read time: {summary_ms(reads)}",
