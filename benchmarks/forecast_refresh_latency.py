@@ -428,6 +428,12 @@ async def run(args: argparse.Namespace) -> None:
                 + ", p99 "
                 + bucket_quantile(before, after, 0.99),
             )
+            whole = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                await stub.GetForecast(fa.GetForecastRequest())
+                whole.append(time.perf_counter() - t0)
+            say(f"the whole firm's forecast (every project, 12 months), idle: {summary_ms(whole)}")
             p99 = percentile(latencies, 99) * 1000
             if len(latencies) < probes:
                 say(f"RESULT: FAILED, only {len(latencies)} of {probes} probe events showed")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -341,42 +341,59 @@ class Forecast:
 
 
 @dataclass(frozen=True)
-class ScheduledDay:
-    """One assignment's scheduled hours on one working day, and their value (rate currency)."""
+class ScheduledMonth:
+    """One assignment's scheduled time in one month: hours, and their value in the rate card
+    currency (None when the time is not billable or no day had a rate)."""
 
-    day: dt.date
+    month: str
     hours: Decimal
-    value: Decimal | None  # None when not billable or no rate
+    value: Decimal | None
 
 
-def scheduled_days(inp: Inputs, s: Staffing) -> Iterator[ScheduledDay]:
-    """The assignment's working days from the as-of day (included) to the latest of its end, the
-    project's end, the consultant's active_to and the horizon: allocation x weekly capacity / 5
-    hours each, valued at the rate effective that day."""
+def scheduled_months(inp: Inputs, s: Staffing) -> list[ScheduledMonth]:
+    """The assignment's working days from the as-of day (included) to the earliest of its end,
+    the project's end, the consultant's active_to and the horizon, allocation x weekly capacity
+    / 5 hours each, each valued at the rate effective that day; summed per month."""
     project = inp.projects.get(s.project_id)
     if project is None or not project.schedulable:
-        return
+        return []
     person = inp.people.get(s.consultant_id)
     capacity = person.weekly_capacity if person is not None else DEFAULT_WEEKLY_CAPACITY
     per_day = s.allocation_percent / HUNDRED * capacity / DAYS_PER_WEEK
     if per_day <= 0:
-        return
+        return []
     starts = [inp.as_of, s.start, project.start, person.active_from if person else None]
     ends = [inp.horizon_end, s.end, project.end, person.active_to if person else None]
     first = max(d for d in starts if d is not None)
     last = min(d for d in ends if d is not None)
     calendar = inp.calendar_for(person.legal_entity_id if person else project.legal_entity_id)
     priced = s.billable and project.model in TIME_BILLED
+    # Only the card's entries that could price this consultant's role, once, not per day.
+    candidates = [
+        e
+        for e in project.rates
+        if e.labor_category_id == s.labor_category_id and e.consultant_id in (None, s.consultant_id)
+    ]
+    # Working days per (month, rate): the arithmetic is then per month, exact all the same.
+    counts: dict[tuple[int, int], dict[Decimal | None, int]] = {}
     for day in days(first, last):
         if not calendar.is_working_day(day):
             continue
-        value = None
+        rate = None
         if priced:
-            rate = resolve_rate(
-                project.rates, consultant_id=s.consultant_id, labor_category_id=s.labor_category_id, day=day
+            entry = resolve_rate(
+                candidates, consultant_id=s.consultant_id, labor_category_id=s.labor_category_id, day=day
             )
-            value = per_day * rate.rate if rate is not None else None
-        yield ScheduledDay(day, per_day, value)
+            rate = entry.rate if entry is not None else None
+        by_rate = counts.setdefault((day.year, day.month), {})
+        by_rate[rate] = by_rate.get(rate, 0) + 1
+    out = []
+    for (year, month), by_rate in sorted(counts.items()):
+        hours = per_day * sum(by_rate.values())
+        priced_days = [(rate, n) for rate, n in by_rate.items() if rate is not None]
+        value = sum((per_day * n * rate for rate, n in priced_days), ZERO) if priced_days else None
+        out.append(ScheduledMonth(f"{year:04d}-{month:02d}", hours, value))
+    return out
 
 
 def weighted_pipeline(o: Opportunity) -> list[tuple[str, Decimal]]:
@@ -471,14 +488,11 @@ def compute(inp: Inputs, filters: Filters = Filters()) -> Forecast:
     # Scheduled time, then each CAPPED line's remaining cap spent month by month.
     scheduled: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
     for s in inp.staffing:
-        p = inp.projects.get(s.project_id)
-        for d in scheduled_days(inp, s):
-            month = month_of(d.day)
-            assert p is not None  # scheduled_days yields nothing for an unknown project
-            row = project_row(s.project_id, month, ("", "", ""))
-            row.scheduled_hours += d.hours
-            if d.value is not None:
-                scheduled[(s.project_id, month)] += d.value
+        for m in scheduled_months(inp, s):
+            row = project_row(s.project_id, m.month, ("", "", ""))
+            row.scheduled_hours += m.hours
+            if m.value is not None:
+                scheduled[(s.project_id, m.month)] += m.value
     remaining_cap: dict[str, Decimal] = {}
     for (project_id, month), value in sorted(scheduled.items(), key=lambda kv: kv[0]):
         p = inp.projects[project_id]
@@ -493,10 +507,11 @@ def compute(inp: Inputs, filters: Filters = Filters()) -> Forecast:
         row.amounts.scheduled += amount
 
     # Milestones not yet invoiced count in the month they are due.
-    for m in inp.milestones:
-        if m.invoiced or m.project_id not in inp.projects:
+    for milestone in inp.milestones:
+        if milestone.invoiced or milestone.project_id not in inp.projects:
             continue
-        project_row(m.project_id, month_of(m.due_date), ("", "", "")).amounts.milestones += m.amount
+        due = project_row(milestone.project_id, month_of(milestone.due_date), ("", "", ""))
+        due.amounts.milestones += milestone.amount
 
     # Weighted pipeline: one row per opportunity and month.
     for o in inp.opportunities:

@@ -6,8 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from accrue.services.forecasting.domain.calendar import days, month_end, month_of, month_start
-from accrue.services.forecasting.domain.forecast import DAYS_PER_WEEK, ZERO, Inputs, scheduled_days
+from accrue.services.forecasting.domain.calendar import days, month_end, month_start
+from accrue.services.forecasting.domain.forecast import DAYS_PER_WEEK, ZERO, Inputs, scheduled_months
 
 # Utilization is a ratio shown to four places (85.25 % is "0.8525").
 RATIO = Decimal("0.0001")
@@ -84,12 +84,11 @@ def utilization(
     for person in people:
         for index in by_consultant.get(person.id, []):
             s = inp.staffing[index]
-            for d in scheduled_days(inp, s):
-                month = month_of(d.day)
-                if month not in wanted:
+            for m in scheduled_months(inp, s):
+                if m.month not in wanted:
                     continue
-                row = out[(person.id, month)]
-                row.scheduled_hours += d.hours
+                row = out[(person.id, m.month)]
+                row.scheduled_hours += m.hours
                 if s.billable:
-                    row.scheduled_billable_hours += d.hours
+                    row.scheduled_billable_hours += m.hours
     return sorted(out.values(), key=lambda u: (u.consultant_id, u.month))
