@@ -91,6 +91,10 @@ class Subscription:
     backoff: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 60.0)
     ack_wait: float = 30.0
     batch: int = 64
+    # Apply each fetched batch in one unit of work (one inbox insert, one commit), then ack it;
+    # if that transaction fails, fall back to one message at a time (retry, DLQ as usual).
+    # For high-rate consumers whose handlers are cheap next to a commit.
+    apply_batches: bool = False
 
 
 @dataclass
@@ -125,10 +129,14 @@ class ConsumerRunner:
         log.info(
             "consumer_started", consumer=sub.durable, stream=sub.stream, subjects=list(sub.filter_subjects)
         )
+        # Behind, ask for a whole batch: the server hands over what is waiting at once. Caught
+        # up, ask for one message: a lingering pull for a whole batch would hold the first
+        # message until the batch fills or the request expires (up to FETCH_EXPIRES of lag).
+        size = 1
         try:
             while True:
                 try:
-                    messages = await psub.fetch(sub.batch, timeout=FETCH_EXPIRES)
+                    messages = await psub.fetch(size, timeout=FETCH_EXPIRES)
                 except (FetchTimeoutError, TimeoutError):
                     continue
                 except asyncio.CancelledError:
@@ -137,8 +145,12 @@ class ConsumerRunner:
                     log.warning("consumer_fetch_retry", consumer=sub.durable, error=repr(exc))
                     await asyncio.sleep(1.0)
                     continue
-                for msg in messages:
-                    await self.process(msg)
+                if sub.apply_batches and len(messages) > 1:
+                    await self.process_batch(messages)
+                else:
+                    for msg in messages:
+                        await self.process(msg)
+                size = sub.batch if messages and _pending(messages[-1]) else 1
         finally:
             # A pull request still open on the server may take a message in its last
             # FETCH_EXPIRES seconds; unacknowledged, it is redelivered after ack_wait.
@@ -202,6 +214,76 @@ class ConsumerRunner:
             LAG.labels(sub.durable).observe(max(0.0, (dt.datetime.now(dt.UTC) - occurred_at).total_seconds()))
         PROCESSED.labels(sub.durable, "applied" if applied else "duplicate").inc()
 
+    async def process_batch(self, messages: list[Msg]) -> None:
+        """Apply a batch in one unit of work and ack it; on failure, fall back to `process`."""
+        sub = self.subscription
+        batch: list[tuple[Msg, Handler[Any, Any], Received[Any]]] = []
+        for msg in messages:
+            headers = dict(msg.headers or {})
+            handler = sub.handlers.get(headers.get(Headers.EVENT_TYPE, ""))
+            event_id = headers.get(Headers.MSG_ID)
+            try:
+                if handler is None or not event_id:
+                    raise DecodeError("not for a batch")
+                message = handler.message_type.FromString(msg.data)
+            except DecodeError:
+                await self.process(msg)  # skipped or dead-lettered the usual way
+                continue
+            received = Received(
+                event_id=event_id,
+                event_type=headers[Headers.EVENT_TYPE],
+                subject=msg.subject,
+                message=message,
+                occurred_at=_parse_time(headers.get(Headers.OCCURRED_AT)),
+                stream_sequence=msg.metadata.sequence.stream,
+                headers=headers,
+            )
+            batch.append((msg, handler, received))
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            with _tracer.start_as_current_span(
+                f"consume batch {sub.durable}",
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "nats", "messaging.batch.message_count": len(batch)},
+            ):
+                applied = await self._apply_batch(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("batch_fallback", consumer=sub.durable, size=len(batch), error=repr(exc))
+            for msg, _, _ in batch:
+                await self.process(msg)
+            return
+        elapsed = time.perf_counter() - start
+        now = dt.datetime.now(dt.UTC)
+        for msg, _, received in batch:
+            await msg.ack()
+            HANDLING.labels(sub.durable).observe(elapsed / len(batch))
+            if received.occurred_at is not None:
+                LAG.labels(sub.durable).observe(max(0.0, (now - received.occurred_at).total_seconds()))
+            PROCESSED.labels(sub.durable, "applied" if received.event_id in applied else "duplicate").inc()
+
+    async def _apply_batch(self, batch: list[tuple[Msg, Handler[Any, Any], Received[Any]]]) -> set[str]:
+        """Inbox and handlers for every message in one transaction; the event ids applied."""
+        async with self.uow_factory() as uow:
+            ids = list(dict.fromkeys(r.event_id for _, _, r in batch))
+            # Parameters as a list (executemany): the statement compiles once, whatever the size.
+            inserted = await uow.connection.execute(
+                insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.event_id),
+                [{"consumer": self.subscription.durable, "event_id": i} for i in ids],
+            )
+            fresh = set(inserted.scalars())
+            applied: set[str] = set()
+            for _, handler, received in batch:
+                # An id twice in one batch (a redelivery) applies once.
+                if received.event_id in fresh and received.event_id not in applied:
+                    await handler.apply(uow, received)
+                    applied.add(received.event_id)
+            await uow.commit()
+        return applied
+
     async def _apply(self, handler: Handler[Any, Any], received: Received[Any]) -> bool:
         async with self.uow_factory() as uow:
             first_time = await uow.connection.scalar(
@@ -259,6 +341,14 @@ class ConsumerRunner:
         await msg.term()
         PROCESSED.labels(sub.durable, "dead_lettered").inc()
         log.error("event_dead_lettered", consumer=sub.durable, subject=msg.subject, reason=reason)
+
+
+def _pending(msg: Msg) -> int:
+    """Messages the consumer had left to deliver after this one (0 when unknown)."""
+    try:
+        return int(msg.metadata.num_pending or 0)
+    except Exception:  # a message without JetStream metadata (tests, direct replies)
+        return 0
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:

@@ -26,23 +26,83 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/accrue/forecasting/v1/forecasting_service.proto\x12\x15\x61\x63\x63rue.forecasting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x0b\x46orecastRow\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\x12\r\n\x05month\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x16\n\x0e\x61pproved_hours\x18\x06 \x01(\t\x12\x0b\n\x03wip\x18\x07 \x01(\t\x12\x16\n\x0e\x61\x63tual_revenue\x18\x08 \x01(\t\"l\n\x08\x46orecast\x12\x30\n\x04rows\x18\x01 \x03(\x0b\x32\".accrue.forecasting.v1.ForecastRow\x12.\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x12GetForecastRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\x12\x12\n\nmonth_from\x18\x04 \x01(\t\x12\x10\n\x08month_to\x18\x05 \x01(\t\"H\n\x13GetForecastResponse\x12\x31\n\x08\x66orecast\x18\x01 \x01(\x0b\x32\x1f.accrue.forecasting.v1.Forecast2\x9b\x01\n\x12\x46orecastingService\x12\x84\x01\n\x0bGetForecast\x12).accrue.forecasting.v1.GetForecastRequest\x1a*.accrue.forecasting.v1.GetForecastResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x0c/v1/forecastb\x08\x66orecastb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/accrue/forecasting/v1/forecasting_service.proto\x12\x15\x61\x63\x63rue.forecasting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x01\n\x0f\x46orecastAmounts\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tual_revenue\x18\x02 \x01(\t\x12\x0e\n\x06\x62illed\x18\x03 \x01(\t\x12\x0b\n\x03wip\x18\x04 \x01(\t\x12\x11\n\tscheduled\x18\x05 \x01(\t\x12\x12\n\nmilestones\x18\x06 \x01(\t\x12\x19\n\x11weighted_pipeline\x18\x07 \x01(\t\x12\x18\n\x10\x66orecast_revenue\x18\x08 \x01(\t\x12\x0f\n\x07\x66x_rate\x18\t \x01(\t\"\xd5\x02\n\x0b\x46orecastRow\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\x12\r\n\x05month\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x16\n\x0e\x61pproved_hours\x18\x06 \x01(\t\x12\x0b\n\x03wip\x18\x07 \x01(\t\x12\x16\n\x0e\x61\x63tual_revenue\x18\x08 \x01(\t\x12\x16\n\x0eopportunity_id\x18\t \x01(\t\x12\x17\n\x0fscheduled_hours\x18\n \x01(\t\x12\x37\n\x07\x61mounts\x18\x0b \x01(\x0b\x32&.accrue.forecasting.v1.ForecastAmounts\x12<\n\x0c\x62\x61se_amounts\x18\x0c \x01(\x0b\x32&.accrue.forecasting.v1.ForecastAmounts\"\xc7\x01\n\rForecastTotal\x12\x31\n\x05scope\x18\x01 \x01(\x0e\x32\".accrue.forecasting.v1.RollupScope\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05month\x18\x03 \x01(\t\x12\x16\n\x0e\x61pproved_hours\x18\x04 \x01(\t\x12\x17\n\x0fscheduled_hours\x18\x05 \x01(\t\x12\x37\n\x07\x61mounts\x18\x06 \x01(\x0b\x32&.accrue.forecasting.v1.ForecastAmounts\"\xe4\x01\n\x0eProjectSummary\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x62udget_hours\x18\x03 \x01(\t\x12\x16\n\x0e\x61pproved_hours\x18\x04 \x01(\t\x12\x1e\n\x16remaining_budget_hours\x18\x05 \x01(\t\x12\x17\n\x0fscheduled_hours\x18\x06 \x01(\t\x12\x11\n\teac_hours\x18\x07 \x01(\t\x12\x13\n\x0b\x65\x61\x63_revenue\x18\x08 \x01(\t\x12\x1d\n\x15\x62udget_variance_hours\x18\t \x01(\t\"\x83\x02\n\x08\x46orecast\x12\x30\n\x04rows\x18\x01 \x03(\x0b\x32\".accrue.forecasting.v1.ForecastRow\x12.\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nas_of_date\x18\x03 \x01(\t\x12\x34\n\x06totals\x18\x04 \x03(\x0b\x32$.accrue.forecasting.v1.ForecastTotal\x12\x37\n\x08projects\x18\x05 \x03(\x0b\x32%.accrue.forecasting.v1.ProjectSummary\x12\x12\n\nmissing_fx\x18\x06 \x03(\t\"\xe2\x02\n\x0f\x46orecastVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x04kind\x18\x03 \x01(\x0e\x32*.accrue.forecasting.v1.ForecastVersionKind\x12\x1b\n\x13previous_version_id\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12H\n\twatermark\x18\x06 \x03(\x0b\x32\x35.accrue.forecasting.v1.ForecastVersion.WatermarkEntry\x12\x31\n\x08\x66orecast\x18\x07 \x01(\x0b\x32\x1f.accrue.forecasting.v1.Forecast\x1a\x30\n\x0eWatermarkEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"|\n\x12GetForecastRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\x12\x12\n\nmonth_from\x18\x04 \x01(\t\x12\x10\n\x08month_to\x18\x05 \x01(\t\"H\n\x13GetForecastResponse\x12\x31\n\x08\x66orecast\x18\x01 \x01(\x0b\x32\x1f.accrue.forecasting.v1.Forecast\"`\n\x1c\x43reateForecastVersionRequest\x12@\n\x10\x66orecast_version\x18\x01 \x01(\x0b\x32&.accrue.forecasting.v1.ForecastVersion\"a\n\x1d\x43reateForecastVersionResponse\x12@\n\x10\x66orecast_version\x18\x01 \x01(\x0b\x32&.accrue.forecasting.v1.ForecastVersion\"\'\n\x19GetForecastVersionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"^\n\x1aGetForecastVersionResponse\x12@\n\x10\x66orecast_version\x18\x01 \x01(\x0b\x32&.accrue.forecasting.v1.ForecastVersion\"D\n\x1bListForecastVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"z\n\x1cListForecastVersionsResponse\x12\x41\n\x11\x66orecast_versions\x18\x01 \x03(\x0b\x32&.accrue.forecasting.v1.ForecastVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xee\x01\n\x0bVarianceRow\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x16\n\x0eopportunity_id\x18\x02 \x01(\t\x12\r\n\x05month\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x12\n\nbase_hours\x18\x05 \x01(\t\x12\x13\n\x0bother_hours\x18\x06 \x01(\t\x12\x14\n\x0c\x62\x61se_revenue\x18\x07 \x01(\t\x12\x15\n\rother_revenue\x18\x08 \x01(\t\x12\x0e\n\x06\x63hange\x18\t \x01(\t\x12\x0e\n\x06volume\x18\n \x01(\t\x12\x0c\n\x04rate\x18\x0b \x01(\t\x12\x0e\n\x06timing\x18\x0c \x01(\t\">\n\x1e\x43ompareForecastVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08other_id\x18\x02 \x01(\t\"q\n\x1f\x43ompareForecastVersionsResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08other_id\x18\x02 \x01(\t\x12\x30\n\x04rows\x18\x03 \x03(\x0b\x32\".accrue.forecasting.v1.VarianceRow\"\xa5\x01\n\x0b\x41\x63\x63uracyRow\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x18\n\x10\x66orecast_revenue\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x63tual_revenue\x18\x04 \x01(\t\x12\x10\n\x08variance\x18\x05 \x01(\t\x12\x16\n\x0e\x66orecast_hours\x18\x06 \x01(\t\x12\x14\n\x0c\x61\x63tual_hours\x18\x07 \x01(\t\"\x88\x01\n\rAccuracyTotal\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x18\n\x10\x66orecast_revenue\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tual_revenue\x18\x03 \x01(\t\x12\x10\n\x08variance\x18\x04 \x01(\t\x12!\n\x19\x61\x62solute_percentage_error\x18\x05 \x01(\t\"7\n\x1aGetForecastAccuracyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\"\xa0\x01\n\x1bGetForecastAccuracyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\x12\x30\n\x04rows\x18\x03 \x03(\x0b\x32\".accrue.forecasting.v1.AccuracyRow\x12\x34\n\x06totals\x18\x04 \x03(\x0b\x32$.accrue.forecasting.v1.AccuracyTotal\"\x8c\x02\n\x0eUtilizationRow\x12\x15\n\rconsultant_id\x18\x01 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\x12\r\n\x05month\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pacity_hours\x18\x04 \x01(\t\x12\x16\n\x0e\x62illable_hours\x18\x05 \x01(\t\x12\x16\n\x0e\x61pproved_hours\x18\x06 \x01(\t\x12 \n\x18scheduled_billable_hours\x18\x07 \x01(\t\x12\x17\n\x0fscheduled_hours\x18\x08 \x01(\t\x12\x1a\n\x12utilization_actual\x18\t \x01(\t\x12\x1c\n\x14utilization_forecast\x18\n \x01(\t\"m\n\x15GetUtilizationRequest\x12\x15\n\rconsultant_id\x18\x01 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\x12\x12\n\nmonth_from\x18\x03 \x01(\t\x12\x10\n\x08month_to\x18\x04 \x01(\t\"M\n\x16GetUtilizationResponse\x12\x33\n\x04rows\x18\x01 \x03(\x0b\x32%.accrue.forecasting.v1.UtilizationRow*\x86\x01\n\x13\x46orecastVersionKind\x12%\n!FORECAST_VERSION_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x46ORECAST_VERSION_KIND_ON_DEMAND\x10\x01\x12#\n\x1f\x46ORECAST_VERSION_KIND_SCHEDULED\x10\x02*|\n\x0bRollupScope\x12\x1c\n\x18ROLLUP_SCOPE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLUP_SCOPE_CUSTOMER\x10\x01\x12\x1d\n\x19ROLLUP_SCOPE_LEGAL_ENTITY\x10\x02\x12\x15\n\x11ROLLUP_SCOPE_FIRM\x10\x03\x32\xa2\t\n\x12\x46orecastingService\x12\x84\x01\n\x0bGetForecast\x12).accrue.forecasting.v1.GetForecastRequest\x1a*.accrue.forecasting.v1.GetForecastResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x0c/v1/forecastb\x08\x66orecast\x12\xc5\x01\n\x15\x43reateForecastVersion\x12\x33.accrue.forecasting.v1.CreateForecastVersionRequest\x1a\x34.accrue.forecasting.v1.CreateForecastVersionResponse\"A\x82\xd3\xe4\x93\x02;\"\x15/v1/forecast-versions:\x10\x66orecast_versionb\x10\x66orecast_version\x12\xaf\x01\n\x12GetForecastVersion\x12\x30.accrue.forecasting.v1.GetForecastVersionRequest\x1a\x31.accrue.forecasting.v1.GetForecastVersionResponse\"4\x82\xd3\xe4\x93\x02.\x12\x1a/v1/forecast-versions/{id}b\x10\x66orecast_version\x12\x9e\x01\n\x14ListForecastVersions\x12\x32.accrue.forecasting.v1.ListForecastVersionsRequest\x1a\x33.accrue.forecasting.v1.ListForecastVersionsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/forecast-versions\x12\xb4\x01\n\x17\x43ompareForecastVersions\x12\x35.accrue.forecasting.v1.CompareForecastVersionsRequest\x1a\x36.accrue.forecasting.v1.CompareForecastVersionsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/forecast-versions/{id}:compare\x12\xa9\x01\n\x13GetForecastAccuracy\x12\x31.accrue.forecasting.v1.GetForecastAccuracyRequest\x1a\x32.accrue.forecasting.v1.GetForecastAccuracyResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/forecast-versions/{id}:accuracy\x12\x86\x01\n\x0eGetUtilization\x12,.accrue.forecasting.v1.GetUtilizationRequest\x1a-.accrue.forecasting.v1.GetUtilizationResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/utilizationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accrue.forecasting.v1.forecasting_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FORECASTVERSION_WATERMARKENTRY']._loaded_options = None
+  _globals['_FORECASTVERSION_WATERMARKENTRY']._serialized_options = b'8\001'
   _globals['_FORECASTINGSERVICE'].methods_by_name['GetForecast']._loaded_options = None
   _globals['_FORECASTINGSERVICE'].methods_by_name['GetForecast']._serialized_options = b'\202\323\344\223\002\030\022\014/v1/forecastb\010forecast'
-  _globals['_FORECASTROW']._serialized_start=138
-  _globals['_FORECASTROW']._serialized_end=311
-  _globals['_FORECAST']._serialized_start=313
-  _globals['_FORECAST']._serialized_end=421
-  _globals['_GETFORECASTREQUEST']._serialized_start=423
-  _globals['_GETFORECASTREQUEST']._serialized_end=547
-  _globals['_GETFORECASTRESPONSE']._serialized_start=549
-  _globals['_GETFORECASTRESPONSE']._serialized_end=621
-  _globals['_FORECASTINGSERVICE']._serialized_start=624
-  _globals['_FORECASTINGSERVICE']._serialized_end=779
+  _globals['_FORECASTINGSERVICE'].methods_by_name['CreateForecastVersion']._loaded_options = None
+  _globals['_FORECASTINGSERVICE'].methods_by_name['CreateForecastVersion']._serialized_options = b'\202\323\344\223\002;\"\025/v1/forecast-versions:\020forecast_versionb\020forecast_version'
+  _globals['_FORECASTINGSERVICE'].methods_by_name['GetForecastVersion']._loaded_options = None
+  _globals['_FORECASTINGSERVICE'].methods_by_name['GetForecastVersion']._serialized_options = b'\202\323\344\223\002.\022\032/v1/forecast-versions/{id}b\020forecast_version'
+  _globals['_FORECASTINGSERVICE'].methods_by_name['ListForecastVersions']._loaded_options = None
+  _globals['_FORECASTINGSERVICE'].methods_by_name['ListForecastVersions']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/forecast-versions'
+  _globals['_FORECASTINGSERVICE'].methods_by_name['CompareForecastVersions']._loaded_options = None
+  _globals['_FORECASTINGSERVICE'].methods_by_name['CompareForecastVersions']._serialized_options = b'\202\323\344\223\002$\022\"/v1/forecast-versions/{id}:compare'
+  _globals['_FORECASTINGSERVICE'].methods_by_name['GetForecastAccuracy']._loaded_options = None
+  _globals['_FORECASTINGSERVICE'].methods_by_name['GetForecastAccuracy']._serialized_options = b'\202\323\344\223\002%\022#/v1/forecast-versions/{id}:accuracy'
+  _globals['_FORECASTINGSERVICE'].methods_by_name['GetUtilization']._loaded_options = None
+  _globals['_FORECASTINGSERVICE'].methods_by_name['GetUtilization']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/utilization'
+  _globals['_FORECASTVERSIONKIND']._serialized_start=3870
+  _globals['_FORECASTVERSIONKIND']._serialized_end=4004
+  _globals['_ROLLUPSCOPE']._serialized_start=4006
+  _globals['_ROLLUPSCOPE']._serialized_end=4130
+  _globals['_FORECASTAMOUNTS']._serialized_start=138
+  _globals['_FORECASTAMOUNTS']._serialized_end=335
+  _globals['_FORECASTROW']._serialized_start=338
+  _globals['_FORECASTROW']._serialized_end=679
+  _globals['_FORECASTTOTAL']._serialized_start=682
+  _globals['_FORECASTTOTAL']._serialized_end=881
+  _globals['_PROJECTSUMMARY']._serialized_start=884
+  _globals['_PROJECTSUMMARY']._serialized_end=1112
+  _globals['_FORECAST']._serialized_start=1115
+  _globals['_FORECAST']._serialized_end=1374
+  _globals['_FORECASTVERSION']._serialized_start=1377
+  _globals['_FORECASTVERSION']._serialized_end=1731
+  _globals['_FORECASTVERSION_WATERMARKENTRY']._serialized_start=1683
+  _globals['_FORECASTVERSION_WATERMARKENTRY']._serialized_end=1731
+  _globals['_GETFORECASTREQUEST']._serialized_start=1733
+  _globals['_GETFORECASTREQUEST']._serialized_end=1857
+  _globals['_GETFORECASTRESPONSE']._serialized_start=1859
+  _globals['_GETFORECASTRESPONSE']._serialized_end=1931
+  _globals['_CREATEFORECASTVERSIONREQUEST']._serialized_start=1933
+  _globals['_CREATEFORECASTVERSIONREQUEST']._serialized_end=2029
+  _globals['_CREATEFORECASTVERSIONRESPONSE']._serialized_start=2031
+  _globals['_CREATEFORECASTVERSIONRESPONSE']._serialized_end=2128
+  _globals['_GETFORECASTVERSIONREQUEST']._serialized_start=2130
+  _globals['_GETFORECASTVERSIONREQUEST']._serialized_end=2169
+  _globals['_GETFORECASTVERSIONRESPONSE']._serialized_start=2171
+  _globals['_GETFORECASTVERSIONRESPONSE']._serialized_end=2265
+  _globals['_LISTFORECASTVERSIONSREQUEST']._serialized_start=2267
+  _globals['_LISTFORECASTVERSIONSREQUEST']._serialized_end=2335
+  _globals['_LISTFORECASTVERSIONSRESPONSE']._serialized_start=2337
+  _globals['_LISTFORECASTVERSIONSRESPONSE']._serialized_end=2459
+  _globals['_VARIANCEROW']._serialized_start=2462
+  _globals['_VARIANCEROW']._serialized_end=2700
+  _globals['_COMPAREFORECASTVERSIONSREQUEST']._serialized_start=2702
+  _globals['_COMPAREFORECASTVERSIONSREQUEST']._serialized_end=2764
+  _globals['_COMPAREFORECASTVERSIONSRESPONSE']._serialized_start=2766
+  _globals['_COMPAREFORECASTVERSIONSRESPONSE']._serialized_end=2879
+  _globals['_ACCURACYROW']._serialized_start=2882
+  _globals['_ACCURACYROW']._serialized_end=3047
+  _globals['_ACCURACYTOTAL']._serialized_start=3050
+  _globals['_ACCURACYTOTAL']._serialized_end=3186
+  _globals['_GETFORECASTACCURACYREQUEST']._serialized_start=3188
+  _globals['_GETFORECASTACCURACYREQUEST']._serialized_end=3243
+  _globals['_GETFORECASTACCURACYRESPONSE']._serialized_start=3246
+  _globals['_GETFORECASTACCURACYRESPONSE']._serialized_end=3406
+  _globals['_UTILIZATIONROW']._serialized_start=3409
+  _globals['_UTILIZATIONROW']._serialized_end=3677
+  _globals['_GETUTILIZATIONREQUEST']._serialized_start=3679
+  _globals['_GETUTILIZATIONREQUEST']._serialized_end=3788
+  _globals['_GETUTILIZATIONRESPONSE']._serialized_start=3790
+  _globals['_GETUTILIZATIONRESPONSE']._serialized_end=3867
+  _globals['_FORECASTINGSERVICE']._serialized_start=4133
+  _globals['_FORECASTINGSERVICE']._serialized_end=5319
 # @@protoc_insertion_point(module_scope)

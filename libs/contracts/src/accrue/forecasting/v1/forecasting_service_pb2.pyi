@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,9 +20,115 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ForecastVersionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ForecastVersionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ForecastVersionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FORECAST_VERSION_KIND_UNSPECIFIED: _ForecastVersionKind.ValueType  # 0
+    """Not set."""
+    FORECAST_VERSION_KIND_ON_DEMAND: _ForecastVersionKind.ValueType  # 1
+    """Taken on request."""
+    FORECAST_VERSION_KIND_SCHEDULED: _ForecastVersionKind.ValueType  # 2
+    """Taken by the weekly schedule."""
+
+class ForecastVersionKind(_ForecastVersionKind, metaclass=_ForecastVersionKindEnumTypeWrapper):
+    """ForecastVersionKind says why a version was taken."""
+
+FORECAST_VERSION_KIND_UNSPECIFIED: ForecastVersionKind.ValueType  # 0
+"""Not set."""
+FORECAST_VERSION_KIND_ON_DEMAND: ForecastVersionKind.ValueType  # 1
+"""Taken on request."""
+FORECAST_VERSION_KIND_SCHEDULED: ForecastVersionKind.ValueType  # 2
+"""Taken by the weekly schedule."""
+Global___ForecastVersionKind: _TypeAlias = ForecastVersionKind  # noqa: Y015
+
+class _RollupScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RollupScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RollupScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLUP_SCOPE_UNSPECIFIED: _RollupScope.ValueType  # 0
+    """Not set."""
+    ROLLUP_SCOPE_CUSTOMER: _RollupScope.ValueType  # 1
+    """One customer's projects and opportunities, in its legal entity's base currency."""
+    ROLLUP_SCOPE_LEGAL_ENTITY: _RollupScope.ValueType  # 2
+    """One legal entity's projects and opportunities, in its base currency."""
+    ROLLUP_SCOPE_FIRM: _RollupScope.ValueType  # 3
+    """The whole firm, in the reporting currency."""
+
+class RollupScope(_RollupScope, metaclass=_RollupScopeEnumTypeWrapper):
+    """RollupScope says what a ForecastTotal adds up."""
+
+ROLLUP_SCOPE_UNSPECIFIED: RollupScope.ValueType  # 0
+"""Not set."""
+ROLLUP_SCOPE_CUSTOMER: RollupScope.ValueType  # 1
+"""One customer's projects and opportunities, in its legal entity's base currency."""
+ROLLUP_SCOPE_LEGAL_ENTITY: RollupScope.ValueType  # 2
+"""One legal entity's projects and opportunities, in its base currency."""
+ROLLUP_SCOPE_FIRM: RollupScope.ValueType  # 3
+"""The whole firm, in the reporting currency."""
+Global___RollupScope: _TypeAlias = RollupScope  # noqa: Y015
+
+@_typing.final
+class ForecastAmounts(_message.Message):
+    """ForecastAmounts are a row's money figures in one currency, as decimal strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    ACTUAL_REVENUE_FIELD_NUMBER: _builtins.int
+    BILLED_FIELD_NUMBER: _builtins.int
+    WIP_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    MILESTONES_FIELD_NUMBER: _builtins.int
+    WEIGHTED_PIPELINE_FIELD_NUMBER: _builtins.int
+    FORECAST_REVENUE_FIELD_NUMBER: _builtins.int
+    FX_RATE_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code of the amounts."""
+    actual_revenue: _builtins.str
+    """Posted invoices (actual revenue)."""
+    billed: _builtins.str
+    """Invoiced but not yet posted (draft or approved invoices)."""
+    wip: _builtins.str
+    """Approved time not yet invoiced, at its indicative rate."""
+    scheduled: _builtins.str
+    """Scheduled time value (assignments, capped by a CAPPED line's remaining cap)."""
+    milestones: _builtins.str
+    """FIXED_FEE milestones not yet invoiced, in the month they are due."""
+    weighted_pipeline: _builtins.str
+    """Opportunity amount times probability, spread over its months."""
+    forecast_revenue: _builtins.str
+    """actual_revenue + billed + wip + scheduled + milestones + weighted_pipeline."""
+    fx_rate: _builtins.str
+    """The FX rate applied from the row's currency (1 when the same), as a decimal string."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        actual_revenue: _builtins.str = ...,
+        billed: _builtins.str = ...,
+        wip: _builtins.str = ...,
+        scheduled: _builtins.str = ...,
+        milestones: _builtins.str = ...,
+        weighted_pipeline: _builtins.str = ...,
+        forecast_revenue: _builtins.str = ...,
+        fx_rate: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_revenue", b"actual_revenue", "billed", b"billed", "currency", b"currency", "forecast_revenue", b"forecast_revenue", "fx_rate", b"fx_rate", "milestones", b"milestones", "scheduled", b"scheduled", "weighted_pipeline", b"weighted_pipeline", "wip", b"wip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastAmounts: _TypeAlias = ForecastAmounts  # noqa: Y015
+
 @_typing.final
 class ForecastRow(_message.Message):
-    """ForecastRow is one project's figures for one month, in the project's invoice currency."""
+    """ForecastRow is one project's (or one opportunity's) figures for one month."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -33,8 +140,12 @@ class ForecastRow(_message.Message):
     APPROVED_HOURS_FIELD_NUMBER: _builtins.int
     WIP_FIELD_NUMBER: _builtins.int
     ACTUAL_REVENUE_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULED_HOURS_FIELD_NUMBER: _builtins.int
+    AMOUNTS_FIELD_NUMBER: _builtins.int
+    BASE_AMOUNTS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
-    """The project."""
+    """The project; empty on a pipeline row."""
     customer_id: _builtins.str
     """The customer the project is for."""
     legal_entity_id: _builtins.str
@@ -42,13 +153,25 @@ class ForecastRow(_message.Message):
     month: _builtins.str
     """The month, "YYYY-MM"."""
     currency: _builtins.str
-    """ISO 4217 code of the amounts' currency."""
+    """ISO 4217 code of the project currency (the contract's), in which the amounts are."""
     approved_hours: _builtins.str
     """Approved hours worked in the month, as a decimal string."""
     wip: _builtins.str
     """Approved work not yet invoiced, valued at its indicative rate, as a decimal string."""
     actual_revenue: _builtins.str
     """Posted invoices for the month, as a decimal string."""
+    opportunity_id: _builtins.str
+    """The opportunity; set on a pipeline row only."""
+    scheduled_hours: _builtins.str
+    """Scheduled hours for the rest of the month, as a decimal string."""
+    @_builtins.property
+    def amounts(self) -> Global___ForecastAmounts:
+        """Every figure in the project currency."""
+
+    @_builtins.property
+    def base_amounts(self) -> Global___ForecastAmounts:
+        """Every figure in the legal entity's base currency; unset when no FX rate converts them."""
+
     def __init__(
         self,
         *,
@@ -60,44 +183,240 @@ class ForecastRow(_message.Message):
         approved_hours: _builtins.str = ...,
         wip: _builtins.str = ...,
         actual_revenue: _builtins.str = ...,
+        opportunity_id: _builtins.str = ...,
+        scheduled_hours: _builtins.str = ...,
+        amounts: Global___ForecastAmounts | None = ...,
+        base_amounts: Global___ForecastAmounts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amounts", b"amounts", "base_amounts", b"base_amounts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_revenue", b"actual_revenue", "approved_hours", b"approved_hours", "currency", b"currency", "customer_id", b"customer_id", "legal_entity_id", b"legal_entity_id", "month", b"month", "project_id", b"project_id", "wip", b"wip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_revenue", b"actual_revenue", "amounts", b"amounts", "approved_hours", b"approved_hours", "base_amounts", b"base_amounts", "currency", b"currency", "customer_id", b"customer_id", "legal_entity_id", b"legal_entity_id", "month", b"month", "opportunity_id", b"opportunity_id", "project_id", b"project_id", "scheduled_hours", b"scheduled_hours", "wip", b"wip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForecastRow: _TypeAlias = ForecastRow  # noqa: Y015
 
 @_typing.final
+class ForecastTotal(_message.Message):
+    """ForecastTotal adds rows up for a customer, a legal entity or the firm, for one month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    APPROVED_HOURS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_HOURS_FIELD_NUMBER: _builtins.int
+    AMOUNTS_FIELD_NUMBER: _builtins.int
+    scope: Global___RollupScope.ValueType
+    """What is added up."""
+    id: _builtins.str
+    """The customer or legal entity id; empty for the firm."""
+    month: _builtins.str
+    """The month, "YYYY-MM"."""
+    approved_hours: _builtins.str
+    """Approved hours, as a decimal string."""
+    scheduled_hours: _builtins.str
+    """Scheduled hours, as a decimal string."""
+    @_builtins.property
+    def amounts(self) -> Global___ForecastAmounts:
+        """The figures in the scope's currency."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___RollupScope.ValueType = ...,
+        id: _builtins.str = ...,
+        month: _builtins.str = ...,
+        approved_hours: _builtins.str = ...,
+        scheduled_hours: _builtins.str = ...,
+        amounts: Global___ForecastAmounts | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amounts", b"amounts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amounts", b"amounts", "approved_hours", b"approved_hours", "id", b"id", "month", b"month", "scheduled_hours", b"scheduled_hours", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastTotal: _TypeAlias = ForecastTotal  # noqa: Y015
+
+@_typing.final
+class ProjectSummary(_message.Message):
+    """ProjectSummary is a project's budget and estimate at completion over all months."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    BUDGET_HOURS_FIELD_NUMBER: _builtins.int
+    APPROVED_HOURS_FIELD_NUMBER: _builtins.int
+    REMAINING_BUDGET_HOURS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_HOURS_FIELD_NUMBER: _builtins.int
+    EAC_HOURS_FIELD_NUMBER: _builtins.int
+    EAC_REVENUE_FIELD_NUMBER: _builtins.int
+    BUDGET_VARIANCE_HOURS_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    currency: _builtins.str
+    """ISO 4217 code of the project currency."""
+    budget_hours: _builtins.str
+    """The project's budget in hours; empty when it has none."""
+    approved_hours: _builtins.str
+    """Approved hours to date, as a decimal string."""
+    remaining_budget_hours: _builtins.str
+    """budget_hours - approved_hours; empty without a budget."""
+    scheduled_hours: _builtins.str
+    """Hours still scheduled up to the project's end (within the horizon)."""
+    eac_hours: _builtins.str
+    """Estimate at completion in hours: approved_hours + scheduled_hours."""
+    eac_revenue: _builtins.str
+    """Estimate at completion in money: every figure but the pipeline, over all months."""
+    budget_variance_hours: _builtins.str
+    """budget_hours - eac_hours; negative means the budget will be overrun. Empty without a budget."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        budget_hours: _builtins.str = ...,
+        approved_hours: _builtins.str = ...,
+        remaining_budget_hours: _builtins.str = ...,
+        scheduled_hours: _builtins.str = ...,
+        eac_hours: _builtins.str = ...,
+        eac_revenue: _builtins.str = ...,
+        budget_variance_hours: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_hours", b"approved_hours", "budget_hours", b"budget_hours", "budget_variance_hours", b"budget_variance_hours", "currency", b"currency", "eac_hours", b"eac_hours", "eac_revenue", b"eac_revenue", "project_id", b"project_id", "remaining_budget_hours", b"remaining_budget_hours", "scheduled_hours", b"scheduled_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSummary: _TypeAlias = ProjectSummary  # noqa: Y015
+
+@_typing.final
 class Forecast(_message.Message):
-    """Forecast is the live forecast."""
+    """Forecast is the live forecast (or a version's copy of it)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ROWS_FIELD_NUMBER: _builtins.int
     AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    AS_OF_DATE_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    PROJECTS_FIELD_NUMBER: _builtins.int
+    MISSING_FX_FIELD_NUMBER: _builtins.int
+    as_of_date: _builtins.str
+    """The day scheduled time starts from, "YYYY-MM-DD"."""
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastRow]:
-        """One row per project and month, ordered by project then month."""
+        """One row per project (or opportunity) and month, ordered by project then month."""
 
     @_builtins.property
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """The newest event the forecast includes."""
+
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastTotal]:
+        """Roll-ups per customer, per legal entity and for the firm."""
+
+    @_builtins.property
+    def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProjectSummary]:
+        """Per project: budget and estimate at completion."""
+
+    @_builtins.property
+    def missing_fx(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Currency pairs without an FX rate, e.g. "USD/GBP", whose amounts are left out of roll-ups."""
 
     def __init__(
         self,
         *,
         rows: _abc.Iterable[Global___ForecastRow] | None = ...,
         as_of_time: _timestamp_pb2.Timestamp | None = ...,
+        as_of_date: _builtins.str = ...,
+        totals: _abc.Iterable[Global___ForecastTotal] | None = ...,
+        projects: _abc.Iterable[Global___ProjectSummary] | None = ...,
+        missing_fx: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "as_of_time", b"as_of_time", "missing_fx", b"missing_fx", "projects", b"projects", "rows", b"rows", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Forecast: _TypeAlias = Forecast  # noqa: Y015
+
+@_typing.final
+class ForecastVersion(_message.Message):
+    """ForecastVersion is an immutable snapshot of the forecast."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class WatermarkEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    WATERMARK_FIELD_NUMBER: _builtins.int
+    FORECAST_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned id."""
+    name: _builtins.str
+    """A name, e.g. "weekly 2026-W48"; one is made up when none is given."""
+    kind: Global___ForecastVersionKind.ValueType
+    """Why it was taken."""
+    previous_version_id: _builtins.str
+    """The version taken just before this one; empty for the first."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was taken."""
+
+    @_builtins.property
+    def watermark(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Per stream name, the last stream sequence the version includes."""
+
+    @_builtins.property
+    def forecast(self) -> Global___Forecast:
+        """The forecast as it was; only on Get and Create."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        kind: Global___ForecastVersionKind.ValueType = ...,
+        previous_version_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        watermark: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        forecast: Global___Forecast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "forecast", b"forecast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "forecast", b"forecast", "id", b"id", "kind", b"kind", "name", b"name", "previous_version_id", b"previous_version_id", "watermark", b"watermark"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastVersion: _TypeAlias = ForecastVersion  # noqa: Y015
 
 @_typing.final
 class GetForecastRequest(_message.Message):
@@ -160,3 +479,541 @@ class GetForecastResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetForecastResponse: _TypeAlias = GetForecastResponse  # noqa: Y015
+
+@_typing.final
+class CreateForecastVersionRequest(_message.Message):
+    """CreateForecastVersionRequest asks for a snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forecast_version(self) -> Global___ForecastVersion:
+        """The version to create: only its name is read (optional)."""
+
+    def __init__(
+        self,
+        *,
+        forecast_version: Global___ForecastVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_version", b"forecast_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast_version", b"forecast_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateForecastVersionRequest: _TypeAlias = CreateForecastVersionRequest  # noqa: Y015
+
+@_typing.final
+class CreateForecastVersionResponse(_message.Message):
+    """CreateForecastVersionResponse carries the new version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forecast_version(self) -> Global___ForecastVersion:
+        """The version, with its forecast."""
+
+    def __init__(
+        self,
+        *,
+        forecast_version: Global___ForecastVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_version", b"forecast_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast_version", b"forecast_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateForecastVersionResponse: _TypeAlias = CreateForecastVersionResponse  # noqa: Y015
+
+@_typing.final
+class GetForecastVersionRequest(_message.Message):
+    """GetForecastVersionRequest names a version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The version's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetForecastVersionRequest: _TypeAlias = GetForecastVersionRequest  # noqa: Y015
+
+@_typing.final
+class GetForecastVersionResponse(_message.Message):
+    """GetForecastVersionResponse carries the version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forecast_version(self) -> Global___ForecastVersion:
+        """The version, with its forecast."""
+
+    def __init__(
+        self,
+        *,
+        forecast_version: Global___ForecastVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_version", b"forecast_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast_version", b"forecast_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetForecastVersionResponse: _TypeAlias = GetForecastVersionResponse  # noqa: Y015
+
+@_typing.final
+class ListForecastVersionsRequest(_message.Message):
+    """ListForecastVersionsRequest pages through versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 50, at most 500)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListForecastVersionsRequest: _TypeAlias = ListForecastVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListForecastVersionsResponse(_message.Message):
+    """ListForecastVersionsResponse is one page of versions, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
+    @_builtins.property
+    def forecast_versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastVersion]:
+        """The versions, without their forecast."""
+
+    def __init__(
+        self,
+        *,
+        forecast_versions: _abc.Iterable[Global___ForecastVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast_versions", b"forecast_versions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListForecastVersionsResponse: _TypeAlias = ListForecastVersionsResponse  # noqa: Y015
+
+@_typing.final
+class VarianceRow(_message.Message):
+    """VarianceRow is the change of one project's (or opportunity's) month between two versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    BASE_HOURS_FIELD_NUMBER: _builtins.int
+    OTHER_HOURS_FIELD_NUMBER: _builtins.int
+    BASE_REVENUE_FIELD_NUMBER: _builtins.int
+    OTHER_REVENUE_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    VOLUME_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    TIMING_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project; empty on a pipeline row."""
+    opportunity_id: _builtins.str
+    """The opportunity, on a pipeline row."""
+    month: _builtins.str
+    """The month, "YYYY-MM"."""
+    currency: _builtins.str
+    """ISO 4217 code of the amounts (the project currency)."""
+    base_hours: _builtins.str
+    """Hours (approved + scheduled) in the base version."""
+    other_hours: _builtins.str
+    """Hours in the other version."""
+    base_revenue: _builtins.str
+    """Forecast revenue in the base version."""
+    other_revenue: _builtins.str
+    """Forecast revenue in the other version."""
+    change: _builtins.str
+    """other_revenue - base_revenue = volume + rate + timing."""
+    volume: _builtins.str
+    """The part due to more or fewer hours (or amounts) for the project overall."""
+    rate: _builtins.str
+    """The part due to a different average rate on the month's hours."""
+    timing: _builtins.str
+    """The part moved between months of the same project (sums to zero per project)."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        opportunity_id: _builtins.str = ...,
+        month: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        base_hours: _builtins.str = ...,
+        other_hours: _builtins.str = ...,
+        base_revenue: _builtins.str = ...,
+        other_revenue: _builtins.str = ...,
+        change: _builtins.str = ...,
+        volume: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        timing: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_hours", b"base_hours", "base_revenue", b"base_revenue", "change", b"change", "currency", b"currency", "month", b"month", "opportunity_id", b"opportunity_id", "other_hours", b"other_hours", "other_revenue", b"other_revenue", "project_id", b"project_id", "rate", b"rate", "timing", b"timing", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VarianceRow: _TypeAlias = VarianceRow  # noqa: Y015
+
+@_typing.final
+class CompareForecastVersionsRequest(_message.Message):
+    """CompareForecastVersionsRequest names the two versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OTHER_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The base version."""
+    other_id: _builtins.str
+    """The version compared with the base."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        other_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "other_id", b"other_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareForecastVersionsRequest: _TypeAlias = CompareForecastVersionsRequest  # noqa: Y015
+
+@_typing.final
+class CompareForecastVersionsResponse(_message.Message):
+    """CompareForecastVersionsResponse is the variance between two versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OTHER_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The base version."""
+    other_id: _builtins.str
+    """The other version."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___VarianceRow]:
+        """One row per project (or opportunity) and month that changed, ordered by project then month."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        other_id: _builtins.str = ...,
+        rows: _abc.Iterable[Global___VarianceRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "other_id", b"other_id", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareForecastVersionsResponse: _TypeAlias = CompareForecastVersionsResponse  # noqa: Y015
+
+@_typing.final
+class AccuracyRow(_message.Message):
+    """AccuracyRow is one project's forecast for the month against its actuals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    FORECAST_REVENUE_FIELD_NUMBER: _builtins.int
+    ACTUAL_REVENUE_FIELD_NUMBER: _builtins.int
+    VARIANCE_FIELD_NUMBER: _builtins.int
+    FORECAST_HOURS_FIELD_NUMBER: _builtins.int
+    ACTUAL_HOURS_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """The project."""
+    currency: _builtins.str
+    """ISO 4217 code of the amounts."""
+    forecast_revenue: _builtins.str
+    """The version's forecast revenue for the month."""
+    actual_revenue: _builtins.str
+    """Actual revenue: posted invoices for the month, as now known."""
+    variance: _builtins.str
+    """actual_revenue - forecast_revenue."""
+    forecast_hours: _builtins.str
+    """The version's hours (approved + scheduled) for the month."""
+    actual_hours: _builtins.str
+    """Approved hours for the month, as now known."""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        forecast_revenue: _builtins.str = ...,
+        actual_revenue: _builtins.str = ...,
+        variance: _builtins.str = ...,
+        forecast_hours: _builtins.str = ...,
+        actual_hours: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_hours", b"actual_hours", "actual_revenue", b"actual_revenue", "currency", b"currency", "forecast_hours", b"forecast_hours", "forecast_revenue", b"forecast_revenue", "project_id", b"project_id", "variance", b"variance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccuracyRow: _TypeAlias = AccuracyRow  # noqa: Y015
+
+@_typing.final
+class AccuracyTotal(_message.Message):
+    """AccuracyTotal adds the accuracy rows of one currency up."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    FORECAST_REVENUE_FIELD_NUMBER: _builtins.int
+    ACTUAL_REVENUE_FIELD_NUMBER: _builtins.int
+    VARIANCE_FIELD_NUMBER: _builtins.int
+    ABSOLUTE_PERCENTAGE_ERROR_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code."""
+    forecast_revenue: _builtins.str
+    """Sum of forecast revenue."""
+    actual_revenue: _builtins.str
+    """Sum of actual revenue."""
+    variance: _builtins.str
+    """actual_revenue - forecast_revenue."""
+    absolute_percentage_error: _builtins.str
+    """Sum of |variance| per project / actual_revenue, as a decimal string (e.g. "0.0525"); empty
+    when actual revenue is zero.
+    """
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        forecast_revenue: _builtins.str = ...,
+        actual_revenue: _builtins.str = ...,
+        variance: _builtins.str = ...,
+        absolute_percentage_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absolute_percentage_error", b"absolute_percentage_error", "actual_revenue", b"actual_revenue", "currency", b"currency", "forecast_revenue", b"forecast_revenue", "variance", b"variance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccuracyTotal: _TypeAlias = AccuracyTotal  # noqa: Y015
+
+@_typing.final
+class GetForecastAccuracyRequest(_message.Message):
+    """GetForecastAccuracyRequest names a version and a closed month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The version."""
+    month: _builtins.str
+    """A closed month (before the current one), "YYYY-MM"."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetForecastAccuracyRequest: _TypeAlias = GetForecastAccuracyRequest  # noqa: Y015
+
+@_typing.final
+class GetForecastAccuracyResponse(_message.Message):
+    """GetForecastAccuracyResponse is the version's accuracy for the month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The version."""
+    month: _builtins.str
+    """The month."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccuracyRow]:
+        """One row per project in the version or the actuals."""
+
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccuracyTotal]:
+        """Totals per currency."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        month: _builtins.str = ...,
+        rows: _abc.Iterable[Global___AccuracyRow] | None = ...,
+        totals: _abc.Iterable[Global___AccuracyTotal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "month", b"month", "rows", b"rows", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetForecastAccuracyResponse: _TypeAlias = GetForecastAccuracyResponse  # noqa: Y015
+
+@_typing.final
+class UtilizationRow(_message.Message):
+    """UtilizationRow is one consultant's capacity and utilization for one month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSULTANT_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    CAPACITY_HOURS_FIELD_NUMBER: _builtins.int
+    BILLABLE_HOURS_FIELD_NUMBER: _builtins.int
+    APPROVED_HOURS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_BILLABLE_HOURS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_HOURS_FIELD_NUMBER: _builtins.int
+    UTILIZATION_ACTUAL_FIELD_NUMBER: _builtins.int
+    UTILIZATION_FORECAST_FIELD_NUMBER: _builtins.int
+    consultant_id: _builtins.str
+    """The consultant."""
+    legal_entity_id: _builtins.str
+    """The consultant's legal entity."""
+    month: _builtins.str
+    """The month, "YYYY-MM"."""
+    capacity_hours: _builtins.str
+    """Working days in the month (calendar, holidays, active dates) x weekly capacity / 5."""
+    billable_hours: _builtins.str
+    """Approved billable hours worked in the month."""
+    approved_hours: _builtins.str
+    """Approved hours worked in the month, billable or not."""
+    scheduled_billable_hours: _builtins.str
+    """Billable hours still scheduled for the rest of the month."""
+    scheduled_hours: _builtins.str
+    """Hours still scheduled for the rest of the month, billable or not."""
+    utilization_actual: _builtins.str
+    """billable_hours / capacity_hours, as a decimal string (e.g. "0.8500"); empty without capacity."""
+    utilization_forecast: _builtins.str
+    """(billable_hours + scheduled_billable_hours) / capacity_hours; empty without capacity."""
+    def __init__(
+        self,
+        *,
+        consultant_id: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        month: _builtins.str = ...,
+        capacity_hours: _builtins.str = ...,
+        billable_hours: _builtins.str = ...,
+        approved_hours: _builtins.str = ...,
+        scheduled_billable_hours: _builtins.str = ...,
+        scheduled_hours: _builtins.str = ...,
+        utilization_actual: _builtins.str = ...,
+        utilization_forecast: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_hours", b"approved_hours", "billable_hours", b"billable_hours", "capacity_hours", b"capacity_hours", "consultant_id", b"consultant_id", "legal_entity_id", b"legal_entity_id", "month", b"month", "scheduled_billable_hours", b"scheduled_billable_hours", "scheduled_hours", b"scheduled_hours", "utilization_actual", b"utilization_actual", "utilization_forecast", b"utilization_forecast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UtilizationRow: _TypeAlias = UtilizationRow  # noqa: Y015
+
+@_typing.final
+class GetUtilizationRequest(_message.Message):
+    """GetUtilizationRequest filters utilization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSULTANT_ID_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    MONTH_FROM_FIELD_NUMBER: _builtins.int
+    MONTH_TO_FIELD_NUMBER: _builtins.int
+    consultant_id: _builtins.str
+    """Only this consultant."""
+    legal_entity_id: _builtins.str
+    """Only this legal entity's consultants."""
+    month_from: _builtins.str
+    """From this month, "YYYY-MM" (default: the current month)."""
+    month_to: _builtins.str
+    """Up to this month, "YYYY-MM" (default: month_from + 2)."""
+    def __init__(
+        self,
+        *,
+        consultant_id: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+        month_from: _builtins.str = ...,
+        month_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultant_id", b"consultant_id", "legal_entity_id", b"legal_entity_id", "month_from", b"month_from", "month_to", b"month_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUtilizationRequest: _TypeAlias = GetUtilizationRequest  # noqa: Y015
+
+@_typing.final
+class GetUtilizationResponse(_message.Message):
+    """GetUtilizationResponse carries the rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___UtilizationRow]:
+        """One row per consultant and month, ordered by consultant then month."""
+
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___UtilizationRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUtilizationResponse: _TypeAlias = GetUtilizationResponse  # noqa: Y015

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class ForecastingServiceStub:
-    """ForecastingService keeps a revenue and capacity forecast current from events.
+    """ForecastingService keeps a revenue and capacity forecast current from events, snapshots it
+    into immutable versions and measures the variance between versions and against actuals.
+    The formulas are in docs/forecasting.md.
     """
 
     def __init__(self, channel):
@@ -40,14 +42,88 @@ class ForecastingServiceStub:
                 request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastRequest.SerializeToString,
                 response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastResponse.FromString,
                 _registered_method=True)
+        self.CreateForecastVersion = channel.unary_unary(
+                '/accrue.forecasting.v1.ForecastingService/CreateForecastVersion',
+                request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CreateForecastVersionRequest.SerializeToString,
+                response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CreateForecastVersionResponse.FromString,
+                _registered_method=True)
+        self.GetForecastVersion = channel.unary_unary(
+                '/accrue.forecasting.v1.ForecastingService/GetForecastVersion',
+                request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastVersionRequest.SerializeToString,
+                response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastVersionResponse.FromString,
+                _registered_method=True)
+        self.ListForecastVersions = channel.unary_unary(
+                '/accrue.forecasting.v1.ForecastingService/ListForecastVersions',
+                request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.ListForecastVersionsRequest.SerializeToString,
+                response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.ListForecastVersionsResponse.FromString,
+                _registered_method=True)
+        self.CompareForecastVersions = channel.unary_unary(
+                '/accrue.forecasting.v1.ForecastingService/CompareForecastVersions',
+                request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CompareForecastVersionsRequest.SerializeToString,
+                response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CompareForecastVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetForecastAccuracy = channel.unary_unary(
+                '/accrue.forecasting.v1.ForecastingService/GetForecastAccuracy',
+                request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastAccuracyRequest.SerializeToString,
+                response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastAccuracyResponse.FromString,
+                _registered_method=True)
+        self.GetUtilization = channel.unary_unary(
+                '/accrue.forecasting.v1.ForecastingService/GetUtilization',
+                request_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetUtilizationRequest.SerializeToString,
+                response_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetUtilizationResponse.FromString,
+                _registered_method=True)
 
 
 class ForecastingServiceServicer:
-    """ForecastingService keeps a revenue and capacity forecast current from events.
+    """ForecastingService keeps a revenue and capacity forecast current from events, snapshots it
+    into immutable versions and measures the variance between versions and against actuals.
+    The formulas are in docs/forecasting.md.
     """
 
     def GetForecast(self, request, context):
-        """Gets the live forecast per project and month.
+        """Gets the live forecast per project and month, with roll-ups and project summaries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateForecastVersion(self, request, context):
+        """Snapshots the live forecast into a new, immutable version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetForecastVersion(self, request, context):
+        """Gets one version with its rows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListForecastVersions(self, request, context):
+        """Lists versions, newest first, without their rows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareForecastVersions(self, request, context):
+        """Compares two versions per project and month, each change split into volume, rate and timing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetForecastAccuracy(self, request, context):
+        """Measures a version's forecast for a closed month against that month's actuals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUtilization(self, request, context):
+        """Gets capacity and utilization per consultant and month.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +137,36 @@ def add_ForecastingServiceServicer_to_server(servicer, server):
                     request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastRequest.FromString,
                     response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastResponse.SerializeToString,
             ),
+            'CreateForecastVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateForecastVersion,
+                    request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CreateForecastVersionRequest.FromString,
+                    response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CreateForecastVersionResponse.SerializeToString,
+            ),
+            'GetForecastVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecastVersion,
+                    request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastVersionRequest.FromString,
+                    response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastVersionResponse.SerializeToString,
+            ),
+            'ListForecastVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListForecastVersions,
+                    request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.ListForecastVersionsRequest.FromString,
+                    response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.ListForecastVersionsResponse.SerializeToString,
+            ),
+            'CompareForecastVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareForecastVersions,
+                    request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CompareForecastVersionsRequest.FromString,
+                    response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CompareForecastVersionsResponse.SerializeToString,
+            ),
+            'GetForecastAccuracy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForecastAccuracy,
+                    request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastAccuracyRequest.FromString,
+                    response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastAccuracyResponse.SerializeToString,
+            ),
+            'GetUtilization': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUtilization,
+                    request_deserializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetUtilizationRequest.FromString,
+                    response_serializer=accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetUtilizationResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'accrue.forecasting.v1.ForecastingService', rpc_method_handlers)
@@ -70,7 +176,9 @@ def add_ForecastingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ForecastingService:
-    """ForecastingService keeps a revenue and capacity forecast current from events.
+    """ForecastingService keeps a revenue and capacity forecast current from events, snapshots it
+    into immutable versions and measures the variance between versions and against actuals.
+    The formulas are in docs/forecasting.md.
     """
 
     @staticmethod
@@ -90,6 +198,168 @@ class ForecastingService:
             '/accrue.forecasting.v1.ForecastingService/GetForecast',
             accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastRequest.SerializeToString,
             accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateForecastVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.forecasting.v1.ForecastingService/CreateForecastVersion',
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CreateForecastVersionRequest.SerializeToString,
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CreateForecastVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecastVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.forecasting.v1.ForecastingService/GetForecastVersion',
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastVersionRequest.SerializeToString,
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListForecastVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.forecasting.v1.ForecastingService/ListForecastVersions',
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.ListForecastVersionsRequest.SerializeToString,
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.ListForecastVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareForecastVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.forecasting.v1.ForecastingService/CompareForecastVersions',
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CompareForecastVersionsRequest.SerializeToString,
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.CompareForecastVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForecastAccuracy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.forecasting.v1.ForecastingService/GetForecastAccuracy',
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastAccuracyRequest.SerializeToString,
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetForecastAccuracyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUtilization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.forecasting.v1.ForecastingService/GetUtilization',
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetUtilizationRequest.SerializeToString,
+            accrue_dot_forecasting_dot_v1_dot_forecasting__service__pb2.GetUtilizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

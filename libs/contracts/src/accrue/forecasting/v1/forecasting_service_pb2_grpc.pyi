@@ -27,25 +27,58 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ForecastingServiceStub:
-    """ForecastingService keeps a revenue and capacity forecast current from events."""
+    """ForecastingService keeps a revenue and capacity forecast current from events, snapshots it
+    into immutable versions and measures the variance between versions and against actuals.
+    The formulas are in docs/forecasting.md.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ForecastingServiceAsyncStub: ...
     GetForecast: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetForecastRequest, _forecasting_service_pb2.GetForecastResponse]
-    """Gets the live forecast per project and month."""
+    """Gets the live forecast per project and month, with roll-ups and project summaries."""
+    CreateForecastVersion: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.CreateForecastVersionRequest, _forecasting_service_pb2.CreateForecastVersionResponse]
+    """Snapshots the live forecast into a new, immutable version."""
+    GetForecastVersion: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetForecastVersionRequest, _forecasting_service_pb2.GetForecastVersionResponse]
+    """Gets one version with its rows."""
+    ListForecastVersions: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.ListForecastVersionsRequest, _forecasting_service_pb2.ListForecastVersionsResponse]
+    """Lists versions, newest first, without their rows."""
+    CompareForecastVersions: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.CompareForecastVersionsRequest, _forecasting_service_pb2.CompareForecastVersionsResponse]
+    """Compares two versions per project and month, each change split into volume, rate and timing."""
+    GetForecastAccuracy: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetForecastAccuracyRequest, _forecasting_service_pb2.GetForecastAccuracyResponse]
+    """Measures a version's forecast for a closed month against that month's actuals."""
+    GetUtilization: _grpc.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetUtilizationRequest, _forecasting_service_pb2.GetUtilizationResponse]
+    """Gets capacity and utilization per consultant and month."""
 
 @_typing.type_check_only
 class ForecastingServiceAsyncStub(ForecastingServiceStub):
-    """ForecastingService keeps a revenue and capacity forecast current from events."""
+    """ForecastingService keeps a revenue and capacity forecast current from events, snapshots it
+    into immutable versions and measures the variance between versions and against actuals.
+    The formulas are in docs/forecasting.md.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetForecast: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetForecastRequest, _forecasting_service_pb2.GetForecastResponse]  # type: ignore[assignment]
-    """Gets the live forecast per project and month."""
+    """Gets the live forecast per project and month, with roll-ups and project summaries."""
+    CreateForecastVersion: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.CreateForecastVersionRequest, _forecasting_service_pb2.CreateForecastVersionResponse]  # type: ignore[assignment]
+    """Snapshots the live forecast into a new, immutable version."""
+    GetForecastVersion: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetForecastVersionRequest, _forecasting_service_pb2.GetForecastVersionResponse]  # type: ignore[assignment]
+    """Gets one version with its rows."""
+    ListForecastVersions: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.ListForecastVersionsRequest, _forecasting_service_pb2.ListForecastVersionsResponse]  # type: ignore[assignment]
+    """Lists versions, newest first, without their rows."""
+    CompareForecastVersions: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.CompareForecastVersionsRequest, _forecasting_service_pb2.CompareForecastVersionsResponse]  # type: ignore[assignment]
+    """Compares two versions per project and month, each change split into volume, rate and timing."""
+    GetForecastAccuracy: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetForecastAccuracyRequest, _forecasting_service_pb2.GetForecastAccuracyResponse]  # type: ignore[assignment]
+    """Measures a version's forecast for a closed month against that month's actuals."""
+    GetUtilization: _aio.UnaryUnaryMultiCallable[_forecasting_service_pb2.GetUtilizationRequest, _forecasting_service_pb2.GetUtilizationResponse]  # type: ignore[assignment]
+    """Gets capacity and utilization per consultant and month."""
 
 class ForecastingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ForecastingService keeps a revenue and capacity forecast current from events."""
+    """ForecastingService keeps a revenue and capacity forecast current from events, snapshots it
+    into immutable versions and measures the variance between versions and against actuals.
+    The formulas are in docs/forecasting.md.
+    """
 
     @_abc_1.abstractmethod
     def GetForecast(
@@ -53,6 +86,54 @@ class ForecastingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _forecasting_service_pb2.GetForecastRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_forecasting_service_pb2.GetForecastResponse, _abc.Awaitable[_forecasting_service_pb2.GetForecastResponse]]:
-        """Gets the live forecast per project and month."""
+        """Gets the live forecast per project and month, with roll-ups and project summaries."""
+
+    @_abc_1.abstractmethod
+    def CreateForecastVersion(
+        self,
+        request: _forecasting_service_pb2.CreateForecastVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecasting_service_pb2.CreateForecastVersionResponse, _abc.Awaitable[_forecasting_service_pb2.CreateForecastVersionResponse]]:
+        """Snapshots the live forecast into a new, immutable version."""
+
+    @_abc_1.abstractmethod
+    def GetForecastVersion(
+        self,
+        request: _forecasting_service_pb2.GetForecastVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecasting_service_pb2.GetForecastVersionResponse, _abc.Awaitable[_forecasting_service_pb2.GetForecastVersionResponse]]:
+        """Gets one version with its rows."""
+
+    @_abc_1.abstractmethod
+    def ListForecastVersions(
+        self,
+        request: _forecasting_service_pb2.ListForecastVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecasting_service_pb2.ListForecastVersionsResponse, _abc.Awaitable[_forecasting_service_pb2.ListForecastVersionsResponse]]:
+        """Lists versions, newest first, without their rows."""
+
+    @_abc_1.abstractmethod
+    def CompareForecastVersions(
+        self,
+        request: _forecasting_service_pb2.CompareForecastVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecasting_service_pb2.CompareForecastVersionsResponse, _abc.Awaitable[_forecasting_service_pb2.CompareForecastVersionsResponse]]:
+        """Compares two versions per project and month, each change split into volume, rate and timing."""
+
+    @_abc_1.abstractmethod
+    def GetForecastAccuracy(
+        self,
+        request: _forecasting_service_pb2.GetForecastAccuracyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecasting_service_pb2.GetForecastAccuracyResponse, _abc.Awaitable[_forecasting_service_pb2.GetForecastAccuracyResponse]]:
+        """Measures a version's forecast for a closed month against that month's actuals."""
+
+    @_abc_1.abstractmethod
+    def GetUtilization(
+        self,
+        request: _forecasting_service_pb2.GetUtilizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_forecasting_service_pb2.GetUtilizationResponse, _abc.Awaitable[_forecasting_service_pb2.GetUtilizationResponse]]:
+        """Gets capacity and utilization per consultant and month."""
 
 def add_ForecastingServiceServicer_to_server(servicer: ForecastingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

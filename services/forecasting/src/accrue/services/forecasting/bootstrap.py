@@ -16,7 +16,8 @@ from accrue.services.forecasting.adapters import tables
 from accrue.services.forecasting.adapters.unit_of_work import ForecastingUnitOfWork
 from accrue.services.forecasting.entrypoints.consumers import subscriptions
 from accrue.services.forecasting.entrypoints.grpc_api import ForecastingServicer
-from accrue.services.forecasting.service_layer.handlers import Forecasting
+from accrue.services.forecasting.service_layer.handlers import Forecasting, Options
+from accrue.services.forecasting.service_layer.scheduler import VersionScheduler
 from accrue.services.forecasting.settings import ForecastingSettings
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -29,17 +30,36 @@ async def migrate(settings: ForecastingSettings) -> None:
 
 
 async def bootstrap(settings: ForecastingSettings) -> Service:
-    """Wire the service: database, backbone, use cases, servicer, relay and consumers."""
+    """Wire the service: database, backbone, use cases, servicer, relay, consumers, schedule."""
     engine = create_engine(settings.database_url, application_name="accrue-forecasting")
     backbone = await Backbone.connect(settings.nats_url, "forecasting", replicas=settings.stream_replicas)
 
     def uow() -> ForecastingUnitOfWork:
         return ForecastingUnitOfWork(engine)
 
-    app = Forecasting(uow)
+    durables: list[tuple[str, str]] = []
+
+    async def watermark() -> dict[str, int]:
+        """Per stream, the consumer's ack floor: every event up to it is applied and committed."""
+        out = {}
+        for stream, durable in durables:
+            info = await backbone.js.consumer_info(stream, durable)
+            out[stream] = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        return out
+
+    app = Forecasting(
+        uow,
+        Options(horizon_months=settings.horizon_months, reporting_currency=settings.reporting_currency),
+        watermark=watermark,
+    )
     servicer = ForecastingServicer(app)
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
-    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
+    subs = subscriptions(app)
+    durables.extend((s.stream, s.durable) for s in subs)
+    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subs]
+    background = [relay.run, *(c.run for c in consumers)]
+    if settings.version_schedule_seconds > 0:
+        background.append(VersionScheduler(app, settings.version_schedule_seconds).run)
 
     def register(server: grpc.aio.Server) -> None:
         forecasting_service_pb2_grpc.add_ForecastingServiceServicer_to_server(servicer, server)
@@ -49,7 +69,7 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME],
-        background=[relay.run, *(c.run for c in consumers)],
+        background=background,
         on_stop=[backbone.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

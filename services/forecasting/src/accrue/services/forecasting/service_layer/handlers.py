@@ -1,59 +1,314 @@
-"""Forecasting use cases: keep approved work from events, answer the live forecast."""
+"""Forecasting use cases: keep the forecast's facts from events, answer the live forecast,
+take and compare versions, report utilization."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from accrue.eventbus import Event
+from accrue.events.v1 import forecast_events_pb2 as fev
+from accrue.forecasting.v1 import forecasting_service_pb2 as api
 from accrue.money import parse_decimal
+from accrue.runtime import FailedPrecondition, NotFound
 from accrue.runtime.validation import Violations
+from accrue.services.forecasting.adapters import codec
+from accrue.services.forecasting.adapters.inputs import load_inputs
+from accrue.services.forecasting.adapters.repository import InvoiceState, StoredVersion
 from accrue.services.forecasting.adapters.unit_of_work import ForecastingUnitOfWork
-from accrue.services.forecasting.domain.forecast import Row, month_of, rows
+from accrue.services.forecasting.domain import forecast as fc
+from accrue.services.forecasting.domain import variance
+from accrue.services.forecasting.domain.calendar import add_months, month_of
+from accrue.services.forecasting.domain.utilization import Utilization, utilization
+from accrue.services.forecasting.service_layer.metrics import REFRESH_LAG, REFRESHED, VERSIONS
 
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+ON_DEMAND, SCHEDULED = "ON_DEMAND", "SCHEDULED"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the settings decide about the forecast."""
+
+    horizon_months: int = 12
+    reporting_currency: str = "EUR"
+
+
+def _months(v: Violations, **values: str) -> None:
+    for name, value in values.items():
+        if value and not _MONTH.match(value):
+            v.add(name, "INVALID_MONTH", f"{name} must be a month as YYYY-MM, got {value!r}")
 
 
 class Forecasting:
     """The forecasting application service."""
 
-    def __init__(self, uow_factory: Callable[[], ForecastingUnitOfWork]) -> None:
+    def __init__(
+        self,
+        uow_factory: Callable[[], ForecastingUnitOfWork],
+        options: Options = Options(),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        watermark: Callable[[], Awaitable[dict[str, int]]] | None = None,
+    ) -> None:
         self._uow = uow_factory
+        self._watermark = watermark or _no_watermark
+        self._options = options
+        self._clock = clock
+
+    # --- facts from events ---------------------------------------------------------------
+
+    def applied(self, uow: ForecastingUnitOfWork, stream: str, occurred_at: dt.datetime | None) -> None:
+        """Measure the refresh lag when the event's transaction commits: from then on the
+        forecast (computed on read) reflects it."""
+
+        def refreshed() -> None:
+            now = time.time()
+            REFRESHED.set(now)
+            if occurred_at is not None:
+                REFRESH_LAG.labels(stream).observe(max(0.0, now - occurred_at.timestamp()))
+
+        uow.after_commit(refreshed)
 
     async def record_approved(
-        self, uow: ForecastingUnitOfWork, entry: Any, occurred_at: dt.datetime | None
+        self, uow: ForecastingUnitOfWork, entry: Any, occurred_at: dt.datetime | None = None
     ) -> None:
-        """time.entry.approved: scheduled work becomes actual (and WIP until invoiced)."""
+        """time.entry.approved: the entry's hours become actual (and WIP until invoiced)."""
         hours = parse_decimal(entry.hours)
         rate = parse_decimal(entry.indicative_rate.amount) if entry.indicative_rate.amount else None
-        await uow.work.approved(
+        uow.forecast.approved(
             entry.id,
             {
                 "project_id": entry.project_id,
+                "consultant_id": entry.consultant_id,
                 "customer_id": entry.customer_id,
                 "legal_entity_id": entry.legal_entity_id,
                 "month": month_of(dt.date.fromisoformat(entry.work_date)),
                 "hours": hours,
-                "value": hours * rate if rate is not None and entry.billable else None,
+                "billable": entry.billable if entry.HasField("billable") else True,
+                "value": hours * rate if rate is not None else None,
                 "currency": entry.indicative_rate.currency,
                 "event_time": occurred_at,
             },
         )
 
-    async def record_invoiced(self, uow: ForecastingUnitOfWork, invoice: Any) -> None:
-        """billing.invoice.drafted: the invoice's entries leave WIP."""
-        ids = [i for line in invoice.lines for i in line.source_time_entry_ids]
-        await uow.work.invoiced(ids, invoice.id)
+    async def record_reversed(self, uow: ForecastingUnitOfWork, original: Any) -> None:
+        """time.entry.reversed: the original entry no longer counts (its credit, if it was
+        invoiced, reaches revenue through billing's events)."""
+        await uow.forecast.reversed(original.id)
 
-    async def forecast(self, filters: Mapping[str, str]) -> tuple[list[Row], dt.datetime | None]:
-        """The live forecast, per project and month."""
+    async def record_invoice(self, uow: ForecastingUnitOfWork, invoice: Any, status: str) -> None:
+        """billing.invoice.drafted|approved|posted|voided: the invoice's newest state."""
+        period_end = dt.date.fromisoformat(invoice.period_end)
+        await uow.forecast.invoice(
+            InvoiceState(
+                invoice_id=invoice.id,
+                status=status,
+                legal_entity_id=invoice.legal_entity_id,
+                customer_id=invoice.customer_id,
+                month=month_of(period_end),
+                currency=invoice.currency,
+                lines=[
+                    (
+                        line.id or str(i),
+                        line.project_id,
+                        line.contract_line_id,
+                        line.milestone_id,
+                        parse_decimal(line.amount),
+                    )
+                    for i, line in enumerate(invoice.lines)
+                    if line.amount
+                ],
+                time_entry_ids=[i for line in invoice.lines for i in line.source_time_entry_ids],
+            )
+        )
+
+    # --- the live forecast ---------------------------------------------------------------
+
+    def today(self) -> dt.date:
+        """The as-of day: scheduled time starts from it."""
+        return self._clock().date()
+
+    async def _compute(self, uow: ForecastingUnitOfWork, filters: fc.Filters) -> api.Forecast:
+        as_of = self.today()
+        inputs = await load_inputs(
+            uow.connection,
+            as_of=as_of,
+            horizon_months=self._options.horizon_months,
+            reporting_currency=self._options.reporting_currency,
+            project_id=filters.project_id,
+        )
+        newest = await uow.forecast.newest_event_time()
+        return codec.forecast(fc.compute(inputs, filters), as_of, newest)
+
+    async def forecast(self, filters: fc.Filters) -> api.Forecast:
+        """The live forecast, per project and month, with roll-ups and project summaries."""
         v = Violations()
-        for name in ("month_from", "month_to"):
-            value = filters.get(name, "")
-            if value and not _MONTH.match(value):
-                v.add(name, "INVALID_MONTH", f"{name} must be a month as YYYY-MM, got {value!r}")
+        _months(v, month_from=filters.month_from, month_to=filters.month_to)
         v.raise_if_any("the forecast filter is invalid")
         async with self._uow() as uow:
-            work, newest = await uow.work.select(filters)
-        return rows(work), newest
+            return await self._compute(uow, filters)
+
+    # --- versions ------------------------------------------------------------------------
+
+    async def create_version(self, name: str = "", kind: str = ON_DEMAND) -> api.ForecastVersion | None:
+        """Snapshot the live forecast; publish forecast.version.published with it. None when
+        the scheduled version of that name already exists."""
+        now = self._clock()
+        version_id = str(uuid.uuid4())
+        async with self._uow() as uow:
+            # One snapshot at a time, so previous_version_id chains and the watermark matches.
+            await uow.connection.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(hashtext('forecasting.versions'))"
+            )
+            if kind == SCHEDULED and await uow.forecast.scheduled_exists(name):
+                return None
+            # Read before the snapshot: everything up to these sequences is committed, so in it.
+            watermark = await self._watermark()
+            snapshot = await self._compute(uow, fc.Filters())
+            previous = await uow.forecast.latest_version_id()
+            stored = StoredVersion(
+                version_id,
+                name or f"on demand {now:%Y-%m-%d %H:%M:%S}",
+                kind,
+                previous,
+                now,
+                watermark,
+                snapshot.SerializeToString(deterministic=True),
+            )
+            await uow.forecast.add_version(stored)
+            uow.events.add(
+                Event("forecast.version.published", version_id, _published(stored, snapshot), occurred_at=now)
+            )
+            await uow.commit()
+        VERSIONS.labels(kind).inc()
+        return _version_message(stored, snapshot)
+
+    async def scheduled_version(self) -> api.ForecastVersion | None:
+        """The weekly version, if this ISO week's is not taken yet."""
+        year, week, _ = self._clock().isocalendar()
+        return await self.create_version(f"weekly {year}-W{week:02d}", SCHEDULED)
+
+    async def get_version(self, version_id: str) -> api.ForecastVersion:
+        """One version with its forecast."""
+        async with self._uow() as uow:
+            stored = await uow.forecast.version(version_id)
+        if stored is None or stored.forecast is None:
+            raise NotFound(f"forecast version {version_id!r} does not exist", reason="VERSION_NOT_FOUND")
+        return _version_message(stored, api.Forecast.FromString(stored.forecast))
+
+    async def list_versions(self, page_size: int, page_token: str) -> tuple[list[api.ForecastVersion], str]:
+        """Newest first; the token is the last seen sequence."""
+        v = Violations()
+        if page_size < 0:
+            v.add("page_size", "INVALID_VALUE", "page_size must not be negative")
+        if page_token and not page_token.isdigit():
+            v.add("page_token", "INVALID_VALUE", "page_token is not one this API gave out")
+        v.raise_if_any("the list request is invalid")
+        size = min(page_size or 50, 500)
+        async with self._uow() as uow:
+            found = await uow.forecast.versions(size + 1, int(page_token) if page_token else None)
+        page = found[:size]
+        token = str(page[-1][0]) if len(found) > size else ""
+        return [_version_message(s, None) for _, s in page], token
+
+    async def compare(self, version_id: str, other_id: str) -> list[variance.Variance]:
+        """Per project and month: the change from version to other, split."""
+        v = Violations()
+        v.required("id", version_id)
+        v.required("other_id", other_id)
+        v.raise_if_any("the comparison is invalid")
+        base = await self.get_version(version_id)
+        other = await self.get_version(other_id)
+        return variance.compare(codec.points(base.forecast), codec.points(other.forecast))
+
+    async def accuracy(
+        self, version_id: str, month: str
+    ) -> tuple[list[variance.Accuracy], list[variance.AccuracyTotal]]:
+        """The version's forecast for a closed month against the month's actuals as now known."""
+        v = Violations()
+        v.required("month", month)
+        _months(v, month=month)
+        v.raise_if_any("the accuracy request is invalid")
+        if month >= month_of(self.today()):
+            raise FailedPrecondition(
+                f"month {month} is not closed yet: accuracy needs a month before {month_of(self.today())}",
+                reason="MONTH_NOT_CLOSED",
+            )
+        version = await self.get_version(version_id)
+        filters = fc.Filters(month_from=month, month_to=month)
+        async with self._uow() as uow:
+            live = await self._compute(uow, filters)
+        forecast = [p for p in codec.points(version.forecast) if p.month == month]
+        return variance.accuracy(forecast, codec.points(live, actual=True))
+
+    # --- capacity ------------------------------------------------------------------------
+
+    async def utilization(
+        self, consultant_id: str, legal_entity_id: str, month_from: str, month_to: str
+    ) -> list[Utilization]:
+        """Capacity and utilization per consultant and month."""
+        v = Violations()
+        _months(v, month_from=month_from, month_to=month_to)
+        v.raise_if_any("the utilization filter is invalid")
+        first = month_from or month_of(self.today())
+        last = month_to or add_months(first, 2)
+        if last < first:
+            v.add("month_to", "INVALID_RANGE", f"month_to {last} is before month_from {first}")
+        elif len(fc.months_between(first, last)) > 36:
+            v.add("month_to", "RANGE_TOO_LONG", "at most 36 months at a time")
+        v.raise_if_any("the utilization filter is invalid")
+        async with self._uow() as uow:
+            inputs = await load_inputs(
+                uow.connection,
+                as_of=self.today(),
+                horizon_months=self._options.horizon_months,
+                reporting_currency=self._options.reporting_currency,
+            )
+        return utilization(inputs, fc.months_between(first, last), consultant_id, legal_entity_id)
+
+
+async def _no_watermark() -> dict[str, int]:
+    return {}
+
+
+def _published(stored: StoredVersion, snapshot: api.Forecast) -> fev.ForecastVersionPublished:
+    """The event: the version's legal-entity totals per month in base currency."""
+    event = fev.ForecastVersionPublished(
+        version_id=stored.id,
+        name=stored.name,
+        previous_version_id=stored.previous_version_id,
+        watermark=stored.watermark,
+    )
+    event.create_time.FromDatetime(stored.created_at)
+    for t in snapshot.totals:
+        if t.scope == api.ROLLUP_SCOPE_LEGAL_ENTITY:
+            event.totals.append(
+                fev.ForecastVersionTotal(
+                    legal_entity_id=t.id,
+                    month=t.month,
+                    currency=t.amounts.currency,
+                    forecast_revenue=t.amounts.forecast_revenue,
+                    actual_revenue=t.amounts.actual_revenue,
+                )
+            )
+    return event
+
+
+def _version_message(stored: StoredVersion, snapshot: api.Forecast | None) -> api.ForecastVersion:
+    kinds = {ON_DEMAND: api.FORECAST_VERSION_KIND_ON_DEMAND, SCHEDULED: api.FORECAST_VERSION_KIND_SCHEDULED}
+    message = api.ForecastVersion(
+        id=stored.id,
+        name=stored.name,
+        kind=kinds.get(stored.kind, api.FORECAST_VERSION_KIND_UNSPECIFIED),
+        previous_version_id=stored.previous_version_id,
+        watermark=stored.watermark,
+    )
+    message.create_time.FromDatetime(stored.created_at)
+    if snapshot is not None:
+        message.forecast.CopyFrom(snapshot)
+    return message
