@@ -10,9 +10,9 @@ from accrue.observability.v1 import observability_service_pb2_grpc as api_grpc
 from accrue.observability.v1 import resources_pb2 as res
 from accrue.runtime.grpc_types import Context
 from accrue.services.observability.adapters.ledger import Lag
+from accrue.services.observability.adapters.proto import legal_entity_reconciliation, money
 from accrue.services.observability.domain.forecast import Variance
 from accrue.services.observability.domain.kpis import AGE_BUCKETS
-from accrue.services.observability.entrypoints.encoding import legal_entity_reconciliation, money
 from accrue.services.observability.service_layer.handlers import ERP_POST_FAILED, Observability
 
 SECONDS_PER_DAY = 86400

@@ -21,6 +21,7 @@ from accrue.services.observability.adapters.ledger import (
     Lag,
     PostedLine,
 )
+from accrue.services.observability.adapters.proto import legal_entity_reconciliation
 from accrue.services.observability.adapters.sources import StageSources
 from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
 from accrue.services.observability.domain.forecast import MonthTotal, Variance, forecast_variance
@@ -401,8 +402,6 @@ class Observability:
         return report
 
     def _mismatch_event(self, report: ReconciliationReport, entity: LegalEntityResult) -> Event:
-        from accrue.services.observability.entrypoints.encoding import legal_entity_reconciliation
-
         return Event(
             "observability.reconciliation.mismatch_found",
             entity.legal_entity_id,
