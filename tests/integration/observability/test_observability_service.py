@@ -206,6 +206,28 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
     assert 'accrue_sync_backlog_messages{consumer="observability-billing",stream="BILLING"}' in text
 
 
+async def test_a_credit_note_does_not_bill_the_entries_it_names_and_a_void_releases_them(env: Any) -> None:
+    le = f"le-{uuid.uuid4().hex[:8]}"
+    e = entry(le, "4", 3, 1)
+    await publish(env.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+
+    async def unbilled(hours: str) -> bool:
+        k = await kpis_of(env, le)
+        return k is not None and Decimal(k.unbilled_approved_hours) == Decimal(hours)
+
+    await eventually(lambda: unbilled("4"))
+    credit = invoice(le, [e], bl.INVOICE_STATUS_DRAFT, "-600.00")
+    credit.lines[0].kind = bl.INVOICE_LINE_KIND_CREDIT
+    draft = invoice(le, [e], bl.INVOICE_STATUS_DRAFT, "600.00")
+    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=draft))
+    await eventually(lambda: unbilled("0"))
+    # The credit note names the entry but does not take it over: voiding the draft releases it.
+    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=credit))
+    draft.status = bl.INVOICE_STATUS_VOID
+    await publish(env.js, "billing.invoice.voided", le, bev.InvoiceVoided(invoice=draft, reason="wrong"))
+    await eventually(lambda: unbilled("4"))
+
+
 async def test_forecast_variance_against_the_previous_version_and_actuals(env: Any) -> None:
     le = f"le-{uuid.uuid4().hex[:8]}"
     this_month = NOW.strftime("%Y-%m")

@@ -155,7 +155,9 @@ class Observability:
                 updated,
             )
         )
-        ids = [i for line in invoice.lines for i in line.source_time_entry_ids]
+        # Only TIME lines bill entries; a credit note's lines name the entries it credits.
+        time_lines = [line for line in invoice.lines if line.kind == bl.INVOICE_LINE_KIND_TIME]
+        ids = [i for line in time_lines for i in line.source_time_entry_ids]
         le = invoice.legal_entity_id
         if event_type == "billing.invoice.voided":
             await uow.ledger.uninvoiced(invoice.id)
@@ -181,7 +183,7 @@ class Observability:
                         invoice.currency,
                         tuple(line.source_time_entry_ids),
                     )
-                    for line in invoice.lines
+                    for line in time_lines
                     if line.source_time_entry_ids
                 ],
             )
