@@ -7,6 +7,7 @@ no migrations. Configuration is environment only:
 - ACCRUE_DATABASE_URL, ACCRUE_NATS_URL: shared by every process;
 - ACCRUE_<NAME>_GRPC_PORT, ACCRUE_<NAME>_METRICS_PORT: per gRPC service;
 - ACCRUE_MASTERDATA_ADDRESS: where master data answers (read by timekeeping and billing);
+- ACCRUE_TIMEKEEPING_ADDRESS, ACCRUE_BILLING_ADDRESS: where they answer (read by observability);
 - ACCRUE_GATEWAY_HOST, ACCRUE_GATEWAY_PORT, ACCRUE_GATEWAY_BACKENDS (JSON: full gRPC service
   name -> "host:port");
 - ACCRUE_LOG_FORMAT (json|console), ACCRUE_LOG_LEVEL.
@@ -185,6 +186,9 @@ def common_env(
         "ACCRUE_LOG_FORMAT": log_format,
         "ACCRUE_LOG_LEVEL": log_level,
         "ACCRUE_MASTERDATA_ADDRESS": ports.grpc_address("masterdata"),
+        # Observability's reconciliation reads timekeeping's and billing's summaries.
+        "ACCRUE_TIMEKEEPING_ADDRESS": ports.grpc_address("timekeeping"),
+        "ACCRUE_BILLING_ADDRESS": ports.grpc_address("billing"),
     }
 
 

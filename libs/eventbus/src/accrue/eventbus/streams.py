@@ -31,6 +31,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("TIME", ("time.>",), "Time-entry lifecycle events, keyed by project."),
     StreamSpec("BILLING", ("billing.>",), "Invoices and billing exceptions, keyed by legal entity."),
     StreamSpec("FORECAST", ("forecast.>",), "Forecast versions."),
+    StreamSpec("OBSERVABILITY", ("observability.>",), "Reconciliation mismatches, keyed by legal entity."),
     DLQ_STREAM,
 )
 

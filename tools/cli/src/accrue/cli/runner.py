@@ -4,7 +4,9 @@ NATS JetStream and PostgreSQL come from the environment (ACCRUE_NATS_URL, ACCRUE
 each independently) or are started embedded in the data dir (ACCRUE_DATA_DIR, default
 <repo>/.accrue), so data survives a restart. Every service is migrated, then every service and
 the gateway run under honcho on fixed ports, their output interleaved line by line with a
-prefix per process. Ctrl-C or SIGTERM stops the services first, then NATS, then PostgreSQL.
+prefix per process. Where Debian's `prometheus` is installed, a Prometheus scrapes them all with
+the alert rules of deploy/prometheus (ACCRUE_PROMETHEUS=off leaves it out). Ctrl-C or SIGTERM
+stops the services first, then Prometheus, NATS and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ import honcho.manager
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
-from accrue.embedded import EmbeddedNats, EmbeddedPostgres, PortBinding, ensure_ports_free
+from accrue.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    EmbeddedPrometheus,
+    EmbeddedServerError,
+    PortBinding,
+    ensure_ports_free,
+    find_prometheus,
+    port_is_free,
+)
 from accrue.embedded.readiness import NotReadyError, wait_until_ready
 from accrue.embedded.stack import (
     GATEWAY,
@@ -48,6 +59,10 @@ NATS_PORT_VAR = "ACCRUE_EMBEDDED_NATS_PORT"
 NATS_MONITOR_PORT_VAR = "ACCRUE_EMBEDDED_NATS_MONITOR_PORT"
 DEFAULT_NATS_PORT = 14222
 DEFAULT_NATS_MONITOR_PORT = 18222
+# Prometheus, when installed: on/off, and its port (not 9090, which a developer's may hold).
+PROMETHEUS_VAR = "ACCRUE_PROMETHEUS"
+PROMETHEUS_PORT_VAR = "ACCRUE_EMBEDDED_PROMETHEUS_PORT"
+DEFAULT_PROMETHEUS_PORT = 19090
 RUNNER = "accrue"
 # Exit codes honcho reports when it was stopped by SIGINT / SIGTERM.
 _SIGNAL_EXITS = (130, 143)
@@ -91,6 +106,8 @@ class RunConfig:
     nats_port: int = DEFAULT_NATS_PORT
     nats_monitor_port: int = DEFAULT_NATS_MONITOR_PORT
     log_level: str = "INFO"
+    prometheus: bool = True
+    prometheus_port: int = DEFAULT_PROMETHEUS_PORT
 
     @classmethod
     def from_environ(
@@ -118,6 +135,8 @@ class RunConfig:
             nats_port=_port_from(env, NATS_PORT_VAR, DEFAULT_NATS_PORT),
             nats_monitor_port=_port_from(env, NATS_MONITOR_PORT_VAR, DEFAULT_NATS_MONITOR_PORT),
             log_level=log_level.upper(),
+            prometheus=env.get(PROMETHEUS_VAR, "").strip().lower() not in ("off", "0", "false", "no"),
+            prometheus_port=_port_from(env, PROMETHEUS_PORT_VAR, DEFAULT_PROMETHEUS_PORT),
         )
 
     @property
@@ -147,6 +166,8 @@ class Backends:
         self._want_nats = nats
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
+        self.prometheus: EmbeddedPrometheus | None = None
+        self.prometheus_note = "off" if not config.prometheus else "not started"
 
     @property
     def database_url(self) -> str:
@@ -176,8 +197,42 @@ class Backends:
                 monitor_port=self.config.nats_monitor_port,
             ).start()
 
+    def start_prometheus(self, say: Callable[[str], None]) -> None:
+        """Prometheus scraping the stack, when installed; optional, so a problem is said, not raised."""
+        if not self.config.prometheus:
+            return
+        binary = find_prometheus()
+        if binary is None:
+            self.prometheus_note = "not installed (apt-get install prometheus)"
+            say(f"Prometheus {self.prometheus_note}; running without it")
+            return
+        port = self.config.prometheus_port
+        if not port_is_free(port, self.config.ports.host):
+            self.prometheus_note = f"not started: port {port} is taken (set {PROMETHEUS_PORT_VAR})"
+            say(f"Prometheus {self.prometheus_note}")
+            return
+        root = find_repo_root(Path.cwd()) or find_repo_root(Path(__file__).resolve().parent)
+        rules = sorted((root / "deploy" / "prometheus" / "rules").glob("*.rules.yml")) if root else []
+        say(f"starting Prometheus in {self.config.data_dir / 'prometheus'}")
+        try:
+            self.prometheus = EmbeddedPrometheus(
+                self.config.data_dir / "prometheus",
+                self.config.ports,
+                rule_files=rules,
+                host=self.config.ports.host,
+                port=port,
+                binary=binary,
+            ).start()
+        except EmbeddedServerError as exc:
+            self.prometheus_note = "failed to start (see above)"
+            say(f"Prometheus did not start, running without it: {exc}")
+
     def stop(self, say: Callable[[str], None]) -> None:
-        """NATS, then PostgreSQL (the services are gone by now)."""
+        """Prometheus, NATS, then PostgreSQL (the services are gone by now)."""
+        if self.prometheus is not None:
+            say("stopping Prometheus")
+            self.prometheus.stop()
+            self.prometheus = None
         if self.nats is not None:
             say("stopping NATS")
             self.nats.stop()
@@ -195,7 +250,8 @@ class Backends:
             nats += f"  (from {NATS_URL_VAR})"
         database = self.database_url
         database += "  (embedded)" if self.postgres is not None else f"  (from {DATABASE_URL_VAR})"
-        return [("NATS", nats), ("PostgreSQL", database)]
+        prometheus = self.prometheus.url if self.prometheus is not None else self.prometheus_note
+        return [("NATS", nats), ("PostgreSQL", database), ("Prometheus", prometheus)]
 
 
 class Console:
@@ -302,6 +358,7 @@ def run_stack(
     try:
         with _signals_interrupt():
             backends.start(console.say)
+            backends.start_prometheus(console.say)
             processes = stack_processes(
                 database_url=backends.database_url,
                 nats_url=backends.nats_url,

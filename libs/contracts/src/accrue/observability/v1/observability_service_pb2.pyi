@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from accrue.observability.v1 import resources_pb2 as _resources_pb2
 from accrue.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -21,6 +22,138 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetReconciliationRequest(_message.Message):
+    """GetReconciliationRequest names the period and, optionally, a legal entity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    period_start: _builtins.str
+    """First day, "YYYY-MM-DD"."""
+    period_end: _builtins.str
+    """Last day, "YYYY-MM-DD"."""
+    legal_entity_id: _builtins.str
+    """Only this legal entity; empty for all."""
+    def __init__(
+        self,
+        *,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        legal_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity_id", b"legal_entity_id", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class GetReconciliationResponse(_message.Message):
+    """GetReconciliationResponse carries the reconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reconciliation(self) -> _resources_pb2.Reconciliation:
+        """The reconciliation."""
+
+    def __init__(
+        self,
+        *,
+        reconciliation: _resources_pb2.Reconciliation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationResponse: _TypeAlias = GetReconciliationResponse  # noqa: Y015
+
+@_typing.final
+class AgeBucketKpis(_message.Message):
+    """AgeBucketKpis are unbilled approved hours and value of one age bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGE_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    age: _builtins.str
+    """The bucket, e.g. "0-7d", "8-30d", "31-60d", "61-90d", "over-90d" (days since approval)."""
+    hours: _builtins.str
+    """Hours, as a decimal string."""
+    @_builtins.property
+    def value(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]:
+        """Value at the indicative rate, one amount per currency."""
+
+    def __init__(
+        self,
+        *,
+        age: _builtins.str = ...,
+        hours: _builtins.str = ...,
+        value: _abc.Iterable[_types_pb2.Money] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "hours", b"hours", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgeBucketKpis: _TypeAlias = AgeBucketKpis  # noqa: Y015
+
+@_typing.final
+class ForecastVariance(_message.Message):
+    """ForecastVariance is the latest forecast version against the previous one and against actuals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    LATEST_FORECAST_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FORECAST_FIELD_NUMBER: _builtins.int
+    AGAINST_PREVIOUS_FIELD_NUMBER: _builtins.int
+    AGAINST_ACTUALS_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    legal_entity_id: _builtins.str
+    """The legal entity."""
+    currency: _builtins.str
+    """ISO 4217 code of the legal entity's base currency."""
+    latest_forecast: _builtins.str
+    """The latest version's forecast revenue over its months, as a decimal string."""
+    previous_forecast: _builtins.str
+    """The previous version's, as a decimal string."""
+    against_previous: _builtins.str
+    """Latest minus previous, as a decimal string."""
+    against_actuals: _builtins.str
+    """Actual (posted) minus forecast revenue of the closed months, as a decimal string."""
+    version_id: _builtins.str
+    """The latest version."""
+    def __init__(
+        self,
+        *,
+        legal_entity_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        latest_forecast: _builtins.str = ...,
+        previous_forecast: _builtins.str = ...,
+        against_previous: _builtins.str = ...,
+        against_actuals: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["against_actuals", b"against_actuals", "against_previous", b"against_previous", "currency", b"currency", "latest_forecast", b"latest_forecast", "legal_entity_id", b"legal_entity_id", "previous_forecast", b"previous_forecast", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastVariance: _TypeAlias = ForecastVariance  # noqa: Y015
+
+@_typing.final
 class LegalEntityKpis(_message.Message):
     """LegalEntityKpis are the KPIs of one legal entity."""
 
@@ -29,13 +162,35 @@ class LegalEntityKpis(_message.Message):
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     UNBILLED_APPROVED_HOURS_FIELD_NUMBER: _builtins.int
     UNBILLED_APPROVED_VALUE_FIELD_NUMBER: _builtins.int
+    UNBILLED_BY_AGE_FIELD_NUMBER: _builtins.int
+    OLDEST_UNBILLED_AGE_DAYS_FIELD_NUMBER: _builtins.int
+    ERP_POSTING_BACKLOG_FIELD_NUMBER: _builtins.int
+    ERP_POSTING_FAILURES_OPEN_FIELD_NUMBER: _builtins.int
+    FORECAST_VARIANCE_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_DIFFERENCES_FIELD_NUMBER: _builtins.int
     legal_entity_id: _builtins.str
     """The legal entity."""
     unbilled_approved_hours: _builtins.str
     """Approved hours not yet on an invoice, as a decimal string."""
+    oldest_unbilled_age_days: _builtins.int
+    """Days since the oldest unbilled approved work was approved."""
+    erp_posting_backlog: _builtins.int
+    """Approved invoices the ERP has not confirmed yet."""
+    erp_posting_failures_open: _builtins.int
+    """Open billing exceptions of kind ERP_POST_FAILED."""
+    reconciliation_differences: _builtins.int
+    """Differences found by the latest reconciliation of the legal entity's most recent period."""
     @_builtins.property
     def unbilled_approved_value(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]:
         """Their value at the indicative rate, one amount per currency."""
+
+    @_builtins.property
+    def unbilled_by_age(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgeBucketKpis]:
+        """Unbilled approved work by age since approval."""
+
+    @_builtins.property
+    def forecast_variance(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastVariance]:
+        """Forecast variance in the legal entity's base currency."""
 
     def __init__(
         self,
@@ -43,10 +198,16 @@ class LegalEntityKpis(_message.Message):
         legal_entity_id: _builtins.str = ...,
         unbilled_approved_hours: _builtins.str = ...,
         unbilled_approved_value: _abc.Iterable[_types_pb2.Money] | None = ...,
+        unbilled_by_age: _abc.Iterable[Global___AgeBucketKpis] | None = ...,
+        oldest_unbilled_age_days: _builtins.int = ...,
+        erp_posting_backlog: _builtins.int = ...,
+        erp_posting_failures_open: _builtins.int = ...,
+        forecast_variance: _abc.Iterable[Global___ForecastVariance] | None = ...,
+        reconciliation_differences: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity_id", b"legal_entity_id", "unbilled_approved_hours", b"unbilled_approved_hours", "unbilled_approved_value", b"unbilled_approved_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erp_posting_backlog", b"erp_posting_backlog", "erp_posting_failures_open", b"erp_posting_failures_open", "forecast_variance", b"forecast_variance", "legal_entity_id", b"legal_entity_id", "oldest_unbilled_age_days", b"oldest_unbilled_age_days", "reconciliation_differences", b"reconciliation_differences", "unbilled_approved_hours", b"unbilled_approved_hours", "unbilled_approved_value", b"unbilled_approved_value", "unbilled_by_age", b"unbilled_by_age"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -92,6 +253,26 @@ class Kpis(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DeadLettersByConsumerEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     UNBILLED_APPROVED_HOURS_FIELD_NUMBER: _builtins.int
     UNBILLED_APPROVED_VALUE_FIELD_NUMBER: _builtins.int
     SYNC_BACKLOG_FIELD_NUMBER: _builtins.int
@@ -99,12 +280,17 @@ class Kpis(_message.Message):
     BY_LEGAL_ENTITY_FIELD_NUMBER: _builtins.int
     CONSUMERS_FIELD_NUMBER: _builtins.int
     COMPUTE_TIME_FIELD_NUMBER: _builtins.int
+    ERP_POSTING_BACKLOG_FIELD_NUMBER: _builtins.int
+    FORECAST_VARIANCE_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_BY_CONSUMER_FIELD_NUMBER: _builtins.int
     unbilled_approved_hours: _builtins.str
     """Approved hours not yet on an invoice, as a decimal string."""
     sync_backlog: _builtins.int
     """Events not yet processed, summed over every durable consumer."""
     dead_letters: _builtins.int
     """Messages in the dead-letter stream."""
+    erp_posting_backlog: _builtins.int
+    """Approved invoices the ERP has not confirmed yet."""
     @_builtins.property
     def unbilled_approved_value(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]:
         """Their value at the indicative rate, one amount per currency."""
@@ -121,6 +307,14 @@ class Kpis(_message.Message):
     def compute_time(self) -> _timestamp_pb2.Timestamp:
         """When the figures were computed."""
 
+    @_builtins.property
+    def forecast_variance(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastVariance]:
+        """Forecast variance per legal entity and currency."""
+
+    @_builtins.property
+    def dead_letters_by_consumer(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Dead letters per consumer that gave up."""
+
     def __init__(
         self,
         *,
@@ -131,10 +325,13 @@ class Kpis(_message.Message):
         by_legal_entity: _abc.Iterable[Global___LegalEntityKpis] | None = ...,
         consumers: _abc.Iterable[Global___ConsumerBacklog] | None = ...,
         compute_time: _timestamp_pb2.Timestamp | None = ...,
+        erp_posting_backlog: _builtins.int = ...,
+        forecast_variance: _abc.Iterable[Global___ForecastVariance] | None = ...,
+        dead_letters_by_consumer: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_legal_entity", b"by_legal_entity", "compute_time", b"compute_time", "consumers", b"consumers", "dead_letters", b"dead_letters", "sync_backlog", b"sync_backlog", "unbilled_approved_hours", b"unbilled_approved_hours", "unbilled_approved_value", b"unbilled_approved_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_legal_entity", b"by_legal_entity", "compute_time", b"compute_time", "consumers", b"consumers", "dead_letters", b"dead_letters", "dead_letters_by_consumer", b"dead_letters_by_consumer", "erp_posting_backlog", b"erp_posting_backlog", "forecast_variance", b"forecast_variance", "sync_backlog", b"sync_backlog", "unbilled_approved_hours", b"unbilled_approved_hours", "unbilled_approved_value", b"unbilled_approved_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

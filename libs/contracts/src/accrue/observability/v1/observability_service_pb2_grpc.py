@@ -40,6 +40,11 @@ class ObservabilityServiceStub:
                 request_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetKpisRequest.SerializeToString,
                 response_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetKpisResponse.FromString,
                 _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/accrue.observability.v1.ObservabilityService/GetReconciliation',
+                request_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationResponse.FromString,
+                _registered_method=True)
 
 
 class ObservabilityServiceServicer:
@@ -53,6 +58,14 @@ class ObservabilityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReconciliation(self, request, context):
+        """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
+        confirmed by the ERP, per legal entity and project, with the entries behind each difference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ObservabilityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_ObservabilityServiceServicer_to_server(servicer, server):
                     servicer.GetKpis,
                     request_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetKpisRequest.FromString,
                     response_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetKpisResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class ObservabilityService:
             '/accrue.observability.v1.ObservabilityService/GetKpis',
             accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetKpisRequest.SerializeToString,
             accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetKpisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.observability.v1.ObservabilityService/GetReconciliation',
+            accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationRequest.SerializeToString,
+            accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationResponse.FromString,
             options,
             channel_credentials,
             insecure,

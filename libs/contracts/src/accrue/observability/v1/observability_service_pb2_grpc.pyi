@@ -35,6 +35,10 @@ class ObservabilityServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ObservabilityServiceAsyncStub: ...
     GetKpis: _grpc.UnaryUnaryMultiCallable[_observability_service_pb2.GetKpisRequest, _observability_service_pb2.GetKpisResponse]
     """Gets the business KPIs, firm-wide and per legal entity."""
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_observability_service_pb2.GetReconciliationRequest, _observability_service_pb2.GetReconciliationResponse]
+    """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
+    confirmed by the ERP, per legal entity and project, with the entries behind each difference.
+    """
 
 @_typing.type_check_only
 class ObservabilityServiceAsyncStub(ObservabilityServiceStub):
@@ -43,6 +47,10 @@ class ObservabilityServiceAsyncStub(ObservabilityServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetKpis: _aio.UnaryUnaryMultiCallable[_observability_service_pb2.GetKpisRequest, _observability_service_pb2.GetKpisResponse]  # type: ignore[assignment]
     """Gets the business KPIs, firm-wide and per legal entity."""
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_observability_service_pb2.GetReconciliationRequest, _observability_service_pb2.GetReconciliationResponse]  # type: ignore[assignment]
+    """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
+    confirmed by the ERP, per legal entity and project, with the entries behind each difference.
+    """
 
 class ObservabilityServiceServicer(metaclass=_abc_1.ABCMeta):
     """ObservabilityService measures the business: KPIs, SLAs and reconciliation."""
@@ -54,5 +62,15 @@ class ObservabilityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_observability_service_pb2.GetKpisResponse, _abc.Awaitable[_observability_service_pb2.GetKpisResponse]]:
         """Gets the business KPIs, firm-wide and per legal entity."""
+
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _observability_service_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observability_service_pb2.GetReconciliationResponse, _abc.Awaitable[_observability_service_pb2.GetReconciliationResponse]]:
+        """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
+        confirmed by the ERP, per legal entity and project, with the entries behind each difference.
+        """
 
 def add_ObservabilityServiceServicer_to_server(servicer: ObservabilityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

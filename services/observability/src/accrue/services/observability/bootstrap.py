@@ -6,19 +6,23 @@ from pathlib import Path
 
 import grpc
 
+from accrue.billing.v1 import billing_service_pb2_grpc
 from accrue.db import create_engine
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.observability.v1 import observability_service_pb2_grpc
-from accrue.runtime.server import Service
+from accrue.runtime.client import channel
+from accrue.runtime.server import Background, Service
 from accrue.services.observability.adapters import tables
 from accrue.services.observability.adapters.jetstream import StreamState
+from accrue.services.observability.adapters.sources import GrpcStageSources
 from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
 from accrue.services.observability.entrypoints.consumers import subscriptions
 from accrue.services.observability.entrypoints.grpc_api import ObservabilityServicer
 from accrue.services.observability.service_layer.handlers import Observability
 from accrue.services.observability.settings import ObservabilitySettings
+from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE_NAME = "accrue.observability.v1.ObservabilityService"
@@ -37,7 +41,13 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
     def uow() -> ObservabilityUnitOfWork:
         return ObservabilityUnitOfWork(engine)
 
-    app = Observability(uow, StreamState(backbone.js))
+    timekeeping = channel(settings.timekeeping_address)
+    billing = channel(settings.billing_address)
+    sources = GrpcStageSources(
+        timekeeping_service_pb2_grpc.TimekeepingServiceStub(timekeeping),
+        billing_service_pb2_grpc.BillingServiceStub(billing),
+    )
+    app = Observability(uow, StreamState(backbone.js), sources)
     servicer = ObservabilityServicer(app)
     consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
     relay = backbone.relay(engine, tables.outbox, settings.database_url)
@@ -48,12 +58,24 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
     async def export() -> None:
         await app.export_metrics(settings.metrics_interval_seconds)
 
+    background: list[Background] = [relay.run, *(c.run for c in consumers), export]
+    if settings.reconciliation_interval_seconds > 0:
+
+        async def reconcile() -> None:
+            await app.reconcile_on_schedule(settings.reconciliation_interval_seconds)
+
+        background.append(reconcile)
+
+    async def close_channels() -> None:
+        await timekeeping.close()
+        await billing.close()
+
     return Service(
         name="observability",
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME],
-        background=[relay.run, *(c.run for c in consumers), export],
-        on_stop=[backbone.close, engine.dispose],
+        background=background,
+        on_stop=[backbone.close, close_channels, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

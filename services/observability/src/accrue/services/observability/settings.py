@@ -19,3 +19,9 @@ class ObservabilitySettings(ServiceSettings):
     stream_replicas: int = 1
     # How often the KPI gauges are recomputed for Prometheus.
     metrics_interval_seconds: float = 10.0
+    # Where the reconciliation reads the approved and billed stages (their gRPC contracts);
+    # ACCRUE_TIMEKEEPING_ADDRESS / ACCRUE_BILLING_ADDRESS serve the whole stack.
+    timekeeping_address: str = "127.0.0.1:50052"
+    billing_address: str = "127.0.0.1:50053"
+    # How often the current and previous months are reconciled; 0 turns the schedule off.
+    reconciliation_interval_seconds: float = 3600.0

@@ -12,12 +12,14 @@ from accrue.eventbus import DLQ_STREAM, STREAMS
 
 @dataclass(frozen=True)
 class Backlog:
-    """How far one durable consumer is behind."""
+    """How far one durable consumer is behind, and how much it has been through."""
 
     stream: str
     consumer: str
     num_pending: int
     num_ack_pending: int
+    delivered: int = 0
+    redelivered: int = 0
 
     @property
     def total(self) -> int:
@@ -42,13 +44,26 @@ class StreamState:
             except NotFoundError:
                 continue
             for info in consumers:
-                out.append(Backlog(spec.name, info.name, info.num_pending or 0, info.num_ack_pending or 0))
+                out.append(
+                    Backlog(
+                        spec.name,
+                        info.name,
+                        info.num_pending or 0,
+                        info.num_ack_pending or 0,
+                        info.delivered.consumer_seq if info.delivered else 0,
+                        info.num_redelivered or 0,
+                    )
+                )
         return sorted(out, key=lambda b: (b.stream, b.consumer))
 
-    async def dead_letters(self) -> int:
-        """Messages in the dead-letter stream."""
+    async def dead_letters(self) -> dict[str, int]:
+        """Messages in the dead-letter stream, per consumer that gave up (dlq.<consumer>.<subject>)."""
         try:
-            info = await self._js.stream_info(DLQ_STREAM.name)
+            info = await self._js.stream_info(DLQ_STREAM.name, subjects_filter=">")
         except NotFoundError:
-            return 0
-        return int(info.state.messages)
+            return {}
+        by_consumer: dict[str, int] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            consumer = subject.split(".")[1] if subject.count(".") >= 1 else subject
+            by_consumer[consumer] = by_consumer.get(consumer, 0) + int(count)
+        return by_consumer

@@ -1,34 +1,74 @@
 """The business KPIs and how they are computed from the work ledger.
 
-Unbilled approved work: time that is approved and billable and not yet on an invoice (a
-draft counts as invoiced). Its value is hours × the indicative rate timekeeping found at
-validation, summed per currency (billing prices again at the run, so this is an estimate).
+Unbilled approved work: time that is approved and billable, not reversed and not yet on an
+invoice (a draft counts as invoiced). Its value is hours × the indicative rate timekeeping
+found at validation, summed per currency (billing prices again at the run, so this is an
+estimate). Its age is counted in whole days from the (UTC) day of approval, and reported in
+fixed buckets so the metric's labels stay bounded.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+# (label, last day in the bucket); the last bucket is open-ended.
+AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
+    ("0-7d", 7),
+    ("8-30d", 30),
+    ("31-60d", 60),
+    ("61-90d", 90),
+    ("over-90d", None),
+)
+
+
+def age_bucket(age_days: int) -> str:
+    """The bucket label for work approved age_days ago."""
+    for label, last in AGE_BUCKETS:
+        if last is None or age_days <= last:
+            return label
+    raise AssertionError("the last bucket is open-ended")
+
 
 @dataclass(frozen=True, slots=True)
 class UnbilledWork:
-    """One approved, billable, uninvoiced time entry as the KPIs see it."""
+    """Approved, billable, uninvoiced work of one legal entity and currency approved on one day.
+
+    approved_at is the earliest approval among it (None: approval not seen yet).
+    """
 
     legal_entity_id: str
     hours: Decimal
     value: Decimal | None
     currency: str
+    approved_at: dt.datetime | None = None
+
+
+@dataclass
+class AgeFigures:
+    """Unbilled hours and value (per currency) in one age bucket."""
+
+    hours: Decimal = Decimal(0)
+    value: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
 
 
 @dataclass
 class LegalEntityFigures:
-    """Unbilled hours and value of one legal entity."""
+    """Unbilled hours and value of one legal entity, in total and per age bucket."""
 
     hours: Decimal = Decimal(0)
     value: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    by_age: dict[str, AgeFigures] = field(default_factory=dict)
+    oldest_approved_at: dt.datetime | None = None
+
+    def oldest_age_seconds(self, now: dt.datetime) -> float:
+        """How long the oldest unbilled work has waited since approval (0 when none is dated)."""
+        if self.oldest_approved_at is None:
+            return 0.0
+        return max(0.0, (now - self.oldest_approved_at).total_seconds())
 
 
 @dataclass
@@ -40,14 +80,26 @@ class Figures:
     by_legal_entity: dict[str, LegalEntityFigures] = field(default_factory=dict)
 
 
-def unbilled_figures(work: Iterable[UnbilledWork]) -> Figures:
-    """Sum the ledger: hours, and value per currency, overall and per legal entity."""
+def unbilled_figures(work: Iterable[UnbilledWork], now: dt.datetime | None = None) -> Figures:
+    """Sum the ledger: hours, and value per currency, overall, per legal entity and per age.
+
+    Work without an approval time (its approval event not seen yet) counts in the youngest bucket.
+    """
+    now = now or dt.datetime.now(dt.UTC)
     figures = Figures()
     for item in work:
         entity = figures.by_legal_entity.setdefault(item.legal_entity_id, LegalEntityFigures())
+        age_days = (now.date() - item.approved_at.astimezone(dt.UTC).date()).days if item.approved_at else 0
+        bucket = entity.by_age.setdefault(age_bucket(max(0, age_days)), AgeFigures())
         figures.hours += item.hours
         entity.hours += item.hours
+        bucket.hours += item.hours
         if item.value is not None and item.currency:
             figures.value[item.currency] += item.value
             entity.value[item.currency] += item.value
+            bucket.value[item.currency] += item.value
+        if item.approved_at is not None and (
+            entity.oldest_approved_at is None or item.approved_at < entity.oldest_approved_at
+        ):
+            entity.oldest_approved_at = item.approved_at
     return figures

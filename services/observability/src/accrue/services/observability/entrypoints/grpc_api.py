@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 
-from accrue.money import format_decimal, format_money
+from accrue.money import format_decimal
 from accrue.observability.v1 import observability_service_pb2 as api
 from accrue.observability.v1 import observability_service_pb2_grpc as api_grpc
+from accrue.observability.v1 import resources_pb2 as res
 from accrue.runtime.grpc_types import Context
-from accrue.services.observability.service_layer.handlers import Observability
-from accrue.type.v1 import types_pb2
+from accrue.services.observability.domain.forecast import Variance
+from accrue.services.observability.domain.kpis import AGE_BUCKETS
+from accrue.services.observability.entrypoints.encoding import legal_entity_reconciliation, money
+from accrue.services.observability.service_layer.handlers import ERP_POST_FAILED, Observability
+
+SECONDS_PER_DAY = 86400
 
 
-def _money(values: Mapping[str, Decimal]) -> list[types_pb2.Money]:
-    return [types_pb2.Money(currency=c, amount=format_money(v, c)) for c, v in sorted(values.items())]
+def _variance(v: Variance, version_id: str) -> api.ForecastVariance:
+    return api.ForecastVariance(
+        legal_entity_id=v.legal_entity_id,
+        currency=v.currency,
+        latest_forecast=format_decimal(v.latest_forecast, 2),
+        previous_forecast=format_decimal(v.previous_forecast, 2),
+        against_previous=format_decimal(v.against_previous, 2),
+        against_actuals=format_decimal(v.against_actuals, 2),
+        version_id=version_id,
+    )
 
 
 class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
@@ -26,19 +38,42 @@ class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
     async def GetKpis(self, request: api.GetKpisRequest, context: Context) -> api.GetKpisResponse:
         kpis = await self.app.kpis(request.legal_entity_id)
         figures = kpis.figures
-        message = api.Kpis(
-            unbilled_approved_hours=format_decimal(figures.hours, 2),
-            unbilled_approved_value=_money(figures.value),
-            sync_backlog=sum(b.total for b in kpis.backlogs),
-            dead_letters=kpis.dead_letters,
-            by_legal_entity=[
+        entities = []
+        for entity in kpis.legal_entities():
+            f = figures.by_legal_entity.get(entity)
+            entities.append(
                 api.LegalEntityKpis(
                     legal_entity_id=entity,
-                    unbilled_approved_hours=format_decimal(f.hours, 2),
-                    unbilled_approved_value=_money(f.value),
+                    unbilled_approved_hours=format_decimal(f.hours if f else Decimal(0), 2),
+                    unbilled_approved_value=money(f.value) if f else [],
+                    unbilled_by_age=[
+                        api.AgeBucketKpis(
+                            age=label,
+                            hours=format_decimal(f.by_age[label].hours, 2),
+                            value=money(f.by_age[label].value),
+                        )
+                        for label, _ in AGE_BUCKETS
+                        if f and label in f.by_age
+                    ],
+                    oldest_unbilled_age_days=int(f.oldest_age_seconds(kpis.computed_at) // SECONDS_PER_DAY)
+                    if f
+                    else 0,
+                    erp_posting_backlog=kpis.posting_backlog.get(entity, 0),
+                    erp_posting_failures_open=kpis.open_exceptions.get((entity, ERP_POST_FAILED), 0),
+                    forecast_variance=[
+                        _variance(v, kpis.forecast_version_id)
+                        for v in kpis.variance
+                        if v.legal_entity_id == entity
+                    ],
+                    reconciliation_differences=kpis.reconciliation_differences.get(entity, 0),
                 )
-                for entity, f in sorted(figures.by_legal_entity.items())
-            ],
+            )
+        message = api.Kpis(
+            unbilled_approved_hours=format_decimal(figures.hours, 2),
+            unbilled_approved_value=money(figures.value),
+            sync_backlog=sum(b.total for b in kpis.backlogs),
+            dead_letters=kpis.dead_letter_total,
+            by_legal_entity=entities,
             consumers=[
                 api.ConsumerBacklog(
                     stream=b.stream,
@@ -48,6 +83,23 @@ class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
                 )
                 for b in kpis.backlogs
             ],
+            erp_posting_backlog=sum(kpis.posting_backlog.values()),
+            forecast_variance=[_variance(v, kpis.forecast_version_id) for v in kpis.variance],
+            dead_letters_by_consumer=kpis.dead_letters,
         )
         message.compute_time.FromDatetime(kpis.computed_at)
         return api.GetKpisResponse(kpis=message)
+
+    async def GetReconciliation(
+        self, request: api.GetReconciliationRequest, context: Context
+    ) -> api.GetReconciliationResponse:
+        report = await self.app.reconcile(request.period_start, request.period_end, request.legal_entity_id)
+        message = res.Reconciliation(
+            period_start=report.period_start.isoformat(),
+            period_end=report.period_end.isoformat(),
+            matched=report.difference_count == 0,
+            difference_count=report.difference_count,
+            legal_entities=[legal_entity_reconciliation(e) for e in report.legal_entities],
+        )
+        message.compute_time.FromDatetime(report.computed_at)
+        return api.GetReconciliationResponse(reconciliation=message)
