@@ -15,4 +15,7 @@ REFRESHED = Gauge(
     "accrue_forecast_refreshed_timestamp_seconds",
     "When the live forecast last took in an event (Unix time).",
 )
-VERSIONS = Counter("accrue_forecast_versions_total", "Forecast versions taken, by kind.", ["kind"])
+# Not accrue_forecast_versions_total: observability counts published versions under that name.
+VERSIONS = Counter(
+    "accrue_forecasting_snapshots_total", "Forecast versions this service took, by kind.", ["kind"]
+)
