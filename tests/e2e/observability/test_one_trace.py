@@ -132,9 +132,16 @@ async def test_one_trace_runs_from_the_gateway_into_every_consumer(
             if s.name == "consume time.entry.approved"
         }
 
-    # Spans leave each process in batches (every few seconds).
+    # Spans leave each process in batches (every few seconds), so the consumers' may arrive
+    # before the gateway's: wait for every process of the trace.
+    expected = {"accrue-gateway", "accrue-timekeeping", *(f"accrue-{c}" for c in CONSUMERS)}
+
+    def complete() -> bool:
+        services = {s.service for s in collector.of_trace(TRACE_ID)}
+        return set(consumer_spans()) == set(CONSUMERS) and expected <= services
+
     async with asyncio.timeout(30):
-        while set(consumer_spans()) != set(CONSUMERS):  # noqa: ASYNC110
+        while not complete():  # noqa: ASYNC110
             await asyncio.sleep(0.2)
 
     spans = collector.of_trace(TRACE_ID)
