@@ -203,7 +203,7 @@ DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
             (
                 "Forecast versions published",
                 "none",
-                [("sum(accrue_forecast_versions_total)", "versions")],
+                [("sum(accrue_observed_forecast_versions_total)", "versions")],
                 "stat",
             ),
         ],

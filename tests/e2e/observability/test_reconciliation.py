@@ -146,19 +146,28 @@ async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
         ] == [("RECONCILIATION_DIFFERENCE_KIND_CONFIRMED_NOT_POSTED", wip["id"], project, "", "3.00")]
         assert figures(entity["erp"]) == (3, "11.00", {"GBP": "1650.00"})
 
-        # The mismatch is an event on the OBSERVABILITY stream ...
-        async with asyncio.timeout(10):
-            while True:
+        # The mismatch is an event on the OBSERVABILITY stream. Runs while the figures were still
+        # settling may have published mismatches of their own, and this run's event leaves through
+        # the outbox a moment after the reply: wait for the newest to be this run's.
+        event = oev.ReconciliationMismatchFound()
+        async with asyncio.timeout(20):
+            while not (
+                event.reconciliation.projects
+                and event.reconciliation.projects[0].differences
+                and event.reconciliation.projects[0].differences[0].time_entry_id == wip["id"]
+                and event.reconciliation.projects[0].differences[0].kind
+                == res.RECONCILIATION_DIFFERENCE_KIND_CONFIRMED_NOT_POSTED
+            ):
+                await asyncio.sleep(0.1)
                 try:
                     msg = await js.get_last_msg(
                         "OBSERVABILITY", f"observability.reconciliation.mismatch_found.{le}"
                     )
-                    break
                 except nats.js.errors.NotFoundError:
-                    await asyncio.sleep(0.1)
+                    continue
+                event = oev.ReconciliationMismatchFound.FromString(msg.data)
     finally:
         await nc.close()
-    event = oev.ReconciliationMismatchFound.FromString(msg.data)
     assert (event.period_start, event.reconciliation.legal_entity_id) == ("2026-11-01", le)
     (difference,) = event.reconciliation.projects[0].differences
     assert (difference.kind, difference.time_entry_id) == (

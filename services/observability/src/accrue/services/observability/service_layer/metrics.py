@@ -72,7 +72,9 @@ FORECAST_VARIANCE = Gauge(
     "Latest forecast against the previous version, or actual against forecast revenue of closed months.",
     ["legal_entity", "currency", "against"],
 )
-FORECAST_VERSIONS = Counter("accrue_forecast_versions_total", "Forecast versions published.")
+FORECAST_VERSIONS = Counter(
+    "accrue_observed_forecast_versions_total", "Forecast versions published, as observability received them."
+)
 SYNC_BACKLOG = Gauge(
     "accrue_sync_backlog_messages",
     "Events a durable consumer has not processed yet (num_pending + num_ack_pending).",
