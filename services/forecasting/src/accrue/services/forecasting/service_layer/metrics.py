@@ -15,7 +15,7 @@ REFRESHED = Gauge(
     "accrue_forecast_refreshed_timestamp_seconds",
     "When the live forecast last took in an event (Unix time).",
 )
-# Not accrue_forecast_versions_total: observability counts published versions under that name.
+# Versions this process took; observability counts the published ones it receives on its own.
 VERSIONS = Counter(
     "accrue_forecasting_snapshots_total", "Forecast versions this service took, by kind.", ["kind"]
 )
