@@ -123,8 +123,6 @@ async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
         ],
     )
     stray.post_time.FromDatetime(dt.datetime.now(dt.UTC))
-    stray.create_time.FromDatetime(dt.datetime.now(dt.UTC))
-    stray.period_start, stray.period_end, stray.number = "2026-11-01", "2026-11-30", "STRAY-1"
     nc = await nats.connect(module_nats_url)
     try:
         js = nc.jetstream()
@@ -148,27 +146,34 @@ async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
         ] == [("RECONCILIATION_DIFFERENCE_KIND_CONFIRMED_NOT_POSTED", wip["id"], project, "", "3.00")]
         assert figures(entity["erp"]) == (3, "11.00", {"GBP": "1650.00"})
 
-        # The mismatch is an event on the OBSERVABILITY stream (earlier polls, while billing
-        # caught up, may have published others: wait for this run's, the relay is asynchronous).
-        wanted = (res.RECONCILIATION_DIFFERENCE_KIND_CONFIRMED_NOT_POSTED, wip["id"])
-        found: list[tuple[int, str]] = []
-        async with asyncio.timeout(10):
-            while found != [wanted]:
+        # The mismatch is an event on the OBSERVABILITY stream. Runs while the figures were still
+        # settling may have published mismatches of their own, and this run's event leaves through
+        # the outbox a moment after the reply: wait for the newest to be this run's.
+        event = oev.ReconciliationMismatchFound()
+        async with asyncio.timeout(20):
+            while not (
+                event.reconciliation.projects
+                and event.reconciliation.projects[0].differences
+                and event.reconciliation.projects[0].differences[0].time_entry_id == wip["id"]
+                and event.reconciliation.projects[0].differences[0].kind
+                == res.RECONCILIATION_DIFFERENCE_KIND_CONFIRMED_NOT_POSTED
+            ):
+                await asyncio.sleep(0.1)
                 try:
                     msg = await js.get_last_msg(
                         "OBSERVABILITY", f"observability.reconciliation.mismatch_found.{le}"
                     )
                 except nats.js.errors.NotFoundError:
-                    await asyncio.sleep(0.1)
                     continue
                 event = oev.ReconciliationMismatchFound.FromString(msg.data)
-                assert (event.period_start, event.reconciliation.legal_entity_id) == ("2026-11-01", le)
-                found = [
-                    (d.kind, d.time_entry_id) for p in event.reconciliation.projects for d in p.differences
-                ]
-                await asyncio.sleep(0.1)
     finally:
         await nc.close()
+    assert (event.period_start, event.reconciliation.legal_entity_id) == ("2026-11-01", le)
+    (difference,) = event.reconciliation.projects[0].differences
+    assert (difference.kind, difference.time_entry_id) == (
+        res.RECONCILIATION_DIFFERENCE_KIND_CONFIRMED_NOT_POSTED,
+        wip["id"],
+    )
     # ... and a metric.
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(stack.metrics_url("observability"))).text

@@ -193,6 +193,20 @@ async def bill_and_post(w: World, start: str, end: str) -> bl.Invoice:
     return (await w.bl.GetInvoice(bla.GetInvoiceRequest(id=invoice_id))).invoice
 
 
+async def settled(w: World) -> None:
+    """Until the forecasting consumers have acked everything (a version's watermark is their
+    ack floor, which follows the commit by a moment)."""
+
+    async def check() -> bool:
+        for stream, durable in (("TIME", "forecasting-time"), ("MD", "forecasting-md")):
+            info = await w.js.consumer_info(stream, durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    await eventually(check)
+
+
 async def published_versions(w: World) -> list[fev.ForecastVersionPublished]:
     sub = await w.js.pull_subscribe("forecast.version.published.>", stream="FORECAST")
     found = []
@@ -251,6 +265,7 @@ async def test_versions_are_immutable_snapshots_compared_by_volume_rate_and_timi
     await approve(w, entry(w, "2026-10-15", "8", "150.00"))
     await until_row(w, "2026-10", wip="1200.00")
     await until_row(w, "2027-01", scheduled="5120.00")
+    await settled(w)
 
     first = (await w.fc.CreateForecastVersion(fa.CreateForecastVersionRequest())).forecast_version
     assert first.kind == fa.FORECAST_VERSION_KIND_ON_DEMAND
@@ -262,6 +277,7 @@ async def test_versions_are_immutable_snapshots_compared_by_volume_rate_and_timi
     await approve(w, entry(w, "2026-10-16", "4", "150.00"), entry(w, "2026-12-01", "8", "160.00"))
     await until_row(w, "2026-12", wip="1280.00")
     await until_row(w, "2026-10", wip="1800.00")
+    await settled(w)
     second = (
         await w.fc.CreateForecastVersion(
             fa.CreateForecastVersionRequest(forecast_version=fa.ForecastVersion(name="after October"))

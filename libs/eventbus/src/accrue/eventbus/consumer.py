@@ -276,10 +276,22 @@ class ConsumerRunner:
             )
             fresh = set(inserted.scalars())
             applied: set[str] = set()
-            for _, handler, received in batch:
+            for msg, handler, received in batch:
                 # An id twice in one batch (a redelivery) applies once.
                 if received.event_id in fresh and received.event_id not in applied:
-                    await handler.apply(uow, received)
+                    # Each event keeps its own span in its producer's trace, as one at a time.
+                    with _tracer.start_as_current_span(
+                        f"consume {received.event_type}",
+                        context=extract_context(received.headers),
+                        kind=SpanKind.CONSUMER,
+                        attributes={
+                            "messaging.system": "nats",
+                            "messaging.destination.name": msg.subject,
+                            "messaging.message.id": received.event_id,
+                            "messaging.consumer.group.name": self.subscription.durable,
+                        },
+                    ):
+                        await handler.apply(uow, received)
                     applied.add(received.event_id)
             await uow.commit()
         return applied

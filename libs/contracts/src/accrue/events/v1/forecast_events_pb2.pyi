@@ -41,7 +41,9 @@ class ForecastVersionTotal(_message.Message):
     currency: _builtins.str
     """ISO 4217 code of the legal entity's base currency."""
     forecast_revenue: _builtins.str
-    """Forecast revenue: actual plus WIP plus scheduled plus weighted pipeline, as a decimal string."""
+    """Forecast revenue: actual + billed (not yet posted) + WIP + scheduled + milestones due +
+    weighted pipeline (docs/forecasting.md), as a decimal string.
+    """
     actual_revenue: _builtins.str
     """Of which posted invoices (actual revenue), as a decimal string."""
     def __init__(

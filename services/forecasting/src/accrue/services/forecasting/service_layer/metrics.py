@@ -15,4 +15,7 @@ REFRESHED = Gauge(
     "accrue_forecast_refreshed_timestamp_seconds",
     "When the live forecast last took in an event (Unix time).",
 )
-VERSIONS = Counter("accrue_forecast_versions_total", "Forecast versions taken, by kind.", ["kind"])
+# Versions this process took; observability counts the published ones it receives on its own.
+VERSIONS = Counter(
+    "accrue_forecasting_snapshots_total", "Forecast versions this service took, by kind.", ["kind"]
+)

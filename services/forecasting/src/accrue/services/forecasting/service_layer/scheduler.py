@@ -10,6 +10,8 @@ from accrue.telemetry import get_logger
 
 log = get_logger(__name__)
 
+FIRST_TICK_SECONDS = 300.0
+
 
 class VersionScheduler:
     """Calls `Forecasting.scheduled_version` every interval until cancelled."""
@@ -19,10 +21,13 @@ class VersionScheduler:
         self._interval = interval
 
     async def run(self) -> None:
-        """Tick forever (first after one interval, so a starting replica's consumers catch up
-        before it snapshots); a failed tick is logged and tried again at the next one."""
+        """Tick forever; a failed tick is logged and tried again at the next one. The first tick
+        waits a little (FIRST_TICK_SECONDS at most), so a starting replica's consumers catch up
+        before it snapshots, yet a replica restarted more often than the interval still ticks."""
+        delay = min(self._interval, FIRST_TICK_SECONDS)
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(delay)
+            delay = self._interval
             try:
                 version = await self._app.scheduled_version()
                 if version is not None:
