@@ -8,8 +8,9 @@ then, in one run:
 1. publishes `--events` time.entry.approved events to the TIME stream (spread over legal
    entities, projects and the last 120 days);
 2. measures the machine's raw limits on the same servers: JetStream pull + ack of the same
-   messages with no work (a scratch durable), and asyncpg executemany of ledger-shaped rows
-   into a scratch table;
+   messages with no work (a scratch durable), asyncpg executemany of ledger-shaped rows into a
+   scratch table, and the same rows one committed transaction each (what a consumer that
+   commits per event meets);
 3. runs observability's own consumer (ConsumerRunner: inbox, ledger upsert, commit, ack per
    event) until the ledger holds every entry, and reports events/s against both limits;
 4. times the KPI computation (`Observability.kpis`, what the gauges are recomputed from every
@@ -108,7 +109,7 @@ async def raw_jetstream(js: Any, events: int) -> float:
     return events / elapsed
 
 
-async def raw_postgres(url: str, events: int) -> float:
+async def raw_postgres(url: str, events: int) -> tuple[float, float]:
     """asyncpg executemany of ledger-shaped rows into a scratch table."""
     import asyncpg
 
@@ -126,7 +127,17 @@ async def raw_postgres(url: str, events: int) -> float:
         ]
         start = time.perf_counter()
         await conn.executemany("INSERT INTO raw_ledger VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", rows)
-        return events / (time.perf_counter() - start)
+        batched = events / (time.perf_counter() - start)
+        # A consumer commits once per event (inbox + effect, then ack): one committed
+        # transaction per row, sequentially, is the limit that pattern meets.
+        await conn.execute("TRUNCATE raw_ledger")
+        sample = rows[: min(len(rows), 2000)]
+        start = time.perf_counter()
+        for row in sample:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO raw_ledger VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *row)
+        per_commit = len(sample) / (time.perf_counter() - start)
+        return batched, per_commit
     finally:
         await conn.close()
 
@@ -159,7 +170,9 @@ async def run(database_url: str, nats_url: str, events: int) -> dict[str, Any]:
         say(f"publishing {events} time.entry.approved events")
         await publish(backbone.js, events)
         result["raw_jetstream_pull_ack_per_s"] = round(await raw_jetstream(backbone.js, events))
-        result["raw_asyncpg_executemany_rows_per_s"] = round(await raw_postgres(database_url, events))
+        batched, per_commit = await raw_postgres(database_url, events)
+        result["raw_asyncpg_executemany_rows_per_s"] = round(batched)
+        result["raw_asyncpg_one_row_transactions_per_s"] = round(per_commit)
 
         def uow() -> ObservabilityUnitOfWork:
             return ObservabilityUnitOfWork(engine)

@@ -1,9 +1,9 @@
 """Proof on a real Prometheus: after the thin slice, every panel has data and every alert rule loads.
 
 Debian's `prometheus` scrapes the running stack (free ports) every second, with the alert rules
-of deploy/prometheus. The slice goes from master data to an ERP-confirmed invoice; forecast
-versions and a poison message are published the way producers publish (the forecasting service
-is built separately; a poison message is what dead letters are for); a reconciliation runs.
+of deploy/prometheus. The slice goes from master data to an ERP-confirmed invoice and a forecast
+version (forecasting publishes it on FORECAST); a poison message, published by hand, is what
+dead letters are for; a reconciliation runs.
 """
 
 import asyncio
@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from accrue.embedded import EmbeddedPrometheus, find_prometheus
-from accrue.events.v1 import forecast_events_pb2 as fev
 from accrue.testing.stack import Stack
 
 pytestmark = [
@@ -97,44 +96,6 @@ async def thin_slice(api: httpx.AsyncClient, f: dict[str, Any]) -> None:
             await asyncio.sleep(0.2)
 
 
-async def publish_forecasts(nats_url: str, le: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        previous = ""
-        for n, revenue in enumerate(("10000.00", "12500.00")):
-            version = fev.ForecastVersionPublished(
-                version_id=str(uuid.uuid4()),
-                name=f"proof {n}",
-                previous_version_id=previous,
-                totals=[
-                    fev.ForecastVersionTotal(
-                        legal_entity_id=le,
-                        month="2026-10",
-                        currency="GBP",
-                        forecast_revenue="900.00",
-                        actual_revenue="850.00",
-                    ),
-                    fev.ForecastVersionTotal(
-                        legal_entity_id=le,
-                        month="2026-11",
-                        currency="GBP",
-                        forecast_revenue=revenue,
-                        actual_revenue="1200.00",
-                    ),
-                ],
-            )
-            version.create_time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=n))
-            await js.publish(
-                f"forecast.version.published.{version.version_id}",
-                version.SerializeToString(),
-                headers=_headers("forecast.version.published", version.DESCRIPTOR.full_name),
-            )
-            previous = version.version_id
-    finally:
-        await nc.close()
-
-
 async def publish_poison_message(nats_url: str) -> None:
     """A body that does not decode: consumers of time.entry.approved dead-letter it at once."""
     nc = await nats.connect(nats_url)
@@ -188,7 +149,8 @@ async def test_every_panel_has_data_and_every_rule_loads(
             while len((await ok(prom.get("/api/v1/query", params={"query": query})))["data"]["result"]) < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.5)
         await thin_slice(api, f)
-        await publish_forecasts(module_nats_url, le)
+        # A forecast version from the forecasting service, published on FORECAST.
+        await ok(api.post("/v1/forecast-versions", json={"name": f"proof {round_}"}))
         await asyncio.sleep(3)  # a few scrapes between the rounds
     await publish_poison_message(module_nats_url)
     await ok(api.get("/v1/reconciliation", params={"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}))
@@ -225,6 +187,11 @@ async def test_every_panel_has_data_and_every_rule_loads(
     loaded = {r["name"]: r for g in rules for r in g["rules"]}
     assert set(loaded) == expected
     assert {name: r["health"] for name, r in loaded.items() if r["health"] != "ok"} == {}
-    # The poison message is a dead letter, and the alert for it fires (for: 1m is too long to
-    # wait here, so pending is the proof that the rule sees it).
-    assert loaded["AccrueDeadLettersPresent"]["state"] in ("pending", "firing")
+    # The poison message is a dead letter, and the alert for it goes off (its `for: 1m` is too
+    # long to wait here, so pending is the proof that the rule sees it; the gauge behind it is
+    # recomputed every 10 s).
+    async with asyncio.timeout(30):
+        while loaded["AccrueDeadLettersPresent"]["state"] not in ("pending", "firing"):
+            await asyncio.sleep(1)
+            rules = (await ok(prom.get("/api/v1/rules")))["data"]["groups"]
+            loaded = {r["name"]: r for g in rules for r in g["rules"]}

@@ -123,6 +123,9 @@ async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
         ],
     )
     stray.post_time.FromDatetime(dt.datetime.now(dt.UTC))
+    # A whole invoice, as billing would publish it (forecasting reads its period too).
+    stray.create_time.FromDatetime(dt.datetime.now(dt.UTC))
+    stray.period_start, stray.period_end, stray.number = "2026-11-01", "2026-11-30", "STRAY-1"
     nc = await nats.connect(module_nats_url)
     try:
         js = nc.jetstream()

@@ -168,6 +168,24 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
 
     await eventually(failure_open)
 
+    # The same lags as JSON-able KPIs, over the last 30 days (the 40-day-old approval is out).
+    k = await kpis_of(env, le)
+    assert k is not None
+    assert (
+        k.approval_lag.entry_count,
+        k.approval_lag.median.ToSeconds(),
+        k.approval_lag.p90.ToSeconds(),
+    ) == (
+        2,
+        int(1.5 * 3600),
+        int(1.9 * 3600),
+    )
+    assert (k.invoice_lag_draft.entry_count, k.invoice_lag_draft.median.ToSeconds()) == (1, 10 * 86400)
+    assert (k.invoice_lag_posted.entry_count, k.invoice_lag_posted.p90.ToSeconds()) == (1, 10 * 86400)
+    reply = await env.stub.GetKpis(api.GetKpisRequest())
+    (billing_consumer,) = [c for c in reply.kpis.consumers if c.consumer == "observability-billing"]
+    assert billing_consumer.delivered >= 4
+
     async with httpx.AsyncClient() as http:
 
         async def exported() -> bool:
@@ -186,6 +204,28 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
     assert f'accrue_erp_postings_total{{legal_entity="{le}"}} 1.0' in text
     assert f'accrue_erp_posting_backlog_invoices{{legal_entity="{le}"}} 0.0' in text
     assert 'accrue_sync_backlog_messages{consumer="observability-billing",stream="BILLING"}' in text
+
+
+async def test_a_credit_note_does_not_bill_the_entries_it_names_and_a_void_releases_them(env: Any) -> None:
+    le = f"le-{uuid.uuid4().hex[:8]}"
+    e = entry(le, "4", 3, 1)
+    await publish(env.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+
+    async def unbilled(hours: str) -> bool:
+        k = await kpis_of(env, le)
+        return k is not None and Decimal(k.unbilled_approved_hours) == Decimal(hours)
+
+    await eventually(lambda: unbilled("4"))
+    credit = invoice(le, [e], bl.INVOICE_STATUS_DRAFT, "-600.00")
+    credit.lines[0].kind = bl.INVOICE_LINE_KIND_CREDIT
+    draft = invoice(le, [e], bl.INVOICE_STATUS_DRAFT, "600.00")
+    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=draft))
+    await eventually(lambda: unbilled("0"))
+    # The credit note names the entry but does not take it over: voiding the draft releases it.
+    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=credit))
+    draft.status = bl.INVOICE_STATUS_VOID
+    await publish(env.js, "billing.invoice.voided", le, bev.InvoiceVoided(invoice=draft, reason="wrong"))
+    await eventually(lambda: unbilled("4"))
 
 
 async def test_forecast_variance_against_the_previous_version_and_actuals(env: Any) -> None:

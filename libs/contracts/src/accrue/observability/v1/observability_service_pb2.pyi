@@ -7,6 +7,7 @@ from accrue.observability.v1 import resources_pb2 as _resources_pb2
 from accrue.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -168,6 +169,9 @@ class LegalEntityKpis(_message.Message):
     ERP_POSTING_FAILURES_OPEN_FIELD_NUMBER: _builtins.int
     FORECAST_VARIANCE_FIELD_NUMBER: _builtins.int
     RECONCILIATION_DIFFERENCES_FIELD_NUMBER: _builtins.int
+    APPROVAL_LAG_FIELD_NUMBER: _builtins.int
+    INVOICE_LAG_DRAFT_FIELD_NUMBER: _builtins.int
+    INVOICE_LAG_POSTED_FIELD_NUMBER: _builtins.int
     legal_entity_id: _builtins.str
     """The legal entity."""
     unbilled_approved_hours: _builtins.str
@@ -192,6 +196,18 @@ class LegalEntityKpis(_message.Message):
     def forecast_variance(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForecastVariance]:
         """Forecast variance in the legal entity's base currency."""
 
+    @_builtins.property
+    def approval_lag(self) -> Global___LagKpis:
+        """Submitted → approved, over entries approved in the last 30 days."""
+
+    @_builtins.property
+    def invoice_lag_draft(self) -> Global___LagKpis:
+        """Approved → on a draft invoice, over entries drafted in the last 30 days."""
+
+    @_builtins.property
+    def invoice_lag_posted(self) -> Global___LagKpis:
+        """Approved → confirmed by the ERP, over entries posted in the last 30 days."""
+
     def __init__(
         self,
         *,
@@ -204,14 +220,51 @@ class LegalEntityKpis(_message.Message):
         erp_posting_failures_open: _builtins.int = ...,
         forecast_variance: _abc.Iterable[Global___ForecastVariance] | None = ...,
         reconciliation_differences: _builtins.int = ...,
+        approval_lag: Global___LagKpis | None = ...,
+        invoice_lag_draft: Global___LagKpis | None = ...,
+        invoice_lag_posted: Global___LagKpis | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_lag", b"approval_lag", "invoice_lag_draft", b"invoice_lag_draft", "invoice_lag_posted", b"invoice_lag_posted"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["erp_posting_backlog", b"erp_posting_backlog", "erp_posting_failures_open", b"erp_posting_failures_open", "forecast_variance", b"forecast_variance", "legal_entity_id", b"legal_entity_id", "oldest_unbilled_age_days", b"oldest_unbilled_age_days", "reconciliation_differences", b"reconciliation_differences", "unbilled_approved_hours", b"unbilled_approved_hours", "unbilled_approved_value", b"unbilled_approved_value", "unbilled_by_age", b"unbilled_by_age"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_lag", b"approval_lag", "erp_posting_backlog", b"erp_posting_backlog", "erp_posting_failures_open", b"erp_posting_failures_open", "forecast_variance", b"forecast_variance", "invoice_lag_draft", b"invoice_lag_draft", "invoice_lag_posted", b"invoice_lag_posted", "legal_entity_id", b"legal_entity_id", "oldest_unbilled_age_days", b"oldest_unbilled_age_days", "reconciliation_differences", b"reconciliation_differences", "unbilled_approved_hours", b"unbilled_approved_hours", "unbilled_approved_value", b"unbilled_approved_value", "unbilled_by_age", b"unbilled_by_age"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LegalEntityKpis: _TypeAlias = LegalEntityKpis  # noqa: Y015
+
+@_typing.final
+class LagKpis(_message.Message):
+    """LagKpis summarize a lag over recent time entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    MEDIAN_FIELD_NUMBER: _builtins.int
+    P90_FIELD_NUMBER: _builtins.int
+    entry_count: _builtins.int
+    """How many entries."""
+    @_builtins.property
+    def median(self) -> _duration_pb2.Duration:
+        """The median."""
+
+    @_builtins.property
+    def p90(self) -> _duration_pb2.Duration:
+        """The 90th percentile."""
+
+    def __init__(
+        self,
+        *,
+        entry_count: _builtins.int = ...,
+        median: _duration_pb2.Duration | None = ...,
+        p90: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["median", b"median", "p90", b"p90"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_count", b"entry_count", "median", b"median", "p90", b"p90"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LagKpis: _TypeAlias = LagKpis  # noqa: Y015
 
 @_typing.final
 class ConsumerBacklog(_message.Message):
@@ -223,6 +276,9 @@ class ConsumerBacklog(_message.Message):
     CONSUMER_FIELD_NUMBER: _builtins.int
     NUM_PENDING_FIELD_NUMBER: _builtins.int
     NUM_ACK_PENDING_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    REDELIVERED_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     """The stream."""
     consumer: _builtins.str
@@ -231,6 +287,12 @@ class ConsumerBacklog(_message.Message):
     """Messages not yet delivered."""
     num_ack_pending: _builtins.int
     """Messages delivered and not yet acknowledged."""
+    delivered: _builtins.int
+    """Messages delivered so far (the consumer's delivered sequence)."""
+    redelivered: _builtins.int
+    """Messages delivered more than once and not yet acknowledged."""
+    dead_letters: _builtins.int
+    """Messages this consumer gave up on (in the dead-letter stream)."""
     def __init__(
         self,
         *,
@@ -238,10 +300,13 @@ class ConsumerBacklog(_message.Message):
         consumer: _builtins.str = ...,
         num_pending: _builtins.int = ...,
         num_ack_pending: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        redelivered: _builtins.int = ...,
+        dead_letters: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "num_ack_pending", b"num_ack_pending", "num_pending", b"num_pending", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "dead_letters", b"dead_letters", "delivered", b"delivered", "num_ack_pending", b"num_ack_pending", "num_pending", b"num_pending", "redelivered", b"redelivered", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

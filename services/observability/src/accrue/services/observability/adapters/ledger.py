@@ -74,6 +74,15 @@ class ForecastVersionTotals:
     totals: list[MonthTotal]
 
 
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """A lag over recent entries of one legal entity, in seconds."""
+
+    entry_count: int
+    median: float
+    p90: float
+
+
 # Statuses only move forward; an older event arriving late must not move one back.
 _STATUS_RANK = {"DRAFT": 1, "APPROVED": 2, "POSTED": 3, "VOID": 4}
 
@@ -208,6 +217,35 @@ class WorkLedger:
             UnbilledWork(r[0], Decimal(r[3]), Decimal(r[4]) if r[4] is not None else None, r[1] or "", r[2])
             for r in rows
         ]
+
+    async def lags(self, since: dt.datetime) -> dict[tuple[str, str], Lag]:
+        """Per (legal entity, lag): approval, draft and posted lags of entries since `since`.
+
+        approval: submitted → approved, for entries approved since; draft: approved → drafted,
+        for entries drafted since; posted: approved → confirmed, for entries posted since.
+        """
+        t = work_ledger
+        kinds = {
+            "approval": (t.c.submit_time, t.c.approve_time),
+            "draft": (t.c.approve_time, t.c.invoice_time),
+            "posted": (t.c.approve_time, t.c.post_time),
+        }
+        out: dict[tuple[str, str], Lag] = {}
+        for kind, (start, end) in kinds.items():
+            seconds = sa.func.greatest(sa.extract("epoch", end - start), 0)
+            rows = await self._conn.execute(
+                sa.select(
+                    t.c.legal_entity_id,
+                    sa.func.count(),
+                    sa.func.percentile_cont(0.5).within_group(seconds),
+                    sa.func.percentile_cont(0.9).within_group(seconds),
+                )
+                .where(start.is_not(None), end.is_not(None), end >= since, t.c.legal_entity_id.is_not(None))
+                .group_by(t.c.legal_entity_id)
+            )
+            for r in rows:
+                out[(r[0], kind)] = Lag(int(r[1]), float(r[2]), float(r[3]))
+        return out
 
     # --- invoices -----------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ TIME: approvals (unbilled work, approval lag) and reversals. BILLING: the invoic
 (invoice lag, ERP confirmations, posting backlog) and exceptions (ERP posting failures).
 FORECAST: published versions (variance). Dead letters and consumer backlogs are read from
 JetStream's own state instead (adapters/jetstream.py), so no consumer is needed for them.
+
+Every handler is an idempotent upsert into the ledger, so a fetched batch is applied in one
+transaction (apply_batches): a burst of approvals costs one commit per batch, not per event.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def subscriptions(app: Observability) -> list[Subscription]:
             stream="MD",
             filter_subjects=("md.legal_entity.upserted.>",),
             handlers={"md.legal_entity.upserted": Handler(mev.LegalEntityUpserted, legal_entity)},
+            apply_batches=True,
         ),
         Subscription(
             durable="observability-time",
@@ -67,6 +71,7 @@ def subscriptions(app: Observability) -> list[Subscription]:
                 "time.entry.approved": Handler(tev.TimeEntryApproved, approved),
                 "time.entry.reversed": Handler(tev.TimeEntryReversed, reversed_),
             },
+            apply_batches=True,
         ),
         Subscription(
             durable="observability-billing",
@@ -77,6 +82,7 @@ def subscriptions(app: Observability) -> list[Subscription]:
                 "billing.exception.raised": Handler(bev.BillingExceptionRaised, raised),
                 "billing.exception.resolved": Handler(bev.BillingExceptionResolved, resolved),
             },
+            apply_batches=True,
         ),
         Subscription(
             durable="observability-forecast",

@@ -9,9 +9,10 @@ from accrue.observability.v1 import observability_service_pb2 as api
 from accrue.observability.v1 import observability_service_pb2_grpc as api_grpc
 from accrue.observability.v1 import resources_pb2 as res
 from accrue.runtime.grpc_types import Context
+from accrue.services.observability.adapters.ledger import Lag
+from accrue.services.observability.adapters.proto import legal_entity_reconciliation, money
 from accrue.services.observability.domain.forecast import Variance
 from accrue.services.observability.domain.kpis import AGE_BUCKETS
-from accrue.services.observability.entrypoints.encoding import legal_entity_reconciliation, money
 from accrue.services.observability.service_layer.handlers import ERP_POST_FAILED, Observability
 
 SECONDS_PER_DAY = 86400
@@ -27,6 +28,15 @@ def _variance(v: Variance, version_id: str) -> api.ForecastVariance:
         against_actuals=format_decimal(v.against_actuals, 2),
         version_id=version_id,
     )
+
+
+def _lag(lag: Lag | None) -> api.LagKpis | None:
+    if lag is None:
+        return None
+    message = api.LagKpis(entry_count=lag.entry_count)
+    message.median.FromNanoseconds(round(lag.median * 1e9))
+    message.p90.FromNanoseconds(round(lag.p90 * 1e9))
+    return message
 
 
 class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
@@ -66,6 +76,9 @@ class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
                         if v.legal_entity_id == entity
                     ],
                     reconciliation_differences=kpis.reconciliation_differences.get(entity, 0),
+                    approval_lag=_lag(kpis.lags.get((entity, "approval"))),
+                    invoice_lag_draft=_lag(kpis.lags.get((entity, "draft"))),
+                    invoice_lag_posted=_lag(kpis.lags.get((entity, "posted"))),
                 )
             )
         message = api.Kpis(
@@ -80,6 +93,9 @@ class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
                     consumer=b.consumer,
                     num_pending=b.num_pending,
                     num_ack_pending=b.num_ack_pending,
+                    delivered=b.delivered,
+                    redelivered=b.redelivered,
+                    dead_letters=kpis.dead_letters.get(b.consumer, 0),
                 )
                 for b in kpis.backlogs
             ],

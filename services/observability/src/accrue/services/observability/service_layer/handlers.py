@@ -15,7 +15,13 @@ from accrue.events.v1 import observability_events_pb2 as oev
 from accrue.money import parse_decimal
 from accrue.runtime.validation import Violations
 from accrue.services.observability.adapters.jetstream import Backlog, StreamState
-from accrue.services.observability.adapters.ledger import ForecastVersionTotals, InvoiceRecord, PostedLine
+from accrue.services.observability.adapters.ledger import (
+    ForecastVersionTotals,
+    InvoiceRecord,
+    Lag,
+    PostedLine,
+)
+from accrue.services.observability.adapters.proto import legal_entity_reconciliation
 from accrue.services.observability.adapters.sources import StageSources
 from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
 from accrue.services.observability.domain.forecast import MonthTotal, Variance, forecast_variance
@@ -32,6 +38,8 @@ from accrue.telemetry import get_logger
 log = get_logger(__name__)
 
 ERP_POST_FAILED = "ERP_POST_FAILED"
+# The KPIs' lags are over the entries of this recent window.
+LAG_WINDOW = dt.timedelta(days=30)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Kpis:
     variance: list[Variance] = field(default_factory=list)
     forecast_version_id: str = ""
     reconciliation_differences: dict[str, int] = field(default_factory=dict)
+    lags: dict[tuple[str, str], Lag] = field(default_factory=dict)
 
     @property
     def dead_letter_total(self) -> int:
@@ -56,7 +65,7 @@ class Kpis:
         """Every legal entity any figure names."""
         names = set(self.figures.by_legal_entity) | set(self.posting_backlog)
         names |= {le for le, _ in self.open_exceptions} | {v.legal_entity_id for v in self.variance}
-        names |= set(self.reconciliation_differences)
+        names |= set(self.reconciliation_differences) | {le for le, _ in self.lags}
         return sorted(names)
 
 
@@ -146,7 +155,9 @@ class Observability:
                 updated,
             )
         )
-        ids = [i for line in invoice.lines for i in line.source_time_entry_ids]
+        # Only TIME lines bill entries; a credit note's lines name the entries it credits.
+        time_lines = [line for line in invoice.lines if line.kind == bl.INVOICE_LINE_KIND_TIME]
+        ids = [i for line in time_lines for i in line.source_time_entry_ids]
         le = invoice.legal_entity_id
         if event_type == "billing.invoice.voided":
             await uow.ledger.uninvoiced(invoice.id)
@@ -172,7 +183,7 @@ class Observability:
                         invoice.currency,
                         tuple(line.source_time_entry_ids),
                     )
-                    for line in invoice.lines
+                    for line in time_lines
                     if line.source_time_entry_ids
                 ],
             )
@@ -237,6 +248,7 @@ class Observability:
             exceptions = await uow.ledger.open_exceptions()
             latest, previous = await uow.ledger.latest_forecast_versions()
             differences = await uow.ledger.latest_reconciliation_differences()
+            lags = await uow.ledger.lags(now - LAG_WINDOW)
         variance: list[Variance] = []
         if latest is not None:
             variance = forecast_variance(
@@ -252,12 +264,14 @@ class Observability:
             variance,
             latest.version_id if latest else "",
             differences,
+            lags,
         )
         if legal_entity_id:
             kpis.posting_backlog = {k: v for k, v in backlog.items() if k == legal_entity_id}
             kpis.open_exceptions = {k: v for k, v in exceptions.items() if k[0] == legal_entity_id}
             kpis.variance = [v for v in variance if v.legal_entity_id == legal_entity_id]
             kpis.reconciliation_differences = {k: v for k, v in differences.items() if k == legal_entity_id}
+            kpis.lags = {k: v for k, v in lags.items() if k[0] == legal_entity_id}
         return kpis
 
     def _export(self, kpis: Kpis) -> None:
@@ -390,8 +404,6 @@ class Observability:
         return report
 
     def _mismatch_event(self, report: ReconciliationReport, entity: LegalEntityResult) -> Event:
-        from accrue.services.observability.entrypoints.encoding import legal_entity_reconciliation
-
         return Event(
             "observability.reconciliation.mismatch_found",
             entity.legal_entity_id,

@@ -1,4 +1,4 @@
-"""Domain results as protobuf messages (for the gRPC API and the events)."""
+"""Domain results as protobuf messages: shared by the gRPC API and the events."""
 
 from __future__ import annotations
 
