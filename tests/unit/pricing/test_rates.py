@@ -42,3 +42,23 @@ def test_no_rate_for_another_role_or_outside_the_dates() -> None:
 def test_an_override_for_another_consultant_never_applies() -> None:
     card = [entry("theirs", "100", D(2026, 1, 1), who="c2")]
     assert resolve_rate(card, consultant_id="c1", labor_category_id="sc", day=D(2026, 3, 1)) is None
+
+
+def test_a_master_data_entry_reads_as_the_rule_s_entry() -> None:
+    from accrue.masterdata.v1 import resources_pb2 as md
+
+    open_ended = RateEntry.of(
+        md.RateCardEntry(id="e1", labor_category_id="sc", rate="150.125", effective_from="2026-07-01")
+    )
+    assert open_ended == RateEntry("e1", "sc", None, Decimal("150.125"), dt.date(2026, 7, 1), None)
+    override = RateEntry.of(
+        md.RateCardEntry(
+            id="e2",
+            labor_category_id="sc",
+            consultant_id="c1",
+            rate="200",
+            effective_from="2026-01-01",
+            effective_to="2026-06-30",
+        )
+    )
+    assert (override.consultant_id, override.effective_to) == ("c1", dt.date(2026, 6, 30))

@@ -6,6 +6,20 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
+
+from accrue.money import parse_decimal
+
+
+class RateCardEntryMessage(Protocol):
+    """What reading an entry needs of accrue.masterdata.v1.RateCardEntry (or its projection)."""
+
+    id: str
+    labor_category_id: str
+    consultant_id: str
+    rate: str
+    effective_from: str
+    effective_to: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +32,19 @@ class RateEntry:
     rate: Decimal
     effective_from: dt.date
     effective_to: dt.date | None
+
+    @classmethod
+    def of(cls, entry: RateCardEntryMessage) -> RateEntry:
+        """The rule's view of a master-data rate-card entry (decimal and ISO-date strings,
+        "" for no consultant and no end), as every service that prices time reads it."""
+        return cls(
+            id=entry.id,
+            labor_category_id=entry.labor_category_id,
+            consultant_id=entry.consultant_id or None,
+            rate=parse_decimal(entry.rate),
+            effective_from=dt.date.fromisoformat(entry.effective_from),
+            effective_to=dt.date.fromisoformat(entry.effective_to) if entry.effective_to else None,
+        )
 
     def covers(self, day: dt.date) -> bool:
         """True when the entry is in effect on day (both ends inclusive)."""

@@ -112,17 +112,6 @@ def _latest_on(rates: Sequence[Any], day: dt.date, date_field: str) -> Any | Non
     return max(candidates, key=lambda r: getattr(r, date_field), default=None)
 
 
-def _rate_entry(entry: md.RateCardEntry) -> RateEntry:
-    return RateEntry(
-        id=entry.id,
-        labor_category_id=entry.labor_category_id,
-        consultant_id=entry.consultant_id or None,
-        rate=parse_decimal(entry.rate),
-        effective_from=dt.date.fromisoformat(entry.effective_from),
-        effective_to=dt.date.fromisoformat(entry.effective_to) if entry.effective_to else None,
-    )
-
-
 def describe(line: DraftLine, currency: str, name: str = "") -> str:
     """The text printed on the invoice."""
     hours = format_decimal(line.quantity, 2)
@@ -194,7 +183,7 @@ class RunPricer:
                 card_id
             )
             self._cards[card_id] = (
-                (found, {e.id: _rate_entry(e) for e in found.rates})
+                (found, {e.id: RateEntry.of(e) for e in found.rates})
                 if isinstance(found, md.RateCard)
                 else None
             )

@@ -151,17 +151,7 @@ async def load_inputs(
             contract_line_id=line.id if line is not None else "",
             cap_amount=_dec(line.cap_amount) if line is not None else None,
             rate_currency=card.currency if card is not None else "",
-            rates=tuple(
-                RateEntry(
-                    e.id,
-                    e.labor_category_id,
-                    e.consultant_id or None,
-                    Decimal(e.rate),
-                    dt.date.fromisoformat(e.effective_from),
-                    _date(e.effective_to),
-                )
-                for e in (card.rates if card is not None else ())
-            ),
+            rates=tuple(RateEntry.of(e) for e in (card.rates if card is not None else ())),
         )
 
     people = {

@@ -1016,7 +1016,7 @@ class MasterData:
         if card.HasField("deactivate_time"):
             raise NotFound(f"rate card {card.code} is deactivated", reason="RATE_CARD_DEACTIVATED")
         entry = resolve_rate(
-            (rate_entry(e) for e in card.rates),
+            (RateEntry.of(e) for e in card.rates),
             consultant_id=consultant_id,
             labor_category_id=labor_category_id,
             day=day,
@@ -1159,15 +1159,3 @@ def _insert_order(kind: Kind, rows: list[_Row]) -> list[_Row]:
     for row in rows:
         place(row)
     return ordered
-
-
-def rate_entry(entry: md.RateCardEntry) -> RateEntry:
-    """The pricing rule's view of a rate-card entry (stored entries are already validated)."""
-    return RateEntry(
-        id=entry.id,
-        labor_category_id=entry.labor_category_id,
-        consultant_id=entry.consultant_id or None,
-        rate=parse_decimal(entry.rate),
-        effective_from=dt.date.fromisoformat(entry.effective_from),
-        effective_to=dt.date.fromisoformat(entry.effective_to) if entry.effective_to else None,
-    )

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import MasterDataReader
-from accrue.money import parse_decimal
 from accrue.pricing import RateEntry
 from accrue.services.timekeeping.adapters.repository import driver
 from accrue.services.timekeeping.adapters.tables import md_projection
@@ -241,17 +240,7 @@ class FactsLoader:
             card = cards.get(line.rate_card_id)
             if isinstance(card, md.RateCard) and _active(card):
                 currency = card.currency
-                rates = tuple(
-                    RateEntry(
-                        id=e.id,
-                        labor_category_id=e.labor_category_id,
-                        consultant_id=e.consultant_id or None,
-                        rate=parse_decimal(e.rate),
-                        effective_from=dt.date.fromisoformat(e.effective_from),
-                        effective_to=_date(e.effective_to),
-                    )
-                    for e in card.rates
-                )
+                rates = tuple(RateEntry.of(e) for e in card.rates)
             model = _strip("BILLING_MODEL_", md.BillingModel.Name(line.billing_model))
             self._pricing[project_id] = PricingFacts(billing_model=model, currency=currency, rates=rates)
 
