@@ -113,6 +113,29 @@ def is_map(fd: FieldDescriptor) -> bool:
     return fd.message_type is not None and fd.message_type.GetOptions().map_entry
 
 
+# Well-known types whose proto3 JSON is a string (an RFC 3339 instant, "1.5s", "a,b").
+STRING_WKT = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"})
+# 64-bit integer kinds: a decimal string in proto3 JSON.
+INT64_KINDS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def has_enum_value_options(descriptor: Descriptor) -> bool:
+    """Whether an enum field's values carry options (e.g. a JSON name) that only json_format
+    reads: the compiled JSON plans leave such messages to it."""
+    return any(
+        fd.type == FieldDescriptor.TYPE_ENUM and any(v.has_options for v in enum_of(fd).values)
+        for fd in descriptor.fields
+    )
+
+
 def load_catalog(files: descriptor_pb2.FileDescriptorSet, services: Sequence[str]) -> Catalog:
     """Build the pool from a FileDescriptorSet and collect the named services' HTTP rules."""
     pool = descriptor_pool.DescriptorPool()

@@ -24,7 +24,14 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from accrue.services.gateway.catalog import enum_of, is_map, message_of
+from accrue.services.gateway.catalog import (
+    INT64_KINDS,
+    STRING_WKT,
+    enum_of,
+    has_enum_value_options,
+    is_map,
+    message_of,
+)
 
 F = FieldDescriptor
 # Sets one field of a message from one JSON value, or raises _GiveUp.
@@ -32,11 +39,7 @@ Setter = Callable[[Any, Any], None]
 # Fills a message from a JSON object, or raises _GiveUp.
 Filler = Callable[[Any, Any], None]
 
-_STRING_WKT = frozenset(
-    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
-)
 _INT32 = frozenset({F.TYPE_INT32, F.TYPE_UINT32, F.TYPE_SINT32, F.TYPE_FIXED32, F.TYPE_SFIXED32})
-_INT64 = frozenset({F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_SINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64})
 _DIGITS = re.compile(r"-?[0-9]+", re.ASCII)
 _FLOAT_MAX = 3.4028234663852886e38
 
@@ -78,10 +81,7 @@ class JsonParser:
         name = descriptor.full_name
         if name.startswith("google.protobuf.") and name != "google.protobuf.Empty":
             return _give_up  # wrappers, Struct, Value, Any... and the string WKTs as objects
-        if any(
-            fd.type == F.TYPE_ENUM and any(v.has_options for v in enum_of(fd).values)
-            for fd in descriptor.fields
-        ):
+        if has_enum_value_options(descriptor):
             return _give_up  # enum values may carry options (a JSON name) only json_format reads
         # JSON key -> (field number, setter); both the proto name and the JSON name are accepted.
         setters: dict[str, tuple[int, Setter]] = {}
@@ -121,7 +121,7 @@ class JsonParser:
             return _give_up
         if fd.type == F.TYPE_MESSAGE:
             descriptor = message_of(fd)
-            if descriptor.full_name in _STRING_WKT:
+            if descriptor.full_name in STRING_WKT:
                 read: Callable[[Any, Any], None] = _from_json_string
             else:
                 read = lambda value, sub: self._object(descriptor, value, sub)  # noqa: E731
@@ -171,7 +171,7 @@ class JsonParser:
             return _exact(bool)
         if kind in _INT32:
             return _exact(int)  # setattr checks the range (ValueError: give up)
-        if kind in _INT64:
+        if kind in INT64_KINDS:
             return _int64
         if kind == F.TYPE_DOUBLE:
             return _double

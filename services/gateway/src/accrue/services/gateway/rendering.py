@@ -20,17 +20,19 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal import type_checkers
 from google.protobuf.message import Message
 
-from accrue.services.gateway.catalog import enum_of, is_map, message_of
+from accrue.services.gateway.catalog import (
+    INT64_KINDS,
+    STRING_WKT,
+    enum_of,
+    has_enum_value_options,
+    is_map,
+    message_of,
+)
 
 F = FieldDescriptor
 Converter = Callable[[Any], Any]
 
-# Well-known types whose JSON form is their ToJsonString() (an RFC 3339 instant, "1.5s", "a,b").
-_STRING_WKT = frozenset(
-    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
-)
 _SINGULAR, _REPEATED, _MAP = 0, 1, 2
-_INT64 = frozenset({F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_SINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64})
 
 
 def _double(value: float) -> Any:
@@ -88,14 +90,11 @@ class JsonRenderer:
 
     def _compile(self, descriptor: Descriptor) -> Converter:
         name = descriptor.full_name
-        if name in _STRING_WKT:
+        if name in STRING_WKT:
             return _to_json_string
         if name.startswith("google.protobuf.") and name != "google.protobuf.Empty":
             return _via_json_format  # wrappers, Struct, Value, ListValue, Any
-        if any(
-            fd.type == F.TYPE_ENUM and any(v.has_options for v in enum_of(fd).values)
-            for fd in descriptor.fields
-        ):
+        if has_enum_value_options(descriptor):
             return _via_json_format  # enum values may carry options (a JSON name) only json_format reads
         plan: list[tuple[str, str, bool, int, Converter | None]] = []
 
@@ -130,7 +129,7 @@ class JsonRenderer:
                 return lambda _: None
             names = {value.number: value.name for value in enum.values}
             return lambda number: names.get(number, number)  # open enums keep unknown numbers
-        if kind in _INT64:
+        if kind in INT64_KINDS:
             return str
         if kind == F.TYPE_DOUBLE:
             return _double
