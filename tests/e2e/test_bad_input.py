@@ -1,19 +1,11 @@
 """Bad input through the gateway: 400 problem+json naming the field, and nothing written."""
 
-from typing import Any
-
 import httpx
 import pytest
 
+from accrue.testing.rest import problem
+
 pytestmark = pytest.mark.e2e
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    return body
 
 
 async def count(api: httpx.AsyncClient, path: str, collection: str) -> int:

@@ -13,48 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
+from accrue.testing.rest import approved_time, billed, ok
 from accrue.testing.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
 Firm = Callable[[str], Awaitable[dict[str, Any]]]
 FINANCE = {"actorId": "finance-lead"}
-
-
-async def ok(response: Awaitable[httpx.Response]) -> dict[str, Any]:
-    answer = await response
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-async def approved_time(api: httpx.AsyncClient, f: dict[str, Any], day: str, hours: str) -> dict[str, Any]:
-    entry = await ok(
-        api.post(
-            "/v1/time-entries",
-            json={
-                "consultantId": f["dev"]["id"],
-                "projectId": f["project"]["id"],
-                "workDate": day,
-                "hours": hours,
-            },
-        )
-    )
-    assert entry["status"] == "TIME_ENTRY_STATUS_PENDING_APPROVAL", entry
-    return await ok(api.post(f"/v1/time-entries/{entry['id']}:approve", json={"approverId": f["boss"]["id"]}))
-
-
-async def billed(api: httpx.AsyncClient, le: str, entry_ids: set[str]) -> list[dict[str, Any]]:
-    """Run billing until the entries (which reach billing asynchronously) are on the drafts."""
-    body = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30", "legalEntityId": le}
-    async with asyncio.timeout(20):
-        while True:
-            run = await ok(api.post("/v1/billing-runs", json=body))
-            on = {i for inv in run["invoices"] for line in inv["lines"] for i in line["sourceTimeEntryIds"]}
-            if on >= entry_ids:
-                invoices: list[dict[str, Any]] = run["invoices"]
-                return invoices
-            await asyncio.sleep(0.2)
 
 
 async def wait_posted(api: httpx.AsyncClient, invoice_id: str, within: float = 30) -> dict[str, Any]:

@@ -9,22 +9,10 @@ import httpx
 import pytest
 
 from accrue.db.engine import asyncpg_dsn
+from accrue.testing.rest import ok, problem
 from accrue.testing.stack import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def ok(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def ref(system: str, ext_id: str) -> dict[str, str]:
@@ -34,7 +22,7 @@ def ref(system: str, ext_id: str) -> dict[str, str]:
 async def upsert(
     api: httpx.AsyncClient, collection: str, field: str, rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = ok(await api.post(f"/v1/{collection}:batchUpsert", json={field: rows}))[
+    results: list[dict[str, Any]] = (await ok(api.post(f"/v1/{collection}:batchUpsert", json={field: rows})))[
         "results"
     ]
     return results
@@ -107,8 +95,8 @@ async def test_a_patch_changes_the_masked_fields_and_a_stale_etag_is_409(api: ht
     f = await firm(api, "PATCH")
     project = f["project"]
     path = f"/v1/projects/{project['id']}"
-    renamed = ok(
-        await api.patch(
+    renamed = await ok(
+        api.patch(
             path,
             params={"updateMask": "name,budgetHours"},
             json={"name": "Renamed", "budgetHours": "120", "etag": "1"},
@@ -124,29 +112,29 @@ async def test_a_patch_changes_the_masked_fields_and_a_stale_etag_is_409(api: ht
         await api.patch(path, json={"endDate": "2025-12-31", "status": "PROJECT_STATUS_CLOSED"}), 400
     )
     assert [(v["field"], v["code"]) for v in bad["violations"]] == [("endDate", "INVALID_RANGE")]
-    assert ok(await api.get(path))["etag"] == "2"
+    assert (await ok(api.get(path)))["etag"] == "2"
 
 
 async def test_deactivation_and_history_over_rest(api: httpx.AsyncClient) -> None:
     f = await firm(api, "HIST")
     consultant = f["consultant"]
     path = f"/v1/consultants/{consultant['id']}"
-    ok(
-        await api.patch(
+    await ok(
+        api.patch(
             path,
             params={"updateMask": "email", "actor": "dana", "source": "hr"},
             json={"email": "m@acme.test"},
         )
     )
-    gone = ok(await api.post(f"{path}:deactivate", json={"reason": "left the firm", "actor": "dana"}))
+    gone = await ok(api.post(f"{path}:deactivate", json={"reason": "left the firm", "actor": "dana"}))
     assert gone["deactivateTime"]
-    listed = ok(await api.get("/v1/consultants", params={"code": consultant["code"]}))
+    listed = await ok(api.get("/v1/consultants", params={"code": consultant["code"]}))
     assert listed["consultants"] == []
-    shown = ok(
-        await api.get("/v1/consultants", params={"code": consultant["code"], "showDeactivated": "true"})
+    shown = await ok(
+        api.get("/v1/consultants", params={"code": consultant["code"], "showDeactivated": "true"})
     )
     assert [c["id"] for c in shown["consultants"]] == [consultant["id"]]
-    changes = ok(await api.get(f"{path}/changes"))["changes"]
+    changes = (await ok(api.get(f"{path}/changes")))["changes"]
     assert [(c["kind"], c["actor"], c["source"]) for c in changes] == [
         ("CHANGE_KIND_CREATED", "hr", "hr"),  # a batch row without an actor: its source system acts
         ("CHANGE_KIND_UPDATED", "dana", "hr"),
@@ -209,8 +197,8 @@ async def test_fx_tax_and_rate_resolution_over_rest(api: httpx.AsyncClient) -> N
             },
         ],
     )
-    converted = ok(
-        await api.get(
+    converted = await ok(
+        api.get(
             "/v1/fx-rates:convert",
             params={"amount": "250.00", "fromCurrency": "CHF", "toCurrency": "EUR", "date": "2026-07-15"},
         )
@@ -241,8 +229,8 @@ async def test_fx_tax_and_rate_resolution_over_rest(api: httpx.AsyncClient) -> N
             }
         ],
     )
-    tax = ok(
-        await api.get(
+    tax = await ok(
+        api.get(
             "/v1/tax-rates:resolve",
             params={"taxCode": "VAT-CH", "date": "2026-07-15", "amount": "1000", "currency": "CHF"},
         )
@@ -303,28 +291,30 @@ async def test_a_completed_milestone_is_billable_through_rest(api: httpx.AsyncCl
         )
     )[0]["milestone"]
     assert milestone["status"] == "MILESTONE_STATUS_PENDING"
-    done = ok(await api.post(f"/v1/milestones/{milestone['id']}:complete", json={"etag": milestone["etag"]}))
+    done = await ok(api.post(f"/v1/milestones/{milestone['id']}:complete", json={"etag": milestone["etag"]}))
     assert (done["status"], done["etag"]) == ("MILESTONE_STATUS_COMPLETED", "2")
     assert done["completeTime"]
 
     # Billing drafts it (the completion reaches billing as an event, so run until it is there);
     # billing's event in turn makes it INVOICED here, and a void makes it COMPLETED again.
     (le,) = [
-        e for e in ok(await api.get("/v1/legal-entities?pageSize=1000"))["legalEntities"] if e["code"] == "MS"
+        e
+        for e in (await ok(api.get("/v1/legal-entities?pageSize=1000")))["legalEntities"]
+        if e["code"] == "MS"
     ]
     run = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30", "legalEntityId": le["id"]}
     async with asyncio.timeout(20):
         while True:
-            invoices = ok(await api.post("/v1/billing-runs", json=run))["invoices"]
+            invoices = (await ok(api.post("/v1/billing-runs", json=run)))["invoices"]
             drafts = [i for i in invoices if any(ln["milestoneId"] == milestone["id"] for ln in i["lines"])]
             if drafts:
                 break
             await asyncio.sleep(0.2)
     (draft,) = drafts
     assert (await milestone_status(api, milestone["id"], "MILESTONE_STATUS_INVOICED"))["etag"] == "3"
-    ok(await api.post(f"/v1/invoices/{draft['id']}:void", json={"actorId": "finance", "reason": "wrong fee"}))
+    await ok(api.post(f"/v1/invoices/{draft['id']}:void", json={"actorId": "finance", "reason": "wrong fee"}))
     await milestone_status(api, milestone["id"], "MILESTONE_STATUS_COMPLETED")
-    changes = ok(await api.get(f"/v1/milestones/{milestone['id']}/changes"))
+    changes = await ok(api.get(f"/v1/milestones/{milestone['id']}/changes"))
     billing = [c for c in changes["changes"] if c["source"] == "billing"]
     assert [c["reason"] for c in billing] == [
         f"invoice {draft['id']} drafted",
@@ -335,7 +325,7 @@ async def test_a_completed_milestone_is_billable_through_rest(api: httpx.AsyncCl
 async def milestone_status(api: httpx.AsyncClient, milestone_id: str, status: str) -> dict[str, Any]:
     async with asyncio.timeout(20):
         while True:
-            milestone = ok(await api.get(f"/v1/milestones/{milestone_id}"))
+            milestone = await ok(api.get(f"/v1/milestones/{milestone_id}"))
             if milestone["status"] == status:
                 break
             await asyncio.sleep(0.1)
@@ -343,7 +333,7 @@ async def milestone_status(api: httpx.AsyncClient, milestone_id: str, status: st
 
 
 async def test_the_new_operations_are_in_the_openapi_document(api: httpx.AsyncClient) -> None:
-    paths = ok(await api.get("/openapi.json"))["paths"]
+    paths = (await ok(api.get("/openapi.json")))["paths"]
     for path, method in (
         ("/v1/consultants/{id}", "patch"),
         ("/v1/consultants/{id}:deactivate", "post"),

@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from accrue.testing.rest import ok, problem
+
 pytestmark = pytest.mark.e2e
 
 Firm = Callable[[str], Awaitable[dict[str, Any]]]
@@ -22,20 +24,6 @@ def entry(f: dict[str, Any], day: str, hours: str, **extra: Any) -> dict[str, An
         "hours": hours,
         **extra,
     }
-
-
-async def ok(response: Awaitable[httpx.Response]) -> dict[str, Any]:
-    r = await response
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def consultant(api: httpx.AsyncClient, f: dict[str, Any], code: str) -> dict[str, Any]:

@@ -9,32 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from accrue.testing.rest import approved_time, ok
+
 pytestmark = pytest.mark.e2e
 
 Firm = Callable[[str], Awaitable[dict[str, Any]]]
-
-
-async def ok(response: Awaitable[httpx.Response]) -> dict[str, Any]:
-    answer = await response
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-async def approve(api: httpx.AsyncClient, f: dict[str, Any], day: str, hours: str) -> dict[str, Any]:
-    entry = await ok(
-        api.post(
-            "/v1/time-entries",
-            json={
-                "consultantId": f["dev"]["id"],
-                "projectId": f["project"]["id"],
-                "workDate": day,
-                "hours": hours,
-            },
-        )
-    )
-    assert entry["status"] == "TIME_ENTRY_STATUS_PENDING_APPROVAL", entry
-    return await ok(api.post(f"/v1/time-entries/{entry['id']}:approve", json={"approverId": f["boss"]["id"]}))
 
 
 async def november(api: httpx.AsyncClient, project_id: str, **expected: str) -> dict[str, Any]:
@@ -60,7 +39,7 @@ async def test_approved_time_shows_in_the_forecast_and_versions_compare(
 ) -> None:
     f = await firm("-FC1")
     project = f["project"]["id"]
-    await approve(api, f, "2026-11-02", "7.5")
+    await approved_time(api, f, "2026-11-02", "7.5")
     forecast = await november(api, project, approvedHours="7.50", wip="1125.00")
     row = forecast["rows"][0]
     assert (row["currency"], row["baseAmounts"]["currency"], row["baseAmounts"]["wip"]) == (
@@ -74,7 +53,7 @@ async def test_approved_time_shows_in_the_forecast_and_versions_compare(
     first = await ok(api.post("/v1/forecast-versions", json={"name": "before more time"}))
     assert first["kind"] == "FORECAST_VERSION_KIND_ON_DEMAND"
     assert set(first["watermark"]) == {"TIME", "BILLING", "MD"}
-    await approve(api, f, "2026-11-03", "8")
+    await approved_time(api, f, "2026-11-03", "8")
     await november(api, project, approvedHours="15.50", wip="2325.00")
     second = await ok(api.post("/v1/forecast-versions", json={}))
     assert second["previousVersionId"] == first["id"]

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from accrue.embedded import EmbeddedPrometheus, find_prometheus
+from accrue.testing.rest import ok
 from accrue.testing.stack import Stack
 
 pytestmark = [
@@ -55,13 +56,6 @@ def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 async def prom(prometheus: EmbeddedPrometheus) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=prometheus.url, timeout=10) as client:
         yield client
-
-
-async def ok(response: Awaitable[httpx.Response]) -> dict[str, Any]:
-    answer = await response
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
 
 
 async def thin_slice(api: httpx.AsyncClient, f: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from accrue.billing.v1 import resources_pb2 as bl
 from accrue.events.v1 import billing_events_pb2 as bev
 from accrue.events.v1 import observability_events_pb2 as oev
 from accrue.observability.v1 import resources_pb2 as res
+from accrue.testing.rest import approved_time, billed, ok
 from accrue.testing.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -26,31 +27,6 @@ pytestmark = pytest.mark.e2e
 Firm = Callable[[str], Awaitable[dict[str, Any]]]
 FINANCE = {"actorId": "finance-lead"}
 PERIOD = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}
-
-
-async def ok(response: Awaitable[httpx.Response]) -> dict[str, Any]:
-    answer = await response
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-async def approved_time(api: httpx.AsyncClient, f: dict[str, Any], day: str, hours: str) -> dict[str, Any]:
-    body = {"consultantId": f["dev"]["id"], "projectId": f["project"]["id"], "workDate": day, "hours": hours}
-    entry = await ok(api.post("/v1/time-entries", json=body))
-    return await ok(api.post(f"/v1/time-entries/{entry['id']}:approve", json={"approverId": f["boss"]["id"]}))
-
-
-async def billed(api: httpx.AsyncClient, le: str, entry_ids: set[str]) -> list[dict[str, Any]]:
-    body = {**PERIOD, "legalEntityId": le}
-    async with asyncio.timeout(20):
-        while True:
-            run = await ok(api.post("/v1/billing-runs", json=body))
-            on = {i for inv in run["invoices"] for line in inv["lines"] for i in line["sourceTimeEntryIds"]}
-            if on >= entry_ids:
-                invoices: list[dict[str, Any]] = run["invoices"]
-                return invoices
-            await asyncio.sleep(0.2)
 
 
 async def reconciliation_until(
