@@ -119,7 +119,11 @@ async def kpis_of(e: Any, le: str) -> api.LegalEntityKpis | None:
 async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(env: Any) -> None:
     le = f"le-{uuid.uuid4().hex[:8]}"
     fresh, old, billed = entry(le, "3", 1, 2), entry(le, "5", 40, 24), entry(le, "8", 10, 1)
-    for e in (fresh, old, billed):
+    # Billable time on a fixed-fee line has no hourly rate: milestones bill it, so it is never
+    # unbilled work. Published first on the same subject, so it is in before the others count.
+    fixed_fee = entry(le, "7", 50, 1)
+    fixed_fee.ClearField("indicative_rate")
+    for e in (fixed_fee, fresh, old, billed):
         await publish(env.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
 
     async def unbilled(hours: str) -> bool:
@@ -194,9 +198,9 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
 
         await eventually(exported)
         text = (await http.get(env.metrics_url)).text
-    # Approval lag: submitted 2 h, 24 h and 1 h before approval.
-    assert f'accrue_approval_lag_seconds_count{{legal_entity="{le}"}} 3.0' in text
-    assert f'accrue_approval_lag_seconds_sum{{legal_entity="{le}"}} {27 * 3600}.0' in text
+    # Approval lag (every approval, fixed-fee time too): submitted 1 h, 2 h, 24 h and 1 h before.
+    assert f'accrue_approval_lag_seconds_count{{legal_entity="{le}"}} 4.0' in text
+    assert f'accrue_approval_lag_seconds_sum{{legal_entity="{le}"}} {28 * 3600}.0' in text
     # Invoice lag: one entry, approved 10 days before its draft and its posting.
     assert f'accrue_invoice_lag_seconds_count{{legal_entity="{le}",stage="draft"}} 1.0' in text
     assert f'accrue_invoice_lag_seconds_count{{legal_entity="{le}",stage="posted"}} 1.0' in text

@@ -187,7 +187,10 @@ class WorkLedger:
         return {r[0]: LedgerEntry(*r) for r in rows}
 
     async def unbilled(self, legal_entity_id: str = "") -> list[UnbilledWork]:
-        """Approved, billable, unreversed, uninvoiced work per legal entity, currency and approval day.
+        """Approved, hourly-billed, unreversed, uninvoiced work per legal entity, currency and approval day.
+
+        Hourly-billed: billable and priced by timekeeping (an indicative rate). Billable time on a
+        fixed-fee contract line has no rate: its milestones are billed, never its hours.
 
         Grouped by day (ages are whole days), so the answer stays small however much work waits;
         each group carries its earliest approval time, for the oldest age.
@@ -205,6 +208,7 @@ class WorkLedger:
             .where(
                 t.c.invoice_id.is_(None),
                 t.c.billable.is_(True),
+                t.c.rate.is_not(None),
                 t.c.hours.is_not(None),
                 t.c.reverse_time.is_(None),
             )

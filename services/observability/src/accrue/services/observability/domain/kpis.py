@@ -1,7 +1,9 @@
 """The business KPIs and how they are computed from the work ledger.
 
-Unbilled approved work: time that is approved and billable, not reversed and not yet on an
-invoice (a draft counts as invoiced). Its value is hours × the indicative rate timekeeping
+Unbilled approved work: time that is approved and billed by the hour (billable, with the
+indicative rate timekeeping found; billable time on a fixed-fee line has none, because its
+milestones are billed instead), not reversed and not yet on an invoice (a draft counts as
+invoiced). Its value is hours × the indicative rate timekeeping
 found at validation, summed per currency (billing prices again at the run, so this is an
 estimate). Its age is counted in whole days from the (UTC) day of approval, and reported in
 fixed buckets so the metric's labels stay bounded.
