@@ -225,6 +225,52 @@ async def test_identical_time_is_flagged_and_a_resubmission_by_ref_publishes_not
     assert all(s == f"time.entry.submitted.{w.f['project'].id}" for s in subjects)
 
 
+async def test_every_batch_row_whose_ref_names_other_content_conflicts(boot: Any) -> None:
+    w = await boot()
+    stored_ref = types_pb2.ExternalRef(system="harvest", id="stored")
+    new_ref = types_pb2.ExternalRef(system="harvest", id="new")
+    stored = await submit(w, entry(w, "2026-11-02", "4", notes="a", external_ref=stored_ref))
+    rows = [
+        entry(w, "2026-11-02", "5", notes="b", external_ref=stored_ref),  # differs from stored
+        entry(w, "2026-11-02", "5", notes="b", external_ref=stored_ref),  # the same again
+        entry(w, "2026-11-02", "4", notes="a", external_ref=stored_ref),  # what is stored
+        entry(w, "2026-11-03", "2", notes="c", external_ref=new_ref),  # creates the entry
+        entry(w, "2026-11-03", "2.00", notes="c", external_ref=new_ref),  # identical repeat
+        entry(w, "2026-11-03", "3", notes="c", external_ref=new_ref),  # differs from row 3
+    ]
+    reply = await w.tk.BatchSubmitTimeEntries(tka.BatchSubmitTimeEntriesRequest(time_entries=rows))
+    got = [r.time_entry for r in reply.results]
+    created = got[3]
+    assert (created.status, created.id != "") == (PENDING, True)
+
+    def conflict_with(result: tk.TimeEntry, holder: str) -> bool:
+        (violation,) = result.violations
+        return (result.id, result.status, violation.field, violation.code) == (
+            "",
+            REJECTED,
+            "external_ref",
+            "EXTERNAL_REF_CONFLICT",
+        ) and holder in violation.message
+
+    assert conflict_with(got[0], stored.id)
+    assert conflict_with(got[1], stored.id)
+    assert (got[2].id, got[2].status) == (stored.id, PENDING)
+    assert (got[4].id, got[4].status) == (created.id, PENDING)
+    assert conflict_with(got[5], created.id)
+    # Nothing else was stored under either reference, and the repeats published nothing.
+    listed = await w.tk.ListTimeEntries(tka.ListTimeEntriesRequest(consultant_id=w.f["dev"].id))
+    assert sorted(e.id for e in listed.time_entries) == sorted([stored.id, created.id])
+    kept = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=stored.id))).time_entry
+    assert (kept.hours, kept.notes, kept.etag) == (stored.hours, "a", stored.etag)
+
+    async def two_submitted() -> bool:
+        return len(await w.events.of("submitted")) == 2
+
+    await eventually(two_submitted)
+    await asyncio.sleep(0.5)
+    assert sorted(e.time_entry.id for e in await w.events.of("submitted")) == sorted([stored.id, created.id])
+
+
 async def test_racing_submissions_of_one_ref_store_one_entry_and_conflict_cleanly(boot: Any) -> None:
     w = await boot()
     ref = types_pb2.ExternalRef(system="harvest", id="race")

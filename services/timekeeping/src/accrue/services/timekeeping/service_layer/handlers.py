@@ -136,14 +136,13 @@ class Timekeeping:
             locked = await self._locked_through(uow, legal_entities)
             to_validate: list[tuple[int, Submission, TimeEntry | None]] = []
             claimed: dict[tuple[str, str], int] = {}
-            # A row repeating an earlier row's external_ref in the same batch: (first row, conflict?).
-            repeats: dict[int, tuple[int, bool]] = {}
+            # A row repeating an earlier row's external_ref in the same batch -> that first row.
+            repeats: dict[int, int] = {}
             for i, sub in enumerate(submissions):
                 ref = sub.external_ref
                 prior = existing.get(ref) if ref else None
                 if ref and ref in claimed:
-                    first = claimed[ref]
-                    repeats[i] = (first, submissions[first].fingerprint() != sub.fingerprint())
+                    repeats[i] = claimed[ref]
                     continue
                 if ref:
                     claimed[ref] = i
@@ -173,9 +172,13 @@ class Timekeeping:
             await uow.entries.add_all(new)
             await uow.commit()
 
-        for i, (first, conflict) in repeats.items():
+        for i, first in repeats.items():
+            # The reference already resolves to one entry (stored, or made by the first row):
+            # the repeat is judged against that entry's content, not the first row's, so a
+            # row repeating a conflicting row conflicts too instead of returning the entry.
             base = results[first]
             assert base is not None
+            conflict = base.entry.submission.fingerprint() != submissions[i].fingerprint()
             results[i] = SubmitResult(base.entry, conflict=conflict)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
