@@ -653,6 +653,51 @@ async def test_period_locks_refuse_time_and_reversals_until_reopened_with_a_reas
     assert got == reopened
 
 
+async def test_a_lock_on_a_legal_entity_master_data_does_not_know_is_refused(
+    boot: Any, database_url: str
+) -> None:
+    w = await boot()
+    typo = await failure(
+        w.tk.CreatePeriodLock(
+            tka.CreatePeriodLockRequest(
+                period_lock=tk.PeriodLock(legal_entity_id="le-typo", locked_through="2026-10-31", reason="x")
+            )
+        )
+    )
+    assert typo.code() == grpc.StatusCode.NOT_FOUND
+    assert "legal_entity_id" in (typo.details() or "")
+    assert violations(typo) == [("period_lock.legal_entity_id", "LEGAL_ENTITY_NOT_FOUND")]
+    assert list((await w.tk.ListPeriodLocks(tka.ListPeriodLocksRequest())).period_locks) == []
+    # A lock stored before the check existed cannot be reopened under an unknown entity either.
+    stray = str(uuid.uuid4())
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO timekeeping.period_locks (id, legal_entity_id, locked_through, reason,"
+                    " create_time) VALUES (:id, 'le-typo', '2026-10-31', 'x', now())"
+                ),
+                {"id": stray},
+            )
+    finally:
+        await engine.dispose()
+    reopen = await failure(
+        w.tk.ReopenPeriodLock(tka.ReopenPeriodLockRequest(id=stray, actor_id="cfo", reason="typo"))
+    )
+    assert reopen.code() == grpc.StatusCode.NOT_FOUND
+    assert violations(reopen) == [("legal_entity_id", "LEGAL_ENTITY_NOT_FOUND")]
+    assert (await w.tk.GetPeriodLock(tka.GetPeriodLockRequest(id=stray))).period_lock.active
+    # The real entity is not among the kinds projected from events: master data answers over
+    # gRPC, and the lock is stored.
+    real = await w.tk.CreatePeriodLock(
+        tka.CreatePeriodLockRequest(
+            period_lock=tk.PeriodLock(legal_entity_id=w.f["le"].id, locked_through="2026-10-31", reason="x")
+        )
+    )
+    assert real.period_lock.active
+
+
 async def projected(database_url: str) -> tuple[int, int]:
     engine = create_engine(database_url)
     try:

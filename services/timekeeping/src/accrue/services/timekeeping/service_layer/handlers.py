@@ -520,6 +520,7 @@ class Timekeeping:
         """
         now = self._clock()
         async with self._uow() as uow:
+            await _require_legal_entity(uow, legal_entity_id, "period_lock.legal_entity_id")
             await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, legal_entity_id)])
             current = (await uow.locks.latest_active([legal_entity_id])).get(legal_entity_id)
             if current is not None and through == current.locked_through:
@@ -544,6 +545,7 @@ class Timekeeping:
             peek = await uow.locks.get(lock_id)
             if peek is None:
                 raise NotFound(f"no period lock with id {lock_id!r}", reason="NOT_FOUND")
+            await _require_legal_entity(uow, peek.legal_entity_id, "legal_entity_id")
             await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, peek.legal_entity_id)])
             lock = await uow.locks.get(lock_id)
             assert lock is not None
@@ -693,6 +695,17 @@ def _chain(approver_id: str, managers: Mapping[str, str]) -> list[str]:
             break
         chain.append(current)
     return chain
+
+
+async def _require_legal_entity(uow: TimekeepingUnitOfWork, legal_entity_id: str, field: str) -> None:
+    # A lock on an id master data does not know would lock nothing, silently (a typo, say).
+    # Raised before anything is written, so the unit of work rolls back whole.
+    if not await uow.facts.legal_entity_known(legal_entity_id):
+        raise NotFound(
+            f"no legal entity with id {legal_entity_id!r} (legal_entity_id)",
+            [Violation(field, "LEGAL_ENTITY_NOT_FOUND", f"master data knows no legal entity {legal_entity_id!r}")],
+            reason="LEGAL_ENTITY_NOT_FOUND",
+        )
 
 
 def _require_reason(reason: str, message: str) -> None:
