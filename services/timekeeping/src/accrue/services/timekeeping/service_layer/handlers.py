@@ -703,7 +703,11 @@ async def _require_legal_entity(uow: TimekeepingUnitOfWork, legal_entity_id: str
     if not await uow.facts.legal_entity_known(legal_entity_id):
         raise NotFound(
             f"no legal entity with id {legal_entity_id!r} (legal_entity_id)",
-            [Violation(field, "LEGAL_ENTITY_NOT_FOUND", f"master data knows no legal entity {legal_entity_id!r}")],
+            [
+                Violation(
+                    field, "LEGAL_ENTITY_NOT_FOUND", f"master data knows no legal entity {legal_entity_id!r}"
+                )
+            ],
             reason="LEGAL_ENTITY_NOT_FOUND",
         )
 
