@@ -286,6 +286,83 @@ async def test_racing_submissions_of_one_ref_store_one_entry_and_conflict_cleanl
     assert stored[0].id in (refused[0].details() or "")
 
 
+async def test_the_project_managers_own_time_with_nobody_above_is_rejected_no_approver(boot: Any) -> None:
+    w = await boot()
+    f = w.f
+    # boss manages P1 and has no line manager: nobody may approve boss's time there.
+    await w.md.CreateAssignment(
+        mda.CreateAssignmentRequest(
+            assignment=md.Assignment(
+                project_id=f["project"].id,
+                consultant_id=f["boss"].id,
+                labor_category_id=f["lc"].id,
+                start_date="2026-01-01",
+                allocation_percent="50",
+            )
+        )
+    )
+    own = await submit(
+        w,
+        tk.TimeEntry(
+            consultant_id=f["boss"].id, project_id=f["project"].id, work_date="2026-11-02", hours="8"
+        ),
+    )
+    assert (own.status, own.approver_id) == (REJECTED, "")
+    assert [(v.field, v.code) for v in own.violations] == [("consultant_id", "NO_APPROVER")]
+    # lead manages P2 but has a line manager: that one approves.
+    await w.md.CreateAssignment(
+        mda.CreateAssignmentRequest(
+            assignment=md.Assignment(
+                project_id=f["p2"].id,
+                consultant_id=f["lead"].id,
+                labor_category_id=f["lc"].id,
+                start_date="2026-01-01",
+                allocation_percent="50",
+            )
+        )
+    )
+    leads = await submit(
+        w, tk.TimeEntry(consultant_id=f["lead"].id, project_id=f["p2"].id, work_date="2026-11-02", hours="8")
+    )
+    assert (leads.status, leads.approver_id) == (PENDING, f["director"].id)
+
+
+async def test_the_future_allowance_is_read_from_settings(boot: Any) -> None:
+    w = await boot(future_allowance_days=5)
+    today = dt.datetime.now(dt.UTC).date()
+    inside = await submit(w, entry(w, (today + dt.timedelta(days=5)).isoformat(), "8"))
+    assert (inside.status, list(inside.violations)) == (PENDING, [])
+    beyond = await submit(w, entry(w, (today + dt.timedelta(days=6)).isoformat(), "8"))
+    assert beyond.status == REJECTED
+    assert [(v.field, v.code) for v in beyond.violations] == [("work_date", "DATE_IN_FUTURE")]
+
+
+async def test_what_the_projection_misses_is_read_from_master_data_and_stored(
+    boot: Any, database_url: str
+) -> None:
+    w = await boot()
+    await eventually(lambda: _settled(database_url, w.events.url))
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:  # no event will bring these back: all were applied
+            await conn.execute(sa.text("DELETE FROM timekeeping.md_projection"))
+        ok = await submit(w, entry(w, "2026-11-02", "8"))
+        assert (ok.status, list(ok.violations), ok.approver_id) == (PENDING, [], w.f["boss"].id)
+        assert (ok.labor_category_id, ok.indicative_rate.amount) == (w.f["lc"].id, "150.00")
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT kind, id FROM timekeeping.md_projection"))).all()
+    finally:
+        await engine.dispose()
+    ids = {(kind, record_id) for kind, record_id in rows}
+    assert {
+        ("project", w.f["project"].id),
+        ("consultant", w.f["dev"].id),
+        ("contract", w.f["contract"].id),
+        ("rate_card", w.f["card"].id),
+    } <= ids
+    assert any(kind == "assignment" for kind, _ in ids)
+
+
 async def test_a_delegate_approves_for_the_approver_until_revoked(boot: Any) -> None:
     w = await boot()
     f = w.f
@@ -408,6 +485,11 @@ async def test_a_batch_decision_answers_each_entry_on_its_own(boot: Any) -> None
     for entry_id, as_published in published.items():
         stored = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=entry_id))).time_entry
         assert (as_published.status, as_published.etag) == (APPROVED, stored.etag)
+    # The subjects carry the entry's project, like submitted and reversed.
+    subjects = [s for s, _ in await w.events.all() if not s.startswith("time.entry.submitted.")]
+    assert sorted(subjects) == [f"time.entry.approved.{f['project'].id}"] * 2 + [
+        f"time.entry.declined.{f['project'].id}"
+    ]
 
 
 async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: Any) -> None:
@@ -437,6 +519,9 @@ async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: An
         1,
     )
     assert (event.time_entry.approver_id, event.time_entry.etag) == (f["director"].id, got.etag)
+    assert [s for s, _ in await w.events.all() if ".escalated." in s] == [
+        f"time.entry.escalated.{f['p2'].id}"
+    ]
     # The level cap holds: it stays with the director however long it waits.
     await asyncio.sleep(1.5)
     assert len(await w.events.of("escalated")) == 1
