@@ -820,6 +820,62 @@ async def test_the_projection_rebuilds_from_the_stream_on_demand(boot: Any, data
     assert (ok.status, ok.approver_id) == (PENDING, w.f["boss"].id)
 
 
+class CountingStub:
+    """The real master-data stub, counting the calls made through it and how many overlap."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+        self.calls: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        real = getattr(self._stub, method)
+
+        async def call(request: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, getattr(request, "id", "")))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await real(request, **kwargs)
+            finally:
+                self.in_flight -= 1
+
+        return call
+
+
+async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_time(
+    boot: Any, database_url: str
+) -> None:
+    w = await boot()
+    unknown = [f"no-such-project-{i}" for i in range(10)]
+    # Each unknown project named by three rows.
+    batch = [
+        Submission(w.f["dev"].id, pid, dt.date(2026, 11, 2), Decimal(1), None, None, str(n), None)
+        for n in range(3)
+        for pid in unknown
+    ]
+    engine = create_engine(database_url)
+    channel = grpc.aio.insecure_channel(w.masterdata_address)
+    stub = CountingStub(mdg.MasterDataServiceStub(channel))
+    app = Timekeeping(lambda: TimekeepingUnitOfWork(engine, MasterDataReader(stub, md_projection)))  # type: ignore[arg-type]
+    try:
+        first = await app.submit(batch)
+        asked = sorted(i for method, i in stub.calls if method == "GetProject")
+        assert asked == sorted(unknown)
+        assert stub.peak > 1
+        assert {(r.entry.status, r.entry.violations[0].code) for r in first} == {
+            (Status.REJECTED, "PROJECT_NOT_FOUND")
+        }
+        # Not remembered across requests: master data may know them by now.
+        stub.calls.clear()
+        await app.submit(batch[:1])
+        assert [i for method, i in stub.calls if method == "GetProject"] == [unknown[0]]
+    finally:
+        await channel.close()
+        await engine.dispose()
+
+
 async def _settled(database_url: str, nats_url: str) -> bool:
     """Master data published everything and timekeeping's consumer acknowledged all of it."""
     engine = create_engine(database_url)
