@@ -1,5 +1,7 @@
 """Bad input through the gateway: 400 problem+json naming the field, and nothing written."""
 
+import uuid
+
 import httpx
 import pytest
 
@@ -8,8 +10,10 @@ from accrue.testing.rest import problem
 pytestmark = pytest.mark.e2e
 
 
-async def count(api: httpx.AsyncClient, path: str, collection: str) -> int:
-    return len((await api.get(path, params={"pageSize": 1000})).json()[collection])
+async def count(api: httpx.AsyncClient, path: str, collection: str, **filters: str) -> int:
+    response = await api.get(path, params={"pageSize": 1000, **filters})
+    assert response.status_code == 200, response.text
+    return len(response.json()[collection])
 
 
 async def test_malformed_json_wrong_types_and_unknown_fields_are_400(api: httpx.AsyncClient) -> None:
@@ -45,14 +49,32 @@ async def test_non_decimal_amounts_and_impossible_dates_name_their_fields(api: h
 
 
 async def test_malformed_time_entries_are_refused_without_being_stored(api: httpx.AsyncClient) -> None:
-    before = await count(api, "/v1/time-entries", "timeEntries")
+    # Ids nobody else uses on the shared stack: a page of all entries caps at 1,000 and would
+    # not show a write, entries filtered by this consultant would.
+    consultant = f"bad-input-{uuid.uuid4()}"
+    assert await count(api, "/v1/time-entries", "timeEntries", consultantId=consultant) == 0
     response = await api.post(
         "/v1/time-entries",
-        json={"consultantId": "c", "projectId": "p", "workDate": "2026-13-01", "hours": "seven"},
+        json={"consultantId": consultant, "projectId": "p", "workDate": "2026-13-01", "hours": "seven"},
     )
     fields = {v["field"] for v in problem(response, 400)["violations"]}
     assert fields == {"workDate", "hours"}
-    assert await count(api, "/v1/time-entries", "timeEntries") == before
+    batch = await api.post(
+        "/v1/time-entries:batchSubmit",
+        json={"timeEntries": [{"consultantId": consultant, "projectId": "p", "workDate": "2026-11-02"}]},
+    )
+    assert batch.status_code == 200, batch.text
+    (row,) = batch.json()["results"]
+    assert (row["timeEntry"].get("id", ""), row["timeEntry"]["status"]) == ("", "TIME_ENTRY_STATUS_REJECTED")
+    assert await count(api, "/v1/time-entries", "timeEntries", consultantId=consultant) == 0
+    # The count does see a write: a well-formed entry for that unknown consultant is stored
+    # (REJECTED, with its reasons).
+    stored = await api.post(
+        "/v1/time-entries",
+        json={"consultantId": consultant, "projectId": "p", "workDate": "2026-11-02", "hours": "1"},
+    )
+    assert stored.status_code == 200, stored.text
+    assert await count(api, "/v1/time-entries", "timeEntries", consultantId=consultant) == 1
 
 
 async def test_unknown_paths_are_404_and_wrong_methods_405(api: httpx.AsyncClient) -> None:

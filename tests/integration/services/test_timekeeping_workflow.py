@@ -225,6 +225,52 @@ async def test_identical_time_is_flagged_and_a_resubmission_by_ref_publishes_not
     assert all(s == f"time.entry.submitted.{w.f['project'].id}" for s in subjects)
 
 
+async def test_every_batch_row_whose_ref_names_other_content_conflicts(boot: Any) -> None:
+    w = await boot()
+    stored_ref = types_pb2.ExternalRef(system="harvest", id="stored")
+    new_ref = types_pb2.ExternalRef(system="harvest", id="new")
+    stored = await submit(w, entry(w, "2026-11-02", "4", notes="a", external_ref=stored_ref))
+    rows = [
+        entry(w, "2026-11-02", "5", notes="b", external_ref=stored_ref),  # differs from stored
+        entry(w, "2026-11-02", "5", notes="b", external_ref=stored_ref),  # the same again
+        entry(w, "2026-11-02", "4", notes="a", external_ref=stored_ref),  # what is stored
+        entry(w, "2026-11-03", "2", notes="c", external_ref=new_ref),  # creates the entry
+        entry(w, "2026-11-03", "2.00", notes="c", external_ref=new_ref),  # identical repeat
+        entry(w, "2026-11-03", "3", notes="c", external_ref=new_ref),  # differs from row 3
+    ]
+    reply = await w.tk.BatchSubmitTimeEntries(tka.BatchSubmitTimeEntriesRequest(time_entries=rows))
+    got = [r.time_entry for r in reply.results]
+    created = got[3]
+    assert (created.status, created.id != "") == (PENDING, True)
+
+    def conflict_with(result: tk.TimeEntry, holder: str) -> bool:
+        (violation,) = result.violations
+        return (result.id, result.status, violation.field, violation.code) == (
+            "",
+            REJECTED,
+            "external_ref",
+            "EXTERNAL_REF_CONFLICT",
+        ) and holder in violation.message
+
+    assert conflict_with(got[0], stored.id)
+    assert conflict_with(got[1], stored.id)
+    assert (got[2].id, got[2].status) == (stored.id, PENDING)
+    assert (got[4].id, got[4].status) == (created.id, PENDING)
+    assert conflict_with(got[5], created.id)
+    # Nothing else was stored under either reference, and the repeats published nothing.
+    listed = await w.tk.ListTimeEntries(tka.ListTimeEntriesRequest(consultant_id=w.f["dev"].id))
+    assert sorted(e.id for e in listed.time_entries) == sorted([stored.id, created.id])
+    kept = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=stored.id))).time_entry
+    assert (kept.hours, kept.notes, kept.etag) == (stored.hours, "a", stored.etag)
+
+    async def two_submitted() -> bool:
+        return len(await w.events.of("submitted")) == 2
+
+    await eventually(two_submitted)
+    await asyncio.sleep(0.5)
+    assert sorted(e.time_entry.id for e in await w.events.of("submitted")) == sorted([stored.id, created.id])
+
+
 async def test_racing_submissions_of_one_ref_store_one_entry_and_conflict_cleanly(boot: Any) -> None:
     w = await boot()
     ref = types_pb2.ExternalRef(system="harvest", id="race")
@@ -238,6 +284,83 @@ async def test_racing_submissions_of_one_ref_store_one_entry_and_conflict_cleanl
     assert len(stored) == 1
     assert [r.code() for r in refused] == [grpc.StatusCode.ALREADY_EXISTS]
     assert stored[0].id in (refused[0].details() or "")
+
+
+async def test_the_project_managers_own_time_with_nobody_above_is_rejected_no_approver(boot: Any) -> None:
+    w = await boot()
+    f = w.f
+    # boss manages P1 and has no line manager: nobody may approve boss's time there.
+    await w.md.CreateAssignment(
+        mda.CreateAssignmentRequest(
+            assignment=md.Assignment(
+                project_id=f["project"].id,
+                consultant_id=f["boss"].id,
+                labor_category_id=f["lc"].id,
+                start_date="2026-01-01",
+                allocation_percent="50",
+            )
+        )
+    )
+    own = await submit(
+        w,
+        tk.TimeEntry(
+            consultant_id=f["boss"].id, project_id=f["project"].id, work_date="2026-11-02", hours="8"
+        ),
+    )
+    assert (own.status, own.approver_id) == (REJECTED, "")
+    assert [(v.field, v.code) for v in own.violations] == [("consultant_id", "NO_APPROVER")]
+    # lead manages P2 but has a line manager: that one approves.
+    await w.md.CreateAssignment(
+        mda.CreateAssignmentRequest(
+            assignment=md.Assignment(
+                project_id=f["p2"].id,
+                consultant_id=f["lead"].id,
+                labor_category_id=f["lc"].id,
+                start_date="2026-01-01",
+                allocation_percent="50",
+            )
+        )
+    )
+    leads = await submit(
+        w, tk.TimeEntry(consultant_id=f["lead"].id, project_id=f["p2"].id, work_date="2026-11-02", hours="8")
+    )
+    assert (leads.status, leads.approver_id) == (PENDING, f["director"].id)
+
+
+async def test_the_future_allowance_is_read_from_settings(boot: Any) -> None:
+    w = await boot(future_allowance_days=5)
+    today = dt.datetime.now(dt.UTC).date()
+    inside = await submit(w, entry(w, (today + dt.timedelta(days=5)).isoformat(), "8"))
+    assert (inside.status, list(inside.violations)) == (PENDING, [])
+    beyond = await submit(w, entry(w, (today + dt.timedelta(days=6)).isoformat(), "8"))
+    assert beyond.status == REJECTED
+    assert [(v.field, v.code) for v in beyond.violations] == [("work_date", "DATE_IN_FUTURE")]
+
+
+async def test_what_the_projection_misses_is_read_from_master_data_and_stored(
+    boot: Any, database_url: str
+) -> None:
+    w = await boot()
+    await eventually(lambda: _settled(database_url, w.events.url))
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:  # no event will bring these back: all were applied
+            await conn.execute(sa.text("DELETE FROM timekeeping.md_projection"))
+        ok = await submit(w, entry(w, "2026-11-02", "8"))
+        assert (ok.status, list(ok.violations), ok.approver_id) == (PENDING, [], w.f["boss"].id)
+        assert (ok.labor_category_id, ok.indicative_rate.amount) == (w.f["lc"].id, "150.00")
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT kind, id FROM timekeeping.md_projection"))).all()
+    finally:
+        await engine.dispose()
+    ids = {(kind, record_id) for kind, record_id in rows}
+    assert {
+        ("project", w.f["project"].id),
+        ("consultant", w.f["dev"].id),
+        ("contract", w.f["contract"].id),
+        ("rate_card", w.f["card"].id),
+    } <= ids
+    assert any(kind == "assignment" for kind, _ in ids)
 
 
 async def test_a_delegate_approves_for_the_approver_until_revoked(boot: Any) -> None:
@@ -362,6 +485,11 @@ async def test_a_batch_decision_answers_each_entry_on_its_own(boot: Any) -> None
     for entry_id, as_published in published.items():
         stored = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=entry_id))).time_entry
         assert (as_published.status, as_published.etag) == (APPROVED, stored.etag)
+    # The subjects carry the entry's project, like submitted and reversed.
+    subjects = [s for s, _ in await w.events.all() if not s.startswith("time.entry.submitted.")]
+    assert sorted(subjects) == [f"time.entry.approved.{f['project'].id}"] * 2 + [
+        f"time.entry.declined.{f['project'].id}"
+    ]
 
 
 async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: Any) -> None:
@@ -391,6 +519,9 @@ async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: An
         1,
     )
     assert (event.time_entry.approver_id, event.time_entry.etag) == (f["director"].id, got.etag)
+    assert [s for s, _ in await w.events.all() if ".escalated." in s] == [
+        f"time.entry.escalated.{f['p2'].id}"
+    ]
     # The level cap holds: it stays with the director however long it waits.
     await asyncio.sleep(1.5)
     assert len(await w.events.of("escalated")) == 1
@@ -607,6 +738,51 @@ async def test_period_locks_refuse_time_and_reversals_until_reopened_with_a_reas
     assert got == reopened
 
 
+async def test_a_lock_on_a_legal_entity_master_data_does_not_know_is_refused(
+    boot: Any, database_url: str
+) -> None:
+    w = await boot()
+    typo = await failure(
+        w.tk.CreatePeriodLock(
+            tka.CreatePeriodLockRequest(
+                period_lock=tk.PeriodLock(legal_entity_id="le-typo", locked_through="2026-10-31", reason="x")
+            )
+        )
+    )
+    assert typo.code() == grpc.StatusCode.NOT_FOUND
+    assert "legal_entity_id" in (typo.details() or "")
+    assert violations(typo) == [("period_lock.legal_entity_id", "LEGAL_ENTITY_NOT_FOUND")]
+    assert list((await w.tk.ListPeriodLocks(tka.ListPeriodLocksRequest())).period_locks) == []
+    # A lock stored before the check existed cannot be reopened under an unknown entity either.
+    stray = str(uuid.uuid4())
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO timekeeping.period_locks (id, legal_entity_id, locked_through, reason,"
+                    " create_time) VALUES (:id, 'le-typo', '2026-10-31', 'x', now())"
+                ),
+                {"id": stray},
+            )
+    finally:
+        await engine.dispose()
+    reopen = await failure(
+        w.tk.ReopenPeriodLock(tka.ReopenPeriodLockRequest(id=stray, actor_id="cfo", reason="typo"))
+    )
+    assert reopen.code() == grpc.StatusCode.NOT_FOUND
+    assert violations(reopen) == [("legal_entity_id", "LEGAL_ENTITY_NOT_FOUND")]
+    assert (await w.tk.GetPeriodLock(tka.GetPeriodLockRequest(id=stray))).period_lock.active
+    # The real entity is not among the kinds projected from events: master data answers over
+    # gRPC, and the lock is stored.
+    real = await w.tk.CreatePeriodLock(
+        tka.CreatePeriodLockRequest(
+            period_lock=tk.PeriodLock(legal_entity_id=w.f["le"].id, locked_through="2026-10-31", reason="x")
+        )
+    )
+    assert real.period_lock.active
+
+
 async def projected(database_url: str) -> tuple[int, int]:
     engine = create_engine(database_url)
     try:
@@ -642,6 +818,62 @@ async def test_the_projection_rebuilds_from_the_stream_on_demand(boot: Any, data
     await eventually(rebuilt)
     ok = await submit(w, entry(w, "2026-11-02", "8"))
     assert (ok.status, ok.approver_id) == (PENDING, w.f["boss"].id)
+
+
+class CountingStub:
+    """The real master-data stub, counting the calls made through it and how many overlap."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+        self.calls: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        real = getattr(self._stub, method)
+
+        async def call(request: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, getattr(request, "id", "")))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await real(request, **kwargs)
+            finally:
+                self.in_flight -= 1
+
+        return call
+
+
+async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_time(
+    boot: Any, database_url: str
+) -> None:
+    w = await boot()
+    unknown = [f"no-such-project-{i}" for i in range(10)]
+    # Each unknown project named by three rows.
+    batch = [
+        Submission(w.f["dev"].id, pid, dt.date(2026, 11, 2), Decimal(1), None, None, str(n), None)
+        for n in range(3)
+        for pid in unknown
+    ]
+    engine = create_engine(database_url)
+    channel = grpc.aio.insecure_channel(w.masterdata_address)
+    stub = CountingStub(mdg.MasterDataServiceStub(channel))
+    app = Timekeeping(lambda: TimekeepingUnitOfWork(engine, MasterDataReader(stub, md_projection)))  # type: ignore[arg-type]
+    try:
+        first = await app.submit(batch)
+        asked = sorted(i for method, i in stub.calls if method == "GetProject")
+        assert asked == sorted(unknown)
+        assert stub.peak > 1
+        assert {(r.entry.status, r.entry.violations[0].code) for r in first} == {
+            (Status.REJECTED, "PROJECT_NOT_FOUND")
+        }
+        # Not remembered across requests: master data may know them by now.
+        stub.calls.clear()
+        await app.submit(batch[:1])
+        assert [i for method, i in stub.calls if method == "GetProject"] == [unknown[0]]
+    finally:
+        await channel.close()
+        await engine.dispose()
 
 
 async def _settled(database_url: str, nats_url: str) -> bool:

@@ -139,3 +139,10 @@ def test_deactivated_master_data_does_not_take_time() -> None:
     assert codes(facts=replace(FACTS, assignments=(replace(ASSIGNMENT, deactivated=True),))) == [
         "NO_ASSIGNMENT"
     ]
+
+
+def test_the_project_managers_own_time_with_no_line_manager_has_no_approver() -> None:
+    top = replace(BOSS, manager_id="")
+    verdict = evaluate(replace(SUB, consultant_id="boss"), replace(FACTS, consultant=top))
+    assert [(v.field, v.code) for v in verdict.violations] == [("consultant_id", "NO_APPROVER")]
+    assert verdict.approver_id == ""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 import grpc
@@ -18,6 +19,9 @@ from accrue.runtime import Unavailable
 from accrue.telemetry import get_logger
 
 log = get_logger(__name__)
+
+# How many single reads a lookup keeps in flight to master data at once.
+MAX_CONCURRENT_FETCHES = 16
 
 # gRPC getter per kind: (method name, request class, response field).
 _GETTERS = {
@@ -50,11 +54,16 @@ class MasterDataReader:
         wanted = {i for i in ids if i}
         store = ProjectionStore(conn, self._table)
         found = await store.get_many(kind, wanted)
-        for missing in wanted - found.keys():
-            record = await self._fetch(kind, missing)
+        missing = sorted(wanted - found.keys())
+        # Master data has no batch read: one call per id, but side by side, so a batch naming
+        # many ids not projected yet waits about one round trip instead of one per id. The
+        # writes stay one after another (one connection). Nothing remembers an id master data
+        # does not know: it may be created a moment later.
+        fetched = await self._fetch_all(kind, missing)
+        for record_id, record in zip(missing, fetched, strict=True):
             if record is not None:
                 await store.upsert(kind, record)
-                found[missing] = record
+                found[record_id] = record
         return found
 
     async def assignments(
@@ -142,6 +151,24 @@ class MasterDataReader:
         found = await self.records(conn, "contract", [parent])
         contract = found.get(parent)
         return contract if isinstance(contract, md.Contract) else None
+
+    async def _fetch_all(self, kind: str, record_ids: Sequence[str]) -> list[Message | None]:
+        if len(record_ids) <= 1:
+            return [await self._fetch(kind, i) for i in record_ids]
+        gate = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
+
+        async def one(record_id: str) -> Message | None:
+            async with gate:
+                return await self._fetch(kind, record_id)
+
+        tasks = [asyncio.ensure_future(one(i)) for i in record_ids]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            # One failed (master data unavailable): the rest are not waited for.
+            for task in tasks:
+                task.cancel()
+            raise
 
     async def _fetch(self, kind: str, record_id: str) -> Message | None:
         method, request_cls = _GETTERS[kind]

@@ -246,6 +246,13 @@ class FactsLoader:
 
     # -- single reads off the hot path ----------------------------------------------------------
 
+    async def legal_entity_known(self, legal_entity_id: str) -> bool:
+        """Whether master data knows the legal entity (period locks name one)."""
+        if not legal_entity_id:
+            return False
+        found = await self._reader.records(self._conn, "legal_entity", [legal_entity_id])
+        return isinstance(found.get(legal_entity_id), md.LegalEntity)
+
     async def consultants(self, ids: Iterable[str]) -> dict[str, ConsultantFacts]:
         """Consultants by id (reporting lines, delegations, reversals)."""
         wanted = {i for i in ids if i}

@@ -5,13 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from accrue.money import DecimalError, format_decimal, parse_decimal
-from accrue.runtime import AlreadyExists, Violation
+from accrue.runtime import AlreadyExists, InvalidArgument, Violation
 from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import acting_principal
 from accrue.runtime.validation import Violations
 from accrue.services.timekeeping.adapters.proto import delegation_to_proto, lock_to_proto, to_proto
 from accrue.services.timekeeping.domain.model import Submission, TimeEntry
-from accrue.services.timekeeping.service_layer.handlers import Decision, Timekeeping
+from accrue.services.timekeeping.service_layer.handlers import MAX_BATCH, Decision, Timekeeping
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as api
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc as api_grpc
@@ -76,6 +76,19 @@ class TimekeepingServicer(api_grpc.TimekeepingServiceServicer):
     async def BatchSubmitTimeEntries(
         self, request: api.BatchSubmitTimeEntriesRequest, context: Context
     ) -> api.BatchSubmitTimeEntriesResponse:
+        # Counted before parsing: malformed rows cost work too, and a limit that only counted
+        # the rows that parse would let any number of them through.
+        if len(request.time_entries) > MAX_BATCH:
+            raise InvalidArgument(
+                f"a batch holds at most {MAX_BATCH} entries, got {len(request.time_entries)}",
+                [
+                    Violation(
+                        "time_entries",
+                        "BATCH_TOO_LARGE",
+                        f"at most {MAX_BATCH} entries, got {len(request.time_entries)}",
+                    )
+                ],
+            )
         parsed: list[Submission | None] = []
         malformed: dict[int, list[Violation]] = {}
         for i, msg in enumerate(request.time_entries):

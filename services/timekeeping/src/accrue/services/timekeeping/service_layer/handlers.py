@@ -136,14 +136,13 @@ class Timekeeping:
             locked = await self._locked_through(uow, legal_entities)
             to_validate: list[tuple[int, Submission, TimeEntry | None]] = []
             claimed: dict[tuple[str, str], int] = {}
-            # A row repeating an earlier row's external_ref in the same batch: (first row, conflict?).
-            repeats: dict[int, tuple[int, bool]] = {}
+            # A row repeating an earlier row's external_ref in the same batch -> that first row.
+            repeats: dict[int, int] = {}
             for i, sub in enumerate(submissions):
                 ref = sub.external_ref
                 prior = existing.get(ref) if ref else None
                 if ref and ref in claimed:
-                    first = claimed[ref]
-                    repeats[i] = (first, submissions[first].fingerprint() != sub.fingerprint())
+                    repeats[i] = claimed[ref]
                     continue
                 if ref:
                     claimed[ref] = i
@@ -173,9 +172,13 @@ class Timekeeping:
             await uow.entries.add_all(new)
             await uow.commit()
 
-        for i, (first, conflict) in repeats.items():
+        for i, first in repeats.items():
+            # The reference already resolves to one entry (stored, or made by the first row):
+            # the repeat is judged against that entry's content, not the first row's, so a
+            # row repeating a conflicting row conflicts too instead of returning the entry.
             base = results[first]
             assert base is not None
+            conflict = base.entry.submission.fingerprint() != submissions[i].fingerprint()
             results[i] = SubmitResult(base.entry, conflict=conflict)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
@@ -517,6 +520,7 @@ class Timekeeping:
         """
         now = self._clock()
         async with self._uow() as uow:
+            await _require_legal_entity(uow, legal_entity_id, "period_lock.legal_entity_id")
             await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, legal_entity_id)])
             current = (await uow.locks.latest_active([legal_entity_id])).get(legal_entity_id)
             if current is not None and through == current.locked_through:
@@ -541,6 +545,7 @@ class Timekeeping:
             peek = await uow.locks.get(lock_id)
             if peek is None:
                 raise NotFound(f"no period lock with id {lock_id!r}", reason="NOT_FOUND")
+            await _require_legal_entity(uow, peek.legal_entity_id, "legal_entity_id")
             await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, peek.legal_entity_id)])
             lock = await uow.locks.get(lock_id)
             assert lock is not None
@@ -690,6 +695,21 @@ def _chain(approver_id: str, managers: Mapping[str, str]) -> list[str]:
             break
         chain.append(current)
     return chain
+
+
+async def _require_legal_entity(uow: TimekeepingUnitOfWork, legal_entity_id: str, field: str) -> None:
+    # A lock on an id master data does not know would lock nothing, silently (a typo, say).
+    # Raised before anything is written, so the unit of work rolls back whole.
+    if not await uow.facts.legal_entity_known(legal_entity_id):
+        raise NotFound(
+            f"no legal entity with id {legal_entity_id!r} (legal_entity_id)",
+            [
+                Violation(
+                    field, "LEGAL_ENTITY_NOT_FOUND", f"master data knows no legal entity {legal_entity_id!r}"
+                )
+            ],
+            reason="LEGAL_ENTITY_NOT_FOUND",
+        )
 
 
 def _require_reason(reason: str, message: str) -> None:
