@@ -316,3 +316,197 @@ async def test_the_erp_rate_limit_is_one_bucket_for_every_worker(env: Any) -> No
     await asyncio.gather(*(w._wait_for_token() for w in workers for _ in range(6)))
     elapsed = asyncio.get_running_loop().time() - started
     assert 1.7 <= elapsed < 6, elapsed
+
+
+async def approved_invoices(e: Any, n: int) -> list[bl.Invoice]:
+    """n approved invoices of November, queued for posting in order."""
+    projects = await projects_with_contracts(e, n)
+    for p in projects:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    await ledger_has(e, n)
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
+            )
+        )
+    ).billing_run
+    invoices = sorted(run.invoices, key=lambda i: i.id)
+    for invoice in invoices:
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    return invoices
+
+
+async def job(e: Any, invoice_id: str) -> Any:
+    async with e.engine.connect() as conn:
+        return (
+            await conn.execute(
+                sa.text("SELECT * FROM billing.posting_jobs WHERE invoice_id = :id"), {"id": invoice_id}
+            )
+        ).one()
+
+
+class Buggy:
+    """The file ERP, but posting one invoice hits a bug (not an ErpError)."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, victim: str) -> None:
+        self.inner, self.victim = inner, victim
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        if invoice.reference == self.victim:
+            raise ValueError("cannot decode the answer")
+        return await self.inner.post_invoice(invoice)
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_failure_that_is_no_erp_error_is_counted_and_backs_off_while_other_jobs_post(
+    env: Any,
+) -> None:
+    e = env
+    first, second = await approved_invoices(e, 2)
+    erp = Buggy(FileErp(e.erp_dir), victim=first.id)
+    app = Billing(e.uow, erp=erp)
+    worker = PostingWorker(
+        e.uow, app, erp, retry=RetryPolicy(max_attempts=2, first_delay=dt.timedelta(minutes=10))
+    )
+    assert await worker.post_next()  # the first (oldest) job, which fails
+    failing = await job(e, first.id)
+    assert (failing.status, failing.attempts, failing.leased_until) == ("QUEUED", 1, None)
+    assert failing.last_error == "ValueError: cannot decode the answer"
+    assert failing.next_attempt_time > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=9)
+    # The queue is not stalled: the next due job posts, then nothing is due for a while.
+    assert await worker.post_next()
+    assert (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=second.id))).invoice.number == "000001"
+    assert not await worker.post_next()
+    # Once its attempts run out the job fails for good, with an exception for finance.
+    later = PostingWorker(
+        e.uow,
+        app,
+        erp,
+        retry=RetryPolicy(max_attempts=2),
+        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=11),
+    )
+    assert await later.post_next()
+    assert ((await job(e, first.id)).status, (await job(e, first.id)).attempts) == ("FAILED", 2)
+    assert (
+        await count(
+            e,
+            "SELECT count(*) FROM billing.billing_exceptions"
+            f" WHERE kind = 'ERP_POST_FAILED' AND status = 'OPEN' AND invoice_id = '{first.id}'",
+        )
+        == 1
+    )
+
+
+class Watching:
+    """The file ERP, checking from another connection, mid-call, that billing holds nothing."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, engine: Any) -> None:
+        self.inner, self.engine = inner, engine
+        self.seen: list[tuple[int, int]] = []
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        # No connection of the worker's pool is checked out: no transaction can be open.
+        checked_out = self.engine.pool.checkedout()
+        async with self.engine.connect() as conn:
+            # And nothing is locked: the job, the invoice and the number counters are free.
+            locked = 0
+            for sql in (
+                "SELECT 1 FROM billing.posting_jobs WHERE invoice_id = :id FOR UPDATE NOWAIT",
+                "SELECT 1 FROM billing.invoices WHERE id = :id FOR UPDATE NOWAIT",
+                "SELECT 1 FROM billing.invoice_numbers FOR UPDATE NOWAIT",
+            ):
+                try:
+                    await conn.execute(sa.text(sql), {"id": invoice.reference})
+                except sa.exc.DBAPIError:
+                    locked += 1
+                    await conn.rollback()
+            await conn.rollback()
+        self.seen.append((checked_out, locked))
+        return await self.inner.post_invoice(invoice)
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_no_transaction_or_lock_is_held_while_the_erp_is_called(env: Any) -> None:
+    e = env
+    first, second = await approved_invoices(e, 2)
+    erp = Watching(FileErp(e.erp_dir), e.engine)
+    app = Billing(e.uow, erp=erp)
+    worker = PostingWorker(e.uow, app, erp, rate_per_second=1000)
+    assert await worker.post_next()
+    assert await worker.post_next()
+    assert erp.seen == [(0, 0), (0, 0)]
+    got = [await e.bl.GetInvoice(bla.GetInvoiceRequest(id=i.id)) for i in (first, second)]
+    numbers = [g.invoice.number for g in got]
+    assert sorted(numbers) == ["000001", "000002"]
+
+
+class Killed(BaseException):
+    """The worker's process dies (nothing in the worker catches it)."""
+
+
+class DyingAfterTheErp:
+    """The file ERP, but the worker dies right after the ERP confirmed the first call."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp) -> None:
+        self.inner, self.calls, self.dead = inner, 0, False
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        self.calls += 1
+        receipt = await self.inner.post_invoice(invoice)
+        if not self.dead:
+            self.dead = True
+            raise Killed
+        return receipt
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_worker_dying_after_the_erp_confirmed_is_finished_once_its_lease_ends(env: Any) -> None:
+    e = env
+    (invoice,) = await approved_invoices(e, 1)
+    erp = DyingAfterTheErp(FileErp(e.erp_dir))
+    app = Billing(e.uow, erp=erp)
+    lease = dt.timedelta(minutes=5)
+    with pytest.raises(Killed):
+        await PostingWorker(e.uow, app, erp, lease=lease).post_next()
+    leased = await job(e, invoice.id)
+    assert (leased.status, leased.attempts) == ("QUEUED", 1)
+    assert leased.leased_until > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=4)
+    # While the lease runs, no other worker takes the job.
+    assert not await PostingWorker(e.uow, app, erp, lease=lease).post_next()
+    after = PostingWorker(
+        e.uow, app, erp, lease=lease, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6)
+    )
+    assert await after.post_next()
+    posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=invoice.id))).invoice
+    assert (posted.status, posted.number) == (bl.INVOICE_STATUS_POSTED, "000001")
+    assert posted.erp_document_id == f"{e.f['le'].id}/{invoice.id}.json"
+    assert ((await job(e, invoice.id)).status, (await job(e, invoice.id)).attempts) == ("CONFIRMED", 2)
+    assert erp.calls == 2
+    assert len(list(e.erp_dir.glob("*/*.json"))) == 1
+    assert await count(e, "SELECT last_number FROM billing.invoice_numbers") == 1
+    assert (
+        await count(e, "SELECT count(*) FROM billing.outbox WHERE event_type = 'billing.invoice.posted'") == 1
+    )

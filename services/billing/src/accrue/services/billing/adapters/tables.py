@@ -203,7 +203,8 @@ billing_exceptions = sa.Table(
     ),
 )
 
-# The durable posting queue: one job per invoice, claimed FOR UPDATE SKIP LOCKED by any replica.
+# The durable posting queue: one job per invoice. A replica claims a due job (FOR UPDATE SKIP
+# LOCKED, in a short transaction) by leasing it; the ERP call runs with no transaction open.
 posting_jobs = sa.Table(
     "posting_jobs",
     metadata,
@@ -218,6 +219,10 @@ posting_jobs = sa.Table(
     sa.Column("request_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("requested_by", sa.Text, nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    # Set while a worker is posting the job: it is that worker's until then (next_attempt_time
+    # is moved to the same moment, so nobody else finds it due). A worker that died leaves
+    # a lease that simply runs out, and the job is claimed again.
+    sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
     sa.Index("posting_jobs_due", "next_attempt_time", postgresql_where=sa.text("status = 'QUEUED'")),
 )
 
