@@ -343,6 +343,22 @@ class BillingRepository:
             raise Aborted(f"billing {noted} entries changed {status}; the run is rolled back, try again")
         return noted
 
+    async def settle_fixed_fee(self, time_entry_ids: Sequence[str], contract_line_id: str) -> int:
+        """Hold unbilled time as covered by a fixed fee (never invoiced); returns how many rows.
+
+        Only rows still unbilled are taken, so settling the same entries again changes nothing.
+        """
+        if not time_entry_ids:
+            return 0
+        raw = await self._raw()
+        status = await raw.execute(
+            f"UPDATE {wip_entries.schema}.wip_entries SET hold = 'FIXED_FEE', hold_ref = $2"
+            f" WHERE time_entry_id = ANY($1::text[]) AND {UNBILLED}",
+            list(time_entry_ids),
+            contract_line_id,
+        )
+        return int(status.split()[-1])
+
     async def legal_entities_with_work(self, end: dt.date, cutoff: dt.datetime) -> list[str]:
         """Legal entities with unbilled work or milestones due by the period end and cut-off."""
         w, m = wip_entries, milestones

@@ -46,9 +46,12 @@ wip_entries = sa.Table(
     sa.Column("invoice_line_id", _ID, nullable=True),
     sa.Column("reverses_id", sa.Text, nullable=True),
     sa.Column("reversed_by_id", sa.Text, nullable=True),
-    # CANCELLED (reversed before it was invoiced) or WRITTEN_OFF (by finance): never billed.
+    # Never billed by the hour: CANCELLED (reversed before it was invoiced), WRITTEN_OFF (by
+    # finance), or FIXED_FEE (time on a fixed-fee line, which bills its milestones instead;
+    # settled by the run that meets it).
     sa.Column("hold", sa.Text, nullable=True),
-    # The exception whose resolution set the hold or approved the overage.
+    # The exception whose resolution set the hold or approved the overage; for FIXED_FEE the
+    # contract line whose fee covers the time.
     sa.Column("hold_ref", sa.Text, nullable=True),
     # CAP_EXCEEDED resolved with BILL_OVERAGE: bill it beyond the cap.
     sa.Column("overage_approved", sa.Boolean, nullable=False, server_default=sa.false()),

@@ -117,7 +117,8 @@ class Billing:
             reversal_row["hold"] = "CANCELLED"
         await uow.billing.add_work(reversal_row)
         values: dict[str, Any] = {"reversed_by_id": reversal.id}
-        if not invoiced and row.hold is None:
+        if not invoiced and row.hold in (None, "FIXED_FEE"):
+            # Time that never reached an invoice (fixed-fee time included) was never worked.
             values["hold"] = "CANCELLED"
         await uow.billing.set_work([original.id], **values)
 
@@ -251,6 +252,7 @@ class Billing:
             billing_period=billing_period or "all",
             scheduled=scheduled,
             entries_billed=outcome.entries_billed,
+            entries_fixed_fee=outcome.entries_fixed_fee,
             invoices_touched=len(outcome.touched_invoices),
             exceptions_raised=len(raised),
         )
