@@ -510,3 +510,215 @@ async def test_a_worker_dying_after_the_erp_confirmed_is_finished_once_its_lease
     assert (
         await count(e, "SELECT count(*) FROM billing.outbox WHERE event_type = 'billing.invoice.posted'") == 1
     )
+
+
+async def test_two_concurrent_runs_for_one_legal_entity_and_period_are_one_run(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 2)
+    for p in projects:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    await ledger_has(e, 2)
+    app = Billing(e.uow)
+    le = e.f["le"].id
+    first, second = await asyncio.gather(
+        app.run("2026-11-01", "2026-11-30", le), app.run("2026-11-01", "2026-11-30", le)
+    )
+    assert first.run_id == second.run_id
+    assert sorted(first.invoice_ids) == sorted(second.invoice_ids)
+    assert len(first.invoice_ids) == 2
+    # One call billed the entries, the other found nothing left: each entry once.
+    assert sorted([first.entries_billed, second.entries_billed]) == [0, 2]
+    assert await count(e, "SELECT count(*) FROM billing.billing_runs") == 1
+    assert await count(e, "SELECT count(*) FROM billing.invoices") == 2
+    assert await count(e, "SELECT count(*) FROM billing.invoice_lines") == 2
+
+
+class VoidingMidCall:
+    """The file ERP, but finance tries to void the invoice while the ERP is posting it."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, stub: Any) -> None:
+        self.inner, self.stub = inner, stub
+        self.refusals: list[tuple[grpc.StatusCode, str]] = []
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        try:
+            async with asyncio.timeout(10):  # the row is not locked, so the answer is immediate
+                await self.stub.VoidInvoice(
+                    bla.VoidInvoiceRequest(id=invoice.reference, actor_id="fin", reason="changed my mind")
+                )
+        except grpc.aio.AioRpcError as refused:
+            self.refusals.append((refused.code(), refused.details() or ""))
+        return await self.inner.post_invoice(invoice)
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_approved_invoice_can_be_voided_until_posting_is_asked_for(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 2)
+    entries = [
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC)) for p in projects
+    ]
+    await ledger_has(e, 2)
+    le = e.f["le"].id
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(
+                    period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=le
+                )
+            )
+        )
+    ).billing_run
+    voided_one, posted_one = sorted(run.invoices, key=lambda i: i.id)
+    for invoice in (voided_one, posted_one):
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+    # APPROVED, not yet asked to post: the void goes through and its time is unbilled again.
+    voided = (
+        await e.bl.VoidInvoice(bla.VoidInvoiceRequest(id=voided_one.id, actor_id="fin", reason="wrong PO"))
+    ).invoice
+    assert (voided.status, voided.voided_by, voided.void_reason) == (
+        bl.INVOICE_STATUS_VOID,
+        "fin",
+        "wrong PO",
+    )
+    released = {i for line in voided_one.lines for i in line.source_time_entry_ids}
+    assert (
+        await count(
+            e,
+            "SELECT count(*) FROM billing.wip_entries"
+            f" WHERE invoice_id IS NULL AND time_entry_id IN ({', '.join(repr(i) for i in released)})",
+        )
+        == 1
+    )
+    assert released <= {x.id for x in entries}
+    # Once posting is asked for, a void is refused — queued, and also while the ERP call is in
+    # flight (the job leased, no row locked): the ERP may be making the document.
+    await e.bl.PostInvoice(bla.PostInvoiceRequest(id=posted_one.id, actor_id="fin"))
+    with pytest.raises(grpc.aio.AioRpcError) as queued:
+        await e.bl.VoidInvoice(bla.VoidInvoiceRequest(id=posted_one.id, actor_id="fin", reason="late"))
+    assert queued.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    erp = VoidingMidCall(FileErp(e.erp_dir), e.bl)
+    assert await PostingWorker(e.uow, Billing(e.uow, erp=erp), erp).post_next()
+    ((code, details),) = erp.refusals
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "being posted" in details
+    posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=posted_one.id))).invoice
+    assert (posted.status, posted.number) == (bl.INVOICE_STATUS_POSTED, "000001")
+    # The voided invoice's time goes on the next run's fresh draft.
+    again = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(
+                    period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=le
+                )
+            )
+        )
+    ).billing_run
+    fresh = [i for i in again.invoices if i.status == bl.INVOICE_STATUS_DRAFT]
+    assert [set(line.source_time_entry_ids) for i in fresh for line in i.lines] == [released]
+
+
+async def test_each_legal_entity_numbers_its_invoices_on_its_own_without_gaps(env: Any) -> None:
+    e = env
+    other = (
+        await e.md.CreateLegalEntity(
+            mda.CreateLegalEntityRequest(
+                legal_entity=md.LegalEntity(code="IE", name="Acme Ireland", base_currency="GBP")
+            )
+        )
+    ).legal_entity
+    customer = (
+        await e.md.CreateCustomer(
+            mda.CreateCustomerRequest(
+                customer=md.Customer(code="INITECH", name="Initech", legal_entity_id=other.id, currency="GBP")
+            )
+        )
+    ).customer
+    uk = await projects_with_contracts(e, 3)
+    ie = []
+    for i in range(2):
+        p = (
+            await e.md.CreateProject(
+                mda.CreateProjectRequest(
+                    project=md.Project(
+                        code=f"IE{i}",
+                        name=f"Irish project {i}",
+                        customer_id=customer.id,
+                        legal_entity_id=other.id,
+                        manager_id=e.f["boss"].id,
+                        status=md.PROJECT_STATUS_ACTIVE,
+                        start_date="2026-01-01",
+                    )
+                )
+            )
+        ).project
+        await e.md.CreateContract(
+            mda.CreateContractRequest(
+                contract=md.Contract(
+                    code=f"KIE{i}",
+                    customer_id=customer.id,
+                    currency="GBP",
+                    lines=[
+                        md.ContractLine(
+                            project_id=p.id,
+                            billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
+                            rate_card_id=e.f["card"].id,
+                        )
+                    ],
+                )
+            )
+        )
+        ie.append(p)
+    for p in uk:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    for p in ie:
+        entry = tk.TimeEntry(
+            id=str(uuid.uuid4()),
+            consultant_id=e.f["dev"].id,
+            project_id=p.id,
+            labor_category_id=e.f["lc"].id,
+            work_date="2026-11-03",
+            hours="4",
+            billable=True,
+            status=tk.TIME_ENTRY_STATUS_APPROVED,
+            legal_entity_id=other.id,
+            customer_id=customer.id,
+        )
+        entry.approve_time.FromDatetime(dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
+        await publish(e.js, "time.entry.approved", p.id, tev.TimeEntryApproved(time_entry=entry))
+    await ledger_has(e, 5)
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
+            )
+        )
+    ).billing_run
+    assert len(run.invoices) == 5
+    for invoice in run.invoices:
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    erp = FileErp(e.erp_dir)
+    app = Billing(e.uow, erp=erp)
+    workers = [PostingWorker(e.uow, app, erp, rate_per_second=1000) for _ in range(2)]
+
+    async def drain(worker: PostingWorker) -> None:
+        while await worker.post_next():
+            pass
+
+    await asyncio.gather(*(drain(w) for w in workers))
+    numbers: dict[str, list[str]] = {}
+    for invoice in run.invoices:
+        posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=invoice.id))).invoice
+        numbers.setdefault(posted.legal_entity_id, []).append(posted.number)
+    assert {le: sorted(n) for le, n in numbers.items()} == {
+        e.f["le"].id: ["000001", "000002", "000003"],
+        other.id: ["000001", "000002"],
+    }
