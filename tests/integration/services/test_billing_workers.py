@@ -722,3 +722,42 @@ async def test_each_legal_entity_numbers_its_invoices_on_its_own_without_gaps(en
         e.f["le"].id: ["000001", "000002", "000003"],
         other.id: ["000001", "000002"],
     }
+
+
+async def test_a_scheduler_down_over_whole_periods_gives_each_missed_period_its_own_run(env: Any) -> None:
+    e = env
+    (monthly,) = await projects_with_contracts(e, 1)
+    utc = dt.UTC
+    september = await approve(e, "2026-09-10", "1", monthly, dt.datetime(2026, 9, 10, 18, tzinfo=utc))
+    october = await approve(e, "2026-10-10", "2", monthly, dt.datetime(2026, 10, 10, 18, tzinfo=utc))
+    november = await approve(e, "2026-11-10", "3", monthly, dt.datetime(2026, 11, 10, 18, tzinfo=utc))
+    await ledger_has(e, 3)
+    app = Billing(e.uow, cutoff_delay=dt.timedelta(hours=48))
+
+    async def billed(result: Any) -> tuple[str, str, set[str]]:
+        run = await app.get_run(result.run_id)
+        return (
+            run.period_start,
+            run.period_end,
+            {i for inv in run.invoices for line in inv.lines for i in line.source_time_entry_ids},
+        )
+
+    (first,) = [
+        r
+        for r in await app.run_due(dt.datetime(2026, 10, 3, 0, 1, tzinfo=utc))
+        if r.billing_period == "MONTHLY"
+    ]
+    assert await billed(first) == ("2026-09-01", "2026-09-30", {september.id})
+    # Down through October and November: on 3 December both months are billed, each on its own.
+    caught_up = [
+        r
+        for r in await app.run_due(dt.datetime(2026, 12, 3, 0, 1, tzinfo=utc))
+        if r.billing_period == "MONTHLY"
+    ]
+    assert [await billed(r) for r in caught_up] == [
+        ("2026-10-01", "2026-10-31", {october.id}),
+        ("2026-11-01", "2026-11-30", {november.id}),
+    ]
+    assert all(r.scheduled for r in caught_up)
+    again = await app.run_due(dt.datetime(2026, 12, 3, 0, 2, tzinfo=utc))
+    assert sum(r.entries_billed for r in again) == 0

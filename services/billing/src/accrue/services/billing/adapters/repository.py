@@ -474,6 +474,14 @@ class BillingRepository:
         ).one()
         return row.id, row.create_time, row.id == run_id
 
+    async def last_scheduled_end(self, billing_period: str) -> dt.date | None:
+        """The end of the latest period the scheduler made a run for, of this frequency."""
+        t = billing_runs
+        found: dt.date | None = await self._conn.scalar(
+            sa.select(sa.func.max(t.c.period_end)).where(t.c.scheduled, t.c.billing_period == billing_period)
+        )
+        return found
+
     async def run(self, run_id: str) -> Any | None:
         """A run's row."""
         if not _is_uuid(run_id):

@@ -24,7 +24,7 @@ from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
 from accrue.services.billing.domain import lifecycle
 from accrue.services.billing.domain.invoicing import thresholds_reached
 from accrue.services.billing.domain.lifecycle import WORK_KINDS, Resolution
-from accrue.services.billing.domain.periods import PeriodKind, latest_due
+from accrue.services.billing.domain.periods import PeriodKind, due_since
 from accrue.services.billing.service_layer.runs import RunOutcome, RunPricer, RunScope
 from accrue.telemetry import get_logger
 
@@ -180,20 +180,31 @@ class Billing:
         return await self._run(legal_entity_id, start, end, _billing_period(billing_period))
 
     async def run_due(self, now: dt.datetime | None = None) -> list[RunResult]:
-        """The scheduler's tick: bill every period whose cut-off has passed, once per legal entity."""
+        """The scheduler's tick: bill every period whose cut-off has passed, once per legal entity.
+
+        Every period due since the last scheduled run of its kind is billed, oldest first (at
+        most MAX_CATCH_UP back), so a period missed while the scheduler was down gets its own run.
+        """
         now = now or self._clock()
         results: list[RunResult] = []
         for kind in PeriodKind:
-            period = latest_due(kind, now, self._cutoff_delay)
-            cutoff = period.cutoff(self._cutoff_delay)
             async with self._uow() as uow:
-                entities = await uow.billing.legal_entities_with_work(period.end, cutoff)
-            for legal_entity_id in entities:
-                results.append(
-                    await self._run(
-                        legal_entity_id, period.start, period.end, kind.value, scheduled=True, cutoff=cutoff
+                last = await uow.billing.last_scheduled_end(kind.value)
+            for period in due_since(kind, now, self._cutoff_delay, last):
+                cutoff = period.cutoff(self._cutoff_delay)
+                async with self._uow() as uow:
+                    entities = await uow.billing.legal_entities_with_work(period.end, cutoff)
+                for legal_entity_id in entities:
+                    results.append(
+                        await self._run(
+                            legal_entity_id,
+                            period.start,
+                            period.end,
+                            kind.value,
+                            scheduled=True,
+                            cutoff=cutoff,
+                        )
                     )
-                )
         return results
 
     async def _run(
