@@ -761,3 +761,40 @@ async def test_a_scheduler_down_over_whole_periods_gives_each_missed_period_its_
     assert all(r.scheduled for r in caught_up)
     again = await app.run_due(dt.datetime(2026, 12, 3, 0, 2, tzinfo=utc))
     assert sum(r.entries_billed for r in again) == 0
+
+
+class Hanging:
+    """An ERP that never answers."""
+
+    system = "file"
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_erp_call_that_hangs_is_cut_off_before_the_lease_ends_and_retried_later(env: Any) -> None:
+    e = env
+    (invoice,) = await approved_invoices(e, 1)
+    erp = Hanging()
+    worker = PostingWorker(
+        e.uow,
+        Billing(e.uow, erp=erp),
+        erp,
+        call_timeout=0.2,
+        lease=dt.timedelta(seconds=30),
+        retry=RetryPolicy(first_delay=dt.timedelta(minutes=1)),
+    )
+    async with asyncio.timeout(10):
+        assert await worker.post_next()
+    waiting = await job(e, invoice.id)
+    assert (waiting.status, waiting.attempts, waiting.leased_until) == ("QUEUED", 1, None)
+    assert waiting.last_error == "file did not answer within 0.2 s"
+    with pytest.raises(ValueError, match="lease"):
+        PostingWorker(e.uow, Billing(e.uow), erp, call_timeout=60, lease=dt.timedelta(seconds=60))

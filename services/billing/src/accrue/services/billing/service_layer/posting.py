@@ -50,6 +50,7 @@ from accrue.services.billing.adapters.erp import (
     ErpLine,
     ErpReceipt,
     ErpRejected,
+    ErpUnavailable,
 )
 from accrue.services.billing.adapters.repository import ExceptionDraft, PostingJob
 from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
@@ -129,14 +130,23 @@ class PostingWorker:
             document = await self._read(job)
             if document is None:
                 return True
-            async with asyncio.timeout(self._call_timeout):
-                receipt = await self._erp.post_invoice(document)
+            receipt = await self._call(document)
         except Exception as exc:  # ErpError, a timeout, or a bug: counted, backed off, never a stall
             error = exc
             await self._record(job, lambda uow, head, now: self._failed(uow, job, head, error, now))
             return True
         await self._record(job, lambda uow, head, now: self._confirmed(uow, job, head, receipt, now))
         return True
+
+    async def _call(self, document: ErpInvoice) -> ErpReceipt:
+        """Step 2: the ERP call, with no transaction open, cut off before the lease can run out."""
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await self._erp.post_invoice(document)
+        except TimeoutError as exc:
+            raise ErpUnavailable(
+                f"{self._erp.system} did not answer within {self._call_timeout:g} s"
+            ) from exc
 
     async def _wait_for_token(self) -> None:
         """Take a token from the bucket every replica shares (its own short transaction)."""
