@@ -17,6 +17,7 @@ import grpc
 import nats
 import pytest
 import sqlalchemy as sa
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 
@@ -496,6 +497,88 @@ async def test_a_completed_milestone_becomes_one_line_once(world: World) -> None
     )
     assert line.description == "Milestone: Design sign-off"
     assert (await run(w)).invoices[0].lines == invoice.lines
+
+
+async def test_time_on_a_fixed_fee_line_is_settled_once_as_covered_by_the_fee(world: World) -> None:
+    w = world
+    p = await project(w, "P-FEE")
+    k = await contract(
+        w,
+        "K-FEE",
+        md.ContractLine(project_id=p.id, billing_model=md.BILLING_MODEL_FIXED_FEE, fee_amount="5000.00"),
+    )
+    entries = [time_entry(w, "2026-11-02", "8", project=p), time_entry(w, "2026-11-03", "4", project=p)]
+    await approve(w, *entries)
+    milestone = md.Milestone(
+        id=str(uuid.uuid4()),
+        contract_line_id=k.lines[0].id,
+        name="Go-live",
+        amount="5000.00",
+        due_date="2026-11-20",
+        status=md.MILESTONE_STATUS_COMPLETED,
+    )
+    milestone.complete_time.FromDatetime(dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC))
+    await publish(
+        w.js,
+        "md.milestone.completed",
+        milestone.id,
+        mev.MilestoneCompleted(milestone=milestone, contract_id=k.id, project_id=p.id),
+    )
+    await ledger_has(w, 2)
+
+    async def recorded() -> bool:
+        return await scalar(w, "SELECT count(*) FROM billing.milestones") == 1
+
+    await eventually(recorded)
+    (invoice,) = (await run(w)).invoices
+    assert [(line.kind, line.amount) for line in invoice.lines] == [
+        (bl.INVOICE_LINE_KIND_MILESTONE, "5000.00")
+    ]
+    # The time is settled in the ledger: held as covered by the fee, on no invoice, not unbilled.
+    held = await scalar(
+        w,
+        "SELECT count(*) FROM billing.wip_entries"
+        " WHERE hold = 'FIXED_FEE' AND hold_ref = :line AND invoice_id IS NULL",
+        line=k.lines[0].id,
+    )
+    assert held == 2
+    assert await scalar(w, "SELECT count(*) FROM billing.wip_entries WHERE hold IS NULL") == 0
+    period = {"period_start": "2026-11-01", "period_end": "2026-11-30"}
+    (summary,) = (await w.bl.SummarizeBilledWork(bla.SummarizeBilledWorkRequest(**period))).projects
+    assert (summary.unbilled_hours, summary.billed_hours, summary.fixed_fee_hours) == (
+        "0.00",
+        "0.00",
+        "12.00",
+    )
+    assert all(e.fixed_fee and not e.invoice_id for e in summary.entries)
+    # Later runs (this period, a later one, and after the project gets a T&M line) bill none of
+    # it, and the milestone stays billed once.
+    assert (await run(w)).invoices[0].lines == invoice.lines
+    changed = md.Contract()
+    changed.CopyFrom(k)
+    changed.lines[0].billing_model = md.BILLING_MODEL_TIME_AND_MATERIALS
+    changed.lines[0].rate_card_id = w.f["card"].id
+    changed.lines[0].fee_amount = ""
+    await w.md.UpdateContract(
+        mda.UpdateContractRequest(id=k.id, contract=changed, update_mask=FieldMask(paths=["lines"]))
+    )
+
+    async def time_and_materials() -> bool:
+        payload = await scalar(
+            w,
+            "SELECT payload FROM billing.md_projection WHERE kind = 'contract_line' AND id = :id",
+            id=k.lines[0].id,
+        )
+        return (
+            payload is not None
+            and md.ContractLine.FromString(payload).billing_model == md.BILLING_MODEL_TIME_AND_MATERIALS
+        )
+
+    await eventually(time_and_materials)
+    december = await run(w, "2026-11-01", "2026-12-31")
+    assert [line for i in december.invoices for line in i.lines if line.source_time_entry_ids] == []
+    assert await scalar(w, "SELECT count(*) FROM billing.invoice_lines WHERE kind = 'MILESTONE'") == 1
+    assert await scalar(w, "SELECT count(*) FROM billing.wip_entries WHERE hold = 'FIXED_FEE'") == 2
 
 
 # -- caps and the exception queue --------------------------------------------------------------------

@@ -316,3 +316,485 @@ async def test_the_erp_rate_limit_is_one_bucket_for_every_worker(env: Any) -> No
     await asyncio.gather(*(w._wait_for_token() for w in workers for _ in range(6)))
     elapsed = asyncio.get_running_loop().time() - started
     assert 1.7 <= elapsed < 6, elapsed
+
+
+async def approved_invoices(e: Any, n: int) -> list[bl.Invoice]:
+    """n approved invoices of November, queued for posting in order."""
+    projects = await projects_with_contracts(e, n)
+    for p in projects:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    await ledger_has(e, n)
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
+            )
+        )
+    ).billing_run
+    invoices = sorted(run.invoices, key=lambda i: i.id)
+    for invoice in invoices:
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    return invoices
+
+
+async def job(e: Any, invoice_id: str) -> Any:
+    async with e.engine.connect() as conn:
+        return (
+            await conn.execute(
+                sa.text("SELECT * FROM billing.posting_jobs WHERE invoice_id = :id"), {"id": invoice_id}
+            )
+        ).one()
+
+
+class Buggy:
+    """The file ERP, but posting one invoice hits a bug (not an ErpError)."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, victim: str) -> None:
+        self.inner, self.victim = inner, victim
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        if invoice.reference == self.victim:
+            raise ValueError("cannot decode the answer")
+        return await self.inner.post_invoice(invoice)
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_failure_that_is_no_erp_error_is_counted_and_backs_off_while_other_jobs_post(
+    env: Any,
+) -> None:
+    e = env
+    first, second = await approved_invoices(e, 2)
+    erp = Buggy(FileErp(e.erp_dir), victim=first.id)
+    app = Billing(e.uow, erp=erp)
+    worker = PostingWorker(
+        e.uow, app, erp, retry=RetryPolicy(max_attempts=2, first_delay=dt.timedelta(minutes=10))
+    )
+    assert await worker.post_next()  # the first (oldest) job, which fails
+    failing = await job(e, first.id)
+    assert (failing.status, failing.attempts, failing.leased_until) == ("QUEUED", 1, None)
+    assert failing.last_error == "ValueError: cannot decode the answer"
+    assert failing.next_attempt_time > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=9)
+    # The queue is not stalled: the next due job posts, then nothing is due for a while.
+    assert await worker.post_next()
+    assert (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=second.id))).invoice.number == "000001"
+    assert not await worker.post_next()
+    # Once its attempts run out the job fails for good, with an exception for finance.
+    later = PostingWorker(
+        e.uow,
+        app,
+        erp,
+        retry=RetryPolicy(max_attempts=2),
+        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=11),
+    )
+    assert await later.post_next()
+    assert ((await job(e, first.id)).status, (await job(e, first.id)).attempts) == ("FAILED", 2)
+    assert (
+        await count(
+            e,
+            "SELECT count(*) FROM billing.billing_exceptions"
+            f" WHERE kind = 'ERP_POST_FAILED' AND status = 'OPEN' AND invoice_id = '{first.id}'",
+        )
+        == 1
+    )
+
+
+class Watching:
+    """The file ERP, checking from another connection, mid-call, that billing holds nothing."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, engine: Any) -> None:
+        self.inner, self.engine = inner, engine
+        self.seen: list[tuple[int, int]] = []
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        # No connection of the worker's pool is checked out: no transaction can be open.
+        checked_out = self.engine.pool.checkedout()
+        async with self.engine.connect() as conn:
+            # And nothing is locked: the job, the invoice and the number counters are free.
+            locked = 0
+            for sql in (
+                "SELECT 1 FROM billing.posting_jobs WHERE invoice_id = :id FOR UPDATE NOWAIT",
+                "SELECT 1 FROM billing.invoices WHERE id = :id FOR UPDATE NOWAIT",
+                "SELECT 1 FROM billing.invoice_numbers FOR UPDATE NOWAIT",
+            ):
+                try:
+                    await conn.execute(sa.text(sql), {"id": invoice.reference})
+                except sa.exc.DBAPIError:
+                    locked += 1
+                    await conn.rollback()
+            await conn.rollback()
+        self.seen.append((checked_out, locked))
+        return await self.inner.post_invoice(invoice)
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_no_transaction_or_lock_is_held_while_the_erp_is_called(env: Any) -> None:
+    e = env
+    first, second = await approved_invoices(e, 2)
+    erp = Watching(FileErp(e.erp_dir), e.engine)
+    app = Billing(e.uow, erp=erp)
+    worker = PostingWorker(e.uow, app, erp, rate_per_second=1000)
+    assert await worker.post_next()
+    assert await worker.post_next()
+    assert erp.seen == [(0, 0), (0, 0)]
+    got = [await e.bl.GetInvoice(bla.GetInvoiceRequest(id=i.id)) for i in (first, second)]
+    numbers = [g.invoice.number for g in got]
+    assert sorted(numbers) == ["000001", "000002"]
+
+
+class Killed(BaseException):
+    """The worker's process dies (nothing in the worker catches it)."""
+
+
+class DyingAfterTheErp:
+    """The file ERP, but the worker dies right after the ERP confirmed the first call."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp) -> None:
+        self.inner, self.calls, self.dead = inner, 0, False
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        self.calls += 1
+        receipt = await self.inner.post_invoice(invoice)
+        if not self.dead:
+            self.dead = True
+            raise Killed
+        return receipt
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_worker_dying_after_the_erp_confirmed_is_finished_once_its_lease_ends(env: Any) -> None:
+    e = env
+    (invoice,) = await approved_invoices(e, 1)
+    erp = DyingAfterTheErp(FileErp(e.erp_dir))
+    app = Billing(e.uow, erp=erp)
+    lease = dt.timedelta(minutes=5)
+    with pytest.raises(Killed):
+        await PostingWorker(e.uow, app, erp, lease=lease).post_next()
+    leased = await job(e, invoice.id)
+    assert (leased.status, leased.attempts) == ("QUEUED", 1)
+    assert leased.leased_until > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=4)
+    # While the lease runs, no other worker takes the job.
+    assert not await PostingWorker(e.uow, app, erp, lease=lease).post_next()
+    after = PostingWorker(
+        e.uow, app, erp, lease=lease, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6)
+    )
+    assert await after.post_next()
+    posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=invoice.id))).invoice
+    assert (posted.status, posted.number) == (bl.INVOICE_STATUS_POSTED, "000001")
+    assert posted.erp_document_id == f"{e.f['le'].id}/{invoice.id}.json"
+    assert ((await job(e, invoice.id)).status, (await job(e, invoice.id)).attempts) == ("CONFIRMED", 2)
+    assert erp.calls == 2
+    assert len(list(e.erp_dir.glob("*/*.json"))) == 1
+    assert await count(e, "SELECT last_number FROM billing.invoice_numbers") == 1
+    assert (
+        await count(e, "SELECT count(*) FROM billing.outbox WHERE event_type = 'billing.invoice.posted'") == 1
+    )
+
+
+async def test_two_concurrent_runs_for_one_legal_entity_and_period_are_one_run(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 2)
+    for p in projects:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    await ledger_has(e, 2)
+    app = Billing(e.uow)
+    le = e.f["le"].id
+    first, second = await asyncio.gather(
+        app.run("2026-11-01", "2026-11-30", le), app.run("2026-11-01", "2026-11-30", le)
+    )
+    assert first.run_id == second.run_id
+    assert sorted(first.invoice_ids) == sorted(second.invoice_ids)
+    assert len(first.invoice_ids) == 2
+    # One call billed the entries, the other found nothing left: each entry once.
+    assert sorted([first.entries_billed, second.entries_billed]) == [0, 2]
+    assert await count(e, "SELECT count(*) FROM billing.billing_runs") == 1
+    assert await count(e, "SELECT count(*) FROM billing.invoices") == 2
+    assert await count(e, "SELECT count(*) FROM billing.invoice_lines") == 2
+
+
+class VoidingMidCall:
+    """The file ERP, but finance tries to void the invoice while the ERP is posting it."""
+
+    system = "file"
+
+    def __init__(self, inner: FileErp, stub: Any) -> None:
+        self.inner, self.stub = inner, stub
+        self.refusals: list[tuple[grpc.StatusCode, str]] = []
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        try:
+            async with asyncio.timeout(10):  # the row is not locked, so the answer is immediate
+                await self.stub.VoidInvoice(
+                    bla.VoidInvoiceRequest(id=invoice.reference, actor_id="fin", reason="changed my mind")
+                )
+        except grpc.aio.AioRpcError as refused:
+            self.refusals.append((refused.code(), refused.details() or ""))
+        return await self.inner.post_invoice(invoice)
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return await self.inner.find_posted(reference)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_approved_invoice_can_be_voided_until_posting_is_asked_for(env: Any) -> None:
+    e = env
+    projects = await projects_with_contracts(e, 2)
+    entries = [
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC)) for p in projects
+    ]
+    await ledger_has(e, 2)
+    le = e.f["le"].id
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(
+                    period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=le
+                )
+            )
+        )
+    ).billing_run
+    voided_one, posted_one = sorted(run.invoices, key=lambda i: i.id)
+    for invoice in (voided_one, posted_one):
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+    # APPROVED, not yet asked to post: the void goes through and its time is unbilled again.
+    voided = (
+        await e.bl.VoidInvoice(bla.VoidInvoiceRequest(id=voided_one.id, actor_id="fin", reason="wrong PO"))
+    ).invoice
+    assert (voided.status, voided.voided_by, voided.void_reason) == (
+        bl.INVOICE_STATUS_VOID,
+        "fin",
+        "wrong PO",
+    )
+    released = {i for line in voided_one.lines for i in line.source_time_entry_ids}
+    assert (
+        await count(
+            e,
+            "SELECT count(*) FROM billing.wip_entries"
+            f" WHERE invoice_id IS NULL AND time_entry_id IN ({', '.join(repr(i) for i in released)})",
+        )
+        == 1
+    )
+    assert released <= {x.id for x in entries}
+    # Once posting is asked for, a void is refused — queued, and also while the ERP call is in
+    # flight (the job leased, no row locked): the ERP may be making the document.
+    await e.bl.PostInvoice(bla.PostInvoiceRequest(id=posted_one.id, actor_id="fin"))
+    with pytest.raises(grpc.aio.AioRpcError) as queued:
+        await e.bl.VoidInvoice(bla.VoidInvoiceRequest(id=posted_one.id, actor_id="fin", reason="late"))
+    assert queued.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    erp = VoidingMidCall(FileErp(e.erp_dir), e.bl)
+    assert await PostingWorker(e.uow, Billing(e.uow, erp=erp), erp).post_next()
+    ((code, details),) = erp.refusals
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "being posted" in details
+    posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=posted_one.id))).invoice
+    assert (posted.status, posted.number) == (bl.INVOICE_STATUS_POSTED, "000001")
+    # The voided invoice's time goes on the next run's fresh draft.
+    again = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(
+                    period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=le
+                )
+            )
+        )
+    ).billing_run
+    fresh = [i for i in again.invoices if i.status == bl.INVOICE_STATUS_DRAFT]
+    assert [set(line.source_time_entry_ids) for i in fresh for line in i.lines] == [released]
+
+
+async def test_each_legal_entity_numbers_its_invoices_on_its_own_without_gaps(env: Any) -> None:
+    e = env
+    other = (
+        await e.md.CreateLegalEntity(
+            mda.CreateLegalEntityRequest(
+                legal_entity=md.LegalEntity(code="IE", name="Acme Ireland", base_currency="GBP")
+            )
+        )
+    ).legal_entity
+    customer = (
+        await e.md.CreateCustomer(
+            mda.CreateCustomerRequest(
+                customer=md.Customer(code="INITECH", name="Initech", legal_entity_id=other.id, currency="GBP")
+            )
+        )
+    ).customer
+    uk = await projects_with_contracts(e, 3)
+    ie = []
+    for i in range(2):
+        p = (
+            await e.md.CreateProject(
+                mda.CreateProjectRequest(
+                    project=md.Project(
+                        code=f"IE{i}",
+                        name=f"Irish project {i}",
+                        customer_id=customer.id,
+                        legal_entity_id=other.id,
+                        manager_id=e.f["boss"].id,
+                        status=md.PROJECT_STATUS_ACTIVE,
+                        start_date="2026-01-01",
+                    )
+                )
+            )
+        ).project
+        await e.md.CreateContract(
+            mda.CreateContractRequest(
+                contract=md.Contract(
+                    code=f"KIE{i}",
+                    customer_id=customer.id,
+                    currency="GBP",
+                    lines=[
+                        md.ContractLine(
+                            project_id=p.id,
+                            billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
+                            rate_card_id=e.f["card"].id,
+                        )
+                    ],
+                )
+            )
+        )
+        ie.append(p)
+    for p in uk:
+        await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    for p in ie:
+        entry = tk.TimeEntry(
+            id=str(uuid.uuid4()),
+            consultant_id=e.f["dev"].id,
+            project_id=p.id,
+            labor_category_id=e.f["lc"].id,
+            work_date="2026-11-03",
+            hours="4",
+            billable=True,
+            status=tk.TIME_ENTRY_STATUS_APPROVED,
+            legal_entity_id=other.id,
+            customer_id=customer.id,
+        )
+        entry.approve_time.FromDatetime(dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
+        await publish(e.js, "time.entry.approved", p.id, tev.TimeEntryApproved(time_entry=entry))
+    await ledger_has(e, 5)
+    run = (
+        await e.bl.CreateBillingRun(
+            bla.CreateBillingRunRequest(
+                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
+            )
+        )
+    ).billing_run
+    assert len(run.invoices) == 5
+    for invoice in run.invoices:
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    erp = FileErp(e.erp_dir)
+    app = Billing(e.uow, erp=erp)
+    workers = [PostingWorker(e.uow, app, erp, rate_per_second=1000) for _ in range(2)]
+
+    async def drain(worker: PostingWorker) -> None:
+        while await worker.post_next():
+            pass
+
+    await asyncio.gather(*(drain(w) for w in workers))
+    numbers: dict[str, list[str]] = {}
+    for invoice in run.invoices:
+        posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=invoice.id))).invoice
+        numbers.setdefault(posted.legal_entity_id, []).append(posted.number)
+    assert {le: sorted(n) for le, n in numbers.items()} == {
+        e.f["le"].id: ["000001", "000002", "000003"],
+        other.id: ["000001", "000002"],
+    }
+
+
+async def test_a_scheduler_down_over_whole_periods_gives_each_missed_period_its_own_run(env: Any) -> None:
+    e = env
+    (monthly,) = await projects_with_contracts(e, 1)
+    utc = dt.UTC
+    september = await approve(e, "2026-09-10", "1", monthly, dt.datetime(2026, 9, 10, 18, tzinfo=utc))
+    october = await approve(e, "2026-10-10", "2", monthly, dt.datetime(2026, 10, 10, 18, tzinfo=utc))
+    november = await approve(e, "2026-11-10", "3", monthly, dt.datetime(2026, 11, 10, 18, tzinfo=utc))
+    await ledger_has(e, 3)
+    app = Billing(e.uow, cutoff_delay=dt.timedelta(hours=48))
+
+    async def billed(result: Any) -> tuple[str, str, set[str]]:
+        run = await app.get_run(result.run_id)
+        return (
+            run.period_start,
+            run.period_end,
+            {i for inv in run.invoices for line in inv.lines for i in line.source_time_entry_ids},
+        )
+
+    (first,) = [
+        r
+        for r in await app.run_due(dt.datetime(2026, 10, 3, 0, 1, tzinfo=utc))
+        if r.billing_period == "MONTHLY"
+    ]
+    assert await billed(first) == ("2026-09-01", "2026-09-30", {september.id})
+    # Down through October and November: on 3 December both months are billed, each on its own.
+    caught_up = [
+        r
+        for r in await app.run_due(dt.datetime(2026, 12, 3, 0, 1, tzinfo=utc))
+        if r.billing_period == "MONTHLY"
+    ]
+    assert [await billed(r) for r in caught_up] == [
+        ("2026-10-01", "2026-10-31", {october.id}),
+        ("2026-11-01", "2026-11-30", {november.id}),
+    ]
+    assert all(r.scheduled for r in caught_up)
+    again = await app.run_due(dt.datetime(2026, 12, 3, 0, 2, tzinfo=utc))
+    assert sum(r.entries_billed for r in again) == 0
+
+
+class Hanging:
+    """An ERP that never answers."""
+
+    system = "file"
+
+    async def post_invoice(self, invoice: ErpInvoice) -> ErpReceipt:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def find_posted(self, reference: str) -> ErpReceipt | None:
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_erp_call_that_hangs_is_cut_off_before_the_lease_ends_and_retried_later(env: Any) -> None:
+    e = env
+    (invoice,) = await approved_invoices(e, 1)
+    erp = Hanging()
+    worker = PostingWorker(
+        e.uow,
+        Billing(e.uow, erp=erp),
+        erp,
+        call_timeout=0.2,
+        lease=dt.timedelta(seconds=30),
+        retry=RetryPolicy(first_delay=dt.timedelta(minutes=1)),
+    )
+    async with asyncio.timeout(10):
+        assert await worker.post_next()
+    waiting = await job(e, invoice.id)
+    assert (waiting.status, waiting.attempts, waiting.leased_until) == ("QUEUED", 1, None)
+    assert waiting.last_error == "file did not answer within 0.2 s"
+    with pytest.raises(ValueError, match="lease"):
+        PostingWorker(e.uow, Billing(e.uow), erp, call_timeout=60, lease=dt.timedelta(seconds=60))

@@ -311,11 +311,18 @@ async def test_a_rate_in_another_currency_needs_fx_else_an_exception(
             )
         )
     )
-    await stubs.md.CreateTaxRate(
-        mda.CreateTaxRateRequest(
-            tax_rate=md.TaxRate(tax_code="VAT-STD", rate="0.20", effective_from="2020-01-01")
-        )
-    )
+    # Three dated tax rates: the one in force at the period end (30 November) is 0.20 — not the
+    # one in force on the work date (0.175), nor the newest (0.25, from December).
+    taxes = {
+        rate: (
+            await stubs.md.CreateTaxRate(
+                mda.CreateTaxRateRequest(
+                    tax_rate=md.TaxRate(tax_code="VAT-STD", rate=rate, effective_from=day)
+                )
+            )
+        ).tax_rate
+        for rate, day in (("0.175", "2020-01-01"), ("0.20", "2026-11-10"), ("0.25", "2026-12-01"))
+    }
     e = await submit(
         stubs,
         tk.TimeEntry(consultant_id=f["dev"].id, project_id=project.id, work_date="2026-11-02", hours="3"),
@@ -328,14 +335,32 @@ async def test_a_rate_in_another_currency_needs_fx_else_an_exception(
     assert [x.kind for x in run.exceptions] == [bl.BILLING_EXCEPTION_KIND_MISSING_FX]
     assert list(run.exceptions[0].time_entry_ids) == [e.id]
 
-    await stubs.md.CreateFxRate(
-        mda.CreateFxRateRequest(
-            fx_rate=md.FxRate(base="GBP", quote="EUR", rate="1.1500", effective_date="2026-11-01")
-        )
-    )
+    # Likewise FX: the period end's rate (1.15 from 20 November), not the work date's (1.10),
+    # nor December's (1.30).
+    fx = {
+        rate: (
+            await stubs.md.CreateFxRate(
+                mda.CreateFxRateRequest(
+                    fx_rate=md.FxRate(base="GBP", quote="EUR", rate=rate, effective_date=day)
+                )
+            )
+        ).fx_rate
+        for rate, day in (("1.1000", "2026-10-01"), ("1.1500", "2026-11-20"), ("1.3000", "2026-12-01"))
+    }
+    await eventually(lambda: billing_projects(database_url, "fx_rate", 3))
+    await eventually(lambda: billing_projects(database_url, "tax_rate", 3))
     run = await run_billing(stubs)
     (invoice,) = run.invoices
     (line,) = invoice.lines
+    # Lineage: the line names the rate-card entry, FX rate and tax rate it was priced with.
+    (november_rate,) = [r for r in f["card"].rates if r.rate == "150.00"]
+    assert (line.rate_card_entry_id, line.rate_card_rate, line.rate_card_currency) == (
+        november_rate.id,
+        "150.00",
+        "GBP",
+    )
+    assert (line.fx_rate_id, line.fx_rate) == (fx["1.1500"].id, "1.15")
+    assert (line.tax_code, line.tax_rate_id, line.tax_rate) == ("VAT-STD", taxes["0.20"].id, "0.2")
     # 150.00 GBP × 1.15 = 172.50 EUR; 3 h = 517.50; VAT 20 % = 103.50
     assert (invoice.currency, line.unit_price, line.amount, line.tax_amount, invoice.total) == (
         "EUR",
@@ -346,6 +371,19 @@ async def test_a_rate_in_another_currency_needs_fx_else_an_exception(
     )
     again = await run_billing(stubs)
     assert len(again.exceptions) == 0
+
+
+async def billing_projects(database_url: str, kind: str, count: int) -> bool:
+    """Billing's copy of master data holds count records of the kind."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                sa.text("SELECT count(*) FROM billing.md_projection WHERE kind = :kind"), {"kind": kind}
+            )
+            return bool(found == count)
+    finally:
+        await engine.dispose()
 
 
 async def _unbilled(s: Stubs, hours: str) -> bool:

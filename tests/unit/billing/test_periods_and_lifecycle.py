@@ -1,12 +1,19 @@
 """Billing periods and cut-offs, the invoice lifecycle rules, exception resolutions, retries."""
 
 import datetime as dt
+import itertools
 
 import pytest
 
 from accrue.runtime import FailedPrecondition, InvalidArgument
 from accrue.services.billing.domain import lifecycle
-from accrue.services.billing.domain.periods import Period, PeriodKind, latest_due, period_containing
+from accrue.services.billing.domain.periods import (
+    Period,
+    PeriodKind,
+    due_since,
+    latest_due,
+    period_containing,
+)
 from accrue.services.billing.domain.posting import RetryPolicy
 
 D = dt.date
@@ -39,6 +46,27 @@ def test_a_period_is_due_once_its_cut_off_has_passed() -> None:
     assert latest_due(PeriodKind.SEMI_MONTHLY, at(17, 1), delay) == Period(D(2026, 11, 16), D(2026, 11, 30))
     assert latest_due(PeriodKind.SEMI_MONTHLY, at(18, 1), delay) == Period(D(2026, 12, 1), D(2026, 12, 15))
     assert latest_due(PeriodKind.WEEKLY, at(2), dt.timedelta(0)) == Period(D(2026, 11, 23), D(2026, 11, 29))
+
+
+def test_a_scheduler_that_was_down_catches_up_on_every_missed_period_oldest_first() -> None:
+    delay = dt.timedelta(hours=48)
+    month = PeriodKind.MONTHLY
+    # Last scheduled run: August. On 3 December September, October and November are due.
+    assert due_since(month, at(3), delay, D(2026, 8, 31)) == [
+        Period(D(2026, 9, 1), D(2026, 9, 30)),
+        Period(D(2026, 10, 1), D(2026, 10, 31)),
+        Period(D(2026, 11, 1), D(2026, 11, 30)),
+    ]
+    # Up to date: only the latest, looked at again (its runs are made once).
+    assert due_since(month, at(3), delay, D(2026, 11, 30)) == [Period(D(2026, 11, 1), D(2026, 11, 30))]
+    # Never scheduled before: no invented past.
+    assert due_since(month, at(3), delay, None) == [Period(D(2026, 11, 1), D(2026, 11, 30))]
+    # Down for years: the latest twelve periods, oldest first.
+    long_ago = due_since(PeriodKind.WEEKLY, at(3), delay, D(2020, 1, 5))
+    assert len(long_ago) == 12
+    assert long_ago[-1] == Period(D(2026, 11, 23), D(2026, 11, 29))
+    assert long_ago == sorted(long_ago)
+    assert all(b.start - a.end == dt.timedelta(days=1) for a, b in itertools.pairwise(long_ago))
 
 
 def test_the_lifecycle_moves_forward_only() -> None:

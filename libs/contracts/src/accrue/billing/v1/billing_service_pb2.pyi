@@ -639,6 +639,7 @@ class BilledEntry(_message.Message):
     REVERSES_ID_FIELD_NUMBER: _builtins.int
     WRITTEN_OFF_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    FIXED_FEE_FIELD_NUMBER: _builtins.int
     time_entry_id: _builtins.str
     """The time entry."""
     hours: _builtins.str
@@ -655,6 +656,10 @@ class BilledEntry(_message.Message):
     """Written off by finance: never billed."""
     cancelled: _builtins.bool
     """Reversed before it was invoiced (or the reversal of such an entry): never billed."""
+    fixed_fee: _builtins.bool
+    """On a FIXED_FEE contract line: covered by the fee, which its milestones bill, so never
+    invoiced by the hour (settled by the first billing run that met it).
+    """
     def __init__(
         self,
         *,
@@ -666,10 +671,11 @@ class BilledEntry(_message.Message):
         reverses_id: _builtins.str = ...,
         written_off: _builtins.bool = ...,
         cancelled: _builtins.bool = ...,
+        fixed_fee: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "cancelled", b"cancelled", "hours", b"hours", "invoice_id", b"invoice_id", "invoice_status", b"invoice_status", "reverses_id", b"reverses_id", "time_entry_id", b"time_entry_id", "written_off", b"written_off"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "cancelled", b"cancelled", "fixed_fee", b"fixed_fee", "hours", b"hours", "invoice_id", b"invoice_id", "invoice_status", b"invoice_status", "reverses_id", b"reverses_id", "time_entry_id", b"time_entry_id", "written_off", b"written_off"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -690,6 +696,7 @@ class BilledWorkSummary(_message.Message):
     POSTED_HOURS_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
     WRITTEN_OFF_HOURS_FIELD_NUMBER: _builtins.int
+    FIXED_FEE_HOURS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project."""
     legal_entity_id: _builtins.str
@@ -706,6 +713,8 @@ class BilledWorkSummary(_message.Message):
     """Hours on POSTED invoices, as a decimal string."""
     written_off_hours: _builtins.str
     """Billable hours finance wrote off, as a decimal string."""
+    fixed_fee_hours: _builtins.str
+    """Billable hours covered by a fixed fee (not unbilled, never invoiced), as a decimal string."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___BilledEntry]:
         """The entries."""
@@ -722,10 +731,11 @@ class BilledWorkSummary(_message.Message):
         posted_hours: _builtins.str = ...,
         entries: _abc.Iterable[Global___BilledEntry] | None = ...,
         written_off_hours: _builtins.str = ...,
+        fixed_fee_hours: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_hours", b"billed_hours", "entries", b"entries", "entry_count", b"entry_count", "hours", b"hours", "legal_entity_id", b"legal_entity_id", "posted_hours", b"posted_hours", "project_id", b"project_id", "unbilled_hours", b"unbilled_hours", "written_off_hours", b"written_off_hours"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_hours", b"billed_hours", "entries", b"entries", "entry_count", b"entry_count", "fixed_fee_hours", b"fixed_fee_hours", "hours", b"hours", "legal_entity_id", b"legal_entity_id", "posted_hours", b"posted_hours", "project_id", b"project_id", "unbilled_hours", b"unbilled_hours", "written_off_hours", b"written_off_hours"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -99,6 +99,8 @@ async def bootstrap(settings: BillingSettings) -> Service:
         ),
         rate_per_second=settings.erp_rate_per_second,
         poll_interval=settings.posting_poll_seconds,
+        call_timeout=settings.erp_call_timeout_seconds,
+        lease=dt.timedelta(seconds=settings.posting_lease_seconds),
     )
     background = [relay.run, *(c.run for c in consumers), poster.run]
     if settings.schedule_interval_seconds > 0:

@@ -39,6 +39,10 @@ class BillingSettings(ServiceSettings):
     erp_retry_first_seconds: float = 5.0
     erp_retry_max_seconds: float = 1800.0
     posting_poll_seconds: float = 1.0
+    # One ERP posting (all its round trips) is cut off after this long and retried later; a
+    # claimed job is leased for longer, so no second worker takes it while the call may run.
+    erp_call_timeout_seconds: float = 120.0
+    posting_lease_seconds: float = 300.0
 
     # Scheduled runs: how often to look for due periods (0 turns the scheduler off), and how
     # long after a period ends it is billed.
@@ -55,6 +59,8 @@ class BillingSettings(ServiceSettings):
             ]
             if missing:
                 raise ValueError(f"erp_adapter=tryton needs {', '.join(missing)}")
+        if self.posting_lease_seconds <= self.erp_call_timeout_seconds:
+            raise ValueError("posting_lease_seconds must be longer than erp_call_timeout_seconds")
         if any(not 0 < t <= 1000 for t in self.cap_thresholds):
             raise ValueError("cap_thresholds are percentages between 1 and 1000")
         return self

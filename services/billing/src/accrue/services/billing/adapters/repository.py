@@ -108,12 +108,13 @@ class StoredDraft:
 
 @dataclass(frozen=True)
 class PostingJob:
-    """A claimed posting job."""
+    """A claimed (leased) posting job; `attempts` already counts the attempt it was claimed for."""
 
     invoice_id: str
     legal_entity_id: str
     attempts: int
     erp_system: str
+    leased_until: dt.datetime
 
 
 def _is_uuid(value: str) -> bool:
@@ -342,6 +343,22 @@ class BillingRepository:
             raise Aborted(f"billing {noted} entries changed {status}; the run is rolled back, try again")
         return noted
 
+    async def settle_fixed_fee(self, time_entry_ids: Sequence[str], contract_line_id: str) -> int:
+        """Hold unbilled time as covered by a fixed fee (never invoiced); returns how many rows.
+
+        Only rows still unbilled are taken, so settling the same entries again changes nothing.
+        """
+        if not time_entry_ids:
+            return 0
+        raw = await self._raw()
+        status = await raw.execute(
+            f"UPDATE {wip_entries.schema}.wip_entries SET hold = 'FIXED_FEE', hold_ref = $2"
+            f" WHERE time_entry_id = ANY($1::text[]) AND {UNBILLED}",
+            list(time_entry_ids),
+            contract_line_id,
+        )
+        return int(status.split()[-1])
+
     async def legal_entities_with_work(self, end: dt.date, cutoff: dt.datetime) -> list[str]:
         """Legal entities with unbilled work or milestones due by the period end and cut-off."""
         w, m = wip_entries, milestones
@@ -456,6 +473,14 @@ class BillingRepository:
             )
         ).one()
         return row.id, row.create_time, row.id == run_id
+
+    async def last_scheduled_end(self, billing_period: str) -> dt.date | None:
+        """The end of the latest period the scheduler made a run for, of this frequency."""
+        t = billing_runs
+        found: dt.date | None = await self._conn.scalar(
+            sa.select(sa.func.max(t.c.period_end)).where(t.c.scheduled, t.c.billing_period == billing_period)
+        )
+        return found
 
     async def run(self, run_id: str) -> Any | None:
         """A run's row."""
@@ -849,24 +874,60 @@ class BillingRepository:
                     "erp_system": erp_system,
                     "requested_by": actor,
                     "update_time": now,
+                    "leased_until": None,
                 },
                 where=t.c.status == "FAILED",
             )
         )
 
-    async def claim_posting_job(self, now: dt.datetime) -> PostingJob | None:
-        """The oldest due job, locked so no other replica takes it; None when none is due."""
+    async def claim_posting_job(self, now: dt.datetime, lease: dt.timedelta) -> PostingJob | None:
+        """Lease the oldest due job to the caller and count the attempt; None when none is due.
+
+        SKIP LOCKED lets replicas claim side by side; the lease (and next_attempt_time moved to
+        its end) keeps the job the caller's after this short transaction commits.
+        """
         t = posting_jobs
+        due = (
+            sa.select(t.c.invoice_id)
+            .where(t.c.status == "QUEUED", t.c.next_attempt_time <= now)
+            .order_by(t.c.next_attempt_time)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        until = now + lease
         row = (
             await self._conn.execute(
-                sa.select(t.c.invoice_id, t.c.legal_entity_id, t.c.attempts, t.c.erp_system)
-                .where(t.c.status == "QUEUED", t.c.next_attempt_time <= now)
-                .order_by(t.c.next_attempt_time)
-                .limit(1)
-                .with_for_update(skip_locked=True)
+                sa.update(t)
+                .where(t.c.invoice_id == due)
+                .values(
+                    attempts=t.c.attempts + 1, leased_until=until, next_attempt_time=until, update_time=now
+                )
+                .returning(
+                    t.c.invoice_id, t.c.legal_entity_id, t.c.attempts, t.c.erp_system, t.c.leased_until
+                )
             )
         ).first()
-        return PostingJob(row[0], row[1], row[2], row[3]) if row else None
+        return PostingJob(row[0], row[1], row[2], row[3], row[4]) if row else None
+
+    async def holds_lease(self, job: PostingJob) -> bool:
+        """Whether the job is still QUEUED under this very lease; locks its row until commit.
+
+        False once another worker re-claimed it after the lease ran out (it finishes the job), or
+        once the job was closed.
+        """
+        t = posting_jobs
+        found = await self._conn.scalar(
+            sa.select(t.c.invoice_id)
+            .where(
+                t.c.invoice_id == job.invoice_id,
+                t.c.status == "QUEUED",
+                t.c.attempts == job.attempts,
+                t.c.leased_until == job.leased_until,
+            )
+            .with_for_update()
+        )
+        return found is not None
 
     async def set_posting(self, invoice_id: str, **values: Any) -> None:
         """Update a posting job."""

@@ -46,9 +46,12 @@ wip_entries = sa.Table(
     sa.Column("invoice_line_id", _ID, nullable=True),
     sa.Column("reverses_id", sa.Text, nullable=True),
     sa.Column("reversed_by_id", sa.Text, nullable=True),
-    # CANCELLED (reversed before it was invoiced) or WRITTEN_OFF (by finance): never billed.
+    # Never billed by the hour: CANCELLED (reversed before it was invoiced), WRITTEN_OFF (by
+    # finance), or FIXED_FEE (time on a fixed-fee line, which bills its milestones instead;
+    # settled by the run that meets it).
     sa.Column("hold", sa.Text, nullable=True),
-    # The exception whose resolution set the hold or approved the overage.
+    # The exception whose resolution set the hold or approved the overage; for FIXED_FEE the
+    # contract line whose fee covers the time.
     sa.Column("hold_ref", sa.Text, nullable=True),
     # CAP_EXCEEDED resolved with BILL_OVERAGE: bill it beyond the cap.
     sa.Column("overage_approved", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -203,7 +206,8 @@ billing_exceptions = sa.Table(
     ),
 )
 
-# The durable posting queue: one job per invoice, claimed FOR UPDATE SKIP LOCKED by any replica.
+# The durable posting queue: one job per invoice. A replica claims a due job (FOR UPDATE SKIP
+# LOCKED, in a short transaction) by leasing it; the ERP call runs with no transaction open.
 posting_jobs = sa.Table(
     "posting_jobs",
     metadata,
@@ -218,6 +222,10 @@ posting_jobs = sa.Table(
     sa.Column("request_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("requested_by", sa.Text, nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    # Set while a worker is posting the job: it is that worker's until then (next_attempt_time
+    # is moved to the same moment, so nobody else finds it due). A worker that died leaves
+    # a lease that simply runs out, and the job is claimed again.
+    sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
     sa.Index("posting_jobs_due", "next_attempt_time", postgresql_where=sa.text("status = 'QUEUED'")),
 )
 

@@ -5,6 +5,10 @@ WEEKLY (ISO weeks, Monday to Sunday). A period is billed by the scheduler once i
 passed: `cutoff` after the period's last day ends (midnight UTC). Work dated in the period and
 approved by the cut-off is on that period's invoice; work approved later ("late work") waits
 for the next period's scheduled run, which bills everything unbilled dated up to its own end.
+
+A scheduler that was down over whole periods catches up: every period due since the last one
+it billed gets its own run, oldest first (at most MAX_CATCH_UP of them), so a missed period's
+work is still invoiced for that period rather than folded into a later one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import calendar
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
+
+# How many periods of one kind a scheduler catches up on after being down (a year of months).
+MAX_CATCH_UP = 12
 
 
 class PeriodKind(StrEnum):
@@ -58,3 +65,28 @@ def latest_due(kind: PeriodKind, now: dt.datetime, delay: dt.timedelta) -> Perio
     if period.end > last_closed_day:
         period = period_containing(kind, period.start - dt.timedelta(days=1))
     return period
+
+
+def due_since(
+    kind: PeriodKind,
+    now: dt.datetime,
+    delay: dt.timedelta,
+    last_billed_end: dt.date | None,
+    limit: int = MAX_CATCH_UP,
+) -> list[Period]:
+    """The latest due period, and before it every one ending after the last scheduled run's
+    period, oldest first (at most limit in all).
+
+    The latest is always included, as every tick looks at it again (its runs are made once;
+    a legal entity whose work reached billing late still gets its run). With no scheduled run
+    yet only the latest is billed: a new installation does not invent runs for a past it never
+    scheduled.
+    """
+    period = latest_due(kind, now, delay)
+    due = [period]
+    while last_billed_end is not None and len(due) < limit:
+        period = period_containing(kind, period.start - dt.timedelta(days=1))
+        if period.end <= last_billed_end:
+            break
+        due.append(period)
+    return due[::-1]

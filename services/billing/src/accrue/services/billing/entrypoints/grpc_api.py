@@ -98,6 +98,7 @@ class BillingServicer(api_grpc.BillingServiceServicer):
                     billed_hours=_hours(live),
                     posted_hours=_hours([r for r in live if r.status == "POSTED"]),
                     written_off_hours=_hours([r for r in group if r.hold == "WRITTEN_OFF"]),
+                    fixed_fee_hours=_hours([r for r in group if r.hold == "FIXED_FEE"]),
                     entries=[
                         api.BilledEntry(
                             time_entry_id=r.time_entry_id,
@@ -108,6 +109,7 @@ class BillingServicer(api_grpc.BillingServiceServicer):
                             reverses_id=r.reverses_id or "",
                             written_off=r.hold == "WRITTEN_OFF",
                             cancelled=r.hold == "CANCELLED",
+                            fixed_fee=r.hold == "FIXED_FEE",
                         )
                         for r in group
                     ],

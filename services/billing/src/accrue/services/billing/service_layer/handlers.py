@@ -24,7 +24,7 @@ from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
 from accrue.services.billing.domain import lifecycle
 from accrue.services.billing.domain.invoicing import thresholds_reached
 from accrue.services.billing.domain.lifecycle import WORK_KINDS, Resolution
-from accrue.services.billing.domain.periods import PeriodKind, latest_due
+from accrue.services.billing.domain.periods import PeriodKind, due_since
 from accrue.services.billing.service_layer.runs import RunOutcome, RunPricer, RunScope
 from accrue.telemetry import get_logger
 
@@ -117,7 +117,8 @@ class Billing:
             reversal_row["hold"] = "CANCELLED"
         await uow.billing.add_work(reversal_row)
         values: dict[str, Any] = {"reversed_by_id": reversal.id}
-        if not invoiced and row.hold is None:
+        if not invoiced and row.hold in (None, "FIXED_FEE"):
+            # Time that never reached an invoice (fixed-fee time included) was never worked.
             values["hold"] = "CANCELLED"
         await uow.billing.set_work([original.id], **values)
 
@@ -179,20 +180,31 @@ class Billing:
         return await self._run(legal_entity_id, start, end, _billing_period(billing_period))
 
     async def run_due(self, now: dt.datetime | None = None) -> list[RunResult]:
-        """The scheduler's tick: bill every period whose cut-off has passed, once per legal entity."""
+        """The scheduler's tick: bill every period whose cut-off has passed, once per legal entity.
+
+        Every period due since the last scheduled run of its kind is billed, oldest first (at
+        most MAX_CATCH_UP back), so a period missed while the scheduler was down gets its own run.
+        """
         now = now or self._clock()
         results: list[RunResult] = []
         for kind in PeriodKind:
-            period = latest_due(kind, now, self._cutoff_delay)
-            cutoff = period.cutoff(self._cutoff_delay)
             async with self._uow() as uow:
-                entities = await uow.billing.legal_entities_with_work(period.end, cutoff)
-            for legal_entity_id in entities:
-                results.append(
-                    await self._run(
-                        legal_entity_id, period.start, period.end, kind.value, scheduled=True, cutoff=cutoff
+                last = await uow.billing.last_scheduled_end(kind.value)
+            for period in due_since(kind, now, self._cutoff_delay, last):
+                cutoff = period.cutoff(self._cutoff_delay)
+                async with self._uow() as uow:
+                    entities = await uow.billing.legal_entities_with_work(period.end, cutoff)
+                for legal_entity_id in entities:
+                    results.append(
+                        await self._run(
+                            legal_entity_id,
+                            period.start,
+                            period.end,
+                            kind.value,
+                            scheduled=True,
+                            cutoff=cutoff,
+                        )
                     )
-                )
         return results
 
     async def _run(
@@ -251,6 +263,7 @@ class Billing:
             billing_period=billing_period or "all",
             scheduled=scheduled,
             entries_billed=outcome.entries_billed,
+            entries_fixed_fee=outcome.entries_fixed_fee,
             invoices_touched=len(outcome.touched_invoices),
             exceptions_raised=len(raised),
         )

@@ -1,26 +1,38 @@
 """The posting job: approved invoices to the ERP, exactly once, with retries and a rate limit.
 
-One job per invoice in `posting_jobs`. A worker (any replica) claims the oldest due job with
-FOR UPDATE SKIP LOCKED and keeps it locked while it talks to the ERP, inside one transaction:
+One job per invoice in `posting_jobs`. The ERP call (many round trips, each with its own
+timeout) never runs inside a database transaction, so no row lock or connection is held while
+the ERP thinks. A worker (any replica) goes through three steps:
 
-* ERP confirms → the invoice gets the legal entity's next number (its counter row locked in
-  the same transaction, so numbers have no gaps), becomes POSTED, and `billing.invoice.posted`
-  goes into the outbox — all in the commit that also closes the job;
-* ERP unavailable → the attempt is counted and the job waits (exponential backoff), until it has
-  failed `max_attempts` times;
-* ERP refuses, or attempts run out → the job is FAILED and an ERP_POST_FAILED exception opens.
+1. **Claim**, one short transaction: the oldest due job (FOR UPDATE SKIP LOCKED) is leased to
+   the worker (`leased_until` = now + the lease, which is longer than the ERP call may take)
+   and the attempt is counted, then committed. Then a token from the rate limit every replica
+   shares, and the invoice read as the ERP receives it.
+2. **Call** the ERP, outside any transaction, bounded by `call_timeout` (shorter than the lease).
+3. **Record**, one short transaction, only if the job is still QUEUED under this lease:
+   * ERP confirms → the invoice gets the legal entity's next number (its counter row locked
+     in this transaction, so numbers have no gaps), becomes POSTED, `billing.invoice.posted`
+     goes into the outbox, and the job is CONFIRMED — one commit;
+   * ERP unavailable, or anything else went wrong (a bug, a decode error, a timeout) → the
+     attempt already counted stands and the job waits (exponential backoff) until it has
+     failed `max_attempts` times; other due jobs go first meanwhile;
+   * ERP refuses, or attempts run out → the job is FAILED and an ERP_POST_FAILED exception opens.
 
-A crash anywhere rolls the transaction back: the job is QUEUED again and the next attempt asks
-the ERP, which finds the document by our invoice id rather than making a second one. So a
-posting is never lost and never done twice. A token bucket in the database spaces ERP calls
-across every replica.
+A worker that dies after the claim (even after the ERP confirmed) leaves a leased job: when the
+lease runs out the job is due again and the next attempt asks the ERP, which finds the document
+by our invoice id instead of making a second one. The number is only taken in step 3, so none
+is skipped. A void while the job is QUEUED (leased or not) is refused (lifecycle.check_void,
+POSTING_IN_PROGRESS), so an invoice cannot be voided while the ERP may be posting it; step 3
+still re-reads the invoice and, should it not be APPROVED any more, records an
+ERP_POST_FAILED exception for finance instead of numbering it. So a posting is never lost and
+never done twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +50,7 @@ from accrue.services.billing.adapters.erp import (
     ErpLine,
     ErpReceipt,
     ErpRejected,
+    ErpUnavailable,
 )
 from accrue.services.billing.adapters.repository import ExceptionDraft, PostingJob
 from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
@@ -70,8 +83,16 @@ class PostingWorker:
         retry: RetryPolicy | None = None,
         rate_per_second: float = 5.0,
         poll_interval: float = 1.0,
+        call_timeout: float = 120.0,
+        lease: dt.timedelta = dt.timedelta(minutes=5),
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
+        # The lease must outlast the rate-limit wait, the read and the whole ERP call, or a
+        # second worker could claim the job while the first still talks to the ERP.
+        if lease.total_seconds() <= call_timeout:
+            raise ValueError(
+                f"the posting lease ({lease}) must be longer than the ERP call timeout ({call_timeout} s)"
+            )
         self._uow = uow_factory
         self._app = app
         self._erp = erp
@@ -79,6 +100,8 @@ class PostingWorker:
         self._rate = max(rate_per_second, 0.001)
         self._burst = max(1.0, self._rate)
         self._poll = poll_interval
+        self._call_timeout = call_timeout
+        self._lease = lease
         self._clock = clock
 
     async def run(self) -> None:
@@ -89,7 +112,7 @@ class PostingWorker:
                 await self._gauges()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug or the database away: the job is still QUEUED
+            except Exception as exc:  # the database away: a leased job waits for its lease to end
                 log.warning("posting_worker_retry", error=repr(exc))
                 worked = False
             if not worked:
@@ -98,28 +121,32 @@ class PostingWorker:
     async def post_next(self) -> bool:
         """Post one due job; False when none is due."""
         async with self._uow() as uow:
-            job = await uow.billing.claim_posting_job(self._clock())
-            if job is None:
-                return False
-            await self._wait_for_token()
-            head = await uow.billing.invoice_for_update(job.invoice_id)
-            now = self._clock()
-            if head is None or head.status != "APPROVED":
-                # Posted by an earlier attempt whose job update was lost, or voided: nothing to send.
-                status = "CONFIRMED" if head is not None and head.status == "POSTED" else "FAILED"
-                await uow.billing.set_posting(job.invoice_id, status=status, update_time=now)
-                await uow.commit()
-                return True
-            document = await self._document(uow, head)
-            try:
-                receipt = await self._erp.post_invoice(document)
-            except ErpError as exc:
-                await self._failed(uow, job, head.legal_entity_id, exc, now)
-                await uow.commit()
-                return True
-            await self._confirmed(uow, job, head.legal_entity_id, receipt, now)
+            job = await uow.billing.claim_posting_job(self._clock(), self._lease)
             await uow.commit()
+        if job is None:
+            return False
+        try:
+            await self._wait_for_token()
+            document = await self._read(job)
+            if document is None:
+                return True
+            receipt = await self._call(document)
+        except Exception as exc:  # ErpError, a timeout, or a bug: counted, backed off, never a stall
+            error = exc
+            await self._record(job, lambda uow, head, now: self._failed(uow, job, head, error, now))
+            return True
+        await self._record(job, lambda uow, head, now: self._confirmed(uow, job, head, receipt, now))
         return True
+
+    async def _call(self, document: ErpInvoice) -> ErpReceipt:
+        """Step 2: the ERP call, with no transaction open, cut off before the lease can run out."""
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await self._erp.post_invoice(document)
+        except TimeoutError as exc:
+            raise ErpUnavailable(
+                f"{self._erp.system} did not answer within {self._call_timeout:g} s"
+            ) from exc
 
     async def _wait_for_token(self) -> None:
         """Take a token from the bucket every replica shares (its own short transaction)."""
@@ -131,14 +158,51 @@ class PostingWorker:
                 return
             await asyncio.sleep(wait)
 
-    async def _confirmed(
-        self,
-        uow: BillingUnitOfWork,
-        job: PostingJob,
-        legal_entity_id: str,
-        receipt: ErpReceipt,
-        now: dt.datetime,
+    async def _read(self, job: PostingJob) -> ErpInvoice | None:
+        """The invoice as the ERP receives it; None (and the job closed) when it is not APPROVED."""
+        async with self._uow() as uow:
+            head = await uow.billing.invoice_for_update(job.invoice_id)
+            if head is not None and head.status == "APPROVED":
+                return await self._document(uow, head)
+            # Posted by an earlier attempt whose job update was lost, or voided: nothing to send.
+            if await uow.billing.holds_lease(job):
+                status = "CONFIRMED" if head is not None and head.status == "POSTED" else "FAILED"
+                await uow.billing.set_posting(
+                    job.invoice_id, status=status, leased_until=None, update_time=self._clock()
+                )
+                await uow.commit()
+            return None
+
+    async def _record(
+        self, job: PostingJob, outcome: Callable[[BillingUnitOfWork, Any, dt.datetime], Awaitable[None]]
     ) -> None:
+        """Step 3: record the outcome in one transaction, if the job is still ours."""
+        async with self._uow() as uow:
+            if not await uow.billing.holds_lease(job):
+                # The lease ran out and another worker claimed the job: it finishes it (the ERP
+                # finds the document by our invoice id), so this outcome is dropped.
+                log.warning("posting_lease_lost", invoice_id=job.invoice_id, attempts=job.attempts)
+                return
+            head = await uow.billing.invoice_for_update(job.invoice_id)
+            await outcome(uow, head, self._clock())
+            await uow.commit()
+
+    async def _confirmed(
+        self, uow: BillingUnitOfWork, job: PostingJob, head: Any, receipt: ErpReceipt, now: dt.datetime
+    ) -> None:
+        if head is None or head.status != "APPROVED":
+            # Cannot happen while voids are refused for a QUEUED job; should it anyway, finance
+            # must learn that the ERP holds a document for an invoice we will not number.
+            status = head.status if head is not None else "gone"
+            await self._failed(
+                uow,
+                job,
+                head,
+                ErpRejected(f"the ERP holds document {receipt.document_id} but the invoice is {status}"),
+                now,
+            )
+            return
+        legal_entity_id = head.legal_entity_id
         number = await uow.billing.next_number(legal_entity_id)
         await uow.billing.set_invoice(
             job.invoice_id,
@@ -150,7 +214,7 @@ class PostingWorker:
             update_time=now,
         )
         await uow.billing.set_posting(
-            job.invoice_id, status="CONFIRMED", attempts=job.attempts + 1, last_error="", update_time=now
+            job.invoice_id, status="CONFIRMED", leased_until=None, last_error="", update_time=now
         )
         failed = await uow.billing.open_exceptions_for_invoice(job.invoice_id)
         await self._app.close_exceptions(
@@ -168,15 +232,16 @@ class PostingWorker:
         )
 
     async def _failed(
-        self, uow: BillingUnitOfWork, job: PostingJob, legal_entity_id: str, exc: ErpError, now: dt.datetime
+        self, uow: BillingUnitOfWork, job: PostingJob, head: Any, exc: Exception, now: dt.datetime
     ) -> None:
-        attempts = job.attempts + 1
+        attempts = job.attempts  # counted when the job was claimed
         retry_at = None if isinstance(exc, ErpRejected) else self._retry.next_attempt(attempts, now)
-        error = str(exc)[:2000]
+        # An ERP error speaks for itself; anything else (a bug, a timeout) is named by its type.
+        error = (str(exc) if isinstance(exc, ErpError) else f"{type(exc).__name__}: {exc}")[:2000]
         if retry_at is not None:
             await uow.billing.set_posting(
                 job.invoice_id,
-                attempts=attempts,
+                leased_until=None,
                 next_attempt_time=retry_at,
                 last_error=error,
                 update_time=now,
@@ -191,23 +256,21 @@ class PostingWorker:
             )
             return
         await uow.billing.set_posting(
-            job.invoice_id, status="FAILED", attempts=attempts, last_error=error, update_time=now
+            job.invoice_id, status="FAILED", leased_until=None, last_error=error, update_time=now
         )
-        head = await uow.billing.invoice_for_update(job.invoice_id)
         total = Decimal(head.total) if head is not None else None
-        currency = head.currency if head is not None else ""
         await self._app.raise_exceptions(
             uow,
             [
                 ExceptionDraft(
                     "ERP_POST_FAILED",
-                    legal_entity_id,
+                    job.legal_entity_id,
                     f"{self._erp.system} did not take the invoice after {attempts} attempt(s): {error}",
                     (),
                     Decimal(0),
                     contract_id=head.contract_id if head is not None else "",
                     amount=total,
-                    currency=currency,
+                    currency=head.currency if head is not None else "",
                     invoice_id=job.invoice_id,
                 )
             ],

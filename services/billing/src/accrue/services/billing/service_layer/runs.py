@@ -82,6 +82,8 @@ class RunOutcome:
     problems: list[ExceptionDraft] = field(default_factory=list)
     capped: dict[str, CappedLine] = field(default_factory=dict)
     entries_billed: int = 0
+    # Time on FIXED_FEE lines settled as covered by the fee (its milestones bill the line).
+    entries_fixed_fee: int = 0
 
 
 def policy_of(contract: md.Contract) -> RoundingPolicy:
@@ -232,8 +234,14 @@ class RunPricer:
             return
         line, contract = found
         model = _model(line)
+        if model == "FIXED_FEE":
+            # The fee is billed through the line's milestones, never by the hour: the time is
+            # settled here, in the run's transaction, so it stops counting as unbilled and no
+            # later run (nor a later T&M line on the project) bills it.
+            self.outcome.entries_fixed_fee += await self.uow.billing.settle_fixed_fee(ids, line.id)
+            return
         if model not in ("TIME_AND_MATERIALS", "CAPPED"):
-            return  # fixed-fee lines bill milestones; non-billable lines bill nothing
+            return  # non-billable lines bill nothing
         currency = contract.currency
         where = {
             "contract_id": contract.id,
