@@ -512,6 +512,40 @@ async def test_a_worker_dying_after_the_erp_confirmed_is_finished_once_its_lease
     )
 
 
+async def test_a_job_whose_attempts_all_died_unrecorded_fails_for_finance_without_another_call(
+    env: Any,
+) -> None:
+    e = env
+    (invoice,) = await approved_invoices(e, 1)
+    erp = DyingAfterTheErp(FileErp(e.erp_dir))
+    erp.dead = True  # from here on the ERP answers; only the claims below count
+    app = Billing(e.uow, erp=erp)
+    # Two earlier workers claimed the job and died before recording anything.
+    async with e.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE billing.posting_jobs SET attempts = 2, leased_until = NULL,"
+                " next_attempt_time = now() - interval '1 second' WHERE invoice_id = :id"
+            ),
+            {"id": invoice.id},
+        )
+    worker = PostingWorker(e.uow, app, erp, retry=RetryPolicy(max_attempts=2))
+    assert await worker.post_next()
+    failed = await job(e, invoice.id)
+    assert (failed.status, failed.attempts, failed.leased_until) == ("FAILED", 3, None)
+    assert failed.last_error == "AttemptsUnrecorded: 2 attempt(s) ended without an outcome being recorded"
+    assert erp.calls == 0
+    assert (
+        await count(
+            e,
+            "SELECT count(*) FROM billing.billing_exceptions"
+            f" WHERE kind = 'ERP_POST_FAILED' AND status = 'OPEN' AND invoice_id = '{invoice.id}'",
+        )
+        == 1
+    )
+    assert not await worker.post_next()
+
+
 async def test_two_concurrent_runs_for_one_legal_entity_and_period_are_one_run(env: Any) -> None:
     e = env
     projects = await projects_with_contracts(e, 2)

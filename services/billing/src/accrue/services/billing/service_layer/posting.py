@@ -17,6 +17,9 @@ the ERP thinks. A worker (any replica) goes through three steps:
      attempt already counted stands and the job waits (exponential backoff) until it has
      failed `max_attempts` times; other due jobs go first meanwhile;
    * ERP refuses, or attempts run out → the job is FAILED and an ERP_POST_FAILED exception opens.
+   A job claimed more often than `max_attempts` (each earlier worker died, or could not record
+   its outcome) is failed the same way without calling the ERP again, so it cannot come back
+   every lease for ever.
 
 A worker that dies after the claim (even after the ERP confirmed) leaves a leased job: when the
 lease runs out the job is due again and the next attempt asks the ERP, which finds the document
@@ -69,6 +72,10 @@ POSTS = Counter(
 JOBS = Gauge("accrue_billing_posting_jobs", "Posting jobs by status.", ["status"])
 
 RATE_LIMIT = "erp"
+
+
+class AttemptsUnrecorded(Exception):
+    """A job's attempts ran out without any of them recording an outcome."""
 
 
 class PostingWorker:
@@ -125,6 +132,15 @@ class PostingWorker:
             await uow.commit()
         if job is None:
             return False
+        if job.attempts > self._retry.max_attempts:
+            # Every allowed attempt ended without an outcome (the worker died mid-post each time,
+            # or recording the outcome failed): give up like an attempt that ran out, and let
+            # finance decide (a retry from the exception queue asks the ERP again).
+            unrecorded = AttemptsUnrecorded(
+                f"{job.attempts - 1} attempt(s) ended without an outcome being recorded"
+            )
+            await self._record(job, lambda uow, head, now: self._failed(uow, job, head, unrecorded, now))
+            return True
         try:
             await self._wait_for_token()
             document = await self._read(job)
