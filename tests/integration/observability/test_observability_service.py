@@ -190,23 +190,32 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
     (billing_consumer,) = [c for c in reply.kpis.consumers if c.consumer == "observability-billing"]
     assert billing_consumer.delivered >= 4
 
+    expected = [
+        f'accrue_unbilled_approved_hours{{age="31-60d",legal_entity="{le}"}} 5.0',
+        # Approval lag (every approval, fixed-fee time too): submitted 1 h, 2 h, 24 h and 1 h before.
+        f'accrue_approval_lag_seconds_count{{legal_entity="{le}"}} 4.0',
+        f'accrue_approval_lag_seconds_sum{{legal_entity="{le}"}} {28 * 3600}.0',
+        # Invoice lag: one entry, approved 10 days before its draft and its posting.
+        f'accrue_invoice_lag_seconds_count{{legal_entity="{le}",stage="draft"}} 1.0',
+        f'accrue_invoice_lag_seconds_count{{legal_entity="{le}",stage="posted"}} 1.0',
+        f'accrue_erp_posting_failures_total{{legal_entity="{le}"}} 1.0',
+        f'accrue_erp_postings_total{{legal_entity="{le}"}} 1.0',
+        f'accrue_erp_posting_backlog_invoices{{legal_entity="{le}"}} 0.0',
+    ]
+    text = ""
     async with httpx.AsyncClient() as http:
 
         async def exported() -> bool:
+            # The gauges are refreshed by a periodic export: wait until one has written them all.
+            nonlocal text
             text = (await http.get(env.metrics_url)).text
-            return f'accrue_unbilled_approved_hours{{age="31-60d",legal_entity="{le}"}} 5.0' in text
+            return all(line in text for line in expected)
 
-        await eventually(exported)
-        text = (await http.get(env.metrics_url)).text
-    # Approval lag (every approval, fixed-fee time too): submitted 1 h, 2 h, 24 h and 1 h before.
-    assert f'accrue_approval_lag_seconds_count{{legal_entity="{le}"}} 4.0' in text
-    assert f'accrue_approval_lag_seconds_sum{{legal_entity="{le}"}} {28 * 3600}.0' in text
-    # Invoice lag: one entry, approved 10 days before its draft and its posting.
-    assert f'accrue_invoice_lag_seconds_count{{legal_entity="{le}",stage="draft"}} 1.0' in text
-    assert f'accrue_invoice_lag_seconds_count{{legal_entity="{le}",stage="posted"}} 1.0' in text
-    assert f'accrue_erp_posting_failures_total{{legal_entity="{le}"}} 1.0' in text
-    assert f'accrue_erp_postings_total{{legal_entity="{le}"}} 1.0' in text
-    assert f'accrue_erp_posting_backlog_invoices{{legal_entity="{le}"}} 0.0' in text
+        try:
+            await eventually(exported)
+        except TimeoutError:
+            missing = [line for line in expected if line not in text]
+            raise AssertionError(f"not exported: {missing}") from None
     assert 'accrue_sync_backlog_messages{consumer="observability-billing",stream="BILLING"}' in text
 
 
