@@ -424,3 +424,23 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
         if cumulative >= q * deltas[-1]:
             return "> 10 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
     return "n/a"
+
+
+def gc_pauses(metrics_url: str) -> dict[str, dict[float, float]]:
+    """accrue_gc_pause_seconds per generation (cumulative buckets), as `histogram` reads them."""
+    return {g: histogram(metrics_url, "accrue_gc_pause_seconds", {"generation": g}) for g in ("0", "1", "2")}
+
+
+def gc_report(name: str, before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> str:
+    """'<name> gen0 N passes (longest <= X ms), ...' between two scrapes."""
+    parts = []
+    for generation, now in after.items():
+        then = before.get(generation, {})
+        bounds = sorted(now)
+        deltas = [now[b] - then.get(b, 0.0) for b in bounds]
+        if not deltas or deltas[-1] <= 0:
+            continue
+        longest = next(b for b, d in zip(bounds, deltas, strict=True) if d >= deltas[-1])
+        shown = "> 1 s" if longest == float("inf") else f"<= {longest * 1000:g} ms"
+        parts.append(f"gen{generation} {deltas[-1]:.0f} passes (longest {shown})")
+    return f"{name}: " + (", ".join(parts) if parts else "no passes")

@@ -37,6 +37,8 @@ from timekeeping_common import (
     bucket_quantile,
     build_firm,
     cpu_report,
+    gc_pauses,
+    gc_report,
     histogram,
     others_share,
     percentile,
@@ -51,6 +53,7 @@ from timekeeping_common import (
 from accrue.testing.stack import Stack
 
 TARGET_P99_MS = 50.0
+SEQUENTIAL_WARM_UP = 200
 
 
 # -- the load generator (its own process) -------------------------------------------------------
@@ -113,22 +116,34 @@ class HttpPool:
             writer.close()
 
 
-async def generate(url: str, rate: float, seconds: float, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    """Send bodies open-loop at rate; latencies from each request's scheduled send time."""
+async def generate(
+    url: str, rate: float, seconds: float, bodies: list[dict[str, Any]], warm: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Send bodies open-loop at rate; latencies from each request's scheduled send time.
+
+    The warm-up bodies go first, on the same schedule and connections, and are not measured:
+    the services' connection pools grow to what this load needs (each new PostgreSQL backend
+    loads its catalog caches, a stall of 100-300 ms on a cold stack) before the measurement.
+    """
     count = min(len(bodies), int(rate * seconds))
-    encoded = [json.dumps(b).encode() for b in bodies[:count]]
+    encoded = [json.dumps(b).encode() for b in [*warm, *bodies[:count]]]
+    first = len(warm)
+    warm_statuses: dict[str, int] = {}
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     lag: list[float] = []
+    slow: list[tuple[float, float]] = []  # (scheduled second of the run, latency) over the target
     pool = HttpPool(url, 256)
     start = time.perf_counter() + 0.2
+    measured_from = start + first / rate
 
     async def one(i: int) -> None:
         scheduled = start + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        lag.append(time.perf_counter() - scheduled)
+        if i >= first:
+            lag.append(time.perf_counter() - scheduled)
         try:
             status, payload = await pool.post("/v1/time-entries", encoded[i])
             key = str(status)
@@ -136,13 +151,19 @@ async def generate(url: str, rate: float, seconds: float, bodies: list[dict[str,
                 key = json.loads(payload)["status"]
         except (OSError, asyncio.IncompleteReadError) as exc:
             key = type(exc).__name__
-        latencies.append(time.perf_counter() - scheduled)
+        latency = time.perf_counter() - scheduled
+        if i < first:
+            warm_statuses[key] = warm_statuses.get(key, 0) + 1
+            return
+        latencies.append(latency)
+        if latency * 1000 >= TARGET_P99_MS:
+            slow.append((scheduled - measured_from, latency))
         statuses[key] = statuses.get(key, 0) + 1
 
-    began = time.perf_counter()
     # One task per request, created as its time comes (not thousands parked at once).
     tasks = []
-    for i in range(count):
+    began = measured_from
+    for i in range(len(encoded)):
         delay = start + i / rate - time.perf_counter() - 0.005
         if delay > 0:
             await asyncio.sleep(delay)
@@ -150,12 +171,38 @@ async def generate(url: str, rate: float, seconds: float, bodies: list[dict[str,
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - began
     await pool.close()
-    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "sent": count, "lag": lag}
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "elapsed": elapsed,
+        "sent": count,
+        "lag": lag,
+        "slow": sorted(slow),
+        "warm": warm_statuses,
+    }
+
+
+def slow_report(slow: list[list[float]]) -> str:
+    """How the requests over the target cluster in time: one stall, or spread over the run."""
+    if not slow:
+        return f"requests at or over {TARGET_P99_MS:g} ms: none"
+    stalls: list[list[float]] = []  # [first second, last second, count, worst latency]
+    for at, latency in slow:
+        if stalls and at - stalls[-1][1] <= 0.25:
+            stalls[-1][1], stalls[-1][2] = at, stalls[-1][2] + 1
+            stalls[-1][3] = max(stalls[-1][3], latency)
+        else:
+            stalls.append([at, at, 1, latency])
+    worst = sorted(stalls, key=lambda x: -x[2])[:5]
+    shown = ", ".join(f"{n:.0f} at {a:.1f}-{b:.1f} s (worst {w * 1000:.0f} ms)" for a, b, n, w in worst)
+    return (
+        f"requests at or over {TARGET_P99_MS:g} ms: {len(slow)}, in {len(stalls)} stall(s) (biggest: {shown})"
+    )
 
 
 def generator_main(args: argparse.Namespace) -> None:
     bodies = json.loads(Path(args.bodies).read_text())
-    result = asyncio.run(generate(args.url, args.rate, args.seconds, bodies))
+    result = asyncio.run(generate(args.url, args.rate, args.seconds, bodies["measured"], bodies["warm"]))
     Path(args.out).write_text(json.dumps(result))
 
 
@@ -198,16 +245,20 @@ async def raw_insert_latencies(database_url: str, samples: int) -> list[float]:
         await conn.close()
 
 
-async def prepare(s: Servers, stack: Stack, count: int, consultants: int) -> list[dict[str, Any]]:
+async def prepare(
+    s: Servers, stack: Stack, count: int, consultants: int, warm: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The measured bodies and the open-loop warm-up's, after a firm and a sequential warm-up."""
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120) as client:
         firm = await build_firm(client, consultants)
         await wait_for_projection(s.database_url, firm)
-        # Warm-up outside the measurement: every process's connections and code paths.
-        warm = bodies_for(firm, count + 200)[count:]
-        for body in warm:
+        # Warm-up outside the measurement: every process's code paths, one request at a time.
+        extra = bodies_for(firm, count + SEQUENTIAL_WARM_UP + warm)[count:]
+        for body in extra:
             body["externalRef"]["system"] = "bench-warm"
+        for body in extra[:SEQUENTIAL_WARM_UP]:
             await client.post("/v1/time-entries", json=body)
-    return bodies_for(firm, count)
+    return {"measured": bodies_for(firm, count), "warm": extra[SEQUENTIAL_WARM_UP:]}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -216,13 +267,14 @@ def run(args: argparse.Namespace) -> None:
         say(f"servers: {s.description}; starting the stack (logs in {logs}) ...")
         stack = start_stack(s, Path(logs))
         try:
-            bodies = asyncio.run(prepare(s, stack, count, args.consultants))
+            bodies = asyncio.run(prepare(s, stack, count, args.consultants, int(args.rate * args.warm_up)))
             bodies_path, out_path = Path(logs) / "bodies.json", Path(logs) / "result.json"
             bodies_path.write_text(json.dumps(bodies))
             handler = ("grpc_server_handling_seconds", {"grpc_method": "SubmitTimeEntry"})
             http = ("http_request_duration_seconds", {"method": "POST", "route": "/v1/time-entries"})
             handler_before = histogram(stack.metrics_url("timekeeping"), *handler)
             http_before = histogram(stack.metrics_url("gateway"), *http)
+            gc_before = {n: gc_pauses(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
             meter = CpuMeter(s, stack)
             meter.start()
             started = time.perf_counter()
@@ -248,6 +300,7 @@ def run(args: argparse.Namespace) -> None:
             wall = time.perf_counter() - started
             handler_after = histogram(stack.metrics_url("timekeeping"), *handler)
             http_after = histogram(stack.metrics_url("gateway"), *http)
+            gc_after = {n: gc_pauses(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
             result = json.loads(out_path.read_text())
             raw = asyncio.run(raw_insert_latencies(s.database_url, 2000))
         except BaseException:
@@ -261,15 +314,19 @@ def run(args: argparse.Namespace) -> None:
     say(
         f"\n== timekeeping single-entry submit via REST ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC) ==",
         f"machine: {os.cpu_count()} cores",
-        f"load: open loop, {args.rate:g} requests/s for {args.seconds:g} s from a separate process; "
+        f"load: open loop, {args.rate:g} requests/s for {args.seconds:g} s from a separate process, "
+        f"after {args.warm_up:g} s of it unmeasured (warm-up outcome {result['warm']}); "
         f"{result['sent']} sent in {result['elapsed']:.1f} s; outcome {result['statuses']}",
         f"generator lag (send - scheduled): p99 {percentile([x * 1000 for x in result['lag']], 99):.1f} ms",
         f"latency from scheduled send: {summary_ms(latencies)}",
+        slow_report(result["slow"]),
         "inside (from the services' own histograms, bucket bounds): "
         f"gateway request p50 {bucket_quantile(http_before, http_after, 0.5)}, "
         f"p99 {bucket_quantile(http_before, http_after, 0.99)}; "
         f"timekeeping handler p50 {bucket_quantile(handler_before, handler_after, 0.5)}, "
         f"p99 {bucket_quantile(handler_before, handler_after, 0.99)}",
+        "garbage collection (the process stands still): "
+        + "; ".join(gc_report(n, gc_before[n], gc_after[n]) for n in gc_before),
         cpu_report(cpu, wall),
         f"machine share: the system under test used {stack_share(cpu, wall):.2f} cores on average "
         f"(the load generator not included), other work on the machine {others_share(cpu, wall):.2f}",
@@ -285,6 +342,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--consultants", type=int, default=200)
+    parser.add_argument(
+        "--warm-up", type=float, default=3.0, help="seconds of unmeasured load at the same rate first"
+    )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", help=argparse.SUPPRESS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -37,6 +39,28 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "acc
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
+
+
+async def fill_pool(engine: AsyncEngine, connections: int) -> None:
+    """Open up to `connections` of the pool's connections now, so they wait in the pool.
+
+    A pool starts empty and grows only when requests overlap, and each new connection is a new
+    PostgreSQL backend (fork, authentication, the driver's type set-up): tens of milliseconds of
+    CPU on a small machine. A cold service's first burst paid for them all at once, a stall of
+    100-300 ms (`benchmarks/timekeeping_submit_latency.py --warm-up 0`); at start-up it costs
+    nothing anyone waits for.
+    """
+    wanted = min(connections, engine.pool.size()) if hasattr(engine.pool, "size") else connections
+    opened = await asyncio.gather(*(engine.connect() for _ in range(max(wanted, 0))), return_exceptions=True)
+    try:
+        for conn in opened:
+            if isinstance(conn, BaseException):
+                raise conn
+            await conn.exec_driver_sql("SELECT 1")
+    finally:
+        for conn in opened:
+            if not isinstance(conn, BaseException):
+                await conn.close()  # back into the pool, open
 
 
 def asyncpg_dsn(url: str) -> str:

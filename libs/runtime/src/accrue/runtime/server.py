@@ -42,6 +42,8 @@ class Service:
     service_names: Sequence[str]
     background: Sequence[Background] = ()
     on_stop: Sequence[Closer] = ()
+    # Run once before the service reports SERVING (e.g. filling its database pool).
+    warm_up: Sequence[Closer] = ()
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 
 
@@ -116,6 +118,8 @@ async def start(service: Service) -> RunningService:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
+    for warm in service.warm_up:
+        await warm()
     service.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

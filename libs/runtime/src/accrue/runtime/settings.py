@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -29,6 +29,9 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     otlp_endpoint: str | None = None
     shutdown_grace_seconds: float = 10.0
+    # Database connections opened at start-up, before SERVING, instead of under the first burst
+    # (at most the pool's size; 0 for none).
+    database_pool_warm: int = Field(default=4, ge=0)
 
     @classmethod
     def settings_customise_sources(

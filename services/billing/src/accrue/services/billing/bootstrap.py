@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from pathlib import Path
 
 import grpc
 
 from accrue.billing.v1 import billing_service_pb2_grpc
-from accrue.db import UnitOfWork, create_engine
+from accrue.db import UnitOfWork, create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
@@ -118,6 +119,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
         register=register,
         service_names=[SERVICE_NAME],
         background=background,
+        warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, erp.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

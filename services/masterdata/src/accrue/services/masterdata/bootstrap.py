@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accrue.db import create_engine
+from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
@@ -59,6 +60,7 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
         register=register,
         service_names=[SERVICE_NAME],
         background=[relay.run, billing_consumer.run],
+        warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

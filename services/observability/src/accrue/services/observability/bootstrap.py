@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import grpc
 
 from accrue.billing.v1 import billing_service_pb2_grpc
-from accrue.db import create_engine
+from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
@@ -76,6 +77,7 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
         register=register,
         service_names=[SERVICE_NAME],
         background=background,
+        warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channels, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )

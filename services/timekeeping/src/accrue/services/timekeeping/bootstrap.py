@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from pathlib import Path
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accrue.db import UnitOfWork, create_engine
+from accrue.db import UnitOfWork, create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
@@ -87,6 +88,7 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
         register=register,
         service_names=[SERVICE_NAME],
         background=[relay.run, md_consumer.run, billing_consumer.run, escalations],
+        warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
     )
