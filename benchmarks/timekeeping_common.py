@@ -444,3 +444,20 @@ def gc_report(name: str, before: dict[str, dict[float, float]], after: dict[str,
         shown = "> 1 s" if longest == float("inf") else f"<= {longest * 1000:g} ms"
         parts.append(f"gen{generation} {deltas[-1]:.0f} passes (longest {shown})")
     return f"{name}: " + (", ".join(parts) if parts else "no passes")
+
+
+def loop_lag(metrics_url: str) -> dict[float, float]:
+    """accrue_event_loop_lag_seconds (cumulative buckets) of one process."""
+    return histogram(metrics_url, "accrue_event_loop_lag_seconds", {})
+
+
+def loop_lag_report(name: str, before: dict[float, float], after: dict[float, float]) -> str:
+    """'<name>: N of M timer wakes >= 25 ms late (longest <= X ms)' between two scrapes."""
+    bounds = sorted(after)
+    deltas = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not deltas or deltas[-1] <= 0:
+        return f"{name}: no samples"
+    late = deltas[-1] - next((d for b, d in zip(bounds, deltas, strict=True) if b >= 0.025), deltas[-1])
+    longest = next(b for b, d in zip(bounds, deltas, strict=True) if d >= deltas[-1])
+    shown = "> 1 s" if longest == float("inf") else f"<= {longest * 1000:g} ms"
+    return f"{name}: {late:.0f} of {deltas[-1]:.0f} wakes over 25 ms late (longest {shown})"

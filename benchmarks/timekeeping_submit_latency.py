@@ -40,6 +40,8 @@ from timekeeping_common import (
     gc_pauses,
     gc_report,
     histogram,
+    loop_lag,
+    loop_lag_report,
     others_share,
     percentile,
     say,
@@ -275,6 +277,7 @@ def run(args: argparse.Namespace) -> None:
             handler_before = histogram(stack.metrics_url("timekeeping"), *handler)
             http_before = histogram(stack.metrics_url("gateway"), *http)
             gc_before = {n: gc_pauses(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
+            lag_before = {n: loop_lag(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
             meter = CpuMeter(s, stack)
             meter.start()
             started = time.perf_counter()
@@ -301,6 +304,7 @@ def run(args: argparse.Namespace) -> None:
             handler_after = histogram(stack.metrics_url("timekeeping"), *handler)
             http_after = histogram(stack.metrics_url("gateway"), *http)
             gc_after = {n: gc_pauses(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
+            lag_after = {n: loop_lag(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
             result = json.loads(out_path.read_text())
             raw = asyncio.run(raw_insert_latencies(s.database_url, 2000))
         except BaseException:
@@ -327,6 +331,8 @@ def run(args: argparse.Namespace) -> None:
         f"p99 {bucket_quantile(handler_before, handler_after, 0.99)}",
         "garbage collection (the process stands still): "
         + "; ".join(gc_report(n, gc_before[n], gc_after[n]) for n in gc_before),
+        "event-loop lag (a 50 ms timer, how late it fired): "
+        + "; ".join(loop_lag_report(n, lag_before[n], lag_after[n]) for n in lag_before),
         cpu_report(cpu, wall),
         f"machine share: the system under test used {stack_share(cpu, wall):.2f} cores on average "
         f"(the load generator not included), other work on the machine {others_share(cpu, wall):.2f}",

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accrue.db import UnitOfWork, asyncpg_dsn, create_engine
+from accrue.db import UnitOfWork, create_engine
+from accrue.db.unit_of_work import ambient_connection
 from accrue.eventbus import Event, Headers, Outbox, OutboxRelay, ensure_streams, inbox_table, outbox_table
-from accrue.eventbus.outbox import create_notify_trigger_sql
 from accrue.events.v1 import time_events_pb2 as tev
 from accrue.telemetry import configure_tracing, tracer
 from accrue.timekeeping.v1 import resources_pb2 as tk
@@ -30,8 +30,6 @@ async def prepare(database_url: str) -> AsyncEngine:
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         await conn.run_sync(metadata.create_all)
-        for statement in create_notify_trigger_sql(SCHEMA):
-            await conn.execute(sa.text(statement))
     return engine
 
 
@@ -139,23 +137,51 @@ async def test_a_republished_event_is_dropped_by_the_broker(
     assert await stream_messages(js) == 1
 
 
-async def test_notify_wakes_the_relay_without_waiting_for_the_poll(
-    bus: tuple[AsyncEngine, JetStreamContext], database_url: str
+async def test_a_commit_that_wrote_events_wakes_the_relay_without_waiting_for_the_poll(
+    bus: tuple[AsyncEngine, JetStreamContext],
 ) -> None:
     engine, js = bus
-    relay = OutboxRelay(engine, outbox, js, listen_dsn=asyncpg_dsn(database_url), poll_interval=30)
+    relay = OutboxRelay(engine, outbox, js, poll_interval=30)
     task = asyncio.create_task(relay.run())
-    await asyncio.sleep(0.5)  # let it LISTEN and go idle
+    await asyncio.sleep(0.5)  # let it go idle
     start = time.perf_counter()
     async with WidgetUow(engine) as uow:
         uow.events.add(approved("fast"))
         await uow.commit()
     while await stream_messages(js) == 0:
-        assert time.perf_counter() - start < 2, "the relay did not wake on NOTIFY"
+        assert time.perf_counter() - start < 2, "the relay did not wake on the commit"
         await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert time.perf_counter() - start < 2
+
+
+async def test_events_of_a_unit_of_work_inside_a_request_transaction_wake_the_relay_at_its_commit(
+    bus: tuple[AsyncEngine, JetStreamContext],
+) -> None:
+    # Under an idempotency key the unit of work is a savepoint of the request's transaction: its
+    # events are visible, and worth waking the relay for, only when that transaction commits.
+    engine, js = bus
+    relay = OutboxRelay(engine, outbox, js, poll_interval=30)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)
+    async with engine.connect() as request, request.begin() as transaction:
+        token = ambient_connection.set(request)
+        try:
+            async with WidgetUow(engine) as uow:
+                uow.events.add(approved("in-a-request"))
+                await uow.commit()  # releases the savepoint only
+        finally:
+            ambient_connection.reset(token)
+        await asyncio.sleep(0.3)
+        assert await stream_messages(js) == 0
+        await transaction.commit()
+    start = time.perf_counter()
+    while await stream_messages(js) == 0:
+        assert time.perf_counter() - start < 2, "the relay did not wake on the request's commit"
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_stream_provisioning_is_idempotent(bus: tuple[AsyncEngine, JetStreamContext]) -> None:
@@ -168,12 +194,10 @@ async def test_stream_provisioning_is_idempotent(bus: tuple[AsyncEngine, JetStre
 
 
 async def test_a_coalescing_relay_sends_a_burst_of_commits_in_one_batch(
-    bus: tuple[AsyncEngine, JetStreamContext], database_url: str
+    bus: tuple[AsyncEngine, JetStreamContext],
 ) -> None:
     engine, js = bus
-    relay = OutboxRelay(
-        engine, outbox, js, listen_dsn=asyncpg_dsn(database_url), poll_interval=30, coalesce=0.5
-    )
+    relay = OutboxRelay(engine, outbox, js, poll_interval=30, coalesce=0.5)
     batches: list[int] = []
     publish = relay.publish_batch
 
@@ -185,8 +209,8 @@ async def test_a_coalescing_relay_sends_a_burst_of_commits_in_one_batch(
 
     relay.publish_batch = counted  # type: ignore[method-assign]
     task = asyncio.create_task(relay.run())
-    await asyncio.sleep(0.5)  # let it LISTEN and go idle
-    for i in range(5):  # five transactions 50 ms apart, five NOTIFYs, all within the window
+    await asyncio.sleep(0.5)  # let it go idle
+    for i in range(5):  # five transactions 50 ms apart, five wake-ups, all within the window
         async with WidgetUow(engine) as uow:
             uow.events.add(approved(f"burst-{i}"))
             await uow.commit()

@@ -1,4 +1,4 @@
-"""Database URLs: one ACCRUE_DATABASE_URL works for the engine and for the relay's LISTEN link."""
+"""Database URLs: one ACCRUE_DATABASE_URL works for the engine and for direct asyncpg connections."""
 
 from urllib.parse import parse_qs, urlsplit
 

@@ -64,7 +64,7 @@ async def fill_pool(engine: AsyncEngine, connections: int) -> None:
 
 
 def asyncpg_dsn(url: str) -> str:
-    """The same database as a plain libpq-style URL, for direct asyncpg connections (LISTEN)."""
+    """The same database as a plain libpq-style URL, for direct asyncpg connections (tools, tests)."""
     parsed = make_url(normalize_url(url)).set(drivername="postgresql")
     # asyncpg's own DSN parser speaks libpq: sslmode=, not ssl= (which it would send as a setting).
     return _rename_query(parsed, "ssl", "sslmode").render_as_string(hide_password=False)

@@ -9,7 +9,6 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accrue.db import asyncpg_dsn
 from accrue.eventbus.connection import connect_nats
 from accrue.eventbus.outbox import OutboxRelay
 from accrue.eventbus.streams import ensure_streams
@@ -30,12 +29,10 @@ class Backbone:
         await ensure_streams(js, replicas=replicas)
         return cls(client, js)
 
-    def relay(
-        self, engine: AsyncEngine, outbox: sa.Table, database_url: str, *, coalesce: float = 0.0
-    ) -> OutboxRelay:
-        """The outbox relay for a service's schema, woken by LISTEN/NOTIFY (see OutboxRelay for
-        coalesce)."""
-        return OutboxRelay(engine, outbox, self.js, listen_dsn=asyncpg_dsn(database_url), coalesce=coalesce)
+    def relay(self, engine: AsyncEngine, outbox: sa.Table, *, coalesce: float = 0.0) -> OutboxRelay:
+        """The outbox relay for a service's schema, woken by its own engine's commits that wrote
+        outbox rows (see OutboxRelay for coalesce)."""
+        return OutboxRelay(engine, outbox, self.js, coalesce=coalesce)
 
     async def close(self) -> None:
         """Flush outstanding acks, then disconnect.

@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from accrue.runtime.heap import freeze_startup_objects
 from accrue.runtime.interceptors import ErrorAndMetricsInterceptor
+from accrue.runtime.loop import watch_event_loop
 from accrue.runtime.settings import ServiceSettings
 from accrue.telemetry import MetricsServer, get_logger, start_metrics_server
 
@@ -151,6 +152,7 @@ async def serve(service: Service) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully; exit non-zero if background work dies."""
     running = await start(service)
     freeze_startup_objects()
+    watcher = asyncio.create_task(watch_event_loop(), name=f"{service.name}:event-loop-lag")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -163,6 +165,7 @@ async def serve(service: Service) -> None:
         exc = task.exception() if not task.cancelled() else None
         log.error("background_task_died", service=service.name, task=task.get_name(), error=repr(exc))
     stopper.cancel()
+    watcher.cancel()
     await running.stop()
     if crashed:
         raise SystemExit(1)

@@ -83,7 +83,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
         cutoff_delay=dt.timedelta(hours=settings.schedule_cutoff_hours),
     )
     servicer = BillingServicer(app)
-    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    relay = backbone.relay(engine, tables.outbox)
     consumers = [
         ConsumerRunner(backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()),
         ConsumerRunner(backbone.js, uow, tables.inbox, time_subscription(app)),

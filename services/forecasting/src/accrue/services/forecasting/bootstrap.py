@@ -54,7 +54,7 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
         watermark=watermark,
     )
     servicer = ForecastingServicer(app)
-    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    relay = backbone.relay(engine, tables.outbox)
     subs = subscriptions(app)
     durables.extend((s.stream, s.durable) for s in subs)
     consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subs]

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from accrue.contracts import PUBLIC_SERVICES, descriptor_set
 from accrue.runtime.heap import freeze_startup_objects
+from accrue.runtime.loop import watch_event_loop
 from accrue.runtime.settings import load_settings
 from accrue.services.gateway.app import FIXED_PATHS, create_app, openapi_bytes
 from accrue.services.gateway.backends import Backends, ChannelFactory, instrumented_channel
@@ -111,7 +112,11 @@ async def serve(settings: GatewaySettings) -> None:
         backends=settings.backends,
     )
     freeze_startup_objects()
-    await server.serve()
+    watcher = asyncio.create_task(watch_event_loop(), name="gateway:event-loop-lag")
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

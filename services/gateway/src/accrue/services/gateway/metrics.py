@@ -8,6 +8,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from accrue.runtime.heap import GC_PAUSE
+from accrue.runtime.loop import LOOP_LAG
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -23,8 +24,10 @@ class GatewayMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        # The process's collector pauses (one histogram per process, shown in every app's registry).
+        # The process's collector pauses and event-loop lag (one histogram each per process,
+        # shown in every app's registry).
         self.registry.register(GC_PAUSE)
+        self.registry.register(LOOP_LAG)
         self.requests = Counter(
             "http_requests_total",
             "HTTP requests handled, by method, route template and status.",

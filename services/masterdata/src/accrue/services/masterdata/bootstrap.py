@@ -46,7 +46,7 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
     app = build_app(engine, Ownership(settings.owners))
     # The per-entity methods are attached from the Kind table, which mypy cannot see.
     servicer = MasterDataServicer(app)  # type: ignore[abstract]
-    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    relay = backbone.relay(engine, tables.outbox)
     billing_consumer = ConsumerRunner(
         backbone.js, lambda: MasterDataUnitOfWork(engine), tables.inbox, billing_subscription(app)
     )

@@ -51,7 +51,7 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
     app = Observability(uow, StreamState(backbone.js), sources)
     servicer = ObservabilityServicer(app)
     consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
-    relay = backbone.relay(engine, tables.outbox, settings.database_url)
+    relay = backbone.relay(engine, tables.outbox)
 
     def register(server: grpc.aio.Server) -> None:
         observability_service_pb2_grpc.add_ObservabilityServiceServicer_to_server(servicer, server)

@@ -65,7 +65,7 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     servicer = TimekeepingServicer(app)
     # Single submissions commit a few hundred times a second, each with one event: gathering a
     # burst for up to 20 ms makes one relay transaction of it instead of one each.
-    relay = backbone.relay(engine, tables.outbox, settings.database_url, coalesce=0.02)
+    relay = backbone.relay(engine, tables.outbox, coalesce=0.02)
     md_consumer = ConsumerRunner(
         backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()
     )
