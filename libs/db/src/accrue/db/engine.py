@@ -31,12 +31,20 @@ def normalize_url(url: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10, application_name: str = "accrue") -> AsyncEngine:
-    """An engine with a bounded pool; connections are checked before use after a restart."""
+    """An engine with a bounded pool; connections are checked before use after a restart.
+
+    The pool hands out the most recently used connection (LIFO): each PostgreSQL backend plans a
+    prepared statement afresh for its first executions, so spreading a hot path over every pooled
+    connection (FIFO) made the database plan the same batch statements several times over (batch
+    ingest 4,100-5,600 entries/s with PostgreSQL at 85-100 % of a core, against 6,300-8,300 and
+    26-79 % with LIFO, once start-up filled the pool). Idle connections stay for bursts.
+    """
     return create_async_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        pool_use_lifo=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
 
