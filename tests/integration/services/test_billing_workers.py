@@ -7,7 +7,7 @@ the posting worker and the scheduler themselves, several at once, with clocks th
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,21 @@ async def projects_with_contracts(
     return made
 
 
+async def november_run(e: Any, legal_entity_id: str = "") -> bl.BillingRun:
+    """A billing run for November (every legal entity unless one is named)."""
+    period = bl.BillingRun(
+        period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=legal_entity_id
+    )
+    return (await e.bl.CreateBillingRun(bla.CreateBillingRunRequest(billing_run=period))).billing_run
+
+
+async def queue_for_posting(e: Any, invoices: Iterable[bl.Invoice]) -> None:
+    """Finance approves each invoice and asks for it to be posted, in order."""
+    for invoice in invoices:
+        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
+        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+
+
 class CrashingOnce:
     """The file ERP, but the first call for one invoice dies after the ERP has the document:
     what a lost response or a killed worker looks like from the database's side."""
@@ -201,17 +216,9 @@ async def test_concurrent_workers_post_each_invoice_once_with_gap_free_numbers(e
     for p in projects:
         await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
     await ledger_has(e, 6)
-    run = (
-        await e.bl.CreateBillingRun(
-            bla.CreateBillingRunRequest(
-                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
-            )
-        )
-    ).billing_run
+    run = await november_run(e)
     assert len(run.invoices) == 6
-    for invoice in run.invoices:
-        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
-        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    await queue_for_posting(e, run.invoices)
     erp = CrashingOnce(FileErp(e.erp_dir), victim=run.invoices[2].id)
     app = Billing(e.uow, erp=erp)
     workers = [
@@ -324,17 +331,9 @@ async def approved_invoices(e: Any, n: int) -> list[bl.Invoice]:
     for p in projects:
         await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
     await ledger_has(e, n)
-    run = (
-        await e.bl.CreateBillingRun(
-            bla.CreateBillingRunRequest(
-                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
-            )
-        )
-    ).billing_run
+    run = await november_run(e)
     invoices = sorted(run.invoices, key=lambda i: i.id)
-    for invoice in invoices:
-        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
-        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    await queue_for_posting(e, invoices)
     return invoices
 
 
@@ -601,15 +600,7 @@ async def test_an_approved_invoice_can_be_voided_until_posting_is_asked_for(env:
     ]
     await ledger_has(e, 2)
     le = e.f["le"].id
-    run = (
-        await e.bl.CreateBillingRun(
-            bla.CreateBillingRunRequest(
-                billing_run=bl.BillingRun(
-                    period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=le
-                )
-            )
-        )
-    ).billing_run
+    run = await november_run(e, le)
     voided_one, posted_one = sorted(run.invoices, key=lambda i: i.id)
     for invoice in (voided_one, posted_one):
         await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
@@ -646,15 +637,7 @@ async def test_an_approved_invoice_can_be_voided_until_posting_is_asked_for(env:
     posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=posted_one.id))).invoice
     assert (posted.status, posted.number) == (bl.INVOICE_STATUS_POSTED, "000001")
     # The voided invoice's time goes on the next run's fresh draft.
-    again = (
-        await e.bl.CreateBillingRun(
-            bla.CreateBillingRunRequest(
-                billing_run=bl.BillingRun(
-                    period_start="2026-11-01", period_end="2026-11-30", legal_entity_id=le
-                )
-            )
-        )
-    ).billing_run
+    again = await november_run(e, le)
     fresh = [i for i in again.invoices if i.status == bl.INVOICE_STATUS_DRAFT]
     assert [set(line.source_time_entry_ids) for i in fresh for line in i.lines] == [released]
 
@@ -728,17 +711,9 @@ async def test_each_legal_entity_numbers_its_invoices_on_its_own_without_gaps(en
         entry.approve_time.FromDatetime(dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
         await publish(e.js, "time.entry.approved", p.id, tev.TimeEntryApproved(time_entry=entry))
     await ledger_has(e, 5)
-    run = (
-        await e.bl.CreateBillingRun(
-            bla.CreateBillingRunRequest(
-                billing_run=bl.BillingRun(period_start="2026-11-01", period_end="2026-11-30")
-            )
-        )
-    ).billing_run
+    run = await november_run(e)
     assert len(run.invoices) == 5
-    for invoice in run.invoices:
-        await e.bl.ApproveInvoice(bla.ApproveInvoiceRequest(id=invoice.id, actor_id="fin"))
-        await e.bl.PostInvoice(bla.PostInvoiceRequest(id=invoice.id, actor_id="fin"))
+    await queue_for_posting(e, run.invoices)
     erp = FileErp(e.erp_dir)
     app = Billing(e.uow, erp=erp)
     workers = [PostingWorker(e.uow, app, erp, rate_per_second=1000) for _ in range(2)]
