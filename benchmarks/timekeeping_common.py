@@ -422,7 +422,9 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
         return "n/a"
     for bound, cumulative in zip(bounds, deltas, strict=True):
         if cumulative >= q * deltas[-1]:
-            return "> 10 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+            if bound == float("inf"):
+                return f"> {bounds[-2] * 1000:g} ms" if len(bounds) > 1 else "n/a"
+            return f"<= {bound * 1000:g} ms"
     return "n/a"
 
 
@@ -435,14 +437,10 @@ def gc_report(name: str, before: dict[str, dict[float, float]], after: dict[str,
     """'<name> gen0 N passes (longest <= X ms), ...' between two scrapes."""
     parts = []
     for generation, now in after.items():
-        then = before.get(generation, {})
-        bounds = sorted(now)
-        deltas = [now[b] - then.get(b, 0.0) for b in bounds]
-        if not deltas or deltas[-1] <= 0:
-            continue
-        longest = next(b for b, d in zip(bounds, deltas, strict=True) if d >= deltas[-1])
-        shown = "> 1 s" if longest == float("inf") else f"<= {longest * 1000:g} ms"
-        parts.append(f"gen{generation} {deltas[-1]:.0f} passes (longest {shown})")
+        passes = max(now.values(), default=0.0) - max(before.get(generation, {}).values(), default=0.0)
+        if passes > 0:
+            longest = bucket_quantile(before.get(generation, {}), now, 1.0)
+            parts.append(f"gen{generation} {passes:.0f} passes (longest {longest})")
     return f"{name}: " + (", ".join(parts) if parts else "no passes")
 
 
@@ -452,12 +450,14 @@ def loop_lag(metrics_url: str) -> dict[float, float]:
 
 
 def loop_lag_report(name: str, before: dict[float, float], after: dict[float, float]) -> str:
-    """'<name>: N of M timer wakes >= 25 ms late (longest <= X ms)' between two scrapes."""
+    """'<name>: N of M timer wakes over 25 ms late (longest <= X ms)' between two scrapes."""
     bounds = sorted(after)
-    deltas = [after[b] - before.get(b, 0.0) for b in bounds]
-    if not deltas or deltas[-1] <= 0:
+    deltas = {b: after[b] - before.get(b, 0.0) for b in bounds}
+    wakes = deltas[bounds[-1]] if bounds else 0.0
+    if wakes <= 0:
         return f"{name}: no samples"
-    late = deltas[-1] - next((d for b, d in zip(bounds, deltas, strict=True) if b >= 0.025), deltas[-1])
-    longest = next(b for b, d in zip(bounds, deltas, strict=True) if d >= deltas[-1])
-    shown = "> 1 s" if longest == float("inf") else f"<= {longest * 1000:g} ms"
-    return f"{name}: {late:.0f} of {deltas[-1]:.0f} wakes over 25 ms late (longest {shown})"
+    late = wakes - deltas.get(0.025, wakes)
+    return (
+        f"{name}: {late:.0f} of {wakes:.0f} wakes over 25 ms late "
+        f"(longest {bucket_quantile(before, after, 1.0)})"
+    )
