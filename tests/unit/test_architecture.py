@@ -62,3 +62,61 @@ def test_domain_modules_are_pure(service: str) -> None:
         if any(name == p or name.startswith(p + ".") for p in IMPURE)
     ]
     assert offenders == []
+
+
+# "Now" comes from accrue.runtime.clock, injected by each bootstrap; these calls read the wall
+# clock behind its back, so a pinned clock would not pin them.
+WALL_CLOCK_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today")}
+WALL_CLOCK_FUNCTIONS = {("time", "time"), ("time", "time_ns"), ("time", "localtime"), ("time", "gmtime")}
+CLOCK_MODULE = ROOT / "libs" / "runtime" / "src" / "accrue" / "runtime" / "clock.py"
+PRODUCT_CODE = [ROOT / "services", ROOT / "libs", ROOT / "tools" / "cli"]
+# libs/testing and libs/embedded run tests and servers, not the product.
+NOT_PRODUCT = [ROOT / "libs" / "testing", ROOT / "libs" / "embedded", ROOT / "libs" / "contracts"]
+
+
+def wall_clock_reads(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner = node.func.value
+        owner_name = (
+            owner.id
+            if isinstance(owner, ast.Name)
+            else owner.attr
+            if isinstance(owner, ast.Attribute)
+            else ""
+        )
+        pair = (owner_name, node.func.attr)
+        if pair in WALL_CLOCK_CALLS or pair in WALL_CLOCK_FUNCTIONS:
+            found.append(f"{shown}:{node.lineno}: {owner_name}.{node.func.attr}()")
+    return found
+
+
+def test_product_code_reads_now_only_through_the_clock() -> None:
+    files = [
+        path
+        for folder in PRODUCT_CODE
+        for path in python_files(folder)
+        if path != CLOCK_MODULE and not any(path.is_relative_to(n) for n in NOT_PRODUCT)
+    ]
+    assert len(files) > 100  # the walk really saw the code
+    offenders = [hit for path in files for hit in wall_clock_reads(path)]
+    assert offenders == []
+
+
+def test_the_wall_clock_check_finds_each_spelling(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import datetime as dt, time\nfrom datetime import date, datetime\n"
+        "a = dt.datetime.now(dt.UTC)\nb = date.today()\nc = time.time()\nd = datetime.utcnow()\n"
+        "e = dt.date.fromisoformat('2027-01-01')\n"
+    )
+    assert [hit.rsplit(": ", 1)[1] for hit in wall_clock_reads(sample)] == [
+        "datetime.now()",
+        "date.today()",
+        "time.time()",
+        "datetime.utcnow()",
+    ]

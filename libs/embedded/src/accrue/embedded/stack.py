@@ -19,6 +19,7 @@ and the tests (free ports) build their processes from the same functions here.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -200,11 +201,17 @@ def process_env(
     ports: PortAssignment,
     log_format: str = "console",
     log_level: str = "INFO",
+    clock_start: dt.datetime | None = None,
 ) -> dict[str, str]:
-    """The ACCRUE_* environment of one process of the stack (a service or the gateway)."""
+    """The ACCRUE_* environment of one process of the stack (a service or the gateway).
+
+    clock_start starts every process's clock at that instant (accrue.runtime.clock).
+    """
     env = common_env(
         database_url=database_url, nats_url=nats_url, ports=ports, log_format=log_format, log_level=log_level
     )
+    if clock_start is not None:
+        env["ACCRUE_CLOCK_START"] = clock_start.isoformat()
     if name == GATEWAY.name:
         env[GATEWAY.host_var] = ports.host
         env[GATEWAY.port_var] = str(ports.gateway)
@@ -258,6 +265,7 @@ def stack_processes(
     log_format: str = "console",
     log_level: str = "INFO",
     command: Callable[[str], Sequence[str]] = module_command,
+    clock_start: dt.datetime | None = None,
 ) -> list[StackProcess]:
     """Every service, then the gateway; command(name) gives the argv (tests may substitute one)."""
     result: list[StackProcess] = []
@@ -270,6 +278,7 @@ def stack_processes(
             ports=ports,
             log_format=log_format,
             log_level=log_level,
+            clock_start=clock_start,
         )
         readiness: Readiness
         if name == GATEWAY.name:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accrue.eventbus.connection import connect_nats
 from accrue.eventbus.outbox import OutboxRelay
 from accrue.eventbus.streams import ensure_streams
+from accrue.runtime.clock import Clock, system_clock
 
 
 @dataclass
@@ -20,19 +21,22 @@ class Backbone:
 
     client: Client
     js: JetStreamContext
+    clock: Clock = system_clock
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, replicas: int = 1) -> Backbone:
+    async def connect(
+        cls, url: str, name: str, *, replicas: int = 1, clock: Clock = system_clock
+    ) -> Backbone:
         """Connect (waiting for the server) and make sure every stream exists."""
         client = await connect_nats(url, name)
         js = client.jetstream()
         await ensure_streams(js, replicas=replicas)
-        return cls(client, js)
+        return cls(client, js, clock)
 
     def relay(self, engine: AsyncEngine, outbox: sa.Table, *, coalesce: float = 0.0) -> OutboxRelay:
         """The outbox relay for a service's schema, woken by its own engine's commits that wrote
         outbox rows (see OutboxRelay for coalesce)."""
-        return OutboxRelay(engine, outbox, self.js, coalesce=coalesce)
+        return OutboxRelay(engine, outbox, self.js, coalesce=coalesce, clock=self.clock)
 
     async def close(self) -> None:
         """Flush outstanding acks, then disconnect.

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 from accrue.db.unit_of_work import UnitOfWork
 from accrue.eventbus.envelope import Headers
 from accrue.eventbus.streams import ensure_consumer
+from accrue.runtime.clock import Clock, system_clock
 from accrue.telemetry import extract_context, get_logger, tracer
 
 log = get_logger(__name__)
@@ -106,6 +107,8 @@ class ConsumerRunner:
     inbox: sa.Table
     subscription: Subscription
     dlq_prefix: str = "dlq"
+    # Lag is measured against the clock the events were stamped with.
+    clock: Clock = system_clock
 
     async def run(self) -> None:
         """Fetch and apply messages forever; survives NATS and PostgreSQL outages."""
@@ -211,7 +214,7 @@ class ConsumerRunner:
         await msg.ack()
         HANDLING.labels(sub.durable).observe(time.perf_counter() - start)
         if occurred_at is not None:
-            LAG.labels(sub.durable).observe(max(0.0, (dt.datetime.now(dt.UTC) - occurred_at).total_seconds()))
+            LAG.labels(sub.durable).observe(max(0.0, (self.clock() - occurred_at).total_seconds()))
         PROCESSED.labels(sub.durable, "applied" if applied else "duplicate").inc()
 
     async def process_batch(self, messages: list[Msg]) -> None:
@@ -257,7 +260,7 @@ class ConsumerRunner:
                 await self.process(msg)
             return
         elapsed = time.perf_counter() - start
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         for msg, _, received in batch:
             await msg.ack()
             HANDLING.labels(sub.durable).observe(elapsed / len(batch))

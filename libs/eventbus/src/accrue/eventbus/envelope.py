@@ -38,7 +38,9 @@ class Event:
     key: str
     message: Message
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    occurred_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # When it happened, by the service's clock (accrue.runtime.clock): required, so an event can
+    # never carry a wall-clock instant that a pinned clock did not see.
+    occurred_at: dt.datetime = field(kw_only=True)
 
     @property
     def subject(self) -> str:

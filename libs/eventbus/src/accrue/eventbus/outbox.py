@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accrue.db.unit_of_work import UnitOfWork
 from accrue.eventbus.envelope import Event, Headers
+from accrue.runtime.clock import Clock, system_clock
 from accrue.telemetry import get_logger, inject_context
 
 log = get_logger(__name__)
@@ -145,8 +146,10 @@ class OutboxRelay:
         retention: dt.timedelta = dt.timedelta(days=7),
         gauge_interval: float = 1.0,
         coalesce: float = 0.0,
+        clock: Clock = system_clock,
     ) -> None:
         self._engine = engine
+        self._clock = clock
         self._table = table
         self._js = js
         self._batch_size = batch_size
@@ -243,7 +246,7 @@ class OutboxRelay:
             ]
             await asyncio.wait_for(asyncio.gather(*futures), timeout=self._publish_timeout)
             await conn.execute(
-                sa.update(t).where(t.c.seq.in_([row.seq for row in rows])).values(published_at=sa.func.now())
+                sa.update(t).where(t.c.seq.in_([row.seq for row in rows])).values(published_at=self._clock())
             )
         PUBLISHED.labels(self._schema).inc(len(rows))
         return len(rows)
@@ -257,12 +260,12 @@ class OutboxRelay:
                 )
             ).one()
         PENDING.labels(self._schema).set(count)
-        OLDEST.labels(self._schema).set((dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest else 0)
+        OLDEST.labels(self._schema).set((self._clock() - oldest).total_seconds() if oldest else 0)
 
     async def purge_published(self) -> int:
         """Delete published rows older than the retention; JetStream keeps the history."""
         t = self._table
-        cutoff = dt.datetime.now(dt.UTC) - self._retention
+        cutoff = self._clock() - self._retention
         async with self._engine.begin() as conn:
             result = await conn.execute(sa.delete(t).where(t.c.published_at < cutoff))
         return int(result.rowcount or 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import AwareDatetime, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -32,6 +32,18 @@ class ServiceSettings(BaseSettings):
     # Database connections opened at start-up, before SERVING, instead of under the first burst
     # (at most the pool's size; 0 for none).
     database_pool_warm: int = Field(default=4, ge=0)
+    # "production" makes the process refuse anything meant only for tests and demos (below).
+    environment: Literal["development", "production"] = "development"
+    # Start the process's clock at this instant (RFC 3339 with an offset) instead of the system
+    # clock; it then runs at real speed. For the pinned test stack and demos; refused in
+    # production. See accrue.runtime.clock.
+    clock_start: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _no_made_up_time_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and self.clock_start is not None:
+            raise ValueError("ACCRUE_CLOCK_START is for tests and demos; production runs on the system clock")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ import datetime as dt
 from decimal import Decimal
 
 from accrue.money import DecimalError, is_currency, parse_decimal
+from accrue.runtime.clock import is_time_zone
 from accrue.runtime.errors import InvalidArgument, Violation
 
 
@@ -115,3 +116,28 @@ class Violations:
             self.add(field, "INVALID_CURRENCY", f"{field} must be an ISO 4217 currency code, got {value!r}")
             return None
         return value
+
+    def time_zone(self, field: str, value: str) -> str | None:
+        """An IANA time zone name (optional: empty passes as None)."""
+        if not value:
+            return None
+        if not is_time_zone(value):
+            self.add(
+                field,
+                "INVALID_TIME_ZONE",
+                f'{field} must be an IANA time zone like "Europe/London", got {value!r}',
+            )
+            return None
+        return value
+
+    def time_of_day(self, field: str, value: str) -> dt.time | None:
+        """A local time "HH:MM" (optional: empty passes as None)."""
+        if not value:
+            return None
+        try:
+            if len(value) != 5 or value[2] != ":":
+                raise ValueError(value)
+            return dt.time(int(value[:2]), int(value[3:]))
+        except ValueError:
+            self.add(field, "INVALID_TIME", f'{field} must be a time of day "HH:MM", got {value!r}')
+            return None

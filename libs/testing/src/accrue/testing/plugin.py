@@ -8,24 +8,67 @@ Registered as a pytest11 entry point, so every test in the repo can ask for them
 - nats_server (session): NatsServerHandle (kind, url of a shared server, isolated()).
 - nats_url (function): URL of a NATS whose JetStream is empty (see accrue.testing.servers).
 - module_nats_url (module): the same, shared by one test module.
-- stack (module): accrue.testing.stack.Stack, up and ready on its own database and NATS.
+- stack (module): accrue.testing.stack.Stack, up and ready on its own database and NATS, its
+  processes' clocks started at the run's pinned instant.
+- instant (session): the run's pinned instant (accrue.testing.instants); every test starts with
+  the clock at it (time-machine, ticking), so nothing a test computes depends on the real date.
 
 Servers and temp dirs are gone after the session, whatever the tests did.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import time_machine
 
+from accrue.testing.instants import ENV as INSTANT_ENV
+from accrue.testing.instants import pinned_instant
 from accrue.testing.servers import NatsServerHandle, PostgresServerHandle, open_nats, open_postgres
 
 if TYPE_CHECKING:
     from accrue.testing.stack import Stack
 
 STACK_REPORT_SECTION = "accrue stack logs"
+_INSTANT = pytest.StashKey[tuple[str, dt.datetime]]()
+_TRAVEL = pytest.StashKey["time_machine.travel"]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Pin the run's clock: everything in this process starts at the drawn instant and ticks."""
+    config.addinivalue_line("markers", "dates: reads the clock or judges business dates (make test-dates)")
+    name, instant = pinned_instant()
+    config.stash[_INSTANT] = (name, instant)
+    travel = time_machine.travel(instant, tick=True)
+    travel.start()
+    config.stash[_TRAVEL] = travel
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    travel = config.stash.get(_TRAVEL, None)
+    if travel is not None:
+        travel.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    name, instant = config.stash[_INSTANT]
+    return f"accrue: clock pinned to {name} = {instant.isoformat()} (reproduce: {INSTANT_ENV}={name})"
+
+
+@pytest.fixture(scope="session")
+def instant(pytestconfig: pytest.Config) -> dt.datetime:
+    """The run's pinned instant (aware, UTC): what "now" is at the start of every test."""
+    return pytestconfig.stash[_INSTANT][1]
+
+
+@pytest.fixture(autouse=True)
+def _clock_at_the_pinned_instant(instant: dt.datetime) -> Iterator[None]:
+    # Each test starts at the instant itself, however long the tests before it took.
+    with time_machine.travel(instant, tick=True):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +117,10 @@ def module_nats_url(nats_server: NatsServerHandle) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(
-    module_database_url: str, module_nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str,
+    module_nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> Iterator[Stack]:
     """Every service (migrated) and the gateway, ready, on free ports; stopped after the module.
 
@@ -85,7 +131,10 @@ def stack(
 
     log_dir = tmp_path_factory.mktemp("stack")
     with Stack.from_catalogue(
-        database_url=module_database_url, nats_url=module_nats_url, log_dir=log_dir
+        database_url=module_database_url,
+        nats_url=module_nats_url,
+        log_dir=log_dir,
+        clock_start=pytestconfig.stash[_INSTANT][1],
     ) as running:
         yield running
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -80,10 +81,13 @@ class Stack:
         log_level: str = "INFO",
         ready_timeout: float = 90.0,
         stop_timeout: float = 10.0,
+        clock_start: dt.datetime | None = None,
     ) -> Stack:
-        """Every service and the gateway from accrue.embedded.stack, on free ports by default."""
+        """Every service and the gateway from accrue.embedded.stack, on free ports by default;
+        clock_start starts every process's clock at that instant."""
         ports = ports or PortAssignment.free()
         processes = stack_processes(
+            clock_start=clock_start,
             database_url=database_url,
             nats_url=nats_url,
             ports=ports,

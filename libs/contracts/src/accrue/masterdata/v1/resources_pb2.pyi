@@ -246,6 +246,7 @@ class LegalEntity(_message.Message):
     BASE_CURRENCY_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
     TAX_REGION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -262,6 +263,10 @@ class LegalEntity(_message.Message):
     """ISO 3166-1 alpha-2 country code."""
     tax_region: _builtins.str
     """Tax region used to pick tax rates, e.g. "GB"."""
+    time_zone: _builtins.str
+    """IANA time zone its business dates are judged in, e.g. "Australia/Brisbane": what "today",
+    a period's end, a cut-off and working hours mean for it. "UTC" when not given.
+    """
     etag: _builtins.str
     """Opaque version for optimistic concurrency."""
     @_builtins.property
@@ -290,6 +295,7 @@ class LegalEntity(_message.Message):
         base_currency: _builtins.str = ...,
         country: _builtins.str = ...,
         tax_region: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
@@ -297,7 +303,7 @@ class LegalEntity(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "code", b"code", "country", b"country", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "tax_region", b"tax_region", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_currency", b"base_currency", "code", b"code", "country", b"country", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "name", b"name", "tax_region", b"tax_region", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -457,6 +463,7 @@ class Consultant(_message.Message):
     COST_RATE_FIELD_NUMBER: _builtins.int
     ACTIVE_FROM_FIELD_NUMBER: _builtins.int
     ACTIVE_TO_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
     LABOR_CATEGORY_REF_FIELD_NUMBER: _builtins.int
     MANAGER_REF_FIELD_NUMBER: _builtins.int
@@ -486,6 +493,10 @@ class Consultant(_message.Message):
     """First day of employment, "YYYY-MM-DD"."""
     active_to: _builtins.str
     """Last day of employment, "YYYY-MM-DD"; empty while employed."""
+    time_zone: _builtins.str
+    """IANA time zone the consultant works in, when it differs from their legal entity's: what
+    "today" means for their time entries. Their legal entity's when empty.
+    """
     etag: _builtins.str
     """Opaque version for optimistic concurrency."""
     @_builtins.property
@@ -538,6 +549,7 @@ class Consultant(_message.Message):
         cost_rate: _builtins.str = ...,
         active_from: _builtins.str = ...,
         active_to: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
         legal_entity_ref: _types_pb2.ExternalRef | None = ...,
         labor_category_ref: _types_pb2.ExternalRef | None = ...,
         manager_ref: _types_pb2.ExternalRef | None = ...,
@@ -548,7 +560,7 @@ class Consultant(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "labor_category_ref", b"labor_category_ref", "legal_entity_ref", b"legal_entity_ref", "manager_ref", b"manager_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_from", b"active_from", "active_to", b"active_to", "code", b"code", "cost_rate", b"cost_rate", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "email", b"email", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "labor_category_ref", b"labor_category_ref", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "manager_id", b"manager_id", "manager_ref", b"manager_ref", "name", b"name", "update_time", b"update_time", "weekly_capacity_hours", b"weekly_capacity_hours"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_from", b"active_from", "active_to", b"active_to", "code", b"code", "cost_rate", b"cost_rate", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "email", b"email", "etag", b"etag", "external_ref", b"external_ref", "id", b"id", "labor_category_id", b"labor_category_id", "labor_category_ref", b"labor_category_ref", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "manager_id", b"manager_id", "manager_ref", b"manager_ref", "name", b"name", "time_zone", b"time_zone", "update_time", b"update_time", "weekly_capacity_hours", b"weekly_capacity_hours"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1401,6 +1413,8 @@ class Calendar(_message.Message):
     LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
     WORKING_DAYS_FIELD_NUMBER: _builtins.int
     HOLIDAYS_FIELD_NUMBER: _builtins.int
+    WORKDAY_START_FIELD_NUMBER: _builtins.int
+    WORKDAY_END_FIELD_NUMBER: _builtins.int
     LEGAL_ENTITY_REF_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
@@ -1414,6 +1428,12 @@ class Calendar(_message.Message):
     """Display name."""
     legal_entity_id: _builtins.str
     """The legal entity whose consultants work to this calendar."""
+    workday_start: _builtins.str
+    """When a working day starts, local time "HH:MM" in the legal entity's time zone; "09:00"
+    when empty. Approval SLAs count only the hours between start and end of working days.
+    """
+    workday_end: _builtins.str
+    """When a working day ends, local time "HH:MM"; "17:00" when empty."""
     etag: _builtins.str
     """Opaque version for optimistic concurrency."""
     @_builtins.property
@@ -1456,6 +1476,8 @@ class Calendar(_message.Message):
         legal_entity_id: _builtins.str = ...,
         working_days: _abc.Iterable[Global___Weekday.ValueType] | None = ...,
         holidays: _abc.Iterable[Global___Holiday] | None = ...,
+        workday_start: _builtins.str = ...,
+        workday_end: _builtins.str = ...,
         legal_entity_ref: _types_pb2.ExternalRef | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
@@ -1464,7 +1486,7 @@ class Calendar(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deactivate_time", b"deactivate_time", "external_ref", b"external_ref", "legal_entity_ref", b"legal_entity_ref", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "holidays", b"holidays", "id", b"id", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "name", b"name", "update_time", b"update_time", "working_days", b"working_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "deactivate_time", b"deactivate_time", "etag", b"etag", "external_ref", b"external_ref", "holidays", b"holidays", "id", b"id", "legal_entity_id", b"legal_entity_id", "legal_entity_ref", b"legal_entity_ref", "name", b"name", "update_time", b"update_time", "workday_end", b"workday_end", "workday_start", b"workday_start", "working_days", b"working_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -176,6 +176,7 @@ def _validate_legal_entity(m: md.LegalEntity, v: Violations) -> None:
             "INVALID_COUNTRY",
             f'country must be an ISO 3166-1 alpha-2 code like "GB", got {m.country!r}',
         )
+    v.time_zone("time_zone", m.time_zone)
 
 
 def _validate_customer(m: md.Customer, v: Violations) -> None:
@@ -198,6 +199,7 @@ def _validate_consultant(m: md.Consultant, v: Violations) -> None:
     _optional_ref(v, m, "manager_ref")
     if m.email and ("@" not in m.email or " " in m.email):
         v.add("email", "INVALID_EMAIL", f"email must be an e-mail address, got {m.email!r}")
+    v.time_zone("time_zone", m.time_zone)
     v.decimal(
         "weekly_capacity_hours",
         m.weekly_capacity_hours,
@@ -365,6 +367,10 @@ def _validate_calendar(m: md.Calendar, v: Violations) -> None:
         if when in dates:
             v.add(f"holidays[{i}].date", "DUPLICATE", f"{when} is already holidays[{dates[when]}]")
         dates.setdefault(when, i)
+    start = v.time_of_day("workday_start", m.workday_start)
+    end = v.time_of_day("workday_end", m.workday_end)
+    if (start or dt.time(9)) >= (end or dt.time(17)):
+        v.add("workday_end", "INVALID_RANGE", "workday_end must be after workday_start")
 
 
 _CODE = UniqueKey(("code",), "code", "CODE_TAKEN", "code")

@@ -32,6 +32,7 @@ from accrue.events.v1 import masterdata_events_pb2 as ev
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.money import parse_decimal
 from accrue.pricing import RateEntry, resolve_rate
+from accrue.runtime.clock import UTC_ZONE
 from accrue.runtime import (
     Aborted,
     AlreadyExists,
@@ -232,6 +233,8 @@ def _prepare(kind: Kind, resource: Message, *, defaults: bool = True) -> Any:
         record.ClearField(name)
     if defaults and isinstance(record, md.Assignment) and not record.HasField("billable"):
         record.billable = True
+    if defaults and isinstance(record, md.LegalEntity) and not record.time_zone:
+        record.time_zone = UTC_ZONE
     return record
 
 
