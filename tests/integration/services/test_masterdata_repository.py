@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from accrue.db import create_engine
 from accrue.db.migrations import upgrade
 from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.runtime.clock import FixedClock
 from accrue.services.masterdata.adapters.repository import ChangeRow, Write, body_of
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
 from accrue.services.masterdata.bootstrap import MIGRATIONS, build_app
@@ -25,8 +26,12 @@ LEGACY_ROW = """
 """
 
 
+# When these rows were written does not matter to the tests, only that it is fixed.
+WRITTEN = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+
+
 def _write() -> Write:
-    now = dt.datetime.now(dt.UTC)
+    now = WRITTEN
     record = md.LaborCategory(
         id=RECORD_ID, code="SC", name="Senior", external_ref=types_pb2.ExternalRef(system="hr", id="SC")
     )
@@ -47,11 +52,7 @@ async def test_bulk_writes_roll_back_with_the_unit_of_work(database_url: str) ->
         async with MasterDataUnitOfWork(engine) as uow:
             assert await uow.records.insert(kind, [_write()]) == {RECORD_ID}
             await uow.records.add_changes(
-                [
-                    ChangeRow(
-                        "labor_category", RECORD_ID, 1, "CREATED", "a", "api", dt.datetime.now(dt.UTC), {}
-                    )
-                ]
+                [ChangeRow("labor_category", RECORD_ID, 1, "CREATED", "a", "api", WRITTEN, {})]
             )
             # no commit: everything must go
         assert await _count(engine, "labor_categories") == 0
@@ -92,7 +93,7 @@ async def test_a_record_being_updated_can_still_be_referenced_by_new_rows(databa
     """A batch holds the records it updates locked; rows elsewhere that refer to them go on."""
     await upgrade(database_url, "masterdata", MIGRATIONS)
     engine = create_engine(database_url)
-    app = build_app(engine)
+    app = build_app(engine, FixedClock(WRITTEN))
     try:
         le = await app.create(
             KINDS["legal_entity"], md.LegalEntity(code="UK", name="UK", base_currency="GBP")

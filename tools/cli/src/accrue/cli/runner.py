@@ -11,7 +11,6 @@ stops the services first, then Prometheus, NATS and PostgreSQL.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shlex
 import signal
@@ -50,6 +49,7 @@ from accrue.embedded.stack import (
     run_migrations,
     stack_processes,
 )
+from accrue.runtime.clock import system_clock
 
 DATA_DIR_VAR = "ACCRUE_DATA_DIR"
 DATABASE_URL_VAR = "ACCRUE_DATABASE_URL"
@@ -262,7 +262,8 @@ class Console:
 
     @staticmethod
     def message(text: str, name: str = RUNNER) -> Any:
-        now = dt.datetime.now(dt.UTC).astimezone()
+        # A log line's time for the developer watching, in their own zone; not a business time.
+        now = system_clock().astimezone()
         return Message(type="line", data=text + "\n", time=now, name=name, colour=None)
 
     def say(self, text: str, name: str = RUNNER) -> None:

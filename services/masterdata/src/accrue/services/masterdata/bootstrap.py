@@ -14,6 +14,7 @@ from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
+from accrue.runtime.clock import Clock, clock_for
 from accrue.runtime.server import Service
 from accrue.services.masterdata.adapters import tables
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
@@ -32,23 +33,30 @@ async def migrate(settings: MasterDataSettings) -> None:
     await upgrade(settings.database_url, tables.SCHEMA, MIGRATIONS)
 
 
-def build_app(engine: AsyncEngine, ownership: Ownership | None = None) -> MasterData:
+def build_app(engine: AsyncEngine, clock: Clock, ownership: Ownership | None = None) -> MasterData:
     """The application service on a database (what unit tests and the servicer share)."""
     uow_factory: Callable[[], MasterDataUnitOfWork] = lambda: MasterDataUnitOfWork(engine)  # noqa: E731
-    return MasterData(uow_factory, ownership)
+    return MasterData(uow_factory, ownership, clock=clock)
 
 
 async def bootstrap(settings: MasterDataSettings) -> Service:
     """Wire the service: database, backbone, use cases, gRPC servicer, outbox relay and the
     consumer of billing's invoices (milestone status)."""
+    clock = clock_for(settings.clock_start)
     engine = create_engine(settings.database_url, application_name="accrue-masterdata")
-    backbone = await Backbone.connect(settings.nats_url, "masterdata", replicas=settings.stream_replicas)
-    app = build_app(engine, Ownership(settings.owners))
+    backbone = await Backbone.connect(
+        settings.nats_url, "masterdata", replicas=settings.stream_replicas, clock=clock
+    )
+    app = build_app(engine, clock, Ownership(settings.owners))
     # The per-entity methods are attached from the Kind table, which mypy cannot see.
     servicer = MasterDataServicer(app)  # type: ignore[abstract]
     relay = backbone.relay(engine, tables.outbox)
     billing_consumer = ConsumerRunner(
-        backbone.js, lambda: MasterDataUnitOfWork(engine), tables.inbox, billing_subscription(app)
+        backbone.js,
+        lambda: MasterDataUnitOfWork(engine),
+        tables.inbox,
+        billing_subscription(app),
+        clock=clock,
     )
 
     def register(server: grpc.aio.Server) -> None:

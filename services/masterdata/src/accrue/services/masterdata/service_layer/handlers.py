@@ -32,7 +32,6 @@ from accrue.events.v1 import masterdata_events_pb2 as ev
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.money import parse_decimal
 from accrue.pricing import RateEntry, resolve_rate
-from accrue.runtime.clock import UTC_ZONE
 from accrue.runtime import (
     Aborted,
     AlreadyExists,
@@ -42,6 +41,7 @@ from accrue.runtime import (
     PermissionDenied,
     Violation,
 )
+from accrue.runtime.clock import UTC_ZONE, Clock
 from accrue.runtime.validation import Violations
 from accrue.services.masterdata.adapters.repository import (
     ChangeRow,
@@ -319,7 +319,8 @@ class MasterData:
         self,
         uow_factory: Callable[[], MasterDataUnitOfWork],
         ownership: Ownership | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        *,
+        clock: Clock,
     ) -> None:
         self._uow = uow_factory
         self._ownership = ownership or Ownership()
@@ -450,7 +451,11 @@ class MasterData:
             record = await self._save_state(
                 uow, kind, stored, stored.body, writer, source, now, ChangeKind.DEACTIVATED
             )
-            uow.events.add(Event(kind.deactivated_event_type, stored.id, kind.event(**{kind.name: record})))
+            uow.events.add(
+                Event(
+                    kind.deactivated_event_type, stored.id, kind.event(**{kind.name: record}), occurred_at=now
+                )
+            )
             await uow.commit()
         return record
 
@@ -484,9 +489,10 @@ class MasterData:
                     "md.milestone.completed",
                     record.id,
                     ev.MilestoneCompleted(milestone=record, contract_id=contract_id, project_id=project_id),
+                    occurred_at=now,
                 )
             )
-            uow.events.add(Event(kind.event_type, record.id, kind.event(milestone=record)))
+            uow.events.add(Event(kind.event_type, record.id, kind.event(milestone=record), occurred_at=now))
             await uow.commit()
         return record
 
@@ -510,15 +516,16 @@ class MasterData:
             reason=f"invoice {invoice_id} {'drafted' if invoiced else 'voided'}",
         )
         changed = 0
+        now = self._clock()
         stored_by_id = await uow.records.load_many(kind, sorted(set(milestone_ids)), lock=True)
         for stored in stored_by_id.values():
             if stored.body.get("status") != before:
                 continue
             body = {**stored.body, "status": after}
             record = await self._save_state(
-                uow, kind, stored, body, writer, BILLING_SOURCE, self._clock(), ChangeKind.UPDATED
+                uow, kind, stored, body, writer, BILLING_SOURCE, now, ChangeKind.UPDATED
             )
-            uow.events.add(Event(kind.event_type, stored.id, kind.event(milestone=record)))
+            uow.events.add(Event(kind.event_type, stored.id, kind.event(milestone=record), occurred_at=now))
             changed += 1
         return changed
 
@@ -940,7 +947,7 @@ class MasterData:
                     )
                 )
                 message = kind.event(**{kind.name: w.record})
-                uow.events.add(Event(kind.event_type, record_id, message, next(event_ids), now))
+                uow.events.add(Event(kind.event_type, record_id, message, next(event_ids), occurred_at=now))
         await uow.records.add_changes(history)
 
     # -- history ----------------------------------------------------------------------------
