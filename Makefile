@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DISTS  := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
 EDITABLES := $(foreach p,$(DISTS),-e $(dir $(p)))
 
-.PHONY: help install run test test-unit test-integration test-e2e lint fmt typecheck proto proto-check \
+.PHONY: help install run test test-dates test-unit test-integration test-e2e lint fmt typecheck proto proto-check \
         proto-lint proto-breaking check clean bench
 
 help:
@@ -30,6 +30,14 @@ run: install
 ## The README's test command: everything CI checks.
 test: install check
 	$(BIN)/pytest -q
+
+## Every date-sensitive test (marker `dates`) under each awkward instant of
+## libs/testing/src/accrue/testing/instants.py; `make test` runs at one of them, drawn per run.
+test-dates: install
+	@for instant in $$($(BIN)/python -c 'from accrue.testing.instants import INSTANTS; print(*INSTANTS)'); do \
+	  echo "== ACCRUE_TEST_INSTANT=$$instant"; \
+	  ACCRUE_TEST_INSTANT=$$instant $(BIN)/pytest -q -m dates || exit 1; \
+	done
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -230,3 +230,35 @@ def test_overlapping_rates_are_found_for_entries_named_by_external_ref_too() -> 
         ],
     )
     assert violations("rate_card", card) == [("rates[1].effective_from", "OVERLAPPING_RATES")]
+
+
+def test_time_zones_are_iana_names() -> None:
+    assert violations(
+        "legal_entity", md.LegalEntity(code="AU", name="A", base_currency="AUD", time_zone="AEST")
+    ) == [("time_zone", "INVALID_TIME_ZONE")]
+    assert (
+        violations(
+            "legal_entity",
+            md.LegalEntity(code="AU", name="A", base_currency="AUD", time_zone="Australia/Brisbane"),
+        )
+        == []
+    )
+    consultant = md.Consultant(
+        code="E1", name="A", legal_entity_id="le", labor_category_id="lc", active_from="2026-01-01"
+    )
+    consultant.time_zone = "Mars/Olympus"
+    assert violations("consultant", consultant) == [("time_zone", "INVALID_TIME_ZONE")]
+    consultant.time_zone = "America/Los_Angeles"
+    assert violations("consultant", consultant) == []
+
+
+def test_a_calendars_working_day_is_hh_mm_and_ends_after_it_starts() -> None:
+    base = {"code": "AU-2027", "legal_entity_id": "le"}
+    assert violations("calendar", md.Calendar(**base, workday_start="8am", workday_end="17:60")) == [
+        ("workday_start", "INVALID_TIME"),
+        ("workday_end", "INVALID_TIME"),
+    ]
+    assert violations("calendar", md.Calendar(**base, workday_start="18:00")) == [
+        ("workday_end", "INVALID_RANGE")
+    ]
+    assert violations("calendar", md.Calendar(**base, workday_start="08:30", workday_end="16:30")) == []

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import time_machine
@@ -53,9 +53,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         travel.stop()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def _pinned_line(config: pytest.Config) -> str:
     name, instant = config.stash[_INSTANT]
     return f"accrue: clock pinned to {name} = {instant.isoformat()} (reproduce: {INSTANT_ENV}={name})"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # At the top even under -q, and again in the summary, so a red run says which instant it had.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(_pinned_line(session.config))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    terminalreporter.write_line(_pinned_line(config))
 
 
 @pytest.fixture(scope="session")
