@@ -16,6 +16,7 @@ from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
 from accrue.runtime import client
+from accrue.runtime.clock import clock_for
 from accrue.runtime.server import Service
 from accrue.services.billing.adapters import tables
 from accrue.services.billing.adapters.erp import ErpAdapter
@@ -65,12 +66,16 @@ def erp_adapter(settings: BillingSettings) -> ErpAdapter:
 
 async def bootstrap(settings: BillingSettings) -> Service:
     """Wire the service: database, master data, backbone, ERP, use cases, servicer, background work."""
+    # The one clock every part of the service reads "now" from (pinned in tests and demos).
+    clock = clock_for(settings.clock_start)
     engine = create_engine(settings.database_url, application_name="accrue-billing")
     channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
-    backbone = await Backbone.connect(settings.nats_url, "billing", replicas=settings.stream_replicas)
+    backbone = await Backbone.connect(
+        settings.nats_url, "billing", replicas=settings.stream_replicas, clock=clock
+    )
     erp = erp_adapter(settings)
 
     def uow() -> BillingUnitOfWork:
@@ -78,6 +83,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
 
     app = Billing(
         uow,
+        clock,
         erp=erp,
         cap_thresholds=settings.cap_thresholds,
         cutoff_delay=dt.timedelta(hours=settings.schedule_cutoff_hours),
@@ -85,9 +91,11 @@ async def bootstrap(settings: BillingSettings) -> Service:
     servicer = BillingServicer(app)
     relay = backbone.relay(engine, tables.outbox)
     consumers = [
-        ConsumerRunner(backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()),
-        ConsumerRunner(backbone.js, uow, tables.inbox, time_subscription(app)),
-        ConsumerRunner(backbone.js, uow, tables.inbox, milestone_subscription(app)),
+        ConsumerRunner(
+            backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription(), clock=clock
+        ),
+        ConsumerRunner(backbone.js, uow, tables.inbox, time_subscription(app), clock=clock),
+        ConsumerRunner(backbone.js, uow, tables.inbox, milestone_subscription(app), clock=clock),
     ]
     poster = PostingWorker(
         uow,
@@ -102,6 +110,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
         poll_interval=settings.posting_poll_seconds,
         call_timeout=settings.erp_call_timeout_seconds,
         lease=dt.timedelta(seconds=settings.posting_lease_seconds),
+        clock=clock,
     )
     background = [relay.run, *(c.run for c in consumers), poster.run]
     if settings.schedule_interval_seconds > 0:

@@ -359,22 +359,46 @@ class BillingRepository:
         )
         return int(status.split()[-1])
 
-    async def legal_entities_with_work(self, end: dt.date, cutoff: dt.datetime) -> list[str]:
-        """Legal entities with unbilled work or milestones due by the period end and cut-off."""
+    async def legal_entities_with_work(
+        self, end: dt.date, cutoff: dt.datetime, among: Sequence[str]
+    ) -> list[str]:
+        """Which of these legal entities have unbilled work or milestones due by the period end
+        and cut-off."""
         w, m = wip_entries, milestones
         work = sa.select(w.c.legal_entity_id).where(
             sa.text(UNBILLED),
+            w.c.legal_entity_id.in_(list(among)),
             w.c.work_date <= end,
             sa.or_(w.c.approve_time.is_(None), w.c.approve_time <= cutoff),
         )
         done = sa.select(m.c.legal_entity_id).where(
             m.c.invoice_id.is_(None),
             m.c.hold.is_(None),
+            m.c.legal_entity_id.in_(list(among)),
             m.c.complete_date <= end,
             m.c.complete_time <= cutoff,
         )
         rows = await self._conn.execute(sa.union(work, done))
         return sorted(r[0] for r in rows)
+
+    async def earliest_unbilled(self) -> dict[str, dt.date]:
+        """Every legal entity with unbilled work or milestones, and the oldest day among them."""
+        w, m = wip_entries, milestones
+        work = (
+            sa.select(w.c.legal_entity_id, sa.func.min(w.c.work_date).label("day"))
+            .where(sa.text(UNBILLED))
+            .group_by(w.c.legal_entity_id)
+        )
+        done = (
+            sa.select(m.c.legal_entity_id, sa.func.min(m.c.complete_date).label("day"))
+            .where(m.c.invoice_id.is_(None), m.c.hold.is_(None))
+            .group_by(m.c.legal_entity_id)
+        )
+        both = sa.union_all(work, done).subquery()
+        rows = await self._conn.execute(
+            sa.select(both.c.legal_entity_id, sa.func.min(both.c.day)).group_by(both.c.legal_entity_id)
+        )
+        return {r[0]: r[1] for r in rows}
 
     async def work_in(self, start: dt.date, end: dt.date, legal_entity_id: str) -> list[Any]:
         """Every entry billing holds worked in the period, with its invoice's status if any."""
@@ -474,13 +498,19 @@ class BillingRepository:
         ).one()
         return row.id, row.create_time, row.id == run_id
 
-    async def last_scheduled_end(self, billing_period: str) -> dt.date | None:
-        """The end of the latest period the scheduler made a run for, of this frequency."""
+    async def last_scheduled_ends(self, billing_period: str) -> dict[str, dt.date]:
+        """Per legal entity, the end of the latest period of this frequency the scheduler billed.
+
+        Per legal entity because each has its own calendar: a Brisbane entity's month is billed
+        hours before a UTC one's, and must not count as the UTC one's.
+        """
         t = billing_runs
-        found: dt.date | None = await self._conn.scalar(
-            sa.select(sa.func.max(t.c.period_end)).where(t.c.scheduled, t.c.billing_period == billing_period)
+        rows = await self._conn.execute(
+            sa.select(t.c.legal_entity_key, sa.func.max(t.c.period_end))
+            .where(t.c.scheduled, t.c.billing_period == billing_period)
+            .group_by(t.c.legal_entity_key)
         )
-        return found
+        return {r[0]: r[1] for r in rows}
 
     async def run(self, run_id: str) -> Any | None:
         """A run's row."""

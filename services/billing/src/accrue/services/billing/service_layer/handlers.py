@@ -16,6 +16,7 @@ from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import ProjectionStore
 from accrue.money import format_decimal, format_money, parse_decimal
 from accrue.runtime import FailedPrecondition, InvalidArgument, NotFound, Violation
+from accrue.runtime.clock import UTC_ZONE, Clock, is_time_zone, local_date
 from accrue.runtime.validation import Violations
 from accrue.services.billing.adapters.erp import ErpAdapter, ErpError
 from accrue.services.billing.adapters.repository import ExceptionDraft
@@ -24,7 +25,7 @@ from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
 from accrue.services.billing.domain import lifecycle
 from accrue.services.billing.domain.invoicing import thresholds_reached
 from accrue.services.billing.domain.lifecycle import WORK_KINDS, Resolution
-from accrue.services.billing.domain.periods import PeriodKind, due_since
+from accrue.services.billing.domain.periods import Period, PeriodKind, due_since
 from accrue.services.billing.service_layer.runs import RunOutcome, RunPricer, RunScope
 from accrue.telemetry import get_logger
 
@@ -70,7 +71,7 @@ class Billing:
     def __init__(
         self,
         uow_factory: Callable[[], BillingUnitOfWork],
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock,
         *,
         erp: ErpAdapter | None = None,
         cap_thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
@@ -130,7 +131,11 @@ class Billing:
         project_id: str,
         occurred_at: dt.datetime | None,
     ) -> bool:
-        """md.milestone.completed: the milestone is billable, once (its id is the key)."""
+        """md.milestone.completed: the milestone is billable, once (its id is the key).
+
+        Its completion date is the legal entity's calendar date of the completion instant, so it
+        falls in the period that legal entity's runs bill.
+        """
         projects = await uow.masterdata.records(uow.connection, "project", [project_id])
         project = projects.get(project_id)
         if not isinstance(project, md.Project):
@@ -142,6 +147,7 @@ class Billing:
             if milestone.HasField("complete_time")
             else occurred_at or self._clock()
         )
+        zones = await time_zones(uow, [project.legal_entity_id])
         return await uow.billing.add_milestone(
             {
                 "milestone_id": milestone.id,
@@ -151,7 +157,7 @@ class Billing:
                 "legal_entity_id": project.legal_entity_id,
                 "name": milestone.name,
                 "amount": parse_decimal(milestone.amount),
-                "complete_date": complete_time.date(),
+                "complete_date": local_date(complete_time, zones[project.legal_entity_id]),
                 "complete_time": complete_time,
             }
         )
@@ -182,18 +188,34 @@ class Billing:
     async def run_due(self, now: dt.datetime | None = None) -> list[RunResult]:
         """The scheduler's tick: bill every period whose cut-off has passed, once per legal entity.
 
-        Every period due since the last scheduled run of its kind is billed, oldest first (at
-        most MAX_CATCH_UP back), so a period missed while the scheduler was down gets its own run.
+        Periods and cut-offs are each legal entity's own, in its time zone: a Brisbane entity's
+        month is due hours before a UTC one's. Every period due since the legal entity's last
+        scheduled run of its kind is billed, oldest first (at most MAX_CATCH_UP back), so a
+        period missed while the scheduler was down gets its own run.
         """
         now = now or self._clock()
+        async with self._uow() as uow:
+            earliest = await uow.billing.earliest_unbilled()
+            zones = await time_zones(uow, earliest)
+            last = {kind: await uow.billing.last_scheduled_ends(kind.value) for kind in PeriodKind}
+            await uow.commit()  # legal entities read through to master data stay projected
         results: list[RunResult] = []
         for kind in PeriodKind:
-            async with self._uow() as uow:
-                last = await uow.billing.last_scheduled_end(kind.value)
-            for period in due_since(kind, now, self._cutoff_delay, last):
-                cutoff = period.cutoff(self._cutoff_delay)
+            # Legal entities in one zone share their periods' cut-offs: one query per (period,
+            # zone) finds which have work due. A period ending before a legal entity's oldest
+            # unbilled day has nothing to bill there.
+            due: dict[tuple[Period, str], list[str]] = {}
+            for legal_entity_id, first_day in earliest.items():
+                zone_name = zones[legal_entity_id]
+                for period in due_since(
+                    kind, now, self._cutoff_delay, zone_name, last[kind].get(legal_entity_id)
+                ):
+                    if period.end >= first_day:
+                        due.setdefault((period, zone_name), []).append(legal_entity_id)
+            for (period, zone_name), candidates in sorted(due.items()):
+                cutoff = period.cutoff(self._cutoff_delay, zone_name)
                 async with self._uow() as uow:
-                    entities = await uow.billing.legal_entities_with_work(period.end, cutoff)
+                    entities = await uow.billing.legal_entities_with_work(period.end, cutoff, candidates)
                 for legal_entity_id in entities:
                     results.append(
                         await self._run(
@@ -252,6 +274,7 @@ class Billing:
                             "billing.invoice.drafted",
                             invoice.legal_entity_id,
                             bev.InvoiceDrafted(invoice=invoice),
+                            occurred_at=now,
                         )
                     )
             await uow.commit()
@@ -308,6 +331,7 @@ class Billing:
                     bev.BillingExceptionRaised(
                         billing_exception=exception, legal_entity_id=exception.legal_entity_id
                     ),
+                    occurred_at=now,
                 )
             )
         return raised
@@ -334,6 +358,7 @@ class Billing:
                     bev.BillingExceptionResolved(
                         billing_exception=exception, legal_entity_id=exception.legal_entity_id
                     ),
+                    occurred_at=now,
                 )
             )
         return resolved
@@ -367,6 +392,7 @@ class Billing:
                             billed_amount=format_money(billed, capped.currency),
                             currency=capped.currency,
                         ),
+                        occurred_at=now,
                     )
                 )
 
@@ -396,7 +422,10 @@ class Billing:
             (invoice,) = await uow.billing.invoices([invoice_id])
             uow.events.add(
                 Event(
-                    "billing.invoice.approved", invoice.legal_entity_id, bev.InvoiceApproved(invoice=invoice)
+                    "billing.invoice.approved",
+                    invoice.legal_entity_id,
+                    bev.InvoiceApproved(invoice=invoice),
+                    occurred_at=now,
                 )
             )
             await uow.commit()
@@ -478,6 +507,7 @@ class Billing:
                     "billing.invoice.voided",
                     invoice.legal_entity_id,
                     bev.InvoiceVoided(invoice=invoice, reason=reason),
+                    occurred_at=now,
                 )
             )
             await uow.commit()
@@ -671,6 +701,25 @@ class Billing:
         async with self._uow() as uow:
             found = await uow.billing.exceptions(filters, page_token or None, size + 1)
         return found[:size], found[size - 1].id if len(found) > size else ""
+
+
+async def time_zones(uow: BillingUnitOfWork, legal_entity_ids: Iterable[str]) -> dict[str, str]:
+    """Each legal entity's time zone, whose calendar its business dates follow (UTC by default).
+
+    A legal entity master data does not know, or whose zone this machine does not know, is
+    taken as UTC (and the latter logged): billing it a few hours off beats never billing it.
+    """
+    ids = sorted(set(legal_entity_ids))
+    found = await uow.masterdata.records(uow.connection, "legal_entity", ids)
+    zones: dict[str, str] = {}
+    for legal_entity_id in ids:
+        entity = found.get(legal_entity_id)
+        name = entity.time_zone if isinstance(entity, md.LegalEntity) else ""
+        if name and not is_time_zone(name):
+            log.warning("unknown_time_zone", legal_entity_id=legal_entity_id, time_zone=name)
+            name = ""
+        zones[legal_entity_id] = name or UTC_ZONE
+    return zones
 
 
 async def _contract_of_line(uow: BillingUnitOfWork, contract_line_id: str) -> md.Contract | None:

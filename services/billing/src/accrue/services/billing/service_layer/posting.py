@@ -46,6 +46,7 @@ from accrue.eventbus import Event
 from accrue.events.v1 import billing_events_pb2 as bev
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.money import parse_decimal
+from accrue.runtime.clock import Clock
 from accrue.services.billing.adapters.erp import (
     ErpAdapter,
     ErpError,
@@ -92,7 +93,7 @@ class PostingWorker:
         poll_interval: float = 1.0,
         call_timeout: float = 120.0,
         lease: dt.timedelta = dt.timedelta(minutes=5),
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock,
     ) -> None:
         # The lease must outlast the rate-limit wait, the read and the whole ERP call, or a
         # second worker could claim the job while the first still talks to the ERP.
@@ -237,7 +238,11 @@ class PostingWorker:
             uow, failed, Resolution.SUPERSEDED, "billing", "the ERP confirmed the invoice", now
         )
         (invoice,) = await uow.billing.invoices([job.invoice_id])
-        uow.events.add(Event("billing.invoice.posted", legal_entity_id, bev.InvoicePosted(invoice=invoice)))
+        uow.events.add(
+            Event(
+                "billing.invoice.posted", legal_entity_id, bev.InvoicePosted(invoice=invoice), occurred_at=now
+            )
+        )
         POSTS.labels(self._erp.system, "confirmed").inc()
         log.info(
             "invoice_posted",
