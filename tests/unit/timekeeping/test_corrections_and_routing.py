@@ -92,11 +92,14 @@ def test_only_the_approver_or_their_delegate_reverses() -> None:
 def test_escalation_moves_the_entry_up_a_level_and_restarts_its_clock() -> None:
     entry = pending()
     later = NOW + dt.timedelta(days=3)
-    assert entry.escalate("director", later) == "boss"
+    due = later + dt.timedelta(days=2)
+    assert entry.escalate("director", later, due) == "boss"
     assert (entry.approver_id, entry.escalation_level, entry.queue_time) == ("director", 1, later)
+    assert entry.escalation_due_time == due
     entry.approve("director", later)
+    assert (entry.queue_time, entry.escalation_due_time) == (None, None)
     with pytest.raises(FailedPrecondition):
-        entry.escalate("ceo", later)
+        entry.escalate("ceo", later, due)
 
 
 def test_the_next_level_skips_the_consultant_and_stops_at_the_top_or_a_cycle() -> None:

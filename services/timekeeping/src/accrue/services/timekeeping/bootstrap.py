@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
 from accrue.runtime import client
+from accrue.runtime.clock import Clock, clock_for
 from accrue.runtime.server import Service
 from accrue.services.timekeeping.adapters import tables
 from accrue.services.timekeeping.adapters.replay import masterdata_replay
@@ -40,13 +40,15 @@ def build_app(
     engine: AsyncEngine,
     reader: MasterDataReader,
     settings: TimekeepingSettings,
+    clock: Clock,
     replay: Replay | None = None,
 ) -> Timekeeping:
     """The application service (what the servicer and the tests share)."""
     return Timekeeping(
         lambda: TimekeepingUnitOfWork(engine, reader),
+        clock=clock,
         future_allowance_days=settings.future_allowance_days,
-        approval_sla=dt.timedelta(hours=settings.approval_sla_hours),
+        approval_sla_hours=settings.approval_sla_hours,
         max_escalation_level=settings.max_escalation_level,
         replay_masterdata=replay,
     )
@@ -54,23 +56,30 @@ def build_app(
 
 async def bootstrap(settings: TimekeepingSettings) -> Service:
     """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers
-    (master data, billing's invoices), escalation."""
+    (master data, billing's invoices), escalation; all on one clock."""
+    clock = clock_for(settings.clock_start)
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
     channel = client.channel(settings.masterdata_address)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
-    backbone = await Backbone.connect(settings.nats_url, "timekeeping", replicas=settings.stream_replicas)
-    app = build_app(engine, reader, settings, masterdata_replay(backbone.js))
+    backbone = await Backbone.connect(
+        settings.nats_url, "timekeeping", replicas=settings.stream_replicas, clock=clock
+    )
+    app = build_app(engine, reader, settings, clock, masterdata_replay(backbone.js))
     servicer = TimekeepingServicer(app)
     # Single submissions commit a few hundred times a second, each with one event: gathering a
     # burst for up to 20 ms makes one relay transaction of it instead of one each.
     relay = backbone.relay(engine, tables.outbox, coalesce=0.02)
     md_consumer = ConsumerRunner(
-        backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription()
+        backbone.js, lambda: UnitOfWork(engine), tables.inbox, masterdata_subscription(), clock=clock
     )
     billing_consumer = ConsumerRunner(
-        backbone.js, lambda: TimekeepingUnitOfWork(engine, reader), tables.inbox, billing_subscription(app)
+        backbone.js,
+        lambda: TimekeepingUnitOfWork(engine, reader),
+        tables.inbox,
+        billing_subscription(app),
+        clock=clock,
     )
 
     async def escalations() -> None:

@@ -19,9 +19,11 @@ class TimekeepingSettings(ServiceSettings):
     grpc_port: int = 50052
     metrics_port: int = 9102
     stream_replicas: int = 1
-    # How many days ahead of today time may be recorded (0: up to today).
+    # How many days ahead of today time may be recorded (0: up to today), today being the
+    # consultant's (their time zone, else their legal entity's).
     future_allowance_days: int = Field(default=0, ge=0, le=366)
-    # How long an entry may wait for its approver before it escalates to the next level.
+    # How long an entry may wait for its approver before it escalates to the next level, in
+    # working hours of the project's legal entity's calendar (weekends and holidays not counted).
     approval_sla_hours: float = Field(default=48.0, gt=0)
     # How often each replica looks for entries past the SLA.
     escalation_interval_seconds: float = Field(default=60.0, gt=0)

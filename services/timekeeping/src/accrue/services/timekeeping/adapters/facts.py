@@ -2,9 +2,11 @@
 
 `load` reads everything a set of submissions needs in two statements, however many entries:
 their projects, consultants, (project, consultant) assignments and the projects' contract
-lines, then those lines' contracts and rate cards. Only what the projection does not hold yet
-is asked of master data over gRPC, and stored on the way (`MasterDataReader`). The hot path
-talks to the asyncpg connection directly (see repository.driver).
+lines, then those lines' contracts and rate cards, the legal entities involved (their time
+zones) and the calendars (working hours for the approval SLA). Only what the projection does
+not hold yet is asked of master data over gRPC, and stored on the way (`MasterDataReader`);
+calendars come from the projection only (a legal entity with none projected works the default
+week). The hot path talks to the asyncpg connection directly (see repository.driver).
 """
 
 from __future__ import annotations
@@ -19,15 +21,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import MasterDataReader
 from accrue.pricing import RateEntry
+from accrue.runtime.clock import UTC_ZONE, is_time_zone
 from accrue.services.timekeeping.adapters.repository import driver
 from accrue.services.timekeeping.adapters.tables import md_projection
 from accrue.services.timekeeping.domain.masterdata import (
     AssignmentFacts,
     ConsultantFacts,
+    LegalEntityFacts,
     PricingFacts,
     ProjectFacts,
 )
 from accrue.services.timekeeping.domain.model import Submission
+from accrue.services.timekeeping.domain.working_time import (
+    DEFAULT_CALENDAR,
+    DEFAULT_WORKING_DAYS,
+    WorkingCalendar,
+)
 
 _TABLE = f"{md_projection.schema}.{md_projection.name}"
 # Projects, consultants and contract lines by key; assignments per (project, consultant) pair
@@ -48,10 +57,16 @@ CROSS JOIN LATERAL (
     SELECT * FROM {_TABLE} m WHERE m.kind = 'assignment' AND m.consultant_id = k.c AND m.project_id = k.p
 ) AS a
 """
+# Contracts and rate cards by key, legal entities by key, and (when $4) every calendar: a small
+# kind, and the projection has no column to find a legal entity's by.
 _SECOND = f"""
 SELECT kind, id, payload FROM {_TABLE} WHERE kind = 'contract' AND id = ANY($1::text[])
 UNION ALL
 SELECT kind, id, payload FROM {_TABLE} WHERE kind = 'rate_card' AND id = ANY($2::text[])
+UNION ALL
+SELECT kind, id, payload FROM {_TABLE} WHERE kind = 'legal_entity' AND id = ANY($3::text[])
+UNION ALL
+SELECT kind, id, payload FROM {_TABLE} WHERE kind = 'calendar' AND $4::bool
 """
 
 
@@ -76,6 +91,12 @@ def _project(p: md.Project) -> ProjectFacts:
     )
 
 
+def _zone_name(name: str) -> str:
+    # Master data validates zones on write; one this machine's tzdata lacks counts as UTC rather
+    # than failing every submission of the legal entity.
+    return name if name and is_time_zone(name) else ""
+
+
 def _consultant(c: md.Consultant) -> ConsultantFacts:
     return ConsultantFacts(
         id=c.id,
@@ -84,6 +105,27 @@ def _consultant(c: md.Consultant) -> ConsultantFacts:
         active_from=dt.date.fromisoformat(c.active_from),
         active_to=_date(c.active_to),
         deactivated=c.HasField("deactivate_time"),
+        time_zone=_zone_name(c.time_zone),
+    )
+
+
+def _legal_entity(le: md.LegalEntity) -> LegalEntityFacts:
+    return LegalEntityFacts(id=le.id, time_zone=_zone_name(le.time_zone) or UTC_ZONE)
+
+
+def _time_of_day(text: str, default: dt.time) -> dt.time:
+    try:
+        return dt.time.fromisoformat(text) if text else default
+    except ValueError:
+        return default  # master data validates "HH:MM" on write
+
+
+def _calendar(c: md.Calendar) -> WorkingCalendar:
+    return WorkingCalendar(
+        working_days=frozenset(int(d) for d in c.working_days) or DEFAULT_WORKING_DAYS,
+        holidays=frozenset(dt.date.fromisoformat(h.date) for h in c.holidays),
+        workday_start=_time_of_day(c.workday_start, dt.time(9)),
+        workday_end=_time_of_day(c.workday_end, dt.time(17)),
     )
 
 
@@ -112,6 +154,9 @@ class FactsLoader:
         self._consultants: dict[str, ConsultantFacts | None] = {}
         self._pricing: dict[str, PricingFacts | None] = {}
         self._assignments: dict[tuple[str, str], tuple[AssignmentFacts, ...]] = {}
+        self._legal_entities: dict[str, LegalEntityFacts | None] = {}
+        # By legal entity, once read (None: not read yet in this unit of work).
+        self._calendars: dict[str, WorkingCalendar] | None = None
 
     # -- what the rules read, once loaded --------------------------------------------------------
 
@@ -130,6 +175,20 @@ class FactsLoader:
     def pricing(self, project_id: str) -> PricingFacts | None:
         """How the project's time is priced, or None when no active contract line covers it."""
         return self._pricing.get(project_id)
+
+    def legal_entity_zone(self, legal_entity_id: str) -> str:
+        """The loaded legal entity's IANA time zone ("UTC" when it has none or is unknown)."""
+        le = self._legal_entities.get(legal_entity_id)
+        return le.time_zone if le is not None else UTC_ZONE
+
+    def consultant_zone(self, consultant: ConsultantFacts) -> str:
+        """Where the consultant's days are judged: their own zone, else their legal entity's."""
+        return consultant.time_zone or self.legal_entity_zone(consultant.legal_entity_id)
+
+    def calendar(self, legal_entity_id: str) -> WorkingCalendar:
+        """The legal entity's working calendar (its first live one by code), else Monday to
+        Friday, 09:00 to 17:00, no holidays."""
+        return (self._calendars or {}).get(legal_entity_id, DEFAULT_CALENDAR)
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -194,25 +253,64 @@ class FactsLoader:
                 remote = await self._reader.assignments(self._conn, *pair)
                 self._assignments[pair] = tuple(_assignment(a) for a in remote)
 
-        await self._load_pricing({p for p in projects if self._projects.get(p) is not None}, lines)
+        # Consultants' legal entities say what "today" is for them; projects' say whose working
+        # hours the approval SLA counts.
+        entities = {p.legal_entity_id for p in self._projects.values() if p is not None}
+        entities |= {c.legal_entity_id for c in self._consultants.values() if c is not None}
+        await self._load_second({p for p in projects if self._projects.get(p) is not None}, lines, entities)
 
-    async def _load_pricing(
-        self, projects: set[str], lines: dict[str, list[tuple[md.ContractLine, str]]]
+    async def working_time(self, legal_entity_ids: Iterable[str]) -> None:
+        """Load legal entities' time zones and calendars (off the submission path: escalation,
+        delegations)."""
+        await self._load_second(set(), {}, set(legal_entity_ids))
+
+    async def _load_second(
+        self,
+        projects: set[str],
+        lines: dict[str, list[tuple[md.ContractLine, str]]],
+        legal_entity_ids: set[str],
     ) -> None:
-        if not projects:
-            return
         chosen: dict[str, tuple[md.ContractLine, md.Contract]] = {}
         parents = {parent for p in projects for _, parent in lines.get(p, [])}
         card_ids = {line.rate_card_id for p in projects for line, _ in lines.get(p, []) if line.rate_card_id}
+        entities = {le for le in legal_entity_ids if le} - self._legal_entities.keys()
+        want_calendars = self._calendars is None and bool(legal_entity_ids)
         contracts: dict[str, Any] = {}
         cards: dict[str, Any] = {}
-        if parents or card_ids:
+        found_entities: dict[str, Message] = {}
+        calendars: list[md.Calendar] = []
+        # One statement for all of it: the same round trip a submission made for pricing alone.
+        if parents or card_ids or entities or want_calendars:
             conn = await driver(self._conn)
-            for row in await conn.fetch(_SECOND, sorted(parents), sorted(card_ids)):
-                if row["kind"] == "contract":
-                    contracts[row["id"]] = md.Contract.FromString(row["payload"])
+            rows = await conn.fetch(
+                _SECOND, sorted(parents), sorted(card_ids), sorted(entities), want_calendars
+            )
+            for row in rows:
+                kind, payload = row["kind"], row["payload"]
+                if kind == "contract":
+                    contracts[row["id"]] = md.Contract.FromString(payload)
+                elif kind == "rate_card":
+                    cards[row["id"]] = md.RateCard.FromString(payload)
+                elif kind == "legal_entity":
+                    found_entities[row["id"]] = md.LegalEntity.FromString(payload)
                 else:
-                    cards[row["id"]] = md.RateCard.FromString(row["payload"])
+                    calendars.append(md.Calendar.FromString(payload))
+        if entities - found_entities.keys():
+            found_entities.update(
+                await self._reader.records(self._conn, "legal_entity", entities - found_entities.keys())
+            )
+        for le_id in entities:
+            record = found_entities.get(le_id)
+            self._legal_entities[le_id] = (
+                _legal_entity(record) if isinstance(record, md.LegalEntity) else None
+            )
+        if want_calendars:
+            self._calendars = {}
+            for c in sorted(calendars, key=lambda c: (c.code, c.id)):
+                if _active(c) and c.legal_entity_id not in self._calendars:
+                    self._calendars[c.legal_entity_id] = _calendar(c)
+        if not projects:
+            return
         if parents - contracts.keys():
             contracts.update(await self._reader.records(self._conn, "contract", parents - contracts.keys()))
         for project_id in projects:

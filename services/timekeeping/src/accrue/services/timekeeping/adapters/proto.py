@@ -92,31 +92,36 @@ _EVENTS: dict[str, type[Message]] = {
 }
 
 
-def entry_event(kind: str, entry: TimeEntry, wire: tk.TimeEntry | None = None) -> Event:
+def entry_event(
+    kind: str, entry: TimeEntry, wire: tk.TimeEntry | None = None, *, occurred_at: dt.datetime
+) -> Event:
     """time.entry.<kind>.<project_id>: the subject carries the project for per-project order.
 
-    wire is the entry already converted (to_proto(entry)), when the caller has it.
+    wire is the entry already converted (to_proto(entry)), when the caller has it; occurred_at
+    is the use case's instant, from its clock.
     """
     message = _EVENTS[kind](time_entry=wire if wire is not None else to_proto(entry))
-    return Event(f"time.entry.{kind}", entry.submission.project_id, message)
+    return Event(f"time.entry.{kind}", entry.submission.project_id, message, occurred_at=occurred_at)
 
 
-def reversed_event(original: TimeEntry, reversal: TimeEntry, replacement: TimeEntry | None) -> Event:
+def reversed_event(
+    original: TimeEntry, reversal: TimeEntry, replacement: TimeEntry | None, *, occurred_at: dt.datetime
+) -> Event:
     """time.entry.reversed.<project_id>, keyed by the original's project (the reversal's too)."""
     message = ev.TimeEntryReversed(original=to_proto(original), reversal=to_proto(reversal))
     if replacement is not None:
         message.replacement.CopyFrom(to_proto(replacement))
-    return Event("time.entry.reversed", original.submission.project_id, message)
+    return Event("time.entry.reversed", original.submission.project_id, message, occurred_at=occurred_at)
 
 
-def escalated_event(entry: TimeEntry, previous_approver_id: str) -> Event:
+def escalated_event(entry: TimeEntry, previous_approver_id: str, *, occurred_at: dt.datetime) -> Event:
     """time.entry.escalated.<project_id>: the entry moved to the next level's queue."""
     message = ev.TimeEntryEscalated(
         time_entry=to_proto(entry),
         previous_approver_id=previous_approver_id,
         escalation_level=entry.escalation_level,
     )
-    return Event("time.entry.escalated", entry.submission.project_id, message)
+    return Event("time.entry.escalated", entry.submission.project_id, message, occurred_at=occurred_at)
 
 
 def lock_to_proto(lock: PeriodLock) -> tk.PeriodLock:

@@ -105,6 +105,7 @@ def _row(entry: TimeEntry) -> dict[str, Any]:
         "likely_duplicate_of_id": entry.likely_duplicate_of_id,
         "decided_by_id": entry.decided_by_id,
         "queue_time": entry.queue_time,
+        "escalation_due_time": entry.escalation_due_time,
         "version": entry.version,
         "create_time": entry.create_time,
         "update_time": entry.update_time,
@@ -159,6 +160,8 @@ def _entry(row: Any) -> TimeEntry:
         likely_duplicate_of_id=m["likely_duplicate_of_id"],
         decided_by_id=m["decided_by_id"],
         queue_time=m["queue_time"],
+        escalation_due_time=m["escalation_due_time"],
+        escalation_checked_time=m["escalation_checked_time"],
         version=m["version"],
         create_time=m["create_time"],
         update_time=m["update_time"],
@@ -264,6 +267,7 @@ class TimeEntryRepository:
                 escalation_level=entry.escalation_level,
                 queue_time=entry.queue_time,
                 escalation_checked_time=None,
+                escalation_due_time=entry.escalation_due_time,
                 version=entry.version,
                 update_time=now,
             )
@@ -288,6 +292,7 @@ class TimeEntryRepository:
                     "b_decided_by_id": entry.decided_by_id,
                     "b_escalation_level": entry.escalation_level,
                     "b_queue_time": entry.queue_time,
+                    "b_escalation_due_time": entry.escalation_due_time,
                     "b_version": entry.version,
                 }
             )
@@ -303,6 +308,7 @@ class TimeEntryRepository:
                 escalation_level=sa.bindparam("b_escalation_level"),
                 queue_time=sa.bindparam("b_queue_time"),
                 escalation_checked_time=None,
+                escalation_due_time=sa.bindparam("b_escalation_due_time"),
                 version=sa.bindparam("b_version"),
                 update_time=now,
             ),
@@ -332,15 +338,21 @@ class TimeEntryRepository:
         )
         return int(result.rowcount)
 
-    async def mark_escalation_checked(self, entry_ids: Sequence[str], now: dt.datetime) -> None:
-        """Note that escalation found nobody above these entries' approvers (looked at again one
-        SLA later)."""
-        if entry_ids:
-            await self._conn.execute(
-                sa.update(time_entries)
-                .where(time_entries.c.id.in_(list(entry_ids)))
-                .values(escalation_checked_time=now)
-            )
+    async def set_escalation_due(
+        self, entries: Sequence[TimeEntry], checked: dt.datetime | None = None
+    ) -> None:
+        """Store when these entries fall due (their version is unchanged: nothing a client sees
+        moved); with `checked`, note that escalation found nobody above their approvers then."""
+        if not entries:
+            return
+        t = time_entries
+        values: dict[str, Any] = {"escalation_due_time": sa.bindparam("b_due")}
+        if checked is not None:
+            values["escalation_checked_time"] = checked
+        await self._conn.execute(
+            sa.update(t).where(t.c.id == sa.bindparam("b_id")).values(values),
+            [{"b_id": e.id, "b_due": e.escalation_due_time} for e in entries],
+        )
 
     async def get(self, entry_id: str, *, for_update: bool = False) -> TimeEntry | None:
         """One entry, optionally locked until the transaction ends."""
@@ -437,21 +449,19 @@ class TimeEntryRepository:
         rows = await self._conn.execute(query.order_by(t.c.project_id, t.c.work_date, t.c.id))
         return [_entry(row) for row in rows]
 
-    async def due_for_escalation(
-        self, queued_before: dt.datetime, below_level: int, limit: int
-    ) -> list[TimeEntry]:
-        """The oldest entries waiting since before the cut-off, locked; rows another replica is
-        escalating are skipped, not waited for."""
+    async def due_for_escalation(self, now: dt.datetime, below_level: int, limit: int) -> list[TimeEntry]:
+        """Pending entries due by now, earliest first, locked; rows another replica is escalating
+        are skipped, not waited for. Entries queued before due times were stored (none) come
+        first, for the caller to work out theirs."""
         t = time_entries
         rows = await self._conn.execute(
             sa.select(t)
             .where(
                 t.c.status == str(Status.PENDING_APPROVAL),
-                t.c.queue_time < queued_before,
+                sa.or_(t.c.escalation_due_time <= now, t.c.escalation_due_time.is_(None)),
                 t.c.escalation_level < below_level,
-                sa.or_(t.c.escalation_checked_time.is_(None), t.c.escalation_checked_time < queued_before),
             )
-            .order_by(t.c.queue_time)
+            .order_by(t.c.escalation_due_time.asc().nulls_first())
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -594,18 +604,18 @@ class DelegationRepository:
         row = (await self._conn.execute(query)).first()
         return _delegation(row) if row is not None else None
 
-    async def acting_for(self, delegate_id: str, day: dt.date) -> frozenset[str]:
-        """The approvers the consultant may act for on day."""
+    async def live_for(self, delegate_id: str, first: dt.date, last: dt.date) -> list[Delegation]:
+        """The delegate's delegations not revoked that cover any day from first to last."""
         t = approval_delegations
         rows = await self._conn.execute(
-            sa.select(t.c.delegator_id).where(
+            sa.select(t).where(
                 t.c.delegate_id == delegate_id,
                 t.c.revoke_time.is_(None),
-                t.c.start_date <= day,
-                t.c.end_date >= day,
+                t.c.start_date <= last,
+                t.c.end_date >= first,
             )
         )
-        return frozenset(row.delegator_id for row in rows)
+        return [_delegation(row) for row in rows]
 
     async def page(
         self, filters: Mapping[str, Any], after: tuple[dt.datetime, str] | None, limit: int

@@ -52,6 +52,9 @@ time_entries = sa.Table(
     sa.Column("queue_time", sa.DateTime(timezone=True), nullable=True),
     # When escalation last found nobody above the approver (internal: not on the wire).
     sa.Column("escalation_checked_time", sa.DateTime(timezone=True), nullable=True),
+    # When a pending entry escalates: its queue time plus the SLA in the working hours of its
+    # legal entity's calendar (internal). NULL on entries queued before it was stored.
+    sa.Column("escalation_due_time", sa.DateTime(timezone=True), nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
@@ -71,10 +74,10 @@ time_entries = sa.Table(
         "create_time",
         postgresql_where=sa.text("status = 'PENDING_APPROVAL'"),
     ),
-    # The escalation sweep reads the oldest pending entries first.
+    # The escalation sweep reads the pending entries that are due, earliest first.
     sa.Index(
-        "time_entries_pending_queue",
-        "queue_time",
+        "time_entries_escalation_due",
+        "escalation_due_time",
         postgresql_where=sa.text("status = 'PENDING_APPROVAL'"),
     ),
 )

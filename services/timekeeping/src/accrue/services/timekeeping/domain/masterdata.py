@@ -32,6 +32,16 @@ class ConsultantFacts:
     active_from: dt.date
     active_to: dt.date | None
     deactivated: bool = False
+    # Their own IANA time zone when it differs from their legal entity's ("" otherwise).
+    time_zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LegalEntityFacts:
+    """What timekeeping needs of a legal entity: the zone its business dates are judged in."""
+
+    id: str
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,10 @@ class TimeEntry:
     decided_by_id: str = ""
     # When the entry entered its current approver's queue; the approval SLA runs from here.
     queue_time: dt.datetime | None = None
+    # When it escalates if still waiting: queue_time plus the SLA in working hours (internal).
+    escalation_due_time: dt.datetime | None = None
+    # When escalation last found nobody above the approver (internal).
+    escalation_checked_time: dt.datetime | None = None
     version: int = 1
     create_time: dt.datetime | None = None
     update_time: dt.datetime | None = None
@@ -100,6 +104,7 @@ class TimeEntry:
         self.approve_time = at
         self.decided_by_id = actor_id
         self.queue_time = None
+        self.escalation_due_time = None
         return True
 
     def decline(self, actor_id: str, reason: str, acting_for: Collection[str] = ()) -> bool:
@@ -112,6 +117,7 @@ class TimeEntry:
         self.decline_reason = reason
         self.decided_by_id = actor_id
         self.queue_time = None
+        self.escalation_due_time = None
         return True
 
     def reverse(
@@ -167,13 +173,15 @@ class TimeEntry:
         self.reversal_reason = reason
         return reversal
 
-    def escalate(self, next_approver_id: str, at: dt.datetime) -> str:
-        """Move a pending entry to the next level's queue; returns the previous approver."""
+    def escalate(self, next_approver_id: str, at: dt.datetime, due: dt.datetime) -> str:
+        """Move a pending entry to the next level's queue, due again at `due`; returns the
+        previous approver."""
         self._require_pending("escalated")
         previous = self.approver_id
         self.approver_id = next_approver_id
         self.escalation_level += 1
         self.queue_time = at
+        self.escalation_due_time = due
         return previous
 
     def _require_pending(self, verb: str) -> None:

@@ -14,8 +14,9 @@ from accrue.services.timekeeping.service_layer.handlers import Timekeeping
 
 BILLING_CONSUMER = "timekeeping-billing"
 
-# What validation reads: projects, consultants, assignments, contract lines and rate cards.
-PROJECTED_KINDS = ("project", "consultant", "assignment", "contract", "rate_card")
+# What validation reads: projects, consultants, assignments, contract lines and rate cards; and
+# legal entities (their time zones) and calendars (working hours for the approval SLA).
+PROJECTED_KINDS = ("project", "consultant", "assignment", "contract", "rate_card", "legal_entity", "calendar")
 
 
 def masterdata_subscription() -> Subscription:

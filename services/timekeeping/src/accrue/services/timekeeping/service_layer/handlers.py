@@ -21,6 +21,7 @@ from accrue.runtime import (
     NotFound,
     Violation,
 )
+from accrue.runtime.clock import UTC_ZONE, Clock, local_date
 from accrue.runtime.validation import Violations
 from accrue.services.timekeeping.adapters.proto import entry_event, escalated_event, reversed_event, to_proto
 from accrue.services.timekeeping.adapters.repository import (
@@ -34,6 +35,7 @@ from accrue.services.timekeeping.domain.approval import Delegation, check_delega
 from accrue.services.timekeeping.domain.locks import PeriodLock
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 from accrue.services.timekeeping.domain.rules import Facts, evaluate
+from accrue.services.timekeeping.domain.working_time import sla_due
 from accrue.telemetry import get_logger
 from accrue.timekeeping.v1 import resources_pb2 as tk
 
@@ -96,15 +98,16 @@ class Timekeeping:
         self,
         uow_factory: Callable[[], TimekeepingUnitOfWork],
         *,
+        clock: Clock,
         future_allowance_days: int = 0,
-        approval_sla: dt.timedelta = dt.timedelta(hours=48),
+        approval_sla_hours: float = 48.0,
         max_escalation_level: int = 3,
         replay_masterdata: Replay | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._uow = uow_factory
         self._future_allowance_days = future_allowance_days
-        self._approval_sla = approval_sla
+        # Working hours of the project's legal entity's calendar, not wall-clock hours.
+        self._approval_sla_hours = approval_sla_hours
         self._max_escalation_level = max_escalation_level
         self._replay_masterdata = replay_masterdata
         self._clock = clock
@@ -163,7 +166,7 @@ class Timekeeping:
             for (i, _, prior), entry in zip(to_validate, validated, strict=True):
                 wire = to_proto(entry)
                 if entry.status is Status.PENDING_APPROVAL:
-                    uow.events.add(entry_event("submitted", entry, wire))
+                    uow.events.add(entry_event("submitted", entry, wire, occurred_at=now))
                 if prior is None:
                     new.append(entry)
                 else:
@@ -197,10 +200,21 @@ class Timekeeping:
         duplicate of) the ones after it in the same batch.
         """
         out: list[TimeEntry] = []
+        todays: dict[str, dt.date] = {}
+        dues: dict[str, dt.datetime] = {}
         for sub, prior in items:
             project = uow.facts.project(sub.project_id)
             consultant = uow.facts.consultant(sub.consultant_id)
             day = same_day.setdefault((sub.consultant_id, sub.work_date), [])
+            # "Today" is the consultant's: in their own zone, else their legal entity's.
+            if consultant is not None:
+                zone_name = uow.facts.consultant_zone(consultant)
+            elif project is not None:
+                zone_name = uow.facts.legal_entity_zone(project.legal_entity_id)
+            else:
+                zone_name = UTC_ZONE
+            if zone_name not in todays:
+                todays[zone_name] = local_date(now, zone_name)
             facts = Facts(
                 project=project,
                 consultant=consultant,
@@ -208,12 +222,17 @@ class Timekeeping:
                 pricing=uow.facts.pricing(sub.project_id),
                 locked_through=locked.get(consultant.legal_entity_id) if consultant else None,
                 hours_already_on_day=sum((e.submission.hours for e in day), Decimal(0)),
-                today=now.date(),
+                today=todays[zone_name],
                 future_allowance_days=self._future_allowance_days,
                 same_day=tuple(day),
             )
             verdict = evaluate(sub, facts)
             status = Status.REJECTED if verdict.violations else Status.PENDING_APPROVAL
+            due = None
+            if status is Status.PENDING_APPROVAL and project is not None:
+                if project.legal_entity_id not in dues:
+                    dues[project.legal_entity_id] = self._due(uow, project.legal_entity_id, now)
+                due = dues[project.legal_entity_id]
             entry = TimeEntry(
                 id=prior.id if prior else str(uuid.uuid4()),
                 submission=sub,
@@ -228,6 +247,7 @@ class Timekeeping:
                 rate_currency=verdict.rate_currency,
                 likely_duplicate_of_id=verdict.likely_duplicate_of_id,
                 queue_time=now if status is Status.PENDING_APPROVAL else None,
+                escalation_due_time=due,
                 version=prior.version + 1 if prior else 1,
                 create_time=prior.create_time if prior else now,
                 update_time=now,
@@ -236,6 +256,16 @@ class Timekeeping:
                 day.append(entry)
             out.append(entry)
         return out
+
+    def _due(self, uow: TimekeepingUnitOfWork, legal_entity_id: str, queued_at: dt.datetime) -> dt.datetime:
+        """When an entry queued at queued_at escalates: the SLA in working hours of the legal
+        entity's calendar, in its time zone (facts loaded)."""
+        return sla_due(
+            queued_at,
+            self._approval_sla_hours,
+            uow.facts.calendar(legal_entity_id),
+            uow.facts.legal_entity_zone(legal_entity_id),
+        )
 
     @staticmethod
     def _legal_entities(uow: TimekeepingUnitOfWork, subs: Iterable[Submission]) -> set[str]:
@@ -261,7 +291,7 @@ class Timekeeping:
             acting_for = await self._acting_for(uow, actor_id, entry.approver_id, now)
             if entry.approve(actor_id, now, acting_for):
                 await uow.entries.save(entry, now)
-                uow.events.add(entry_event("approved", entry))
+                uow.events.add(entry_event("approved", entry, occurred_at=now))
             await uow.commit()
         return entry
 
@@ -274,7 +304,7 @@ class Timekeeping:
             acting_for = await self._acting_for(uow, actor_id, entry.approver_id, now)
             if entry.decline(actor_id, reason, acting_for):
                 await uow.entries.save(entry, now)
-                uow.events.add(entry_event("declined", entry))
+                uow.events.add(entry_event("declined", entry, occurred_at=now))
             await uow.commit()
         return entry
 
@@ -297,7 +327,7 @@ class Timekeeping:
         out: list[Decision] = []
         async with self._uow() as uow:
             entries = await uow.entries.get_many(entry_ids, for_update=True)
-            acting_for = await uow.delegations.acting_for(actor_id, now.date())
+            acting_for = await self._delegators(uow, actor_id, now)
             changed: dict[str, TimeEntry] = {}
             for entry_id in entry_ids:
                 entry = entries.get(entry_id)
@@ -324,7 +354,9 @@ class Timekeeping:
             # Saved first, so each event carries the entry's new version.
             await uow.entries.save_many(list(changed.values()), now)
             for entry in changed.values():
-                uow.events.add(entry_event("approved" if decline_reason is None else "declined", entry))
+                uow.events.add(
+                    entry_event("approved" if decline_reason is None else "declined", entry, occurred_at=now)
+                )
             await uow.commit()
         return out
 
@@ -333,7 +365,7 @@ class Timekeeping:
     ) -> tuple[list[TimeEntry], str]:
         """An approver's queue: their pending entries and those of approvers who delegated to them today."""
         async with self._uow() as uow:
-            acting_for = await uow.delegations.acting_for(approver_id, self._clock().date())
+            acting_for = await self._delegators(uow, approver_id, self._clock())
         filters = {"approver_ids": {approver_id, *acting_for}, "status": str(Status.PENDING_APPROVAL)}
         return await self.list_entries(filters, page_size, page_token)
 
@@ -342,7 +374,32 @@ class Timekeeping:
     ) -> frozenset[str]:
         if not actor_id or actor_id == approver_id:
             return frozenset()
-        return await uow.delegations.acting_for(actor_id, now.date())
+        return await self._delegators(uow, actor_id, now)
+
+    async def _delegators(
+        self, uow: TimekeepingUnitOfWork, delegate_id: str, now: dt.datetime
+    ) -> frozenset[str]:
+        """The approvers delegate_id may act for now: each delegation covers days of its
+        delegator, so it is judged on the delegator's own today (their zone, else their legal
+        entity's)."""
+        # Every zone's today is within a day of UTC's: read those, then judge each.
+        utc_today = local_date(now, UTC_ZONE)
+        found = await uow.delegations.live_for(
+            delegate_id, utc_today - dt.timedelta(days=1), utc_today + dt.timedelta(days=1)
+        )
+        if not found:
+            return frozenset()
+        zones = await self._zones(uow, {d.delegator_id for d in found})
+        return frozenset(
+            d.delegator_id for d in found if d.active_on(local_date(now, zones.get(d.delegator_id, UTC_ZONE)))
+        )
+
+    @staticmethod
+    async def _zones(uow: TimekeepingUnitOfWork, consultant_ids: set[str]) -> dict[str, str]:
+        """Each known consultant's time zone (their own, else their legal entity's)."""
+        found = await uow.facts.consultants(consultant_ids)
+        await uow.facts.working_time({c.legal_entity_id for c in found.values()})
+        return {cid: uow.facts.consultant_zone(c) for cid, c in found.items()}
 
     # -- corrections -------------------------------------------------------------------------
 
@@ -386,8 +443,8 @@ class Timekeeping:
             if replacement is not None:
                 corrected = await self._replacement(uow, original, replacement, locked, now)
                 await uow.entries.add_all([corrected])
-                uow.events.add(entry_event("submitted", corrected))
-            uow.events.add(reversed_event(original, reversal, corrected))
+                uow.events.add(entry_event("submitted", corrected, occurred_at=now))
+            uow.events.add(reversed_event(original, reversal, corrected, occurred_at=now))
             await uow.commit()
         return Correction(original, reversal, corrected)
 
@@ -422,32 +479,49 @@ class Timekeeping:
     # -- escalation --------------------------------------------------------------------------
 
     async def escalate_due(self, limit: int = 200) -> int:
-        """Move entries waiting longer than the SLA to the next level; returns how many were looked at.
+        """Move entries whose SLA has run out to the next level; returns how many were looked at.
 
-        Safe with several replicas: each takes the rows it escalates FOR UPDATE SKIP LOCKED.
-        An entry with nobody above its approver stays and is looked at again one SLA later.
+        The SLA counts working hours of the project's legal entity's calendar; each pending
+        entry carries the instant it falls due. Safe with several replicas: each takes the rows
+        it escalates FOR UPDATE SKIP LOCKED. An entry with nobody above its approver stays and
+        is looked at again one SLA later.
         """
         now = self._clock()
-        cutoff = now - self._approval_sla
         async with self._uow() as uow:
-            due = await uow.entries.due_for_escalation(cutoff, self._max_escalation_level, limit)
+            due = await uow.entries.due_for_escalation(now, self._max_escalation_level, limit)
             if not due:
                 return 0
-            managers = await self._managers_above(uow, {e.approver_id for e in due})
-            stuck: list[str] = []
-            moved: list[tuple[TimeEntry, str]] = []
+            await uow.facts.working_time({e.legal_entity_id for e in due})
+            ready: list[TimeEntry] = []
+            not_yet: list[TimeEntry] = []
             for entry in due:
+                if entry.escalation_due_time is None:
+                    # Queued before due times were stored: its SLA runs from when it was queued
+                    # (or last found nobody above its approver).
+                    since = entry.escalation_checked_time or entry.queue_time or now
+                    entry.escalation_due_time = self._due(uow, entry.legal_entity_id, since)
+                    if entry.escalation_due_time > now:
+                        not_yet.append(entry)
+                        continue
+                ready.append(entry)
+            managers = await self._managers_above(uow, {e.approver_id for e in ready})
+            stuck: list[TimeEntry] = []
+            moved: list[tuple[TimeEntry, str]] = []
+            for entry in ready:
                 chain = _chain(entry.approver_id, managers)
                 target = escalation_target(entry.approver_id, entry.submission.consultant_id, chain)
+                next_due = self._due(uow, entry.legal_entity_id, now)
                 if target is None:
-                    stuck.append(entry.id)
+                    entry.escalation_due_time = next_due
+                    stuck.append(entry)
                     continue
-                moved.append((entry, entry.escalate(target, now)))
+                moved.append((entry, entry.escalate(target, now, next_due)))
             # Saved first, so each event carries the entry's new version.
             await uow.entries.save_many([entry for entry, _ in moved], now)
             for entry, previous in moved:
-                uow.events.add(escalated_event(entry, previous))
-            await uow.entries.mark_escalation_checked(stuck, now)
+                uow.events.add(escalated_event(entry, previous, occurred_at=now))
+            await uow.entries.set_escalation_due(stuck, checked=now)
+            await uow.entries.set_escalation_due(not_yet)
             await uow.commit()
         if stuck:
             log.warning("escalation_has_no_next_level", entries=len(stuck))
@@ -590,9 +664,12 @@ class Timekeeping:
     ) -> Delegation:
         """Let delegate_id act for delegator_id from start to end; both must be known consultants."""
         now = self._clock()
-        problems = check_delegation(delegator_id, delegate_id, start, end, now.date())
         async with self._uow() as uow:
             known = await uow.facts.consultants({delegator_id, delegate_id})
+            # The days are the delegator's: "already passed" is judged on their own today.
+            zones = await self._zones(uow, {delegator_id})
+            today = local_date(now, zones.get(delegator_id, UTC_ZONE))
+            problems = check_delegation(delegator_id, delegate_id, start, end, today)
             for field, consultant_id in (("delegator_id", delegator_id), ("delegate_id", delegate_id)):
                 if consultant_id not in known:
                     problems.append(
