@@ -34,7 +34,8 @@ from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.server import RunningService
 from accrue.timekeeping.v1 import resources_pb2 as tk
 
-pytestmark = pytest.mark.integration
+# Events carry the run's pinned instant, never the real date (the work itself has fixed dates).
+pytestmark = [pytest.mark.integration, pytest.mark.dates]
 
 FINANCE = "finance-1"
 
@@ -43,9 +44,18 @@ class World:
     """The running services, a JetStream client and the seed firm."""
 
     def __init__(
-        self, md_: Any, bl_: Any, js: JetStreamContext, firm: dict[str, Any], erp_dir: Path, db: str
+        self,
+        md_: Any,
+        bl_: Any,
+        js: JetStreamContext,
+        firm: dict[str, Any],
+        erp_dir: Path,
+        db: str,
+        now: dt.datetime,
     ) -> None:
         self.md, self.bl, self.js, self.f, self.erp_dir, self.database_url = md_, bl_, js, firm, erp_dir, db
+        # When the events the test publishes happened: the run's pinned instant.
+        self.now = now
 
 
 @pytest.fixture
@@ -56,6 +66,7 @@ async def world(
     nats_url: str,
     database_url: str,
     tmp_path: Path,
+    instant: dt.datetime,
 ) -> AsyncIterator[World]:
     masterdata = await start_service("masterdata")
     billing = await start_service(
@@ -77,6 +88,7 @@ async def world(
         firm,
         tmp_path / "erp",
         database_url,
+        instant,
     )
     await nc.close()
 
@@ -87,19 +99,17 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
             await asyncio.sleep(0.05)
 
 
-async def publish(
-    js: JetStreamContext, event_type: str, key: str, message: Message, event_id: str = ""
-) -> str:
+async def publish(w: World, event_type: str, key: str, message: Message, event_id: str = "") -> str:
     """An event as every producer's outbox relay publishes it (docs/events.md)."""
     event_id = event_id or str(uuid.uuid4())
-    await js.publish(
+    await w.js.publish(
         f"{event_type}.{key}",
         message.SerializeToString(),
         headers={
             "Nats-Msg-Id": event_id,
             "Accrue-Event-Type": event_type,
             "Accrue-Schema": message.DESCRIPTOR.full_name,
-            "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+            "Accrue-Occurred-At": w.now.isoformat(),
         },
     )
     return event_id
@@ -122,13 +132,13 @@ def time_entry(
         customer_id=project.customer_id,
         **extra,
     )
-    entry.approve_time.FromDatetime(dt.datetime.now(dt.UTC))
+    entry.approve_time.FromDatetime(w.now)
     return entry
 
 
 async def approve(w: World, *entries: tk.TimeEntry) -> None:
     for e in entries:
-        await publish(w.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+        await publish(w, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
 
 
 async def ledger_has(w: World, count: int) -> None:
@@ -224,13 +234,13 @@ async def test_the_same_approval_twice_is_billed_once(world: World) -> None:
     w = world
     entry = time_entry(w, "2026-11-02", "8")
     event_id = await publish(
-        w.js, "time.entry.approved", entry.project_id, tev.TimeEntryApproved(time_entry=entry)
+        w, "time.entry.approved", entry.project_id, tev.TimeEntryApproved(time_entry=entry)
     )
     # The same event again under another message id (a producer that published twice), and a
     # redelivery of the original.
     await approve(w, entry)
     await publish(
-        w.js, "time.entry.approved", entry.project_id, tev.TimeEntryApproved(time_entry=entry), event_id
+        w, "time.entry.approved", entry.project_id, tev.TimeEntryApproved(time_entry=entry), event_id
     )
     await ledger_has(w, 1)
     (invoice,) = (await run(w)).invoices
@@ -410,8 +420,8 @@ async def test_reversed_invoiced_time_becomes_a_credit_line_in_the_next_run(worl
     await approve_invoice(w, november.id)
     posted = await post_and_wait(w, november.id)
     event = reversal_of(wrong)
-    await publish(w.js, "time.entry.reversed", wrong.project_id, event)
-    await publish(w.js, "time.entry.reversed", wrong.project_id, event)  # applied once
+    await publish(w, "time.entry.reversed", wrong.project_id, event)
+    await publish(w, "time.entry.reversed", wrong.project_id, event)  # applied once
     await ledger_has(w, 3)
     # The reversal is dated in November (its original's day): a December run does not take it.
     assert (await run(w, "2026-12-01", "2026-12-31")).invoices == []
@@ -434,7 +444,7 @@ async def test_reversed_time_never_invoiced_just_leaves_unbilled_work(world: Wor
     entry = time_entry(w, "2026-11-02", "8")
     await approve(w, entry)
     await ledger_has(w, 1)
-    await publish(w.js, "time.entry.reversed", entry.project_id, reversal_of(entry))
+    await publish(w, "time.entry.reversed", entry.project_id, reversal_of(entry))
     await ledger_has(w, 2)
     assert (await run(w)).invoices == []
     period = {"period_start": "2026-11-01", "period_end": "2026-11-30"}
@@ -479,8 +489,8 @@ async def test_a_completed_milestone_becomes_one_line_once(world: World) -> None
     )
     milestone.complete_time.FromDatetime(dt.datetime(2026, 11, 14, 12, tzinfo=dt.UTC))
     completed = mev.MilestoneCompleted(milestone=milestone, contract_id=k.id, project_id=p.id)
-    await publish(w.js, "md.milestone.completed", milestone.id, completed)
-    await publish(w.js, "md.milestone.completed", milestone.id, completed)
+    await publish(w, "md.milestone.completed", milestone.id, completed)
+    await publish(w, "md.milestone.completed", milestone.id, completed)
 
     async def recorded() -> bool:
         return await scalar(w, "SELECT count(*) FROM billing.milestones") == 1
@@ -519,7 +529,7 @@ async def test_time_on_a_fixed_fee_line_is_settled_once_as_covered_by_the_fee(wo
     )
     milestone.complete_time.FromDatetime(dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC))
     await publish(
-        w.js,
+        w,
         "md.milestone.completed",
         milestone.id,
         mev.MilestoneCompleted(milestone=milestone, contract_id=k.id, project_id=p.id),

@@ -1,7 +1,9 @@
 """Billing's background work on real PostgreSQL and JetStream: posting jobs and scheduled runs.
 
 The service runs (so its consumers fill the ledger and its projection), but these tests drive
-the posting worker and the scheduler themselves, several at once, with clocks they choose.
+the posting worker and the scheduler themselves, several at once, with clocks they choose: the
+scheduler is told when "now" is, and the posting workers run on a FixedClock set a little after
+the run's pinned instant (the running service, on the pinned clock, queues their jobs before it).
 """
 
 import asyncio
@@ -22,11 +24,13 @@ from accrue.billing.v1 import billing_service_pb2 as bla
 from accrue.billing.v1 import billing_service_pb2_grpc as blg
 from accrue.billing.v1 import resources_pb2 as bl
 from accrue.db import create_engine
+from accrue.events.v1 import masterdata_events_pb2 as mev
 from accrue.events.v1 import time_events_pb2 as tev
 from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import MasterDataReader
+from accrue.runtime.clock import FixedClock
 from accrue.runtime.server import RunningService
 from accrue.services.billing.adapters import tables
 from accrue.services.billing.adapters.erp import ErpInvoice, ErpReceipt
@@ -37,7 +41,7 @@ from accrue.services.billing.service_layer.handlers import Billing
 from accrue.services.billing.service_layer.posting import PostingWorker
 from accrue.timekeeping.v1 import resources_pb2 as tk
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.dates]
 
 
 class Env:
@@ -53,6 +57,7 @@ async def env(
     nats_url: str,
     database_url: str,
     tmp_path: Path,
+    instant: dt.datetime,
 ) -> AsyncIterator[Any]:
     masterdata = await start_service("masterdata")
     address = f"127.0.0.1:{masterdata.grpc_port}"
@@ -76,6 +81,9 @@ async def env(
         engine=engine,
         uow=lambda: BillingUnitOfWork(engine, reader),
         erp_dir=tmp_path / "erp",
+        # Later than anything the service stamps while the test sets up (its clock starts at the
+        # pinned instant and ticks): jobs it queued are due for workers on this clock.
+        clock=FixedClock(instant + dt.timedelta(minutes=5)),
     )
     await nc.close()
     await engine.dispose()
@@ -87,7 +95,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
             await asyncio.sleep(0.05)
 
 
-async def publish(js: JetStreamContext, event_type: str, key: str, message: Message) -> None:
+async def publish(
+    js: JetStreamContext, event_type: str, key: str, message: Message, occurred_at: dt.datetime
+) -> None:
     await js.publish(
         f"{event_type}.{key}",
         message.SerializeToString(),
@@ -95,7 +105,7 @@ async def publish(js: JetStreamContext, event_type: str, key: str, message: Mess
             "Nats-Msg-Id": str(uuid.uuid4()),
             "Accrue-Event-Type": event_type,
             "Accrue-Schema": message.DESCRIPTOR.full_name,
-            "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+            "Accrue-Occurred-At": occurred_at.isoformat(),
         },
     )
 
@@ -110,11 +120,13 @@ async def approve(e: Any, day: str, hours: str, project: Any, approved_at: dt.da
         hours=hours,
         billable=True,
         status=tk.TIME_ENTRY_STATUS_APPROVED,
-        legal_entity_id=e.f["le"].id,
+        legal_entity_id=project.legal_entity_id,
         customer_id=project.customer_id,
     )
     entry.approve_time.FromDatetime(approved_at)
-    await publish(e.js, "time.entry.approved", project.id, tev.TimeEntryApproved(time_entry=entry))
+    await publish(
+        e.js, "time.entry.approved", project.id, tev.TimeEntryApproved(time_entry=entry), approved_at
+    )
     return entry
 
 
@@ -220,9 +232,16 @@ async def test_concurrent_workers_post_each_invoice_once_with_gap_free_numbers(e
     assert len(run.invoices) == 6
     await queue_for_posting(e, run.invoices)
     erp = CrashingOnce(FileErp(e.erp_dir), victim=run.invoices[2].id)
-    app = Billing(e.uow, erp=erp)
+    app = Billing(e.uow, e.clock, erp=erp)
     workers = [
-        PostingWorker(e.uow, app, erp, retry=RetryPolicy(first_delay=dt.timedelta(0)), rate_per_second=1000)
+        PostingWorker(
+            e.uow,
+            app,
+            erp,
+            retry=RetryPolicy(first_delay=dt.timedelta(0)),
+            rate_per_second=1000,
+            clock=e.clock,
+        )
         for _ in range(3)
     ]
 
@@ -255,7 +274,7 @@ async def test_scheduled_runs_bill_each_period_once_at_its_cut_off(env: Any) -> 
     late = await approve(e, "2026-11-30", "4", monthly, dt.datetime(2026, 12, 5, 9, tzinfo=utc))
     week = await approve(e, "2026-11-25", "2", weekly, dt.datetime(2026, 11, 25, 18, tzinfo=utc))
     await ledger_has(e, 3)
-    app = Billing(e.uow, cutoff_delay=dt.timedelta(hours=48))
+    app = Billing(e.uow, e.clock, cutoff_delay=dt.timedelta(hours=48))
 
     def sources(invoices: list[bl.Invoice]) -> set[str]:
         return {i for inv in invoices for line in inv.lines for i in line.source_time_entry_ids}
@@ -287,7 +306,7 @@ async def test_overlapping_runs_at_once_bill_each_entry_exactly_once(env: Any) -
         for day in (2, 9, 16)
     ]
     await ledger_has(e, len(entries))
-    app = Billing(e.uow)
+    app = Billing(e.uow, e.clock)
     le = e.f["le"].id
     await asyncio.gather(
         app.run("2026-11-01", "2026-11-30", ""),
@@ -317,8 +336,10 @@ async def test_the_erp_rate_limit_is_one_bucket_for_every_worker(env: Any) -> No
     e = env
     # 4 calls a second with a burst of 4: 12 tokens taken from two "replicas" at once need
     # about (12 - 4) / 4 = 2 seconds, however they interleave.
-    app = Billing(e.uow)
-    workers = [PostingWorker(e.uow, app, FileErp(e.erp_dir), rate_per_second=4) for _ in range(2)]
+    app = Billing(e.uow, e.clock)
+    workers = [
+        PostingWorker(e.uow, app, FileErp(e.erp_dir), rate_per_second=4, clock=e.clock) for _ in range(2)
+    ]
     started = asyncio.get_running_loop().time()
     await asyncio.gather(*(w._wait_for_token() for w in workers for _ in range(6)))
     elapsed = asyncio.get_running_loop().time() - started
@@ -372,28 +393,26 @@ async def test_a_failure_that_is_no_erp_error_is_counted_and_backs_off_while_oth
     e = env
     first, second = await approved_invoices(e, 2)
     erp = Buggy(FileErp(e.erp_dir), victim=first.id)
-    app = Billing(e.uow, erp=erp)
+    app = Billing(e.uow, e.clock, erp=erp)
     worker = PostingWorker(
-        e.uow, app, erp, retry=RetryPolicy(max_attempts=2, first_delay=dt.timedelta(minutes=10))
+        e.uow,
+        app,
+        erp,
+        retry=RetryPolicy(max_attempts=2, first_delay=dt.timedelta(minutes=10)),
+        clock=e.clock,
     )
     assert await worker.post_next()  # the first (oldest) job, which fails
     failing = await job(e, first.id)
     assert (failing.status, failing.attempts, failing.leased_until) == ("QUEUED", 1, None)
     assert failing.last_error == "ValueError: cannot decode the answer"
-    assert failing.next_attempt_time > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=9)
+    assert failing.next_attempt_time == e.clock() + dt.timedelta(minutes=10)
     # The queue is not stalled: the next due job posts, then nothing is due for a while.
     assert await worker.post_next()
     assert (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=second.id))).invoice.number == "000001"
     assert not await worker.post_next()
     # Once its attempts run out the job fails for good, with an exception for finance.
-    later = PostingWorker(
-        e.uow,
-        app,
-        erp,
-        retry=RetryPolicy(max_attempts=2),
-        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=11),
-    )
-    assert await later.post_next()
+    e.clock.advance(dt.timedelta(minutes=11))
+    assert await PostingWorker(e.uow, app, erp, retry=RetryPolicy(max_attempts=2), clock=e.clock).post_next()
     assert ((await job(e, first.id)).status, (await job(e, first.id)).attempts) == ("FAILED", 2)
     assert (
         await count(
@@ -445,8 +464,8 @@ async def test_no_transaction_or_lock_is_held_while_the_erp_is_called(env: Any) 
     e = env
     first, second = await approved_invoices(e, 2)
     erp = Watching(FileErp(e.erp_dir), e.engine)
-    app = Billing(e.uow, erp=erp)
-    worker = PostingWorker(e.uow, app, erp, rate_per_second=1000)
+    app = Billing(e.uow, e.clock, erp=erp)
+    worker = PostingWorker(e.uow, app, erp, rate_per_second=1000, clock=e.clock)
     assert await worker.post_next()
     assert await worker.post_next()
     assert erp.seen == [(0, 0), (0, 0)]
@@ -486,19 +505,18 @@ async def test_a_worker_dying_after_the_erp_confirmed_is_finished_once_its_lease
     e = env
     (invoice,) = await approved_invoices(e, 1)
     erp = DyingAfterTheErp(FileErp(e.erp_dir))
-    app = Billing(e.uow, erp=erp)
+    app = Billing(e.uow, e.clock, erp=erp)
     lease = dt.timedelta(minutes=5)
     with pytest.raises(Killed):
-        await PostingWorker(e.uow, app, erp, lease=lease).post_next()
+        await PostingWorker(e.uow, app, erp, lease=lease, clock=e.clock).post_next()
     leased = await job(e, invoice.id)
     assert (leased.status, leased.attempts) == ("QUEUED", 1)
-    assert leased.leased_until > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=4)
+    assert leased.leased_until == e.clock() + lease
     # While the lease runs, no other worker takes the job.
-    assert not await PostingWorker(e.uow, app, erp, lease=lease).post_next()
-    after = PostingWorker(
-        e.uow, app, erp, lease=lease, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6)
-    )
-    assert await after.post_next()
+    e.clock.advance(dt.timedelta(minutes=4))
+    assert not await PostingWorker(e.uow, app, erp, lease=lease, clock=e.clock).post_next()
+    e.clock.advance(dt.timedelta(minutes=2))
+    assert await PostingWorker(e.uow, app, erp, lease=lease, clock=e.clock).post_next()
     posted = (await e.bl.GetInvoice(bla.GetInvoiceRequest(id=invoice.id))).invoice
     assert (posted.status, posted.number) == (bl.INVOICE_STATUS_POSTED, "000001")
     assert posted.erp_document_id == f"{e.f['le'].id}/{invoice.id}.json"
@@ -518,17 +536,17 @@ async def test_a_job_whose_attempts_all_died_unrecorded_fails_for_finance_withou
     (invoice,) = await approved_invoices(e, 1)
     erp = DyingAfterTheErp(FileErp(e.erp_dir))
     erp.dead = True  # from here on the ERP answers; only the claims below count
-    app = Billing(e.uow, erp=erp)
+    app = Billing(e.uow, e.clock, erp=erp)
     # Two earlier workers claimed the job and died before recording anything.
     async with e.engine.begin() as conn:
         await conn.execute(
             sa.text(
                 "UPDATE billing.posting_jobs SET attempts = 2, leased_until = NULL,"
-                " next_attempt_time = now() - interval '1 second' WHERE invoice_id = :id"
+                " next_attempt_time = :due WHERE invoice_id = :id"
             ),
-            {"id": invoice.id},
+            {"id": invoice.id, "due": e.clock() - dt.timedelta(seconds=1)},
         )
-    worker = PostingWorker(e.uow, app, erp, retry=RetryPolicy(max_attempts=2))
+    worker = PostingWorker(e.uow, app, erp, retry=RetryPolicy(max_attempts=2), clock=e.clock)
     assert await worker.post_next()
     failed = await job(e, invoice.id)
     assert (failed.status, failed.attempts, failed.leased_until) == ("FAILED", 3, None)
@@ -551,7 +569,7 @@ async def test_two_concurrent_runs_for_one_legal_entity_and_period_are_one_run(e
     for p in projects:
         await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
     await ledger_has(e, 2)
-    app = Billing(e.uow)
+    app = Billing(e.uow, e.clock)
     le = e.f["le"].id
     first, second = await asyncio.gather(
         app.run("2026-11-01", "2026-11-30", le), app.run("2026-11-01", "2026-11-30", le)
@@ -630,7 +648,7 @@ async def test_an_approved_invoice_can_be_voided_until_posting_is_asked_for(env:
         await e.bl.VoidInvoice(bla.VoidInvoiceRequest(id=posted_one.id, actor_id="fin", reason="late"))
     assert queued.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     erp = VoidingMidCall(FileErp(e.erp_dir), e.bl)
-    assert await PostingWorker(e.uow, Billing(e.uow, erp=erp), erp).post_next()
+    assert await PostingWorker(e.uow, Billing(e.uow, e.clock, erp=erp), erp, clock=e.clock).post_next()
     ((code, details),) = erp.refusals
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "being posted" in details
@@ -708,15 +726,16 @@ async def test_each_legal_entity_numbers_its_invoices_on_its_own_without_gaps(en
             legal_entity_id=other.id,
             customer_id=customer.id,
         )
-        entry.approve_time.FromDatetime(dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
-        await publish(e.js, "time.entry.approved", p.id, tev.TimeEntryApproved(time_entry=entry))
+        approved_at = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+        entry.approve_time.FromDatetime(approved_at)
+        await publish(e.js, "time.entry.approved", p.id, tev.TimeEntryApproved(time_entry=entry), approved_at)
     await ledger_has(e, 5)
     run = await november_run(e)
     assert len(run.invoices) == 5
     await queue_for_posting(e, run.invoices)
     erp = FileErp(e.erp_dir)
-    app = Billing(e.uow, erp=erp)
-    workers = [PostingWorker(e.uow, app, erp, rate_per_second=1000) for _ in range(2)]
+    app = Billing(e.uow, e.clock, erp=erp)
+    workers = [PostingWorker(e.uow, app, erp, rate_per_second=1000, clock=e.clock) for _ in range(2)]
 
     async def drain(worker: PostingWorker) -> None:
         while await worker.post_next():
@@ -741,7 +760,7 @@ async def test_a_scheduler_down_over_whole_periods_gives_each_missed_period_its_
     october = await approve(e, "2026-10-10", "2", monthly, dt.datetime(2026, 10, 10, 18, tzinfo=utc))
     november = await approve(e, "2026-11-10", "3", monthly, dt.datetime(2026, 11, 10, 18, tzinfo=utc))
     await ledger_has(e, 3)
-    app = Billing(e.uow, cutoff_delay=dt.timedelta(hours=48))
+    app = Billing(e.uow, e.clock, cutoff_delay=dt.timedelta(hours=48))
 
     async def billed(result: Any) -> tuple[str, str, set[str]]:
         run = await app.get_run(result.run_id)
@@ -772,6 +791,144 @@ async def test_a_scheduler_down_over_whole_periods_gives_each_missed_period_its_
     assert sum(r.entries_billed for r in again) == 0
 
 
+async def legal_entity_in(e: Any, code: str, time_zone: str) -> tuple[md.LegalEntity, md.Project]:
+    """A legal entity in a time zone, with a customer and a project on a monthly T&M contract."""
+    le = (
+        await e.md.CreateLegalEntity(
+            mda.CreateLegalEntityRequest(
+                legal_entity=md.LegalEntity(
+                    code=code, name=f"Acme {code}", base_currency="GBP", time_zone=time_zone
+                )
+            )
+        )
+    ).legal_entity
+    customer = (
+        await e.md.CreateCustomer(
+            mda.CreateCustomerRequest(
+                customer=md.Customer(
+                    code=f"CU-{code}", name=f"Client {code}", legal_entity_id=le.id, currency="GBP"
+                )
+            )
+        )
+    ).customer
+    project = (
+        await e.md.CreateProject(
+            mda.CreateProjectRequest(
+                project=md.Project(
+                    code=f"P-{code}",
+                    name=f"Project {code}",
+                    customer_id=customer.id,
+                    legal_entity_id=le.id,
+                    manager_id=e.f["boss"].id,
+                    status=md.PROJECT_STATUS_ACTIVE,
+                    start_date="2026-01-01",
+                )
+            )
+        )
+    ).project
+    await e.md.CreateContract(
+        mda.CreateContractRequest(
+            contract=md.Contract(
+                code=f"K-{code}",
+                customer_id=customer.id,
+                currency="GBP",
+                lines=[
+                    md.ContractLine(
+                        project_id=project.id,
+                        billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
+                        rate_card_id=e.f["card"].id,
+                    )
+                ],
+            )
+        )
+    )
+    return le, project
+
+
+async def test_each_legal_entity_s_month_is_billed_once_its_own_month_has_ended(env: Any) -> None:
+    """November ends at 14:00 UTC on 30 November in Brisbane (UTC+10), at midnight UTC in the
+    UTC entity and at 08:00 UTC on 1 December in Los Angeles (UTC-8); 48 hours later each is due."""
+    e = env
+    utc = dt.UTC
+    brisbane, bne_project = await legal_entity_in(e, "BNE", "Australia/Brisbane")
+    los_angeles, lax_project = await legal_entity_in(e, "LAX", "America/Los_Angeles")
+    (utc_project,) = await projects_with_contracts(e, 1)
+    names = {brisbane.id: "Brisbane", e.f["le"].id: "UTC", los_angeles.id: "Los Angeles"}
+    # Work on the last day of November everywhere, approved that day (before any cut-off).
+    approved_at = dt.datetime(2026, 11, 30, 10, tzinfo=utc)
+    entries = {
+        names[p.legal_entity_id]: (await approve(e, "2026-11-30", "8", p, approved_at)).id
+        for p in (bne_project, utc_project, lax_project)
+    }
+    await ledger_has(e, 3)
+    app = Billing(e.uow, e.clock, cutoff_delay=dt.timedelta(hours=48))
+
+    async def november_runs(now: dt.datetime) -> dict[str, tuple[str, dt.datetime | None, set[str]]]:
+        """The monthly runs a scheduler tick at now makes: per legal entity, period end, cut-off
+        and the entries billed."""
+        made = {}
+        for r in await app.run_due(now):
+            if r.billing_period == "MONTHLY":
+                run = await app.get_run(r.run_id)
+                billed = {i for inv in run.invoices for line in inv.lines for i in line.source_time_entry_ids}
+                made[names[r.legal_entity_id]] = (run.period_end, r.cutoff_time, billed)
+        return made
+
+    second = dt.timedelta(seconds=1)
+    brisbane_due = dt.datetime(2026, 12, 2, 14, tzinfo=utc)
+    assert await november_runs(brisbane_due - second) == {}
+    assert await november_runs(brisbane_due) == {
+        "Brisbane": ("2026-11-30", brisbane_due, {entries["Brisbane"]})
+    }
+    # The UTC entity's November is not due yet, whatever Brisbane's calendar says.
+    utc_due = dt.datetime(2026, 12, 3, tzinfo=utc)
+    assert await november_runs(utc_due - second) == {}
+    assert await november_runs(utc_due) == {"UTC": ("2026-11-30", utc_due, {entries["UTC"]})}
+    los_angeles_due = dt.datetime(2026, 12, 3, 8, tzinfo=utc)
+    assert await november_runs(los_angeles_due - second) == {}
+    assert await november_runs(los_angeles_due) == {
+        "Los Angeles": ("2026-11-30", los_angeles_due, {entries["Los Angeles"]})
+    }
+    # Each month ran once: ticking again makes nothing new.
+    assert await november_runs(los_angeles_due + dt.timedelta(hours=1)) == {}
+
+
+async def test_a_milestone_completes_on_its_legal_entity_s_date(env: Any) -> None:
+    """One instant, 15:00 UTC on 30 November, is 1 December in Brisbane: the milestone is
+    December's there, and November's in the UTC entity."""
+    e = env
+    _, bne_project = await legal_entity_in(e, "BNE", "Australia/Brisbane")
+    (utc_project,) = await projects_with_contracts(e, 1)
+    completed_at = dt.datetime(2026, 11, 30, 15, tzinfo=dt.UTC)
+    ids = {}
+    for name, project in (("Brisbane", bne_project), ("UTC", utc_project)):
+        milestone = md.Milestone(
+            id=str(uuid.uuid4()),
+            contract_line_id="line",
+            name="Handover",
+            amount="100.00",
+            due_date="2026-11-30",
+            status=md.MILESTONE_STATUS_COMPLETED,
+        )
+        milestone.complete_time.FromDatetime(completed_at)
+        event = mev.MilestoneCompleted(milestone=milestone, contract_id="contract", project_id=project.id)
+        await publish(e.js, "md.milestone.completed", milestone.id, event, completed_at)
+        ids[name] = milestone.id
+
+    async def recorded() -> bool:
+        return await count(e, "SELECT count(*) FROM billing.milestones") == 2
+
+    await eventually(recorded)
+    async with e.engine.connect() as conn:
+        dates = dict(
+            (await conn.execute(sa.text("SELECT milestone_id, complete_date FROM billing.milestones"))).all()
+        )
+    assert {name: dates[i] for name, i in ids.items()} == {
+        "Brisbane": dt.date(2026, 12, 1),
+        "UTC": dt.date(2026, 11, 30),
+    }
+
+
 class Hanging:
     """An ERP that never answers."""
 
@@ -794,11 +951,12 @@ async def test_an_erp_call_that_hangs_is_cut_off_before_the_lease_ends_and_retri
     erp = Hanging()
     worker = PostingWorker(
         e.uow,
-        Billing(e.uow, erp=erp),
+        Billing(e.uow, e.clock, erp=erp),
         erp,
         call_timeout=0.2,
         lease=dt.timedelta(seconds=30),
         retry=RetryPolicy(first_delay=dt.timedelta(minutes=1)),
+        clock=e.clock,
     )
     async with asyncio.timeout(10):
         assert await worker.post_next()
@@ -806,4 +964,11 @@ async def test_an_erp_call_that_hangs_is_cut_off_before_the_lease_ends_and_retri
     assert (waiting.status, waiting.attempts, waiting.leased_until) == ("QUEUED", 1, None)
     assert waiting.last_error == "file did not answer within 0.2 s"
     with pytest.raises(ValueError, match="lease"):
-        PostingWorker(e.uow, Billing(e.uow), erp, call_timeout=60, lease=dt.timedelta(seconds=60))
+        PostingWorker(
+            e.uow,
+            Billing(e.uow, e.clock),
+            erp,
+            call_timeout=60,
+            lease=dt.timedelta(seconds=60),
+            clock=e.clock,
+        )
