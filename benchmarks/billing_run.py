@@ -214,6 +214,7 @@ async def run_once(url: str) -> dict[str, Any]:
     """The measured part (in its own process): one billing run over everything seeded."""
     from accrue.db import create_engine
     from accrue.mdprojection import MasterDataReader
+    from accrue.runtime.clock import system_clock
     from accrue.services.billing.adapters import tables
     from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
     from accrue.services.billing.service_layer.handlers import Billing
@@ -226,7 +227,7 @@ async def run_once(url: str) -> dict[str, Any]:
 
     engine = create_engine(url)
     reader = MasterDataReader(NoRemote(), tables.md_projection)  # type: ignore[arg-type]
-    app = Billing(lambda: BillingUnitOfWork(engine, reader))
+    app = Billing(lambda: BillingUnitOfWork(engine, reader), system_clock)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started, cpu = time.perf_counter(), time.process_time()
     result = await app.run(*PERIOD, "")
