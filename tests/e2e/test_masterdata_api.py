@@ -1,6 +1,8 @@
 """Master data over REST through the gateway, on the whole stack: the public surface of issue 3."""
 
 import asyncio
+import calendar
+import datetime as dt
 import json
 from typing import Any
 
@@ -9,6 +11,7 @@ import httpx
 import pytest
 
 from accrue.db.engine import asyncpg_dsn
+from accrue.runtime.clock import local_date
 from accrue.testing.rest import ok, problem
 from accrue.testing.stack import Stack
 
@@ -28,14 +31,13 @@ async def upsert(
     return results
 
 
-async def firm(api: httpx.AsyncClient, tag: str) -> dict[str, Any]:
-    """A legal entity, role, customer, manager and project, synced by external_ref."""
-    await upsert(
-        api,
-        "legal-entities",
-        "legalEntities",
-        [{"externalRef": ref("erp", tag), "code": tag, "name": tag, "baseCurrency": "EUR"}],
-    )
+async def firm(api: httpx.AsyncClient, tag: str, time_zone: str = "") -> dict[str, Any]:
+    """A legal entity (in time_zone when given), role, customer, manager and project, synced by
+    external_ref."""
+    entity = {"externalRef": ref("erp", tag), "code": tag, "name": tag, "baseCurrency": "EUR"}
+    if time_zone:
+        entity["timeZone"] = time_zone
+    await upsert(api, "legal-entities", "legalEntities", [entity])
     await upsert(
         api,
         "labor-categories",
@@ -251,8 +253,13 @@ async def test_fx_tax_and_rate_resolution_over_rest(api: httpx.AsyncClient) -> N
     assert no_line["reason"] == "NO_CONTRACT_LINE"
 
 
-async def test_a_completed_milestone_is_billable_through_rest(api: httpx.AsyncClient) -> None:
-    await firm(api, "MS")
+@pytest.mark.dates
+async def test_a_completed_milestone_is_billable_through_rest(
+    api: httpx.AsyncClient, instant: dt.datetime
+) -> None:
+    # A Brisbane (UTC+10) entity: the milestone is billed in the month it completes there.
+    zone = "Australia/Brisbane"
+    await firm(api, "MS", zone)
     contract = await upsert(
         api,
         "contracts",
@@ -293,7 +300,11 @@ async def test_a_completed_milestone_is_billable_through_rest(api: httpx.AsyncCl
     assert milestone["status"] == "MILESTONE_STATUS_PENDING"
     done = await ok(api.post(f"/v1/milestones/{milestone['id']}:complete", json={"etag": milestone["etag"]}))
     assert (done["status"], done["etag"]) == ("MILESTONE_STATUS_COMPLETED", "2")
-    assert done["completeTime"]
+    # Completed "now" on the stack's clock, which started at the run's pinned instant.
+    completed = dt.datetime.fromisoformat(done["completeTime"])
+    assert instant <= completed < instant + dt.timedelta(hours=1), (instant, completed)
+    day = local_date(completed, zone)
+    month = (day.replace(day=1), day.replace(day=calendar.monthrange(day.year, day.month)[1]))
 
     # Billing drafts it (the completion reaches billing as an event, so run until it is there);
     # billing's event in turn makes it INVOICED here, and a void makes it COMPLETED again.
@@ -302,7 +313,8 @@ async def test_a_completed_milestone_is_billable_through_rest(api: httpx.AsyncCl
         for e in (await ok(api.get("/v1/legal-entities?pageSize=1000")))["legalEntities"]
         if e["code"] == "MS"
     ]
-    run = {"periodStart": "2026-11-01", "periodEnd": "2026-11-30", "legalEntityId": le["id"]}
+    assert le["timeZone"] == zone
+    run = {"periodStart": month[0].isoformat(), "periodEnd": month[1].isoformat(), "legalEntityId": le["id"]}
     async with asyncio.timeout(20):
         while True:
             invoices = (await ok(api.post("/v1/billing-runs", json=run)))["invoices"]
