@@ -1,5 +1,6 @@
 """Timekeeping on a real PostgreSQL and NATS JetStream: duplicates, idempotency with events,
-delegation, batch decisions, escalation, reversals, period locks and the projection rebuild."""
+delegation, batch decisions, escalation, reversals, period locks, the projection rebuild, and
+"today" in each consultant's time zone."""
 
 import asyncio
 import datetime as dt
@@ -22,11 +23,13 @@ from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import MasterDataReader
+from accrue.runtime.clock import FixedClock, local_date, system_clock
 from accrue.runtime.server import RunningService
 from accrue.services.timekeeping.adapters.tables import SCHEMA, md_projection
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
 from accrue.services.timekeeping.bootstrap import MIGRATIONS
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
+from accrue.services.timekeeping.domain.working_time import DEFAULT_CALENDAR, sla_due
 from accrue.services.timekeeping.service_layer.handlers import Timekeeping
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as tka
@@ -91,13 +94,15 @@ async def boot(
     start_service: Any,
     channel_to: Callable[[RunningService], grpc.aio.Channel],
     nats_url: str,
+    database_url: str,
     build_firm: Any,
 ) -> Callable[..., Awaitable[World]]:
     """boot(**timekeeping settings) starts master data and timekeeping and builds a staffed firm:
     dev (managed by boss) on P1 (managed by boss); lead (managed by director) manages P2, dev
-    is staffed there too; deputy is a spare consultant."""
+    is staffed there too; deputy is a spare consultant. The legal entity is in UTC; with
+    round_the_clock=True its calendar makes every hour working time."""
 
-    async def _boot(**settings: Any) -> World:
+    async def _boot(round_the_clock: bool = False, **settings: Any) -> World:
         masterdata = await start_service("masterdata")
         timekeeping = await start_service(
             "timekeeping", masterdata_address=f"127.0.0.1:{masterdata.grpc_port}", **settings
@@ -158,6 +163,19 @@ async def boot(
                     )
                 )
             )
+        if round_the_clock:
+            # Every hour of every day is working time, so an SLA of a second runs out a second
+            # later whatever the run's instant (23:59-00:00 aside: no instant of the set is there).
+            calendar = md.Calendar(
+                code="UK-ALWAYS",
+                legal_entity_id=f["le"].id,
+                working_days=range(1, 8),
+                workday_start="00:00",
+                workday_end="23:59",
+            )
+            await w.md.CreateCalendar(mda.CreateCalendarRequest(calendar=calendar))
+            # Due times are worked out at submission, from the projected calendar.
+            await eventually(lambda: _settled(database_url, nats_url))
         w.f = f
         return w
 
@@ -327,9 +345,10 @@ async def test_the_project_managers_own_time_with_nobody_above_is_rejected_no_ap
     assert (leads.status, leads.approver_id) == (PENDING, f["director"].id)
 
 
-async def test_the_future_allowance_is_read_from_settings(boot: Any) -> None:
+@pytest.mark.dates
+async def test_the_future_allowance_is_read_from_settings(boot: Any, instant: dt.datetime) -> None:
     w = await boot(future_allowance_days=5)
-    today = dt.datetime.now(dt.UTC).date()
+    today = local_date(instant, "UTC")  # the legal entity's zone
     inside = await submit(w, entry(w, (today + dt.timedelta(days=5)).isoformat(), "8"))
     assert (inside.status, list(inside.violations)) == (PENDING, [])
     beyond = await submit(w, entry(w, (today + dt.timedelta(days=6)).isoformat(), "8"))
@@ -363,7 +382,8 @@ async def test_what_the_projection_misses_is_read_from_master_data_and_stored(
     assert any(kind == "assignment" for kind, _ in ids)
 
 
-async def test_a_delegate_approves_for_the_approver_until_revoked(boot: Any) -> None:
+@pytest.mark.dates
+async def test_a_delegate_approves_for_the_approver_until_revoked(boot: Any, instant: dt.datetime) -> None:
     w = await boot()
     f = w.f
     e1 = await submit(w, entry(w, "2026-11-02", "8"))
@@ -377,7 +397,7 @@ async def test_a_delegate_approves_for_the_approver_until_revoked(boot: Any) -> 
                     delegator_id=f["boss"].id,
                     delegate_id=f["deputy"].id,
                     start_date="2026-11-01",
-                    end_date="2026-12-31",
+                    end_date=(local_date(instant, "UTC") + dt.timedelta(days=30)).isoformat(),
                     reason="annual leave",
                 )
             )
@@ -406,8 +426,12 @@ async def test_a_delegate_approves_for_the_approver_until_revoked(boot: Any) -> 
     assert [(d.id, d.revoked) for d in listed.approval_delegations] == [(delegation.id, True)]
 
 
-async def test_a_bad_delegation_names_every_problem_and_stores_nothing(boot: Any) -> None:
+@pytest.mark.dates
+async def test_a_bad_delegation_names_every_problem_and_stores_nothing(
+    boot: Any, instant: dt.datetime
+) -> None:
     w = await boot()
+    today = local_date(instant, "UTC")  # the delegator's legal entity's zone
     error = await failure(
         w.tk.CreateApprovalDelegation(
             tka.CreateApprovalDelegationRequest(
@@ -431,13 +455,27 @@ async def test_a_bad_delegation_names_every_problem_and_stores_nothing(boot: Any
                 approval_delegation=tk.ApprovalDelegation(
                     delegator_id=w.f["boss"].id,
                     delegate_id="nobody",
-                    start_date="2026-12-01",
-                    end_date="2026-12-02",
+                    start_date=today.isoformat(),
+                    end_date=(today + dt.timedelta(days=1)).isoformat(),
                 )
             )
         )
     )
     assert violations(unknown) == [("approval_delegation.delegate_id", "CONSULTANT_NOT_FOUND")]
+    yesterday = (today - dt.timedelta(days=1)).isoformat()
+    past = await failure(
+        w.tk.CreateApprovalDelegation(
+            tka.CreateApprovalDelegationRequest(
+                approval_delegation=tk.ApprovalDelegation(
+                    delegator_id=w.f["boss"].id,
+                    delegate_id=w.f["deputy"].id,
+                    start_date=yesterday,
+                    end_date=yesterday,
+                )
+            )
+        )
+    )
+    assert violations(past) == [("approval_delegation.end_date", "IN_THE_PAST")]
     listed = await w.tk.ListApprovalDelegations(tka.ListApprovalDelegationsRequest())
     assert list(listed.approval_delegations) == []
 
@@ -492,9 +530,16 @@ async def test_a_batch_decision_answers_each_entry_on_its_own(boot: Any) -> None
     ]
 
 
+@pytest.mark.dates
 async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: Any) -> None:
-    # An SLA of about a second and a sweep every 0.2 s; at most one level up.
-    w = await boot(approval_sla_hours=1 / 3600, escalation_interval_seconds=0.2, max_escalation_level=1)
+    # An SLA of a second of working time, all of it working time, and a sweep every 0.2 s; at
+    # most one level up.
+    w = await boot(
+        round_the_clock=True,
+        approval_sla_hours=1 / 3600,
+        escalation_interval_seconds=0.2,
+        max_escalation_level=1,
+    )
     f = w.f
     waiting = await submit(w, entry(w, "2026-11-02", "8", project="p2"))
     assert (waiting.approver_id, waiting.escalation_level) == (f["lead"].id, 0)
@@ -531,8 +576,9 @@ async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: An
     assert (await approve(w, waiting.id, "director")).status == APPROVED
 
 
+@pytest.mark.dates
 async def test_the_top_of_the_reporting_line_keeps_its_queue(boot: Any, database_url: str) -> None:
-    w = await boot(approval_sla_hours=1 / 3600, escalation_interval_seconds=0.2)
+    w = await boot(round_the_clock=True, approval_sla_hours=1 / 3600, escalation_interval_seconds=0.2)
     # Time on P1 waits for boss, who has no line manager: there is no next level.
     e = await submit(w, entry(w, "2026-11-02", "8"))
 
@@ -773,8 +819,8 @@ async def test_a_lock_on_a_legal_entity_master_data_does_not_know_is_refused(
     assert reopen.code() == grpc.StatusCode.NOT_FOUND
     assert violations(reopen) == [("legal_entity_id", "LEGAL_ENTITY_NOT_FOUND")]
     assert (await w.tk.GetPeriodLock(tka.GetPeriodLockRequest(id=stray))).period_lock.active
-    # The real entity is not among the kinds projected from events: master data answers over
-    # gRPC, and the lock is stored.
+    # The real entity is known (projected from its event, or read from master data over gRPC
+    # when the event has not arrived yet), and the lock is stored.
     real = await w.tk.CreatePeriodLock(
         tka.CreatePeriodLockRequest(
             period_lock=tk.PeriodLock(legal_entity_id=w.f["le"].id, locked_through="2026-10-31", reason="x")
@@ -858,7 +904,10 @@ async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_
     engine = create_engine(database_url)
     channel = grpc.aio.insecure_channel(w.masterdata_address)
     stub = CountingStub(mdg.MasterDataServiceStub(channel))
-    app = Timekeeping(lambda: TimekeepingUnitOfWork(engine, MasterDataReader(stub, md_projection)))  # type: ignore[arg-type]
+    app = Timekeeping(
+        lambda: TimekeepingUnitOfWork(engine, MasterDataReader(stub, md_projection)),  # type: ignore[arg-type]
+        clock=system_clock,
+    )
     try:
         first = await app.submit(batch)
         asked = sorted(i for method, i in stub.calls if method == "GetProject")
@@ -894,11 +943,13 @@ async def _settled(database_url: str, nats_url: str) -> bool:
     return unpublished == 0 and info.num_pending == 0 and info.num_ack_pending == 0
 
 
-async def test_what_goes_straight_to_the_driver_is_inside_the_unit_of_work(database_url: str) -> None:
+async def test_what_goes_straight_to_the_driver_is_inside_the_unit_of_work(
+    database_url: str, instant: dt.datetime
+) -> None:
     """The hot path writes through asyncpg under SQLAlchemy: leaving without commit keeps nothing."""
     await upgrade(database_url, SCHEMA, MIGRATIONS)
     engine = create_engine(database_url)
-    now = dt.datetime.now(dt.UTC)
+    now = instant
 
     def entries(n: int) -> list[TimeEntry]:
         return [
@@ -929,11 +980,16 @@ async def test_what_goes_straight_to_the_driver_is_inside_the_unit_of_work(datab
         await engine.dispose()
 
 
-async def test_replicas_sweeping_at_once_escalate_each_entry_once(boot: Any, database_url: str) -> None:
+@pytest.mark.dates
+async def test_replicas_sweeping_at_once_escalate_each_entry_once(
+    boot: Any, database_url: str, instant: dt.datetime
+) -> None:
     w = await boot()
     waiting = [await submit(w, entry(w, f"2026-11-{d:02d}", "1", project="p2")) for d in range(2, 22)]
     assert {e.approver_id for e in waiting} == {w.f["lead"].id}
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    # 48 working hours (Monday to Friday, 09:00-17:00) are six working days: a month on, every
+    # entry is due whatever day the run's instant is.
+    later = FixedClock(instant + dt.timedelta(days=30))
     replicas = []
     channels = []
     for _ in range(2):  # two replicas: their own engine, their own master-data channel
@@ -944,8 +1000,8 @@ async def test_replicas_sweeping_at_once_escalate_each_entry_once(boot: Any, dat
         replicas.append(
             Timekeeping(
                 lambda engine=engine, reader=reader: TimekeepingUnitOfWork(engine, reader),
-                approval_sla=dt.timedelta(hours=48),
-                clock=lambda: later,
+                approval_sla_hours=48,
+                clock=later,
             )
         )
     try:
@@ -966,3 +1022,77 @@ async def test_replicas_sweeping_at_once_escalate_each_entry_once(boot: Any, dat
     await eventually(all_published)
     await asyncio.sleep(0.3)
     assert sorted(e.time_entry.id for e in await w.events.of("escalated")) == sorted(e.id for e in waiting)
+
+
+# 22:00 UTC on Sunday 28 February 2027: 08:00 on Monday 1 March in Brisbane (UTC+10), still
+# 14:00 on Sunday 28 February in Los Angeles (UTC-8).
+BRISBANE_MONDAY_MORNING = dt.datetime(2027, 2, 28, 22, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.dates
+async def test_today_is_the_consultants_own_day_in_their_time_zone(boot: Any, database_url: str) -> None:
+    w = await boot(clock_start=BRISBANE_MONDAY_MORNING)
+    f = w.f
+
+    async def legal_entity(code: str, zone: str) -> Any:
+        le = md.LegalEntity(code=code, name=code, base_currency="GBP", time_zone=zone)
+        return (await w.md.CreateLegalEntity(mda.CreateLegalEntityRequest(legal_entity=le))).legal_entity
+
+    async def staffed(code: str, le: Any, zone: str = "") -> Any:
+        c = md.Consultant(
+            code=code,
+            name=code,
+            legal_entity_id=le.id,
+            labor_category_id=f["lc"].id,
+            manager_id=f["boss"].id,
+            active_from="2020-01-01",
+            time_zone=zone,
+        )
+        consultant = (await w.md.CreateConsultant(mda.CreateConsultantRequest(consultant=c))).consultant
+        a = md.Assignment(
+            project_id=f["project"].id,
+            consultant_id=consultant.id,
+            labor_category_id=f["lc"].id,
+            start_date="2026-01-01",
+            allocation_percent="50",
+        )
+        await w.md.CreateAssignment(mda.CreateAssignmentRequest(assignment=a))
+        return consultant
+
+    brisbane = await legal_entity("AU", "Australia/Brisbane")
+    los_angeles = await legal_entity("US", "America/Los_Angeles")
+    in_brisbane = await staffed("BNE", brisbane)
+    in_los_angeles = await staffed("LAX", los_angeles)
+    # Employed in Brisbane, working from Los Angeles: their own zone decides.
+    travelling = await staffed("TRV", brisbane, "America/Los_Angeles")
+
+    async def monday(consultant: Any) -> tk.TimeEntry:
+        return await submit(
+            w,
+            tk.TimeEntry(
+                consultant_id=consultant.id, project_id=f["project"].id, work_date="2027-03-01", hours="2"
+            ),
+        )
+
+    logged = await monday(in_brisbane)
+    assert (logged.status, list(logged.violations)) == (PENDING, [])
+    for early in (in_los_angeles, travelling):
+        refused = await monday(early)
+        assert refused.status == REJECTED
+        assert [(v.field, v.code) for v in refused.violations] == [("work_date", "DATE_IN_FUTURE")]
+        assert "2027-02-28" in refused.violations[0].message
+
+    # The approval SLA (48 working hours) runs in the project's legal entity's working hours:
+    # UK, in UTC, with no calendar, so Monday to Friday, 09:00-17:00.
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            due = await conn.scalar(
+                sa.text("SELECT escalation_due_time FROM timekeeping.time_entries WHERE id = :id"),
+                {"id": logged.id},
+            )
+    finally:
+        await engine.dispose()
+    queued = logged.queue_time.ToDatetime(dt.UTC)
+    assert queued >= BRISBANE_MONDAY_MORNING
+    assert due == sla_due(queued, 48, DEFAULT_CALENDAR, "UTC") == dt.datetime(2027, 3, 8, 17, tzinfo=dt.UTC)
