@@ -2,6 +2,8 @@
 JetStream, versions are taken and compared, bad filters are problem+json naming the field."""
 
 import asyncio
+import calendar
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from accrue.runtime.clock import local_date
 from accrue.testing.rest import approved_time, ok
 
 pytestmark = pytest.mark.e2e
@@ -84,17 +87,26 @@ def _hours(version: dict[str, Any], project: str, month: str) -> str:
     return str(Decimal(row["approvedHours"]) + Decimal(row.get("scheduledHours", "0")))
 
 
-async def test_utilization_and_bad_filters(api: httpx.AsyncClient, firm: Firm) -> None:
+@pytest.mark.dates
+async def test_utilization_and_bad_filters(api: httpx.AsyncClient, firm: Firm, instant: dt.datetime) -> None:
     f = await firm("-FC2")
-    params = {"consultantId": f["dev"]["id"], "monthFrom": "2027-01", "monthTo": "2027-01"}
+    # Next month in the legal entity's zone (the stack's clock started at the pinned instant): all
+    # of it still to come, so all of it is scheduled.
+    this_month = local_date(instant, f["le"].get("timeZone", "")).replace(day=1)
+    first = (this_month + dt.timedelta(days=31)).replace(day=1)
+    month = f"{first:%Y-%m}"
+    params = {"consultantId": f["dev"]["id"], "monthFrom": month, "monthTo": month}
     async with asyncio.timeout(20):
         while True:
             rows = (await ok(api.get("/v1/utilization", params=params))).get("rows", [])
             if rows and rows[0].get("scheduledHours") not in (None, "0.00"):
                 break
             await asyncio.sleep(0.2)
-    # January 2027: 21 weekdays x 8 h; the assignment is 100 % and billable.
-    assert (rows[0]["capacityHours"], rows[0]["scheduledBillableHours"]) == ("168.00", "168.00")
+    # The month's weekdays x 8 h; the assignment is 100 % and billable.
+    days = calendar.monthrange(first.year, first.month)[1]
+    weekdays = sum(1 for n in range(days) if (first + dt.timedelta(days=n)).weekday() < 5)
+    hours = f"{8 * weekdays}.00"
+    assert (rows[0]["capacityHours"], rows[0]["scheduledBillableHours"]) == (hours, hours)
     assert rows[0]["utilizationForecast"] == "1.0000"
 
     bad = await api.get("/v1/forecast", params={"monthFrom": "2026-13"})

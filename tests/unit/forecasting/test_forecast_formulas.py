@@ -49,9 +49,14 @@ def project(pid: str = "p1", model: Model = Model.TIME_AND_MATERIALS, **kw: obje
     return ProjectTerms(**values)  # type: ignore[arg-type]
 
 
+def noon(day: dt.date) -> dt.datetime:
+    """An instant on that day in UTC, far from either midnight (le1 has no time zone: UTC)."""
+    return dt.datetime.combine(day, dt.time(12), dt.UTC)
+
+
 def inputs(as_of: dt.date, projects: list[ProjectTerms], **kw: object) -> Inputs:
     values: dict[str, object] = {
-        "as_of": as_of,
+        "now": noon(as_of),
         "horizon_months": 2,
         "reporting_currency": "GBP",
         "projects": {p.id: p for p in projects},

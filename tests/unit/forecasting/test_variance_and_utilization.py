@@ -74,7 +74,7 @@ def test_utilization_uses_capacity_from_the_calendar_and_billable_hours() -> Non
     # November 2026: 21 weekdays less the 26th = 20 working days x 40 h / 5 = 160 h. As of Mon 23
     # Nov a 50 % billable assignment schedules 23-25, 27 and 30 Nov = 5 days x 4 h = 20 h.
     inp = Inputs(
-        as_of=dt.date(2026, 11, 23),
+        now=dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC),
         horizon_months=2,
         projects={
             "p1": ProjectTerms(
@@ -104,7 +104,7 @@ def test_utilization_uses_capacity_from_the_calendar_and_billable_hours() -> Non
 
 def test_capacity_stops_at_the_consultants_active_dates_and_follows_the_working_week() -> None:
     inp = Inputs(
-        as_of=dt.date(2026, 11, 2),
+        now=dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC),
         people={"c1": Person("c1", "le1", D("32"), dt.date(2026, 11, 16), None)},
         calendars={"le1": WorkCalendar(working_days=frozenset({1, 2, 3, 4}))},
     )

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from accrue.db import create_engine
 from accrue.events.v1 import forecast_events_pb2 as fev
 from accrue.forecasting.v1 import forecasting_service_pb2 as fa
+from accrue.runtime.clock import FixedClock
 from accrue.services.forecasting.adapters.tables import forecast_versions, outbox
 from accrue.services.forecasting.adapters.unit_of_work import ForecastingUnitOfWork
 from accrue.services.forecasting.bootstrap import migrate
@@ -24,13 +25,13 @@ WEDNESDAY = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
 async def test_one_scheduled_version_per_iso_week_even_when_replicas_race(database_url: str) -> None:
     await migrate(ForecastingSettings(database_url=database_url, nats_url="nats://unused:4222"))
     engine = create_engine(database_url)
-    now = [WEDNESDAY]
+    clock = FixedClock(WEDNESDAY)
 
     async def watermark() -> dict[str, int]:
         return {"TIME": 7, "MD": 3}
 
     def replica() -> Forecasting:
-        return Forecasting(lambda: ForecastingUnitOfWork(engine), clock=lambda: now[0], watermark=watermark)
+        return Forecasting(lambda: ForecastingUnitOfWork(engine), clock=clock, watermark=watermark)
 
     try:
         taken = await asyncio.gather(*(replica().scheduled_version() for _ in range(4)))
@@ -39,7 +40,7 @@ async def test_one_scheduled_version_per_iso_week_even_when_replicas_race(databa
         (first,) = made
         assert (first.name, first.kind) == ("weekly 2026-W48", fa.FORECAST_VERSION_KIND_SCHEDULED)
         assert dict(first.watermark) == {"TIME": 7, "MD": 3}
-        now[0] = WEDNESDAY + dt.timedelta(days=5)  # Monday of the next week
+        clock.set(WEDNESDAY + dt.timedelta(days=5))  # Monday of the next week
         second = await replica().scheduled_version()
         assert second is not None
         assert (second.name, second.previous_version_id) == ("weekly 2026-W49", first.id)

@@ -3,12 +3,19 @@ and billing: the live forecast from events, versions, variance, accuracy and uti
 
 Approved and reversed time arrive as the real protobuf events on the TIME stream with the
 headers every producer sets; master data and invoices come from the running services.
+
+The services run on the suite's pinned clock (the `instant` fixture). The firm's legal entity is
+in Brisbane (UTC+10), so "today" and the current month are Brisbane's; the week scheduled is
+derived from that day, never from the date the suite happens to run on.
 """
 
 import asyncio
+import calendar
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,7 @@ import grpc
 import nats
 import pytest
 import sqlalchemy as sa
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
@@ -31,22 +39,68 @@ from accrue.forecasting.v1 import forecasting_service_pb2_grpc as fg
 from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.runtime.clock import local_date
 from accrue.runtime.server import RunningService
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.type.v1 import types_pb2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.dates]
 
 FINANCE = "finance-1"
+ZONE = "Australia/Brisbane"
+
+
+@dataclass(frozen=True)
+class Week:
+    """The week Dev is assigned to P1: Monday to Friday of one month, its Wednesday a holiday."""
+
+    monday: dt.date
+
+    @classmethod
+    def after(cls, today: dt.date) -> "Week":
+        """The first such week starting a week or more after today: the services' clock ticks
+        on from the pinned instant, and must not reach it during the test."""
+        day = today + dt.timedelta(days=7)
+        day += dt.timedelta(days=-day.weekday() % 7)
+        while (day + dt.timedelta(days=4)).month != day.month:
+            day += dt.timedelta(days=7)
+        return cls(day)
+
+    @property
+    def holiday(self) -> dt.date:
+        return self.monday + dt.timedelta(days=2)
+
+    @property
+    def friday(self) -> dt.date:
+        return self.monday + dt.timedelta(days=4)
+
+    @property
+    def month(self) -> str:
+        return f"{self.monday:%Y-%m}"
+
+
+def month_of(day: dt.date) -> str:
+    return f"{day:%Y-%m}"
 
 
 class World:
-    """The running services, a JetStream client and the seed firm."""
+    """The running services, a JetStream client, the seed firm and its dates."""
 
     def __init__(
-        self, md_: Any, bl_: Any, fc_: Any, js: JetStreamContext, firm: dict[str, Any], db: str
+        self,
+        md_: Any,
+        bl_: Any,
+        fc_: Any,
+        js: JetStreamContext,
+        firm: dict[str, Any],
+        db: str,
+        instant: dt.datetime,
     ) -> None:
         self.md, self.bl, self.fc, self.js, self.f, self.database_url = md_, bl_, fc_, js, firm, db
+        self.instant = instant
+        # The legal entity's today at the pinned instant, and the week scheduled after it.
+        self.today = local_date(instant, ZONE)
+        self.week = Week.after(self.today)
 
 
 @pytest.fixture
@@ -57,8 +111,9 @@ async def world(
     nats_url: str,
     database_url: str,
     tmp_path: Path,
+    instant: dt.datetime,
 ) -> AsyncIterator[World]:
-    masterdata = await start_service("masterdata")
+    masterdata = await start_service("masterdata", clock_start=instant)
     billing = await start_service(
         "billing",
         masterdata_address=f"127.0.0.1:{masterdata.grpc_port}",
@@ -66,20 +121,38 @@ async def world(
         posting_poll_seconds=0.05,
         erp_rate_per_second=100.0,
         schedule_interval_seconds=0,
+        clock_start=instant,
     )
-    forecasting = await start_service("forecasting", version_schedule_seconds=0)
+    forecasting = await start_service("forecasting", version_schedule_seconds=0, clock_start=instant)
     md_stub = mdg.MasterDataServiceStub(channel_to(masterdata))
     nc = await nats.connect(nats_url)
     firm = await build_firm(md_stub)
-    # Dev works on P1 for the week of Mon 4 Jan 2027, whose Wednesday is a holiday.
+    # Before anything is scheduled: the firm's business dates are Brisbane's.
+    await md_stub.UpdateLegalEntity(
+        mda.UpdateLegalEntityRequest(
+            id=firm["le"].id,
+            legal_entity=md.LegalEntity(time_zone=ZONE),
+            update_mask=FieldMask(paths=["time_zone"]),
+        )
+    )
+    w = World(
+        md_stub,
+        blg.BillingServiceStub(channel_to(billing)),
+        fg.ForecastingServiceStub(channel_to(forecasting)),
+        nc.jetstream(),
+        firm,
+        database_url,
+        instant,
+    )
+    # Dev works on P1 for the week, whose Wednesday is a holiday.
     await md_stub.CreateAssignment(
         mda.CreateAssignmentRequest(
             assignment=md.Assignment(
                 project_id=firm["project"].id,
                 consultant_id=firm["dev"].id,
                 labor_category_id=firm["lc"].id,
-                start_date="2027-01-04",
-                end_date="2027-01-08",
+                start_date=w.week.monday.isoformat(),
+                end_date=w.week.friday.isoformat(),
                 allocation_percent="100",
             )
         )
@@ -89,18 +162,13 @@ async def world(
             calendar=md.Calendar(
                 code="UK",
                 legal_entity_id=firm["le"].id,
-                holidays=[md.Holiday(date="2027-01-06", name="Epiphany, for the test")],
+                holidays=[md.Holiday(date=w.week.holiday.isoformat(), name="a holiday, for the test")],
             )
         )
     )
-    yield World(
-        md_stub,
-        blg.BillingServiceStub(channel_to(billing)),
-        fg.ForecastingServiceStub(channel_to(forecasting)),
-        nc.jetstream(),
-        firm,
-        database_url,
-    )
+    # Every test starts with master data in the forecast: the week at the holiday's 4 days.
+    await until_row(w, w.week.month, scheduled="5120.00", scheduled_hours="32.00")
+    yield w
     await nc.close()
 
 
@@ -110,16 +178,16 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
             await asyncio.sleep(0.05)
 
 
-async def publish(js: JetStreamContext, event_type: str, key: str, message: Message) -> None:
+async def publish(w: World, event_type: str, key: str, message: Message) -> None:
     """An event as every producer's outbox relay publishes it (docs/events.md)."""
-    await js.publish(
+    await w.js.publish(
         f"{event_type}.{key}",
         message.SerializeToString(),
         headers={
             "Nats-Msg-Id": str(uuid.uuid4()),
             "Accrue-Event-Type": event_type,
             "Accrue-Schema": message.DESCRIPTOR.full_name,
-            "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+            "Accrue-Occurred-At": w.instant.isoformat(),
         },
     )
 
@@ -138,13 +206,13 @@ def entry(w: World, day: str, hours: str, rate: str) -> tk.TimeEntry:
         customer_id=w.f["cu"].id,
         indicative_rate=types_pb2.Money(amount=rate, currency="GBP"),
     )
-    e.approve_time.FromDatetime(dt.datetime.now(dt.UTC))
+    e.approve_time.FromDatetime(w.instant)
     return e
 
 
 async def approve(w: World, *entries: tk.TimeEntry) -> None:
     for e in entries:
-        await publish(w.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+        await publish(w, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
 
 
 async def forecast(w: World, **filters: str) -> fa.Forecast:
@@ -239,9 +307,9 @@ async def test_approved_time_becomes_wip_then_revenue_and_assignments_are_schedu
         "2405.00",
         "1",
     )
-    # 4 working days (the 6th is a holiday) x 8 h x 160.
-    jan = await until_row(w, "2027-01", scheduled="5120.00", scheduled_hours="32.00")
-    assert jan.amounts.forecast_revenue == "5120.00"
+    # 4 working days (the Wednesday is a holiday) x 8 h x 160.
+    week = await until_row(w, w.week.month, scheduled="5120.00", scheduled_hours="32.00")
+    assert week.amounts.forecast_revenue == "5120.00"
     lag_after = REGISTRY.get_sample_value("accrue_forecast_refresh_lag_seconds_count", {"stream": "TIME"})
     assert lag_after is not None
     assert lag_after >= lag_before + 2
@@ -256,15 +324,17 @@ async def test_approved_time_becomes_wip_then_revenue_and_assignments_are_schedu
     assert (summary.approved_hours, summary.scheduled_hours, summary.eac_hours) == ("15.50", "32.00", "47.50")
     assert summary.eac_revenue == "7525.00"
     legal = {t.month: t.amounts.forecast_revenue for t in f.totals if t.scope == fa.ROLLUP_SCOPE_LEGAL_ENTITY}
-    assert legal == {"2026-11": "2405.00", "2027-01": "5120.00"}
+    assert legal == {"2026-11": "2405.00", w.week.month: "5120.00"}
     assert f.HasField("as_of_time")
+    # Scheduled time starts on the project's legal entity's today: Brisbane's, not UTC's.
+    assert f.as_of_date == w.today.isoformat()
 
 
 async def test_versions_are_immutable_snapshots_compared_by_volume_rate_and_timing(world: World) -> None:
     w = world
     await approve(w, entry(w, "2026-10-15", "8", "150.00"))
     await until_row(w, "2026-10", wip="1200.00")
-    await until_row(w, "2027-01", scheduled="5120.00")
+    await until_row(w, w.week.month, scheduled="5120.00")
     await settled(w)
 
     first = (await w.fc.CreateForecastVersion(fa.CreateForecastVersionRequest())).forecast_version
@@ -349,7 +419,7 @@ async def test_reversed_time_leaves_the_forecast_and_bad_requests_name_the_field
     reversal.reverses_id = e.id
     e.status, e.reversed_by_id = tk.TIME_ENTRY_STATUS_REVERSED, reversal.id
     await publish(
-        w.js, "time.entry.reversed", e.project_id, tev.TimeEntryReversed(original=e, reversal=reversal)
+        w, "time.entry.reversed", e.project_id, tev.TimeEntryReversed(original=e, reversal=reversal)
     )
 
     async def gone() -> bool:
@@ -365,31 +435,50 @@ async def test_reversed_time_leaves_the_forecast_and_bad_requests_name_the_field
         await w.fc.GetForecastVersion(fa.GetForecastVersionRequest(id="nope"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     version = (await w.fc.CreateForecastVersion(fa.CreateForecastVersionRequest())).forecast_version
-    this_month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    # The current month is Brisbane's (the only legal entity): not closed; the one before it is,
+    # even at an instant when UTC is still in it.
+    this_month = month_of(w.today)
     with pytest.raises(grpc.aio.AioRpcError) as open_month:
         await w.fc.GetForecastAccuracy(fa.GetForecastAccuracyRequest(id=version.id, month=this_month))
     assert open_month.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert this_month in (open_month.value.details() or "")
+    last_month = month_of(w.today.replace(day=1) - dt.timedelta(days=1))
+    closed = await w.fc.GetForecastAccuracy(fa.GetForecastAccuracyRequest(id=version.id, month=last_month))
+    assert closed.month == last_month
 
 
 async def test_utilization_is_billable_time_over_calendar_capacity(world: World) -> None:
     w = world
     dev = w.f["dev"].id
 
-    async def january() -> fa.UtilizationRow:
+    month = w.week.month
+
+    async def the_month() -> fa.UtilizationRow:
         reply = await w.fc.GetUtilization(
-            fa.GetUtilizationRequest(consultant_id=dev, month_from="2027-01", month_to="2027-01")
+            fa.GetUtilizationRequest(consultant_id=dev, month_from=month, month_to=month)
         )
         return reply.rows[0] if reply.rows else fa.UtilizationRow()
 
     async def scheduled() -> bool:
-        return (await january()).scheduled_hours == "32.00"
+        return (await the_month()).scheduled_hours == "32.00"
 
     await eventually(scheduled)
-    jan = await january()
-    # January 2027: 21 weekdays less the holiday = 20 x 40 h / 5 = 160 h; 32 h scheduled.
-    assert (jan.capacity_hours, jan.billable_hours, jan.scheduled_billable_hours) == (
-        "160.00",
+    row_ = await the_month()
+    # The month's weekdays less the holiday (a Wednesday), x 40 h / 5; 32 h scheduled.
+    year, number = w.week.monday.year, w.week.monday.month
+    days = [dt.date(year, number, n) for n in range(1, calendar.monthrange(year, number)[1] + 1)]
+    capacity = Decimal(8 * (sum(1 for d in days if d.weekday() < 5) - 1))
+    assert (row_.capacity_hours, row_.billable_hours, row_.scheduled_billable_hours) == (
+        f"{capacity}.00",
         "0.00",
         "32.00",
     )
-    assert (jan.utilization_actual, jan.utilization_forecast) == ("0.0000", "0.2000")
+    forecast_ratio = (Decimal(32) / capacity).quantize(Decimal("0.0001"))
+    assert (row_.utilization_actual, row_.utilization_forecast) == ("0.0000", str(forecast_ratio))
+
+    # Without a range: three months from the legal entity's current month (Brisbane's).
+    default = await w.fc.GetUtilization(fa.GetUtilizationRequest(consultant_id=dev))
+    months = [w.today.replace(day=1)]
+    for _ in range(2):
+        months.append((months[-1] + dt.timedelta(days=31)).replace(day=1))
+    assert [r.month for r in default.rows] == [month_of(m) for m in months]

@@ -12,6 +12,7 @@ from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.forecasting.v1 import forecasting_service_pb2_grpc
+from accrue.runtime.clock import clock_for
 from accrue.runtime.server import Service
 from accrue.services.forecasting.adapters import tables
 from accrue.services.forecasting.adapters.unit_of_work import ForecastingUnitOfWork
@@ -32,8 +33,11 @@ async def migrate(settings: ForecastingSettings) -> None:
 
 async def bootstrap(settings: ForecastingSettings) -> Service:
     """Wire the service: database, backbone, use cases, servicer, relay, consumers, schedule."""
+    clock = clock_for(settings.clock_start)
     engine = create_engine(settings.database_url, application_name="accrue-forecasting")
-    backbone = await Backbone.connect(settings.nats_url, "forecasting", replicas=settings.stream_replicas)
+    backbone = await Backbone.connect(
+        settings.nats_url, "forecasting", replicas=settings.stream_replicas, clock=clock
+    )
 
     def uow() -> ForecastingUnitOfWork:
         return ForecastingUnitOfWork(engine)
@@ -51,13 +55,14 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
     app = Forecasting(
         uow,
         Options(horizon_months=settings.horizon_months, reporting_currency=settings.reporting_currency),
+        clock=clock,
         watermark=watermark,
     )
     servicer = ForecastingServicer(app)
     relay = backbone.relay(engine, tables.outbox)
     subs = subscriptions(app)
     durables.extend((s.stream, s.durable) for s in subs)
-    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subs]
+    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s, clock=clock) for s in subs]
     background = [relay.run, *(c.run for c in consumers)]
     if settings.version_schedule_seconds > 0:
         background.append(VersionScheduler(app, settings.version_schedule_seconds).run)

@@ -96,7 +96,7 @@ class _Scope:
 async def load_inputs(
     conn: AsyncConnection,
     *,
-    as_of: dt.date,
+    now: dt.datetime,
     horizon_months: int,
     reporting_currency: str,
     project_id: str = "",
@@ -115,6 +115,7 @@ async def load_inputs(
     entities = await every("legal_entity")
     customers = {c.id: c for c in await every("customer")}
     base = {e.id: e.base_currency for e in entities}
+    zones = {e.id: e.time_zone for e in entities}
     contracts = sorted((c for c in await every("contract") if _live(c)), key=lambda c: c.id)
     cards = {c.id: c for c in await every("rate_card") if _live(c)}
     line_of: dict[str, tuple[Any, Any]] = {}  # project id -> (line, contract)
@@ -219,7 +220,7 @@ async def load_inputs(
             fx.add(r.base, r.quote, dt.date.fromisoformat(r.effective_date), Decimal(r.rate))
 
     return Inputs(
-        as_of=as_of,
+        now=now,
         horizon_months=horizon_months,
         reporting_currency=reporting_currency,
         projects=projects,
@@ -232,4 +233,11 @@ async def load_inputs(
         invoiced=await repo.invoiced(project_id),
         fx=fx,
         base_currencies=base,
+        time_zones=zones,
     )
+
+
+async def load_time_zones(conn: AsyncConnection) -> dict[str, str]:
+    """Every legal entity's time zone (IANA; "" or "UTC" is UTC), by id."""
+    entities: list[Any] = await ProjectionStore(conn, md_projection).all("legal_entity")
+    return {e.id: e.time_zone for e in entities}

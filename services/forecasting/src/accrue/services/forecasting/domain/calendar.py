@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import calendar as _calendar
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from accrue.runtime.clock import local_date
 
 # ISO weekdays (Monday 1 … Sunday 7) worked when a legal entity has no calendar.
 DEFAULT_WORKING_DAYS = frozenset({1, 2, 3, 4, 5})
@@ -26,6 +28,12 @@ class WorkCalendar:
 def month_of(day: dt.date) -> str:
     """The forecast month of a day, "YYYY-MM"."""
     return f"{day.year:04d}-{day.month:02d}"
+
+
+def earliest_local_date(instant: dt.datetime, zone_names: Iterable[str]) -> dt.date:
+    """The earliest calendar date the instant falls on in any of the zones (UTC's when there are
+    none): the day a firm-wide question ("is this month over everywhere?") is judged on."""
+    return min((local_date(instant, name) for name in zone_names), default=local_date(instant, ""))
 
 
 def month_start(month: str) -> dt.date:

@@ -17,10 +17,12 @@ from enum import StrEnum
 
 from accrue.money import round_money
 from accrue.pricing import RateEntry, resolve_rate
+from accrue.runtime.clock import local_date
 from accrue.services.forecasting.domain.calendar import (
     WorkCalendar,
     add_months,
     days,
+    earliest_local_date,
     month_end,
     month_of,
 )
@@ -304,9 +306,15 @@ class Filters:
 
 @dataclass
 class Inputs:
-    """Everything the forecast is computed from."""
+    """Everything the forecast is computed from.
 
-    as_of: dt.date
+    `now` is the instant the forecast is computed at. "Today" is a business date, so it is each
+    legal entity's own: its local date at `now` in its time zone (`time_zones`, IANA names by
+    legal entity; one without a zone is on UTC). A project's scheduled time starts on its legal
+    entity's today and its horizon counts from that day's month.
+    """
+
+    now: dt.datetime
     horizon_months: int = 12
     reporting_currency: str = "EUR"
     projects: Mapping[str, ProjectTerms] = field(default_factory=dict)
@@ -319,11 +327,19 @@ class Inputs:
     invoiced: Sequence[InvoicedAmount] = ()
     fx: FxTable = field(default_factory=FxTable)
     base_currencies: Mapping[str, str] = field(default_factory=dict)  # by legal entity
+    time_zones: Mapping[str, str] = field(default_factory=dict)  # by legal entity
 
-    @property
-    def horizon_end(self) -> dt.date:
-        """The last day scheduled time and capacity are projected to."""
-        return month_end(add_months(month_of(self.as_of), self.horizon_months - 1))
+    def as_of(self, legal_entity_id: str) -> dt.date:
+        """A legal entity's as-of day: its local date at `now`."""
+        return local_date(self.now, self.time_zones.get(legal_entity_id, ""))
+
+    def earliest_as_of(self) -> dt.date:
+        """The earliest as-of day of any legal entity: where, somewhere, scheduled time starts."""
+        return earliest_local_date(self.now, self.time_zones.values())
+
+    def horizon_end(self, legal_entity_id: str) -> dt.date:
+        """The last day a legal entity's scheduled time is projected to."""
+        return month_end(add_months(month_of(self.as_of(legal_entity_id)), self.horizon_months - 1))
 
     def calendar_for(self, legal_entity_id: str) -> WorkCalendar:
         """The legal entity's calendar, Monday to Friday without holidays when it has none."""
@@ -351,9 +367,10 @@ class ScheduledMonth:
 
 
 def scheduled_months(inp: Inputs, s: Staffing) -> list[ScheduledMonth]:
-    """The assignment's working days from the as-of day (included) to the earliest of its end,
-    the project's end, the consultant's active_to and the horizon, allocation x weekly capacity
-    / 5 hours each, each valued at the rate effective that day; summed per month."""
+    """The assignment's working days from the as-of day of the project's legal entity (included)
+    to the earliest of its end, the project's end, the consultant's active_to and the horizon,
+    allocation x weekly capacity / 5 hours each, each valued at the rate effective that day;
+    summed per month."""
     project = inp.projects.get(s.project_id)
     if project is None or not project.schedulable:
         return []
@@ -362,8 +379,9 @@ def scheduled_months(inp: Inputs, s: Staffing) -> list[ScheduledMonth]:
     per_day = s.allocation_percent / HUNDRED * capacity / DAYS_PER_WEEK
     if per_day <= 0:
         return []
-    starts = [inp.as_of, s.start, project.start, person.active_from if person else None]
-    ends = [inp.horizon_end, s.end, project.end, person.active_to if person else None]
+    entity = project.legal_entity_id
+    starts = [inp.as_of(entity), s.start, project.start, person.active_from if person else None]
+    ends = [inp.horizon_end(entity), s.end, project.end, person.active_to if person else None]
     first = max(d for d in starts if d is not None)
     last = min(d for d in ends if d is not None)
     calendar = inp.calendar_for(person.legal_entity_id if person else project.legal_entity_id)
@@ -580,6 +598,18 @@ def _totals(inp: Inputs, rows: Iterable[Row], missing: set[str]) -> list[Total]:
         add(Scope.FIRM, "", row, inp.reporting_currency, base.times(fx))
     order = {Scope.CUSTOMER: 0, Scope.LEGAL_ENTITY: 1, Scope.FIRM: 2}
     return sorted(out.values(), key=lambda t: (order[t.scope], t.id, t.month, t.currency))
+
+
+def as_of_date(inp: Inputs, filters: Filters) -> dt.date:
+    """The day a forecast shows as its as-of day: the project's legal entity's (or the legal
+    entity's) when it is filtered to one, else the earliest of the legal entities' (the first
+    day any scheduled time starts on)."""
+    project = inp.projects.get(filters.project_id) if filters.project_id else None
+    if project is not None:
+        return inp.as_of(project.legal_entity_id)
+    if filters.legal_entity_id:
+        return inp.as_of(filters.legal_entity_id)
+    return inp.earliest_as_of()
 
 
 def months_between(first: str, last: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,14 +15,15 @@ from accrue.events.v1 import forecast_events_pb2 as fev
 from accrue.forecasting.v1 import forecasting_service_pb2 as api
 from accrue.money import parse_decimal
 from accrue.runtime import FailedPrecondition, NotFound
+from accrue.runtime.clock import Clock
 from accrue.runtime.validation import Violations
 from accrue.services.forecasting.adapters import codec
-from accrue.services.forecasting.adapters.inputs import load_inputs
+from accrue.services.forecasting.adapters.inputs import load_inputs, load_time_zones
 from accrue.services.forecasting.adapters.repository import InvoiceState, StoredVersion
 from accrue.services.forecasting.adapters.unit_of_work import ForecastingUnitOfWork
 from accrue.services.forecasting.domain import forecast as fc
 from accrue.services.forecasting.domain import variance
-from accrue.services.forecasting.domain.calendar import add_months, month_of
+from accrue.services.forecasting.domain.calendar import add_months, earliest_local_date, month_of
 from accrue.services.forecasting.domain.utilization import Utilization, utilization
 from accrue.services.forecasting.service_layer.metrics import REFRESH_LAG, REFRESHED, VERSIONS
 
@@ -46,13 +46,19 @@ def _months(v: Violations, **values: str) -> None:
 
 
 class Forecasting:
-    """The forecasting application service."""
+    """The forecasting application service.
+
+    "Today" is a business date, so it is a legal entity's: a project's scheduled time starts on
+    its legal entity's local date (see domain.forecast.Inputs). Firm-wide questions take the
+    earliest legal entity's date: a month is closed (for accuracy) once it has ended everywhere.
+    """
 
     def __init__(
         self,
         uow_factory: Callable[[], ForecastingUnitOfWork],
         options: Options = Options(),
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        *,
+        clock: Clock,
         watermark: Callable[[], Awaitable[dict[str, int]]] | None = None,
     ) -> None:
         self._uow = uow_factory
@@ -67,10 +73,11 @@ class Forecasting:
         forecast (computed on read) reflects it."""
 
         def refreshed() -> None:
-            now = time.time()
-            REFRESHED.set(now)
+            # Against the clock, not a monotonic one: occurred_at is another process's instant.
+            now = self._clock()
+            REFRESHED.set(now.timestamp())
             if occurred_at is not None:
-                REFRESH_LAG.labels(stream).observe(max(0.0, now - occurred_at.timestamp()))
+                REFRESH_LAG.labels(stream).observe(max(0.0, (now - occurred_at).total_seconds()))
 
         uow.after_commit(refreshed)
 
@@ -129,21 +136,19 @@ class Forecasting:
 
     # --- the live forecast ---------------------------------------------------------------
 
-    def today(self) -> dt.date:
-        """The as-of day: scheduled time starts from it."""
-        return self._clock().date()
-
-    async def _compute(self, uow: ForecastingUnitOfWork, filters: fc.Filters) -> api.Forecast:
-        as_of = self.today()
-        inputs = await load_inputs(
+    async def _inputs(self, uow: ForecastingUnitOfWork, project_id: str = "") -> fc.Inputs:
+        return await load_inputs(
             uow.connection,
-            as_of=as_of,
+            now=self._clock(),
             horizon_months=self._options.horizon_months,
             reporting_currency=self._options.reporting_currency,
-            project_id=filters.project_id,
+            project_id=project_id,
         )
+
+    async def _compute(self, uow: ForecastingUnitOfWork, filters: fc.Filters) -> api.Forecast:
+        inputs = await self._inputs(uow, filters.project_id)
         newest = await uow.forecast.newest_event_time()
-        return codec.forecast(fc.compute(inputs, filters), as_of, newest)
+        return codec.forecast(fc.compute(inputs, filters), fc.as_of_date(inputs, filters), newest)
 
     async def forecast(self, filters: fc.Filters) -> api.Forecast:
         """The live forecast, per project and month, with roll-ups and project summaries."""
@@ -189,7 +194,10 @@ class Forecasting:
         return _version_message(stored, snapshot)
 
     async def scheduled_version(self) -> api.ForecastVersion | None:
-        """The weekly version, if this ISO week's is not taken yet."""
+        """The weekly version, if this ISO week's is not taken yet.
+
+        The week is UTC's: a version is one firm-wide snapshot, named once for every legal
+        entity, and no one entity's week is the firm's (docs/forecasting.md, "Versions")."""
         year, week, _ = self._clock().isocalendar()
         return await self.create_version(f"weekly {year}-W{week:02d}", SCHEDULED)
 
@@ -234,9 +242,13 @@ class Forecasting:
         v.required("month", month)
         _months(v, month=month)
         v.raise_if_any("the accuracy request is invalid")
-        if month >= month_of(self.today()):
+        async with self._uow() as uow:
+            zones = await load_time_zones(uow.connection)
+        # Closed once it has ended in every legal entity's zone: the westernmost decides.
+        current = month_of(earliest_local_date(self._clock(), zones.values()))
+        if month >= current:
             raise FailedPrecondition(
-                f"month {month} is not closed yet: accuracy needs a month before {month_of(self.today())}",
+                f"month {month} is not closed yet: accuracy needs a month before {current}",
                 reason="MONTH_NOT_CLOSED",
             )
         version = await self.get_version(version_id)
@@ -251,25 +263,37 @@ class Forecasting:
     async def utilization(
         self, consultant_id: str, legal_entity_id: str, month_from: str, month_to: str
     ) -> list[Utilization]:
-        """Capacity and utilization per consultant and month."""
+        """Capacity and utilization per consultant and month; from the current month (of the
+        legal entity asked for, else the consultant's, else the earliest) for three months when
+        the range is not given."""
         v = Violations()
         _months(v, month_from=month_from, month_to=month_to)
         v.raise_if_any("the utilization filter is invalid")
-        first = month_from or month_of(self.today())
-        last = month_to or add_months(first, 2)
-        if last < first:
-            v.add("month_to", "INVALID_RANGE", f"month_to {last} is before month_from {first}")
-        elif len(fc.months_between(first, last)) > 36:
-            v.add("month_to", "RANGE_TOO_LONG", "at most 36 months at a time")
-        v.raise_if_any("the utilization filter is invalid")
+        if month_from and month_to:
+            _range(v, month_from, month_to)  # before reading anything
+            v.raise_if_any("the utilization filter is invalid")
         async with self._uow() as uow:
-            inputs = await load_inputs(
-                uow.connection,
-                as_of=self.today(),
-                horizon_months=self._options.horizon_months,
-                reporting_currency=self._options.reporting_currency,
-            )
+            inputs = await self._inputs(uow)
+        first = month_from or month_of(_today_of(inputs, consultant_id, legal_entity_id))
+        last = month_to or add_months(first, 2)
+        _range(v, first, last)
+        v.raise_if_any("the utilization filter is invalid")
         return utilization(inputs, fc.months_between(first, last), consultant_id, legal_entity_id)
+
+
+def _range(v: Violations, first: str, last: str) -> None:
+    if last < first:
+        v.add("month_to", "INVALID_RANGE", f"month_to {last} is before month_from {first}")
+    elif len(fc.months_between(first, last)) > 36:
+        v.add("month_to", "RANGE_TOO_LONG", "at most 36 months at a time")
+
+
+def _today_of(inputs: fc.Inputs, consultant_id: str, legal_entity_id: str) -> dt.date:
+    """Today for a utilization request: the legal entity's, else the consultant's legal entity's,
+    else the earliest legal entity's."""
+    person = inputs.people.get(consultant_id) if consultant_id else None
+    entity = legal_entity_id or (person.legal_entity_id if person is not None else "")
+    return inputs.as_of(entity) if entity else inputs.earliest_as_of()
 
 
 async def _no_watermark() -> dict[str, int]:
