@@ -1024,6 +1024,48 @@ async def test_replicas_sweeping_at_once_escalate_each_entry_once(
     assert sorted(e.time_entry.id for e in await w.events.of("escalated")) == sorted(e.id for e in waiting)
 
 
+@pytest.mark.dates
+async def test_entries_queued_before_due_times_were_stored_get_one_at_the_next_sweep(
+    boot: Any, database_url: str, instant: dt.datetime
+) -> None:
+    w = await boot()
+    fresh = await submit(w, entry(w, "2026-11-02", "1", project="p2"))
+    stale = await submit(w, entry(w, "2026-11-03", "1", project="p2"))
+    engine = create_engine(database_url)
+    channel = grpc.aio.insecure_channel(w.masterdata_address)
+    try:
+        async with engine.begin() as conn:  # as migration 0004 leaves them; one waiting for a month
+            await conn.execute(
+                sa.text(
+                    "UPDATE timekeeping.time_entries SET escalation_due_time = NULL,"
+                    " queue_time = queue_time - CASE WHEN id = :stale THEN interval '30 days'"
+                    " ELSE interval '0' END"
+                ),
+                {"stale": stale.id},
+            )
+        reader = MasterDataReader(mdg.MasterDataServiceStub(channel), md_projection)
+        app = Timekeeping(
+            lambda: TimekeepingUnitOfWork(engine, reader),
+            clock=FixedClock(instant + dt.timedelta(minutes=5)),
+            approval_sla_hours=48,
+        )
+        assert await app.escalate_due() == 2
+        assert await app.escalate_due() == 0  # the fresh one is not due: nothing to look at
+        async with engine.connect() as conn:
+            due = await conn.scalar(
+                sa.text("SELECT escalation_due_time FROM timekeeping.time_entries WHERE id = :id"),
+                {"id": fresh.id},
+            )
+    finally:
+        await channel.close()
+        await engine.dispose()
+    moved = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=stale.id))).time_entry
+    assert (moved.approver_id, moved.escalation_level) == (w.f["director"].id, 1)
+    kept = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=fresh.id))).time_entry
+    assert (kept.approver_id, kept.escalation_level, kept.etag) == (w.f["lead"].id, 0, fresh.etag)
+    assert due == sla_due(fresh.queue_time.ToDatetime(dt.UTC), 48, DEFAULT_CALENDAR, "UTC")
+
+
 # 22:00 UTC on Sunday 28 February 2027: 08:00 on Monday 1 March in Brisbane (UTC+10), still
 # 14:00 on Sunday 28 February in Los Angeles (UTC-8).
 BRISBANE_MONDAY_MORNING = dt.datetime(2027, 2, 28, 22, 0, tzinfo=dt.UTC)
