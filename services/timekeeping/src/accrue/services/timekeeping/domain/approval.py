@@ -20,7 +20,8 @@ from accrue.runtime import PermissionDenied, Violation
 
 @dataclass
 class Delegation:
-    """An approver lets a delegate act for them from start_date to end_date (inclusive, UTC days)."""
+    """An approver lets a delegate act for them from start_date to end_date: inclusive, days in
+    the delegator's time zone (their own, else their legal entity's)."""
 
     id: str
     delegator_id: str
@@ -57,7 +58,8 @@ class Delegation:
 def check_delegation(
     delegator_id: str, delegate_id: str, start: dt.date | None, end: dt.date | None, today: dt.date
 ) -> list[Violation]:
-    """What is wrong with a new delegation, every problem at once (ids and dates already parsed)."""
+    """What is wrong with a new delegation, every problem at once (ids and dates already parsed;
+    today is the delegator's)."""
     found: list[Violation] = []
     if delegator_id and delegator_id == delegate_id:
         found.append(Violation("delegate_id", "SELF_DELEGATION", "an approver cannot delegate to themselves"))

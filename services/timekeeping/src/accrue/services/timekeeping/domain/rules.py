@@ -43,6 +43,7 @@ class Facts:
     pricing: PricingFacts | None
     locked_through: dt.date | None
     hours_already_on_day: Decimal
+    # The consultant's today: in their time zone, else their legal entity's.
     today: dt.date
     future_allowance_days: int
     # The consultant's live entries on the day, oldest first (for the duplicate flag).
