@@ -938,6 +938,8 @@ async def _settled(database_url: str, nats_url: str) -> bool:
     nc = await nats.connect(nats_url)
     try:
         info = await nc.jetstream().consumer_info("MD", "timekeeping-md")
+    except nats.js.errors.NotFoundError:
+        return False  # the service has not created its consumer yet
     finally:
         await nc.close()
     return unpublished == 0 and info.num_pending == 0 and info.num_ack_pending == 0
