@@ -147,6 +147,7 @@ async def run(database_url: str, nats_url: str, events: int) -> dict[str, Any]:
 
     from accrue.db import create_engine
     from accrue.eventbus import Backbone, ConsumerRunner
+    from accrue.runtime.clock import system_clock
     from accrue.services.observability.adapters import tables
     from accrue.services.observability.adapters.jetstream import StreamState
     from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
@@ -177,9 +178,10 @@ async def run(database_url: str, nats_url: str, events: int) -> dict[str, Any]:
         def uow() -> ObservabilityUnitOfWork:
             return ObservabilityUnitOfWork(engine)
 
-        app = Observability(uow, StreamState(backbone.js))
+        # The machine's clock: the events above are stamped with it, and ages count from it.
+        app = Observability(uow, StreamState(backbone.js), clock=system_clock)
         (time_sub,) = [s for s in subscriptions(app) if s.stream == "TIME"]
-        runner = ConsumerRunner(backbone.js, uow, tables.inbox, time_sub)
+        runner = ConsumerRunner(backbone.js, uow, tables.inbox, time_sub, clock=system_clock)
         say("consuming with observability's TIME consumer")
         start = time.perf_counter()
         task = asyncio.create_task(runner.run())

@@ -1,7 +1,8 @@
 """The observability service on real PostgreSQL and JetStream: events in, KPIs and metrics out.
 
 Events are published the way producers publish them (protobuf body, DESIGN §5 headers), so the
-service is tested against the contracts, not against the other services.
+service is tested against the contracts, not against the other services. The service runs on
+the suite's pinned clock; every time in the events is relative to that instant (`instant`).
 """
 
 import asyncio
@@ -16,21 +17,21 @@ import httpx
 import nats
 import pytest
 from google.protobuf.message import Message
-from nats.js import JetStreamContext
 
 from accrue.billing.v1 import resources_pb2 as bl
 from accrue.events.v1 import billing_events_pb2 as bev
 from accrue.events.v1 import forecast_events_pb2 as fev
+from accrue.events.v1 import masterdata_events_pb2 as mev
 from accrue.events.v1 import time_events_pb2 as tev
+from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.observability.v1 import observability_service_pb2 as api
 from accrue.observability.v1 import observability_service_pb2_grpc as api_grpc
+from accrue.runtime.clock import local_date, local_midnight
 from accrue.runtime.server import RunningService
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.type.v1 import types_pb2
 
-pytestmark = pytest.mark.integration
-
-NOW = dt.datetime.now(dt.UTC)
+pytestmark = [pytest.mark.integration, pytest.mark.dates]
 
 
 class Env:
@@ -40,10 +41,16 @@ class Env:
 
 @pytest.fixture
 async def env(
-    start_service: Any, channel_to: Callable[[RunningService], grpc.aio.Channel], nats_url: str
+    start_service: Any,
+    channel_to: Callable[[RunningService], grpc.aio.Channel],
+    nats_url: str,
+    instant: dt.datetime,
 ) -> AsyncIterator[Any]:
     service = await start_service(
-        "observability", metrics_interval_seconds=0.2, reconciliation_interval_seconds=0
+        "observability",
+        metrics_interval_seconds=0.2,
+        reconciliation_interval_seconds=0,
+        clock_start=instant,
     )
     nc = await nats.connect(nats_url)
     assert service.metrics is not None
@@ -51,19 +58,20 @@ async def env(
         stub=api_grpc.ObservabilityServiceStub(channel_to(service)),
         js=nc.jetstream(),
         metrics_url=f"http://127.0.0.1:{service.metrics.port}/metrics",
+        now=instant,
     )
     await nc.close()
 
 
-async def publish(js: JetStreamContext, event_type: str, key: str, message: Message) -> None:
-    await js.publish(
+async def publish(e: Any, event_type: str, key: str, message: Message) -> None:
+    await e.js.publish(
         f"{event_type}.{key}",
         message.SerializeToString(),
         headers={
             "Nats-Msg-Id": str(uuid.uuid4()),
             "Accrue-Event-Type": event_type,
             "Accrue-Schema": message.DESCRIPTOR.full_name,
-            "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+            "Accrue-Occurred-At": e.now.isoformat(),
         },
     )
 
@@ -74,24 +82,29 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
             await asyncio.sleep(0.05)
 
 
-def entry(le: str, hours: str, approved_days_ago: int, submitted_hours_before: float) -> tk.TimeEntry:
-    approved_at = NOW - dt.timedelta(days=approved_days_ago)
+def entry(
+    now: dt.datetime, le: str, hours: str, approved_days_ago: float, submitted_hours_before: float
+) -> tk.TimeEntry:
+    return approved_at(now - dt.timedelta(days=approved_days_ago), le, hours, submitted_hours_before)
+
+
+def approved_at(at: dt.datetime, le: str, hours: str, submitted_hours_before: float = 1) -> tk.TimeEntry:
     e = tk.TimeEntry(
         id=str(uuid.uuid4()),
         project_id=f"proj-{le}",
         legal_entity_id=le,
-        work_date=approved_at.date().isoformat(),
+        work_date=at.date().isoformat(),
         hours=hours,
         billable=True,
         status=tk.TIME_ENTRY_STATUS_APPROVED,
         indicative_rate=types_pb2.Money(currency="GBP", amount="150.00"),
     )
-    e.approve_time.FromDatetime(approved_at)
-    e.create_time.FromDatetime(approved_at - dt.timedelta(hours=submitted_hours_before))
+    e.approve_time.FromDatetime(at)
+    e.create_time.FromDatetime(at - dt.timedelta(hours=submitted_hours_before))
     return e
 
 
-def invoice(le: str, entries: list[tk.TimeEntry], status: int, amount: str) -> bl.Invoice:
+def invoice(now: dt.datetime, le: str, entries: list[tk.TimeEntry], status: int, amount: str) -> bl.Invoice:
     inv = bl.Invoice(
         id=str(uuid.uuid4()),
         legal_entity_id=le,
@@ -107,7 +120,7 @@ def invoice(le: str, entries: list[tk.TimeEntry], status: int, amount: str) -> b
             )
         ],
     )
-    inv.create_time.FromDatetime(NOW)
+    inv.create_time.FromDatetime(now)
     return inv
 
 
@@ -118,21 +131,22 @@ async def kpis_of(e: Any, le: str) -> api.LegalEntityKpis | None:
 
 async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(env: Any) -> None:
     le = f"le-{uuid.uuid4().hex[:8]}"
-    fresh, old, billed = entry(le, "3", 1, 2), entry(le, "5", 40, 24), entry(le, "8", 10, 1)
+    now = env.now
+    fresh, old, billed = entry(now, le, "3", 1, 2), entry(now, le, "5", 40, 24), entry(now, le, "8", 10, 1)
     # Billable time on a fixed-fee line has no hourly rate: milestones bill it, so it is never
     # unbilled work. Published first on the same subject, so it is in before the others count.
-    fixed_fee = entry(le, "7", 50, 1)
+    fixed_fee = entry(now, le, "7", 50, 1)
     fixed_fee.ClearField("indicative_rate")
     for e in (fixed_fee, fresh, old, billed):
-        await publish(env.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+        await publish(env, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
 
     async def unbilled(hours: str) -> bool:
         k = await kpis_of(env, le)
         return k is not None and Decimal(k.unbilled_approved_hours) == Decimal(hours)
 
     await eventually(lambda: unbilled("16"))
-    drafted = invoice(le, [billed], bl.INVOICE_STATUS_DRAFT, "1200.00")
-    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=drafted))
+    drafted = invoice(now, le, [billed], bl.INVOICE_STATUS_DRAFT, "1200.00")
+    await publish(env, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=drafted))
     await eventually(lambda: unbilled("8"))
 
     k = await kpis_of(env, le)
@@ -143,7 +157,7 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
 
     approved = drafted
     approved.status = bl.INVOICE_STATUS_APPROVED
-    await publish(env.js, "billing.invoice.approved", le, bev.InvoiceApproved(invoice=approved))
+    await publish(env, "billing.invoice.approved", le, bev.InvoiceApproved(invoice=approved))
 
     async def backlog(n: int) -> bool:
         k = await kpis_of(env, le)
@@ -153,14 +167,14 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
     posted = bl.Invoice()
     posted.CopyFrom(approved)
     posted.status = bl.INVOICE_STATUS_POSTED
-    posted.post_time.FromDatetime(NOW)
-    await publish(env.js, "billing.invoice.posted", le, bev.InvoicePosted(invoice=posted))
+    posted.post_time.FromDatetime(now)
+    await publish(env, "billing.invoice.posted", le, bev.InvoicePosted(invoice=posted))
     await eventually(lambda: backlog(0))
     failed = bl.BillingException(
         id=str(uuid.uuid4()), kind=bl.BILLING_EXCEPTION_KIND_ERP_POST_FAILED, legal_entity_id=le
     )
     await publish(
-        env.js,
+        env,
         "billing.exception.raised",
         le,
         bev.BillingExceptionRaised(billing_exception=failed, legal_entity_id=le),
@@ -221,30 +235,30 @@ async def test_unbilled_work_ages_leaves_with_its_invoice_and_lags_are_measured(
 
 async def test_a_credit_note_does_not_bill_the_entries_it_names_and_a_void_releases_them(env: Any) -> None:
     le = f"le-{uuid.uuid4().hex[:8]}"
-    e = entry(le, "4", 3, 1)
-    await publish(env.js, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+    e = entry(env.now, le, "4", 3, 1)
+    await publish(env, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
 
     async def unbilled(hours: str) -> bool:
         k = await kpis_of(env, le)
         return k is not None and Decimal(k.unbilled_approved_hours) == Decimal(hours)
 
     await eventually(lambda: unbilled("4"))
-    credit = invoice(le, [e], bl.INVOICE_STATUS_DRAFT, "-600.00")
+    credit = invoice(env.now, le, [e], bl.INVOICE_STATUS_DRAFT, "-600.00")
     credit.lines[0].kind = bl.INVOICE_LINE_KIND_CREDIT
-    draft = invoice(le, [e], bl.INVOICE_STATUS_DRAFT, "600.00")
-    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=draft))
+    draft = invoice(env.now, le, [e], bl.INVOICE_STATUS_DRAFT, "600.00")
+    await publish(env, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=draft))
     await eventually(lambda: unbilled("0"))
     # The credit note names the entry but does not take it over: voiding the draft releases it.
-    await publish(env.js, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=credit))
+    await publish(env, "billing.invoice.drafted", le, bev.InvoiceDrafted(invoice=credit))
     draft.status = bl.INVOICE_STATUS_VOID
-    await publish(env.js, "billing.invoice.voided", le, bev.InvoiceVoided(invoice=draft, reason="wrong"))
+    await publish(env, "billing.invoice.voided", le, bev.InvoiceVoided(invoice=draft, reason="wrong"))
     await eventually(lambda: unbilled("4"))
 
 
 async def test_forecast_variance_against_the_previous_version_and_actuals(env: Any) -> None:
     le = f"le-{uuid.uuid4().hex[:8]}"
-    this_month = NOW.strftime("%Y-%m")
-    last_month = (NOW.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    this_month = env.now.strftime("%Y-%m")  # in UTC: the legal entity has no zone of its own
+    last_month = (env.now.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
 
     def version(vid: str, previous: str, totals: list[tuple[str, str, str]], at: dt.datetime) -> Any:
         v = fev.ForecastVersionPublished(
@@ -261,15 +275,15 @@ async def test_forecast_variance_against_the_previous_version_and_actuals(env: A
         return v
 
     first, second = f"v1-{le}", f"v2-{le}"
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)  # newest of every version in the test run
+    later = env.now + dt.timedelta(days=400)  # newest of every version in the test run
     await publish(
-        env.js,
+        env,
         "forecast.version.published",
         first,
         version(first, "", [(last_month, "1000.00", "0"), (this_month, "2000.00", "0")], later),
     )
     await publish(
-        env.js,
+        env,
         "forecast.version.published",
         second,
         version(
@@ -295,3 +309,38 @@ async def test_forecast_variance_against_the_previous_version_and_actuals(env: A
 
 async def _is_not_none(value: Awaitable[object]) -> bool:
     return await value is not None
+
+
+async def test_unbilled_work_ages_in_days_of_the_legal_entitys_time_zone(env: Any) -> None:
+    le = f"le-{uuid.uuid4().hex[:8]}"
+    zone = "Australia/Brisbane"
+    await publish(
+        env,
+        "md.legal_entity.upserted",
+        le,
+        mev.LegalEntityUpserted(
+            legal_entity=md.LegalEntity(id=le, code=le, name="Acme AU", base_currency="AUD", time_zone=zone)
+        ),
+    )
+    # Half an hour either side of the Brisbane midnight that began the day 7 days ago: 8 and 7
+    # days old there, whatever UTC's dates say.
+    start_of_week = local_midnight(local_date(env.now, zone) - dt.timedelta(days=7), zone)
+    older = approved_at(start_of_week - dt.timedelta(minutes=30), le, "5")
+    newer = approved_at(start_of_week + dt.timedelta(minutes=30), le, "3")
+    for e in (older, newer):
+        await publish(env, "time.entry.approved", e.project_id, tev.TimeEntryApproved(time_entry=e))
+
+    async def aged() -> bool:
+        k = await kpis_of(env, le)
+        return k is not None and {b.age: b.hours for b in k.unbilled_by_age} == {
+            "0-7d": "3.00",
+            "8-30d": "5.00",
+        }
+
+    try:
+        await eventually(aged)
+    except TimeoutError:
+        raise AssertionError(f"ages: {await kpis_of(env, le)}") from None
+    k = await kpis_of(env, le)
+    assert k is not None
+    assert k.oldest_unbilled_age_days == 8

@@ -1,6 +1,9 @@
 """Reconciliation compares the stages entry by entry and names the entries behind each difference."""
 
+import datetime as dt
 from decimal import Decimal
+
+import pytest
 
 from accrue.services.observability.domain.reconciliation import (
     ApprovedEntry,
@@ -8,6 +11,8 @@ from accrue.services.observability.domain.reconciliation import (
     ConfirmedLine,
     DifferenceKind,
     Valuation,
+    periods_due,
+    recent_months,
     reconcile,
 )
 
@@ -77,12 +82,28 @@ def test_non_billable_time_counts_hours_but_no_value() -> None:
 
 
 def test_the_schedule_reconciles_the_current_and_previous_calendar_months() -> None:
-    import datetime as dt
-
-    from accrue.services.observability.service_layer.handlers import _recent_months
-
-    assert _recent_months(dt.date(2026, 3, 15), 2) == [
+    assert recent_months(dt.date(2026, 3, 15), 2) == [
         (dt.date(2026, 2, 1), dt.date(2026, 2, 28)),
         (dt.date(2026, 3, 1), dt.date(2026, 3, 31)),
     ]
-    assert _recent_months(dt.date(2026, 1, 1), 2)[0] == (dt.date(2025, 12, 1), dt.date(2025, 12, 31))
+    assert recent_months(dt.date(2026, 1, 1), 2)[0] == (dt.date(2025, 12, 1), dt.date(2025, 12, 31))
+
+
+@pytest.mark.dates
+def test_near_a_month_end_each_legal_entitys_own_months_are_reconciled() -> None:
+    # 08:00 on 1 January 2027 in Brisbane, 15:30 on 31 December 2026 in Los Angeles.
+    year_end = dt.datetime(2026, 12, 31, 22, 0, tzinfo=dt.UTC)
+    nov, dec, jan = (
+        (dt.date(2026, 11, 1), dt.date(2026, 11, 30)),
+        (dt.date(2026, 12, 1), dt.date(2026, 12, 31)),
+        (dt.date(2027, 1, 1), dt.date(2027, 1, 31)),
+    )
+    # Brisbane is in January already (and UTC, for entities not known yet, still in December).
+    assert periods_due(year_end, ["Australia/Brisbane"], 2) == [nov, dec, jan]
+    assert periods_due(year_end, ["America/Los_Angeles", "UTC"], 2) == [nov, dec]
+    # 23:45 on 31 January in Los Angeles while UTC is in February: January stays reconciled.
+    la_month_end = dt.datetime(2027, 2, 1, 7, 45, tzinfo=dt.UTC)
+    assert periods_due(la_month_end, ["America/Los_Angeles"], 1) == [
+        jan,
+        (dt.date(2027, 2, 1), dt.date(2027, 2, 28)),
+    ]

@@ -14,6 +14,7 @@ from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.observability.v1 import observability_service_pb2_grpc
 from accrue.runtime.client import channel
+from accrue.runtime.clock import clock_for
 from accrue.runtime.server import Background, Service
 from accrue.services.observability.adapters import tables
 from accrue.services.observability.adapters.jetstream import StreamState
@@ -36,8 +37,11 @@ async def migrate(settings: ObservabilitySettings) -> None:
 
 async def bootstrap(settings: ObservabilitySettings) -> Service:
     """Wire the service: database, backbone, use cases, servicer, consumers, metrics export."""
+    clock = clock_for(settings.clock_start)
     engine = create_engine(settings.database_url, application_name="accrue-observability")
-    backbone = await Backbone.connect(settings.nats_url, "observability", replicas=settings.stream_replicas)
+    backbone = await Backbone.connect(
+        settings.nats_url, "observability", replicas=settings.stream_replicas, clock=clock
+    )
 
     def uow() -> ObservabilityUnitOfWork:
         return ObservabilityUnitOfWork(engine)
@@ -48,9 +52,9 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
         timekeeping_service_pb2_grpc.TimekeepingServiceStub(timekeeping),
         billing_service_pb2_grpc.BillingServiceStub(billing),
     )
-    app = Observability(uow, StreamState(backbone.js), sources)
+    app = Observability(uow, StreamState(backbone.js), sources, clock=clock)
     servicer = ObservabilityServicer(app)
-    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s) for s in subscriptions(app)]
+    consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s, clock=clock) for s in subscriptions(app)]
     relay = backbone.relay(engine, tables.outbox)
 
     def register(server: grpc.aio.Server) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -17,12 +18,13 @@ from accrue.services.observability.adapters.tables import (
     forecast_totals,
     forecast_versions,
     invoices,
+    legal_entities,
     posted_lines,
     reconciliations,
     work_ledger,
 )
 from accrue.services.observability.domain.forecast import MonthTotal
-from accrue.services.observability.domain.kpis import UnbilledWork
+from accrue.services.observability.domain.kpis import AGE_BUCKETS, UnbilledWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,24 @@ class WorkLedger:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+
+    # --- legal entities -----------------------------------------------------------------
+
+    async def legal_entity(self, legal_entity_id: str, time_zone: str) -> None:
+        """Keep a legal entity's time zone (its newest upsert wins)."""
+        stmt = insert(legal_entities).values(legal_entity_id=legal_entity_id, time_zone=time_zone)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[legal_entities.c.legal_entity_id], set_={"time_zone": time_zone}
+            )
+        )
+
+    async def time_zones(self) -> dict[str, str]:
+        """Every known legal entity's time zone, by id."""
+        rows = await self._conn.execute(
+            sa.select(legal_entities.c.legal_entity_id, legal_entities.c.time_zone)
+        )
+        return {r[0]: r[1] for r in rows}
 
     # --- time entries -------------------------------------------------------------------
 
@@ -186,17 +206,39 @@ class WorkLedger:
         )
         return {r[0]: LedgerEntry(*r) for r in rows}
 
-    async def unbilled(self, legal_entity_id: str = "") -> list[UnbilledWork]:
-        """Approved, hourly-billed, unreversed, uninvoiced work per legal entity, currency and approval day.
+    async def unbilled(
+        self,
+        bucket_starts: Mapping[str, Sequence[tuple[str, dt.datetime]]],
+        default_starts: Sequence[tuple[str, dt.datetime]],
+        legal_entity_id: str = "",
+    ) -> list[UnbilledWork]:
+        """Approved, hourly-billed, unreversed, uninvoiced work per legal entity, currency and age bucket.
 
         Hourly-billed: billable and priced by timekeeping (an indicative rate). Billable time on a
         fixed-fee contract line has no rate: its milestones are billed, never its hours.
 
-        Grouped by day (ages are whole days), so the answer stays small however much work waits;
-        each group carries its earliest approval time, for the oldest age.
+        Grouped by age bucket, so the answer stays small however much work waits; each group
+        carries its earliest approval time, for the oldest age. Where the buckets begin is the
+        caller's (domain.kpis.bucket_starts): per legal entity (bucket_starts, for those in a zone
+        of their own) or default_starts, youngest first. Work without an approval time is youngest.
         """
         t = work_ledger
-        day = sa.func.date_trunc("day", t.c.approve_time, "UTC")
+        youngest, oldest = AGE_BUCKETS[0][0], AGE_BUCKETS[-1][0]
+
+        def bucket(starts: Sequence[tuple[str, dt.datetime]]) -> Any:
+            whens: list[tuple[Any, str]] = [(t.c.approve_time.is_(None), youngest)]
+            whens += [(t.c.approve_time >= since, label) for label, since in starts]
+            return sa.case(*whens, else_=oldest)
+
+        age = bucket(default_starts)
+        if bucket_starts:
+            age = sa.case(
+                *[
+                    (t.c.legal_entity_id == entity, bucket(starts))
+                    for entity, starts in bucket_starts.items()
+                ],
+                else_=age,
+            )
         query = (
             sa.select(
                 t.c.legal_entity_id,
@@ -212,7 +254,7 @@ class WorkLedger:
                 t.c.hours.is_not(None),
                 t.c.reverse_time.is_(None),
             )
-            .group_by(t.c.legal_entity_id, t.c.currency, day)
+            .group_by(t.c.legal_entity_id, t.c.currency, age)
         )
         if legal_entity_id:
             query = query.where(t.c.legal_entity_id == legal_entity_id)

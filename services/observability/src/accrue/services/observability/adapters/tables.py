@@ -1,7 +1,7 @@
 """The observability schema: its own ledger of the business, kept from the events it consumes.
 
-Approved work and whether it is invoiced and posted yet; invoices and their posting; open
-billing exceptions; forecast version totals; reconciliation results.
+Legal entities' time zones; approved work and whether it is invoiced and posted yet; invoices
+and their posting; open billing exceptions; forecast version totals; reconciliation results.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ metadata = sa.MetaData(schema=SCHEMA)
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 idempotency_keys = idempotency_table(metadata)
+
+# Each legal entity's time zone (IANA; "UTC" when master data was given none), from
+# md.legal_entity.upserted: the zone its KPI ages, closed months and periods are judged in.
+legal_entities = sa.Table(
+    "legal_entities",
+    metadata,
+    sa.Column("legal_entity_id", sa.Text, primary_key=True),
+    sa.Column("time_zone", sa.Text, nullable=False),
+)
 
 # One row per time entry, written by whichever of "approved" and "invoiced" arrives first
 # (the TIME and BILLING streams are consumed independently, so either order happens).

@@ -8,15 +8,19 @@ currency), summed over months:
 - against actuals: for the months that had closed when the latest version was taken, actual
   revenue (posted invoices, as the latest version records it) − what the previous version
   forecast for them; without a previous version, the latest version's own forecast. Positive
-  means more revenue than forecast.
+  means more revenue than forecast. A month has closed for a legal entity once it has ended in
+  the legal entity's time zone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+
+from accrue.runtime.clock import local_date
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +46,22 @@ class Variance:
     against_actuals: Decimal
 
 
+def month_taken_in(taken_at: dt.datetime, zone_name: str) -> str:
+    """The month ("YYYY-MM") a version taken at that instant was taken in, in a time zone."""
+    return f"{local_date(taken_at, zone_name):%Y-%m}"
+
+
 def forecast_variance(
-    latest: Iterable[MonthTotal], previous: Iterable[MonthTotal] | None, closed_before: str
+    latest: Iterable[MonthTotal],
+    previous: Iterable[MonthTotal] | None,
+    taken_at: dt.datetime,
+    time_zones: Mapping[str, str],
 ) -> list[Variance]:
     """Variance per legal entity and currency.
 
-    previous is None when the latest version is the first; closed_before is the month the latest
-    version was taken in ("YYYY-MM"): earlier months have closed.
+    previous is None when the latest version is the first; taken_at is when the latest version
+    was taken: the months before the one it fell in, in each legal entity's zone (time_zones,
+    UTC for one not there), have closed.
     """
     latest_by = {(t.legal_entity_id, t.currency, t.month): t for t in latest}
     previous_by = {(t.legal_entity_id, t.currency, t.month): t for t in previous or ()}
@@ -61,7 +74,7 @@ def forecast_variance(
         before = previous_by.get((le, cur, month))
         now_total[(le, cur)] += now.forecast_revenue if now else zero
         before_total[(le, cur)] += before.forecast_revenue if before else zero
-        if month < closed_before and now is not None:
+        if now is not None and month < month_taken_in(taken_at, time_zones.get(le, "")):
             if previous is None:
                 expected = now.forecast_revenue
             else:

@@ -16,11 +16,14 @@ always an entry difference); the ERP stage at the confirmed invoice lines' amoun
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+
+from accrue.runtime.clock import UTC_ZONE, local_date
 
 
 class DifferenceKind(StrEnum):
@@ -215,3 +218,25 @@ def reconcile(
         entity.projects.append(p)
         entity.stages.merge(p.stages)
     return list(results.values())
+
+
+# -- which periods the schedule reconciles ------------------------------------------------------
+
+
+def recent_months(today: dt.date, count: int) -> list[tuple[dt.date, dt.date]]:
+    """The last `count` calendar months, the one today is in included, oldest first."""
+    periods = []
+    first = today.replace(day=1)
+    for _ in range(count):
+        next_first = (first + dt.timedelta(days=32)).replace(day=1)
+        periods.append((first, next_first - dt.timedelta(days=1)))
+        first = (first - dt.timedelta(days=1)).replace(day=1)
+    return list(reversed(periods))
+
+
+def periods_due(now: dt.datetime, zone_names: Iterable[str], count: int) -> list[tuple[dt.date, dt.date]]:
+    """The recent months (`recent_months`) of every legal entity's zone at `now`, and UTC's (for
+    entities whose zone is not known yet), oldest first: near a month's end some entities are
+    already in the next month, or still in the last one, and each must have its own reconciled."""
+    days = {local_date(now, name) for name in {*zone_names, UTC_ZONE}}
+    return sorted({period for day in days for period in recent_months(day, count)})

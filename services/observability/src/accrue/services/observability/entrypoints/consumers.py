@@ -1,6 +1,6 @@
 """Event entrypoints: every stream's business events into observability's own ledger.
 
-MD: legal entities (their metric series exist from the moment the entity does).
+MD: legal entities (their time zones; their metric series exist from the moment the entity does).
 TIME: approvals (unbilled work, approval lag) and reversals. BILLING: the invoice lifecycle
 (invoice lag, ERP confirmations, posting backlog) and exceptions (ERP posting failures).
 FORECAST: published versions (variance). Dead letters and consumer backlogs are read from
@@ -12,7 +12,6 @@ transaction (apply_batches): a burst of approvals costs one commit per batch, no
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from accrue.eventbus import Handler, Received, Subscription
@@ -35,13 +34,13 @@ def subscriptions(app: Observability) -> list[Subscription]:
     """The consumers this service runs."""
 
     async def legal_entity(uow: ObservabilityUnitOfWork, event: Received[Any]) -> None:
-        app.record_legal_entity(uow, event.message.legal_entity.id)
+        await app.record_legal_entity(uow, event.message.legal_entity)
 
     async def approved(uow: ObservabilityUnitOfWork, event: Received[Any]) -> None:
         await app.record_approved(uow, event.message.time_entry)
 
     async def reversed_(uow: ObservabilityUnitOfWork, event: Received[Any]) -> None:
-        await app.record_reversed(uow, event.message.original, event.occurred_at or dt.datetime.now(dt.UTC))
+        await app.record_reversed(uow, event.message.original, event.occurred_at)
 
     async def invoice(uow: ObservabilityUnitOfWork, event: Received[Any]) -> None:
         await app.record_invoice(uow, event.message.invoice, event.event_type)

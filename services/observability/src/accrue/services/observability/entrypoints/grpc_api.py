@@ -15,8 +15,6 @@ from accrue.services.observability.domain.forecast import Variance
 from accrue.services.observability.domain.kpis import AGE_BUCKETS
 from accrue.services.observability.service_layer.handlers import ERP_POST_FAILED, Observability
 
-SECONDS_PER_DAY = 86400
-
 
 def _variance(v: Variance, version_id: str) -> api.ForecastVariance:
     return api.ForecastVariance(
@@ -65,9 +63,7 @@ class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
                         for label, _ in AGE_BUCKETS
                         if f and label in f.by_age
                     ],
-                    oldest_unbilled_age_days=int(f.oldest_age_seconds(kpis.computed_at) // SECONDS_PER_DAY)
-                    if f
-                    else 0,
+                    oldest_unbilled_age_days=f.oldest_age_days if f else 0,
                     erp_posting_backlog=kpis.posting_backlog.get(entity, 0),
                     erp_posting_failures_open=kpis.open_exceptions.get((entity, ERP_POST_FAILED), 0),
                     forecast_variance=[

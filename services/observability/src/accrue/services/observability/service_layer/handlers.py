@@ -13,6 +13,7 @@ from accrue.billing.v1 import resources_pb2 as bl
 from accrue.eventbus import Event
 from accrue.events.v1 import observability_events_pb2 as oev
 from accrue.money import parse_decimal
+from accrue.runtime.clock import UTC_ZONE, Clock
 from accrue.runtime.validation import Violations
 from accrue.services.observability.adapters.jetstream import Backlog, StreamState
 from accrue.services.observability.adapters.ledger import (
@@ -25,11 +26,12 @@ from accrue.services.observability.adapters.proto import legal_entity_reconcilia
 from accrue.services.observability.adapters.sources import StageSources
 from accrue.services.observability.adapters.unit_of_work import ObservabilityUnitOfWork
 from accrue.services.observability.domain.forecast import MonthTotal, Variance, forecast_variance
-from accrue.services.observability.domain.kpis import Figures, unbilled_figures
+from accrue.services.observability.domain.kpis import Figures, bucket_starts, unbilled_figures
 from accrue.services.observability.domain.reconciliation import (
     ConfirmedLine,
     LegalEntityResult,
     Valuation,
+    periods_due,
     reconcile,
 )
 from accrue.services.observability.service_layer import metrics as m
@@ -92,14 +94,20 @@ def _status(invoice: Any) -> str:
 
 
 class Observability:
-    """The observability application service."""
+    """The observability application service.
+
+    Business dates are the legal entity's (its time zone, from md.legal_entity.upserted): the
+    age of unbilled work in days, the months a forecast version had closed, the months the
+    schedule reconciles. Lags are durations between instants, the same in every zone.
+    """
 
     def __init__(
         self,
         uow_factory: Callable[[], ObservabilityUnitOfWork],
         streams: StreamState,
         sources: StageSources | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        *,
+        clock: Clock,
     ) -> None:
         self._uow = uow_factory
         self._streams = streams
@@ -108,9 +116,10 @@ class Observability:
 
     # --- events into the ledger -----------------------------------------------------------
 
-    def record_legal_entity(self, uow: ObservabilityUnitOfWork, legal_entity_id: str) -> None:
-        """md.legal_entity.upserted: the entity's counters and histograms start at zero."""
-        uow.after_commit(lambda: m.known_legal_entity(legal_entity_id))
+    async def record_legal_entity(self, uow: ObservabilityUnitOfWork, legal_entity: Any) -> None:
+        """md.legal_entity.upserted: its time zone is kept; its counters and histograms start at zero."""
+        await uow.ledger.legal_entity(legal_entity.id, legal_entity.time_zone or UTC_ZONE)
+        uow.after_commit(lambda: m.known_legal_entity(legal_entity.id))
 
     async def record_approved(self, uow: ObservabilityUnitOfWork, entry: Any) -> None:
         """time.entry.approved: the entry becomes unbilled approved work; approval lag observed."""
@@ -134,9 +143,12 @@ class Observability:
             lag = max(0.0, (approved_at - submitted_at).total_seconds())
             uow.after_commit(lambda: m.APPROVAL_LAG.labels(entry.legal_entity_id).observe(lag))
 
-    async def record_reversed(self, uow: ObservabilityUnitOfWork, original: Any, at: dt.datetime) -> None:
-        """time.entry.reversed: the original is no longer approved work."""
-        await uow.ledger.reversed(original.id, _time(original, "update_time") or at)
+    async def record_reversed(
+        self, uow: ObservabilityUnitOfWork, original: Any, at: dt.datetime | None
+    ) -> None:
+        """time.entry.reversed: the original is no longer approved work (as of its update time,
+        else the event's, else now)."""
+        await uow.ledger.reversed(original.id, _time(original, "update_time") or at or self._clock())
 
     async def record_invoice(self, uow: ObservabilityUnitOfWork, invoice: Any, event_type: str) -> None:
         """billing.invoice.*: keep the invoice; drafts bill entries, voids release them, posts confirm."""
@@ -243,7 +255,9 @@ class Observability:
         """The KPIs now."""
         now = self._clock()
         async with self._uow() as uow:
-            work = await uow.ledger.unbilled(legal_entity_id)
+            zones = await uow.ledger.time_zones()
+            own = {le: bucket_starts(now, z) for le, z in zones.items() if z not in ("", UTC_ZONE)}
+            work = await uow.ledger.unbilled(own, bucket_starts(now, UTC_ZONE), legal_entity_id)
             backlog = await uow.ledger.posting_backlog()
             exceptions = await uow.ledger.open_exceptions()
             latest, previous = await uow.ledger.latest_forecast_versions()
@@ -252,10 +266,10 @@ class Observability:
         variance: list[Variance] = []
         if latest is not None:
             variance = forecast_variance(
-                latest.totals, previous.totals if previous else None, latest.create_time.strftime("%Y-%m")
+                latest.totals, previous.totals if previous else None, latest.create_time, zones
             )
         kpis = Kpis(
-            unbilled_figures(work, now),
+            unbilled_figures(work, now, zones),
             await self._streams.backlogs(),
             await self._streams.dead_letters(),
             now,
@@ -416,11 +430,19 @@ class Observability:
         )
 
     async def reconcile_on_schedule(self, interval: float, months: int = 2) -> None:
-        """Reconcile the current and previous months' periods every interval (until cancelled)."""
+        """Reconcile the current and previous months every interval (until cancelled): each legal
+        entity's, in its time zone (domain.reconciliation.periods_due)."""
         while True:
             await asyncio.sleep(interval)
-            today = self._clock().date()
-            for start, end in _recent_months(today, months):
+            try:
+                async with self._uow() as uow:
+                    zones = await uow.ledger.time_zones()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("scheduled_reconciliation_failed", error=repr(exc))
+                continue
+            for start, end in periods_due(self._clock(), zones.values(), months):
                 try:
                     await self.reconcile_period(start, end)
                 except asyncio.CancelledError:
@@ -429,14 +451,3 @@ class Observability:
                     log.warning(
                         "scheduled_reconciliation_failed", period_start=start.isoformat(), error=repr(exc)
                     )
-
-
-def _recent_months(today: dt.date, count: int) -> list[tuple[dt.date, dt.date]]:
-    """The last `count` calendar months, the current one included, oldest first."""
-    periods = []
-    first = today.replace(day=1)
-    for _ in range(count):
-        next_first = (first + dt.timedelta(days=32)).replace(day=1)
-        periods.append((first, next_first - dt.timedelta(days=1)))
-        first = (first - dt.timedelta(days=1)).replace(day=1)
-    return list(reversed(periods))
