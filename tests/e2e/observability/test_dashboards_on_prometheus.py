@@ -90,7 +90,7 @@ async def thin_slice(api: httpx.AsyncClient, f: dict[str, Any]) -> None:
             await asyncio.sleep(0.2)
 
 
-async def publish_poison_message(nats_url: str) -> None:
+async def publish_poison_message(nats_url: str, at: dt.datetime) -> None:
     """A body that does not decode: consumers of time.entry.approved dead-letter it at once."""
     nc = await nats.connect(nats_url)
     try:
@@ -98,18 +98,18 @@ async def publish_poison_message(nats_url: str) -> None:
         await js.publish(
             f"time.entry.approved.poison-{uuid.uuid4().hex[:6]}",
             b"\xff\xff not a protobuf",
-            headers=_headers("time.entry.approved", "accrue.events.v1.TimeEntryApproved"),
+            headers=_headers("time.entry.approved", "accrue.events.v1.TimeEntryApproved", at),
         )
     finally:
         await nc.close()
 
 
-def _headers(event_type: str, schema: str) -> dict[str, str]:
+def _headers(event_type: str, schema: str, at: dt.datetime) -> dict[str, str]:
     return {
         "Nats-Msg-Id": str(uuid.uuid4()),
         "Accrue-Event-Type": event_type,
         "Accrue-Schema": schema,
-        "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+        "Accrue-Occurred-At": at.isoformat(),
     }
 
 
@@ -129,7 +129,12 @@ def has_data(result: list[dict[str, Any]]) -> bool:
 
 
 async def test_every_panel_has_data_and_every_rule_loads(
-    api: httpx.AsyncClient, firm: Firm, stack: Stack, module_nats_url: str, prom: httpx.AsyncClient
+    api: httpx.AsyncClient,
+    firm: Firm,
+    stack: Stack,
+    module_nats_url: str,
+    prom: httpx.AsyncClient,
+    instant: dt.datetime,
 ) -> None:
     # Two rounds: a series is born with its first observation, and rate() cannot see that
     # first step; in the second round every series exists and only grows, as in production.
@@ -146,7 +151,7 @@ async def test_every_panel_has_data_and_every_rule_loads(
         # A forecast version from the forecasting service, published on FORECAST.
         await ok(api.post("/v1/forecast-versions", json={"name": f"proof {round_}"}))
         await asyncio.sleep(3)  # a few scrapes between the rounds
-    await publish_poison_message(module_nats_url)
+    await publish_poison_message(module_nats_url, instant)
     await ok(api.get("/v1/reconciliation", params={"periodStart": "2026-11-01", "periodEnd": "2026-11-30"}))
 
     queries = panel_queries()

@@ -10,6 +10,7 @@ consumer's span must hang under a span timekeeping made while handling the reque
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent import futures
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import time_machine
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
@@ -67,15 +69,27 @@ class Receiver(otlp_grpc.TraceServiceServicer):
             return [s for s in self.spans if s.trace_id == trace_id]
 
 
+@contextlib.contextmanager
+def real_time() -> Iterator[None]:
+    """The machine's clock for a moment: the synchronous gRPC server waits on deadlines it takes
+    from time.time() against gRPC core's own clock, and never wakes if the suite's pinned clock
+    (time-machine) puts them a year or more ahead."""
+    now = dt.datetime.fromtimestamp(time_machine.escape_hatch.time.time(), dt.UTC)
+    with time_machine.travel(now, tick=True):
+        yield
+
+
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, int]]:
     collector = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     otlp_grpc.add_TraceServiceServicer_to_server(collector, server)
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
-    server.start()
+    with real_time():
+        server.start()
     yield collector, port
-    server.stop(grace=None)
+    with real_time():
+        server.stop(grace=None)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +98,16 @@ def stack(
     module_nats_url: str,
     tmp_path_factory: pytest.TempPathFactory,
     receiver: tuple[Receiver, int],
+    instant: dt.datetime,
 ) -> Iterator[Stack]:
-    """The stack (as the plugin's), every process exporting its spans to the receiver."""
+    """The stack (as the plugin's, its clocks started at the pinned instant), every process
+    exporting its spans to the receiver."""
     ports = PortAssignment.free()
     processes = [
         dataclasses.replace(p, env={**p.env, "ACCRUE_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}"})
-        for p in stack_processes(database_url=module_database_url, nats_url=module_nats_url, ports=ports)
+        for p in stack_processes(
+            database_url=module_database_url, nats_url=module_nats_url, ports=ports, clock_start=instant
+        )
     ]
     with Stack(
         processes,

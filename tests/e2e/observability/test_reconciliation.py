@@ -53,7 +53,7 @@ def figures(stage: dict[str, Any]) -> tuple[int, str, dict[str, str]]:
 
 
 async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
-    api: httpx.AsyncClient, firm: Firm, stack: Stack, module_nats_url: str
+    api: httpx.AsyncClient, firm: Firm, stack: Stack, module_nats_url: str, instant: dt.datetime
 ) -> None:
     f = await firm("-recon")
     le, project = f["le"]["id"], f["project"]["id"]
@@ -98,9 +98,9 @@ async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
             )
         ],
     )
-    stray.post_time.FromDatetime(dt.datetime.now(dt.UTC))
+    stray.post_time.FromDatetime(instant)
     # A whole invoice, as billing would publish it (forecasting reads its period too).
-    stray.create_time.FromDatetime(dt.datetime.now(dt.UTC))
+    stray.create_time.FromDatetime(instant)
     stray.period_start, stray.period_end, stray.number = "2026-11-01", "2026-11-30", "STRAY-1"
     nc = await nats.connect(module_nats_url)
     try:
@@ -112,7 +112,7 @@ async def test_stages_agree_then_a_confirmation_billing_does_not_know_is_named(
                 "Nats-Msg-Id": str(uuid.uuid4()),
                 "Accrue-Event-Type": "billing.invoice.posted",
                 "Accrue-Schema": "accrue.events.v1.InvoicePosted",
-                "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+                "Accrue-Occurred-At": instant.isoformat(),
             },
         )
         report = await reconciliation_until(api, le, lambda r: not r.get("matched", True))

@@ -1,7 +1,9 @@
 """Reconciliation on a schedule: with nobody asking, a difference becomes a metric and an event.
 
-The stack runs with ACCRUE_OBSERVABILITY_RECONCILIATION_INTERVAL_SECONDS=1 (the current and
-previous calendar months every second); the test never calls /v1/reconciliation.
+The stack runs with ACCRUE_OBSERVABILITY_RECONCILIATION_INTERVAL_SECONDS=1 (each legal entity's
+current and previous calendar months every second); the test never calls /v1/reconciliation.
+Its processes' clocks start at the suite's pinned instant, so "today" is the legal entity's date
+at that instant (`instant`), never the date the suite happens to run on.
 """
 
 import asyncio
@@ -14,27 +16,35 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from accrue.billing.v1 import resources_pb2 as bl
 from accrue.embedded.stack import PortAssignment, stack_processes
 from accrue.events.v1 import billing_events_pb2 as bev
 from accrue.events.v1 import observability_events_pb2 as oev
+from accrue.runtime.clock import local_date
 from accrue.testing.stack import Stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.dates]
 
 
 @pytest.fixture(scope="module")
 def stack(
-    module_database_url: str, module_nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str,
+    module_nats_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    instant: dt.datetime,
 ) -> Iterator[Stack]:
-    """The stack (as the plugin's), observability reconciling every second."""
+    """The stack (as the plugin's: its clocks start at the pinned instant, as the test's does),
+    observability reconciling every second."""
     ports = PortAssignment.free()
     processes = [
         dataclasses.replace(p, env={**p.env, "ACCRUE_OBSERVABILITY_RECONCILIATION_INTERVAL_SECONDS": "1"})
         if p.name == "observability"
         else p
-        for p in stack_processes(database_url=module_database_url, nats_url=module_nats_url, ports=ports)
+        for p in stack_processes(
+            database_url=module_database_url, nats_url=module_nats_url, ports=ports, clock_start=instant
+        )
     ]
     with Stack(
         processes,
@@ -51,10 +61,11 @@ async def test_a_difference_found_on_schedule_is_a_metric_and_an_event(
     firm: Callable[[str], Awaitable[dict[str, Any]]],
     stack: Stack,
     module_nats_url: str,
+    instant: dt.datetime,
 ) -> None:
     f = await firm("-sched")
     le, project = f["le"]["id"], f["project"]["id"]
-    today = dt.datetime.now(dt.UTC).date()
+    today = local_date(instant, f["le"].get("timeZone", ""))
     body = {"consultantId": f["dev"]["id"], "projectId": project, "workDate": today.isoformat(), "hours": "2"}
     entry = (await api.post("/v1/time-entries", json=body)).json()
     approved = await api.post(f"/v1/time-entries/{entry['id']}:approve", json={"approverId": f["boss"]["id"]})
@@ -79,8 +90,8 @@ async def test_a_difference_found_on_schedule_is_a_metric_and_an_event(
             )
         ],
     )
-    stray.post_time.FromDatetime(dt.datetime.now(dt.UTC))
-    stray.create_time.FromDatetime(dt.datetime.now(dt.UTC))
+    stray.post_time.FromDatetime(instant)
+    stray.create_time.FromDatetime(instant)
     nc = await nats.connect(module_nats_url)
     try:
         js = nc.jetstream()
@@ -91,14 +102,23 @@ async def test_a_difference_found_on_schedule_is_a_metric_and_an_event(
                 "Nats-Msg-Id": str(uuid.uuid4()),
                 "Accrue-Event-Type": "billing.invoice.posted",
                 "Accrue-Schema": "accrue.events.v1.InvoicePosted",
-                "Accrue-Occurred-At": dt.datetime.now(dt.UTC).isoformat(),
+                "Accrue-Occurred-At": instant.isoformat(),
             },
         )
         metric = f'accrue_reconciliation_differences{{legal_entity="{le}"}} 1.0'
         async with httpx.AsyncClient() as http, asyncio.timeout(30):
             while metric not in (await http.get(stack.metrics_url("observability"))).text:  # noqa: ASYNC110
                 await asyncio.sleep(0.5)
-        msg = await js.get_last_msg("OBSERVABILITY", f"observability.reconciliation.mismatch_found.{le}")
+        # The gauge is set as the run commits; the event leaves through the outbox a moment
+        # later (its relay runs on the same event loop), so the stream may not have it yet.
+        subject = f"observability.reconciliation.mismatch_found.{le}"
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    msg = await js.get_last_msg("OBSERVABILITY", subject)
+                    break
+                except NotFoundError:
+                    await asyncio.sleep(0.1)
     finally:
         await nc.close()
     event = oev.ReconciliationMismatchFound.FromString(msg.data)
