@@ -9,11 +9,13 @@ restart, graceful stop, logs, and failing loudly with the culprit's log.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def stack_of_stand_ins(
     module_database_url: str,
     module_nats_url: str,
     tmp_path_factory: pytest.TempPathFactory,
+    instant: dt.datetime,
 ) -> Iterator[Stack]:
     stack = Stack.from_catalogue(
         database_url=module_database_url,
@@ -44,6 +47,7 @@ def stack_of_stand_ins(
         log_dir=tmp_path_factory.mktemp("logs"),
         command=stand_in(),
         ready_timeout=60,
+        clock_start=instant,
     )
     with stack:
         yield stack
@@ -259,3 +263,26 @@ def test_a_failed_test_that_used_the_stack_reports_its_logs(tmp_path: Path) -> N
     assert "1 failed, 1 passed" in done.stdout
     assert "accrue stack logs" in done.stdout
     assert done.stdout.count("masterdata said: cannot reach NATS") == 1, "only the failed test carries it"
+
+
+def test_a_restarted_process_keeps_the_stacks_clock_running(
+    stack_of_stand_ins: Stack, instant: dt.datetime
+) -> None:
+    """Every process starts on the run's pinned instant; one restarted later starts where the
+    stack's clock has got to, not back at the instant (leases and back-offs would wait for it)."""
+    stack = stack_of_stand_ins
+
+    def clock_starts() -> list[dt.datetime]:
+        return [
+            dt.datetime.fromisoformat(json.loads(line.split(" env ", 1)[1])["ACCRUE_CLOCK_START"])
+            for line in stack.log("forecasting").splitlines()
+            if line.startswith("[forecasting] env ")
+        ]
+
+    first = clock_starts()[0]
+    assert instant <= first < instant + dt.timedelta(minutes=2)
+    before = time.monotonic()
+    stack.kill("forecasting")
+    stack.start("forecasting")
+    restarted = clock_starts()[-1]
+    assert restarted - first >= dt.timedelta(seconds=time.monotonic() - before)

@@ -32,6 +32,8 @@ from accrue.embedded.stack import (
     stack_processes,
 )
 
+CLOCK_START = "ACCRUE_CLOCK_START"
+
 
 class StackError(RuntimeError):
     """The stack (or one of its processes) did not do what was asked; the message has its log."""
@@ -68,6 +70,9 @@ class Stack:
         self.stop_timeout = stop_timeout
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
         self._starts: dict[str, int] = dict.fromkeys(self.processes, 0)
+        # (the processes' clock start, when the first process started): every (re)start gets the
+        # same timeline, so a restarted process's clock does not jump back to the start instant.
+        self._timeline: tuple[dt.datetime, float] | None = None
 
     @classmethod
     def from_catalogue(
@@ -247,6 +252,16 @@ class Stack:
         with open(self.log_path(name), "a", encoding="utf-8") as log:
             log.write(text)
 
+    def _env(self, spec: StackProcess) -> dict[str, str]:
+        env = dict(spec.env)
+        start = env.get(CLOCK_START)
+        if start is not None:
+            if self._timeline is None:
+                self._timeline = (dt.datetime.fromisoformat(start), time.monotonic())
+            origin, at = self._timeline
+            env[CLOCK_START] = (origin + dt.timedelta(seconds=time.monotonic() - at)).isoformat()
+        return env
+
     def _spawn(self, name: str) -> None:
         spec = self._spec(name)
         self._starts[name] += 1
@@ -257,7 +272,7 @@ class Stack:
             # pytest does not reach the services before the fixture stops them in order.
             self._popen[name] = subprocess.Popen(
                 list(spec.argv),
-                env=child_environ(spec.env, isolate=True),
+                env=child_environ(self._env(spec), isolate=True),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
