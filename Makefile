@@ -60,7 +60,8 @@ fmt: install
 
 typecheck: install
 	$(BIN)/mypy libs/money/src libs/pricing/src libs/telemetry/src libs/runtime/src libs/db/src \
-	  libs/eventbus/src libs/mdprojection/src libs/embedded/src libs/testing/src services/*/src tools/cli/src
+	  libs/eventbus/src libs/mdprojection/src libs/embedded/src libs/testing/src libs/identity/src \
+	  services/*/src tools/cli/src
 
 proto: install
 	$(BIN)/python tools/proto.py gen
