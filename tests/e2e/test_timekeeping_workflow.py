@@ -2,6 +2,7 @@
 delegation, correcting invoiced time, period locks, and bad input that writes nothing."""
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -88,8 +89,13 @@ async def test_a_batch_is_submitted_and_decided_entry_by_entry(api: httpx.AsyncC
     assert queue["timeEntries"] == []
 
 
-async def test_a_delegate_approves_while_the_approver_is_away(api: httpx.AsyncClient, firm: Firm) -> None:
+@pytest.mark.dates
+async def test_a_delegate_approves_while_the_approver_is_away(
+    api: httpx.AsyncClient, firm: Firm, instant: dt.datetime
+) -> None:
     f = await firm("-tk-deleg")
+    # The delegation covers the stack's today, whatever the run's pinned instant.
+    back_from_leave = (instant + dt.timedelta(days=60)).date().isoformat()
     deputy = await consultant(api, f, "DEP-tk-deleg")
     pending = await ok(api.post("/v1/time-entries", json=entry(f, "2026-11-02", "6")))
     refused = await api.post(f"/v1/time-entries/{pending['id']}:approve", json={"approverId": deputy["id"]})
@@ -102,7 +108,7 @@ async def test_a_delegate_approves_while_the_approver_is_away(api: httpx.AsyncCl
                 "delegatorId": f["boss"]["id"],
                 "delegateId": deputy["id"],
                 "startDate": "2026-11-01",
-                "endDate": "2026-12-31",
+                "endDate": back_from_leave,
                 "reason": "leave",
             },
         )

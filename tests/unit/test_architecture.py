@@ -107,6 +107,15 @@ def test_product_code_reads_now_only_through_the_clock() -> None:
     assert offenders == []
 
 
+def test_tests_never_read_the_wall_clock() -> None:
+    """A test fixes its own now (the `instant` fixture, FixedClock, StartedClock): one that read
+    the wall clock would compute its expectations from the day it happens to run."""
+    files = [*python_files(ROOT / "tests"), *python_files(ROOT / "libs" / "testing")]
+    assert len(files) > 50
+    offenders = [hit for path in files for hit in wall_clock_reads(path)]
+    assert offenders == []
+
+
 def test_the_wall_clock_check_finds_each_spelling(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(

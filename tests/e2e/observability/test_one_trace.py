@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import time_machine
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
@@ -69,27 +68,15 @@ class Receiver(otlp_grpc.TraceServiceServicer):
             return [s for s in self.spans if s.trace_id == trace_id]
 
 
-@contextlib.contextmanager
-def real_time() -> Iterator[None]:
-    """The machine's clock for a moment: the synchronous gRPC server waits on deadlines it takes
-    from time.time() against gRPC core's own clock, and never wakes if the suite's pinned clock
-    (time-machine) puts them a year or more ahead."""
-    now = dt.datetime.fromtimestamp(time_machine.escape_hatch.time.time(), dt.UTC)
-    with time_machine.travel(now, tick=True):
-        yield
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, int]]:
     collector = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     otlp_grpc.add_TraceServiceServicer_to_server(collector, server)
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
-    with real_time():
-        server.start()
+    server.start()
     yield collector, port
-    with real_time():
-        server.stop(grace=None)
+    server.stop(grace=None)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The outbox: events leave only with their commit, in order, once, even with several relays."""
 
 import asyncio
+import datetime as dt
 import time
 
 import nats
@@ -38,8 +39,17 @@ class WidgetUow(UnitOfWork):
         self.events = Outbox(self, outbox)
 
 
+# When the events happened does not matter here, only that the relay carries it.
+OCCURRED = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+
+
 def approved(entry_id: str, project: str = "p1") -> Event:
-    return Event("time.entry.approved", project, tev.TimeEntryApproved(time_entry=tk.TimeEntry(id=entry_id)))
+    return Event(
+        "time.entry.approved",
+        project,
+        tev.TimeEntryApproved(time_entry=tk.TimeEntry(id=entry_id)),
+        occurred_at=OCCURRED,
+    )
 
 
 @pytest.fixture

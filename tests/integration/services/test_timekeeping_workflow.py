@@ -23,7 +23,7 @@ from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import MasterDataReader
-from accrue.runtime.clock import FixedClock, local_date, system_clock
+from accrue.runtime.clock import FixedClock, StartedClock, local_date
 from accrue.runtime.server import RunningService
 from accrue.services.timekeeping.adapters.tables import SCHEMA, md_projection
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
@@ -891,7 +891,7 @@ class CountingStub:
 
 
 async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_time(
-    boot: Any, database_url: str
+    boot: Any, database_url: str, instant: dt.datetime
 ) -> None:
     w = await boot()
     unknown = [f"no-such-project-{i}" for i in range(10)]
@@ -906,7 +906,7 @@ async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_
     stub = CountingStub(mdg.MasterDataServiceStub(channel))
     app = Timekeeping(
         lambda: TimekeepingUnitOfWork(engine, MasterDataReader(stub, md_projection)),  # type: ignore[arg-type]
-        clock=system_clock,
+        clock=StartedClock(instant),
     )
     try:
         first = await app.submit(batch)

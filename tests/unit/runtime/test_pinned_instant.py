@@ -4,15 +4,17 @@ import datetime as dt
 
 import pytest
 
+from accrue.runtime.clock import clock_for
+from accrue.runtime.settings import ServiceSettings, load_settings
 from accrue.testing.instants import INSTANTS, pinned_instant
 
 pytestmark = pytest.mark.dates
 
 
-def test_every_test_starts_at_the_runs_instant(instant: dt.datetime) -> None:
-    elapsed = dt.datetime.now(dt.UTC) - instant
+def test_a_service_bootstrapped_in_a_test_runs_on_the_runs_instant(instant: dt.datetime) -> None:
+    clock = clock_for(load_settings(ServiceSettings).clock_start)
+    elapsed = clock() - instant
     assert dt.timedelta(0) <= elapsed < dt.timedelta(seconds=30)
-    assert dt.date.today() == instant.astimezone().date()  # noqa: DTZ011 - the wall clock is what's pinned
 
 
 def test_the_instant_is_drawn_from_the_set_or_named() -> None:

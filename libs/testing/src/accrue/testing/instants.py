@@ -15,6 +15,8 @@ import os
 import random
 
 ENV = "ACCRUE_TEST_INSTANT"
+# What a service reads to start its clock at an instant (accrue.runtime.settings).
+CLOCK_START_ENV = "ACCRUE_CLOCK_START"
 
 
 def _utc(text: str) -> dt.datetime:

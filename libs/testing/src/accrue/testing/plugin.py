@@ -10,8 +10,11 @@ Registered as a pytest11 entry point, so every test in the repo can ask for them
 - module_nats_url (module): the same, shared by one test module.
 - stack (module): accrue.testing.stack.Stack, up and ready on its own database and NATS, its
   processes' clocks started at the run's pinned instant.
-- instant (session): the run's pinned instant (accrue.testing.instants); every test starts with
-  the clock at it (time-machine, ticking), so nothing a test computes depends on the real date.
+- instant (session): the run's pinned instant (accrue.testing.instants). The plugin also sets
+  ACCRUE_CLOCK_START to it, so every service a test bootstraps from settings runs on a clock
+  started at that instant; tests that build a use case themselves pass FixedClock(instant) or
+  StartedClock(instant). Nothing a test computes depends on the real date (the architecture test
+  keeps wall-clock reads out of tests).
 
 Servers and temp dirs are gone after the session, whatever the tests did.
 """
@@ -19,14 +22,14 @@ Servers and temp dirs are gone after the session, whatever the tests did.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import time_machine
 
+from accrue.testing.instants import CLOCK_START_ENV, pinned_instant
 from accrue.testing.instants import ENV as INSTANT_ENV
-from accrue.testing.instants import pinned_instant
 from accrue.testing.servers import NatsServerHandle, PostgresServerHandle, open_nats, open_postgres
 
 if TYPE_CHECKING:
@@ -34,23 +37,29 @@ if TYPE_CHECKING:
 
 STACK_REPORT_SECTION = "accrue stack logs"
 _INSTANT = pytest.StashKey[tuple[str, dt.datetime]]()
-_TRAVEL = pytest.StashKey["time_machine.travel"]()
+_SAVED_CLOCK_START = pytest.StashKey[str | None]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Pin the run's clock: everything in this process starts at the drawn instant and ticks."""
+    """Pin the run's clock: services bootstrapped from settings start their clocks at the instant.
+
+    Not by patching the wall clock (time-machine): gRPC computes call deadlines from time.time()
+    and compares them with its core's own clock, so a patched time.time() puts every deadline a
+    year away and a timeout never fires.
+    """
     config.addinivalue_line("markers", "dates: reads the clock or judges business dates (make test-dates)")
     name, instant = pinned_instant()
     config.stash[_INSTANT] = (name, instant)
-    travel = time_machine.travel(instant, tick=True)
-    travel.start()
-    config.stash[_TRAVEL] = travel
+    config.stash[_SAVED_CLOCK_START] = os.environ.get(CLOCK_START_ENV)
+    os.environ[CLOCK_START_ENV] = instant.isoformat()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    travel = config.stash.get(_TRAVEL, None)
-    if travel is not None:
-        travel.stop()
+    saved = config.stash.get(_SAVED_CLOCK_START, None)
+    if saved is None:
+        os.environ.pop(CLOCK_START_ENV, None)
+    else:
+        os.environ[CLOCK_START_ENV] = saved
 
 
 def _pinned_line(config: pytest.Config) -> str:
@@ -71,15 +80,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 @pytest.fixture(scope="session")
 def instant(pytestconfig: pytest.Config) -> dt.datetime:
-    """The run's pinned instant (aware, UTC): what "now" is at the start of every test."""
+    """The run's pinned instant (aware, UTC): what "now" is for the services a test starts."""
     return pytestconfig.stash[_INSTANT][1]
-
-
-@pytest.fixture(autouse=True)
-def _clock_at_the_pinned_instant(instant: dt.datetime) -> Iterator[None]:
-    # Each test starts at the instant itself, however long the tests before it took.
-    with time_machine.travel(instant, tick=True):
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,7 @@ from accrue.embedded.stack import (
     run_migrations,
     stack_processes,
 )
-
-CLOCK_START = "ACCRUE_CLOCK_START"
+from accrue.testing.instants import CLOCK_START_ENV as CLOCK_START
 
 
 class StackError(RuntimeError):
