@@ -234,3 +234,29 @@ async def test_a_coalescing_relay_sends_a_burst_of_commits_in_one_batch(
     await asyncio.gather(task, return_exceptions=True)
     assert batches == [5]
     assert await stream_messages(js) == 5
+
+
+async def test_a_connection_lost_mid_transaction_rolls_back_cleanly_beside_a_running_relay(
+    bus: tuple[AsyncEngine, JetStreamContext],
+) -> None:
+    # The relay listens to every commit and rollback of its engine; a connection whose DBAPI
+    # connection was lost (a cancelled query, a dropped socket) must still roll back cleanly.
+    engine, js = bus
+    relay = OutboxRelay(engine, outbox, js, poll_interval=30)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.2)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            await conn.execute(sa.select(1))
+            await conn.invalidate()
+            await conn.rollback()
+        async with WidgetUow(engine) as uow:
+            uow.events.add(approved("after-a-lost-connection"))
+            await uow.commit()
+        async with asyncio.timeout(2):
+            while await stream_messages(js) == 0:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

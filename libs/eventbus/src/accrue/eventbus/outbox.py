@@ -209,11 +209,15 @@ class OutboxRelay:
     def _committed(self, conn: Connection) -> None:
         # The outermost commit only (a savepoint's release is another event), so a unit of work
         # inside an idempotent request wakes the relay when the request's transaction commits.
-        if conn.info.pop(WROTE_OUTBOX, False):
+        if not conn.invalidated and conn.info.pop(WROTE_OUTBOX, False):
             self._wake.set()
 
     def _rolled_back(self, conn: Connection) -> None:
-        conn.info.pop(WROTE_OUTBOX, None)
+        # An invalidated connection (its DBAPI connection lost, e.g. a cancelled query) has no info
+        # left to clear, and reading conn.info would try to reconnect inside the failed
+        # transaction: PendingRollbackError out of the rollback itself, for whoever rolled back.
+        if not conn.invalidated:
+            conn.info.pop(WROTE_OUTBOX, None)
 
     async def publish_batch(self) -> int:
         """Publish one batch of the oldest unpublished events; returns how many."""
