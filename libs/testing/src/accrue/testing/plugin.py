@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 STACK_REPORT_SECTION = "accrue stack logs"
 _INSTANT = pytest.StashKey[tuple[str, dt.datetime]]()
 _SAVED_CLOCK_START = pytest.StashKey[str | None]()
+# A posting job claimed by a billing process that a test then kills stays leased until the lease
+# ends (300 s in production): short enough here that a test sees it taken over and posted once.
+TEST_STACK_ENV = {
+    "ACCRUE_BILLING_ERP_CALL_TIMEOUT_SECONDS": "5",
+    "ACCRUE_BILLING_POSTING_LEASE_SECONDS": "10",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -148,6 +154,7 @@ def stack(
         nats_url=module_nats_url,
         log_dir=log_dir,
         clock_start=pytestconfig.stash[_INSTANT][1],
+        extra_env=TEST_STACK_ENV,
     ) as running:
         yield running
 

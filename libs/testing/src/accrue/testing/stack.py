@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -86,9 +87,11 @@ class Stack:
         ready_timeout: float = 90.0,
         stop_timeout: float = 10.0,
         clock_start: dt.datetime | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> Stack:
         """Every service and the gateway from accrue.embedded.stack, on free ports by default;
-        clock_start starts every process's clock at that instant."""
+        clock_start starts every process's clock at that instant; extra_env is added to every
+        process's environment."""
         ports = ports or PortAssignment.free()
         processes = stack_processes(
             clock_start=clock_start,
@@ -99,6 +102,8 @@ class Stack:
             log_level=log_level,
             command=command,
         )
+        if extra_env:
+            processes = [dataclasses.replace(p, env={**p.env, **extra_env}) for p in processes]
         return cls(
             processes,
             log_dir,
