@@ -536,7 +536,7 @@ async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: An
     # most one level up.
     w = await boot(
         round_the_clock=True,
-        approval_sla_hours=1 / 3600,
+        approval_sla_hours=Decimal(1) / 3600,
         escalation_interval_seconds=0.2,
         max_escalation_level=1,
     )
@@ -578,7 +578,9 @@ async def test_time_waiting_past_the_sla_climbs_one_level_with_an_event(boot: An
 
 @pytest.mark.dates
 async def test_the_top_of_the_reporting_line_keeps_its_queue(boot: Any, database_url: str) -> None:
-    w = await boot(round_the_clock=True, approval_sla_hours=1 / 3600, escalation_interval_seconds=0.2)
+    w = await boot(
+        round_the_clock=True, approval_sla_hours=Decimal(1) / 3600, escalation_interval_seconds=0.2
+    )
     # Time on P1 waits for boss, who has no line manager: there is no next level.
     e = await submit(w, entry(w, "2026-11-02", "8"))
 
@@ -1002,7 +1004,7 @@ async def test_replicas_sweeping_at_once_escalate_each_entry_once(
         replicas.append(
             Timekeeping(
                 lambda engine=engine, reader=reader: TimekeepingUnitOfWork(engine, reader),
-                approval_sla_hours=48,
+                approval_sla=dt.timedelta(hours=48),
                 clock=later,
             )
         )
@@ -1049,7 +1051,7 @@ async def test_entries_queued_before_due_times_were_stored_get_one_at_the_next_s
         app = Timekeeping(
             lambda: TimekeepingUnitOfWork(engine, reader),
             clock=FixedClock(instant + dt.timedelta(minutes=5)),
-            approval_sla_hours=48,
+            approval_sla=dt.timedelta(hours=48),
         )
         assert await app.escalate_due() == 2
         assert await app.escalate_due() == 0  # the fresh one is not due: nothing to look at
@@ -1065,7 +1067,9 @@ async def test_entries_queued_before_due_times_were_stored_get_one_at_the_next_s
     assert (moved.approver_id, moved.escalation_level) == (w.f["director"].id, 1)
     kept = (await w.tk.GetTimeEntry(tka.GetTimeEntryRequest(id=fresh.id))).time_entry
     assert (kept.approver_id, kept.escalation_level, kept.etag) == (w.f["lead"].id, 0, fresh.etag)
-    assert due == sla_due(fresh.queue_time.ToDatetime(dt.UTC), 48, DEFAULT_CALENDAR, "UTC")
+    assert due == sla_due(
+        fresh.queue_time.ToDatetime(dt.UTC), dt.timedelta(hours=48), DEFAULT_CALENDAR, "UTC"
+    )
 
 
 # 22:00 UTC on Sunday 28 February 2027: 08:00 on Monday 1 March in Brisbane (UTC+10), still
@@ -1139,4 +1143,8 @@ async def test_today_is_the_consultants_own_day_in_their_time_zone(boot: Any, da
         await engine.dispose()
     queued = logged.queue_time.ToDatetime(dt.UTC)
     assert queued >= BRISBANE_MONDAY_MORNING
-    assert due == sla_due(queued, 48, DEFAULT_CALENDAR, "UTC") == dt.datetime(2027, 3, 8, 17, tzinfo=dt.UTC)
+    assert (
+        due
+        == sla_due(queued, dt.timedelta(hours=48), DEFAULT_CALENDAR, "UTC")
+        == dt.datetime(2027, 3, 8, 17, tzinfo=dt.UTC)
+    )

@@ -48,7 +48,7 @@ def build_app(
         lambda: TimekeepingUnitOfWork(engine, reader),
         clock=clock,
         future_allowance_days=settings.future_allowance_days,
-        approval_sla_hours=settings.approval_sla_hours,
+        approval_sla=settings.approval_sla,
         max_escalation_level=settings.max_escalation_level,
         replay_masterdata=replay,
     )

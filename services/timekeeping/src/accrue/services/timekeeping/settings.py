@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from accrue.runtime import ServiceSettings
+from accrue.services.timekeeping.domain.working_time import hours
 
 
 class TimekeepingSettings(ServiceSettings):
@@ -24,7 +28,13 @@ class TimekeepingSettings(ServiceSettings):
     future_allowance_days: int = Field(default=0, ge=0, le=366)
     # How long an entry may wait for its approver before it escalates to the next level, in
     # working hours of the project's legal entity's calendar (weekends and holidays not counted).
-    approval_sla_hours: float = Field(default=48.0, gt=0)
+    approval_sla_hours: Decimal = Field(default=Decimal(48), gt=0)
+
+    @property
+    def approval_sla(self) -> dt.timedelta:
+        """The SLA as an exact duration."""
+        return hours(self.approval_sla_hours)
+
     # How often each replica looks for entries past the SLA.
     escalation_interval_seconds: float = Field(default=60.0, gt=0)
     # How many levels above the resolved approver an entry may climb (0: never escalate).

@@ -37,10 +37,15 @@ class WorkingCalendar:
 DEFAULT_CALENDAR = WorkingCalendar()
 
 
+def hours(value: Decimal | int) -> dt.timedelta:
+    """A number of hours as an exact duration (to the microsecond, timedelta's resolution)."""
+    return dt.timedelta(microseconds=int(Decimal(value) * 3_600_000_000))
+
+
 def sla_due(
-    queued_at: dt.datetime, hours: Decimal | float, calendar: WorkingCalendar, zone_name: str
+    queued_at: dt.datetime, sla: dt.timedelta, calendar: WorkingCalendar, zone_name: str
 ) -> dt.datetime:
-    """The instant (aware, UTC) by which `hours` of working time have passed since queued_at.
+    """The instant (aware, UTC) by which `sla` of working time has passed since queued_at.
 
     Each working day's window runs from workday_start to workday_end as local times in the
     zone, measured between real instants, so a day on which the clocks change is an hour
@@ -49,9 +54,9 @@ def sla_due(
     """
     if queued_at.tzinfo is None:
         raise ValueError("queued_at needs a UTC offset")
-    remaining = dt.timedelta(seconds=float(hours) * 3600)
+    remaining = sla
     if remaining <= dt.timedelta(0):
-        raise ValueError(f"an SLA must be more than 0 hours, got {hours}")
+        raise ValueError(f"an SLA must be more than 0 hours, got {sla}")
     tz = zone(zone_name)
     start = queued_at.astimezone(dt.UTC)
     day = start.astimezone(tz).date()

@@ -100,14 +100,14 @@ class Timekeeping:
         *,
         clock: Clock,
         future_allowance_days: int = 0,
-        approval_sla_hours: float = 48.0,
+        approval_sla: dt.timedelta = dt.timedelta(hours=48),
         max_escalation_level: int = 3,
         replay_masterdata: Replay | None = None,
     ) -> None:
         self._uow = uow_factory
         self._future_allowance_days = future_allowance_days
         # Working hours of the project's legal entity's calendar, not wall-clock hours.
-        self._approval_sla_hours = approval_sla_hours
+        self._approval_sla = approval_sla
         self._max_escalation_level = max_escalation_level
         self._replay_masterdata = replay_masterdata
         self._clock = clock
@@ -262,7 +262,7 @@ class Timekeeping:
         entity's calendar, in its time zone (facts loaded)."""
         return sla_due(
             queued_at,
-            self._approval_sla_hours,
+            self._approval_sla,
             uow.facts.calendar(legal_entity_id),
             uow.facts.legal_entity_zone(legal_entity_id),
         )
