@@ -130,6 +130,44 @@ async def approve(e: Any, day: str, hours: str, project: Any, approved_at: dt.da
     return entry
 
 
+async def project_on_contract(
+    e: Any, code: str, name: str, customer_id: str, legal_entity_id: str, contract_code: str
+) -> md.Project:
+    """An active project of the customer's on a T&M contract priced by the firm's rate card."""
+    project = (
+        await e.md.CreateProject(
+            mda.CreateProjectRequest(
+                project=md.Project(
+                    code=code,
+                    name=name,
+                    customer_id=customer_id,
+                    legal_entity_id=legal_entity_id,
+                    manager_id=e.f["boss"].id,
+                    status=md.PROJECT_STATUS_ACTIVE,
+                    start_date="2026-01-01",
+                )
+            )
+        )
+    ).project
+    await e.md.CreateContract(
+        mda.CreateContractRequest(
+            contract=md.Contract(
+                code=contract_code,
+                customer_id=customer_id,
+                currency="GBP",
+                lines=[
+                    md.ContractLine(
+                        project_id=project.id,
+                        billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
+                        rate_card_id=e.f["card"].id,
+                    )
+                ],
+            )
+        )
+    )
+    return project
+
+
 async def count(e: Any, sql: str) -> Any:
     async with e.engine.connect() as conn:
         return await conn.scalar(sa.text(sql))
@@ -679,37 +717,7 @@ async def test_each_legal_entity_numbers_its_invoices_on_its_own_without_gaps(en
     uk = await projects_with_contracts(e, 3)
     ie = []
     for i in range(2):
-        p = (
-            await e.md.CreateProject(
-                mda.CreateProjectRequest(
-                    project=md.Project(
-                        code=f"IE{i}",
-                        name=f"Irish project {i}",
-                        customer_id=customer.id,
-                        legal_entity_id=other.id,
-                        manager_id=e.f["boss"].id,
-                        status=md.PROJECT_STATUS_ACTIVE,
-                        start_date="2026-01-01",
-                    )
-                )
-            )
-        ).project
-        await e.md.CreateContract(
-            mda.CreateContractRequest(
-                contract=md.Contract(
-                    code=f"KIE{i}",
-                    customer_id=customer.id,
-                    currency="GBP",
-                    lines=[
-                        md.ContractLine(
-                            project_id=p.id,
-                            billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
-                            rate_card_id=e.f["card"].id,
-                        )
-                    ],
-                )
-            )
-        )
+        p = await project_on_contract(e, f"IE{i}", f"Irish project {i}", customer.id, other.id, f"KIE{i}")
         ie.append(p)
     for p in uk:
         await approve(e, "2026-11-02", "8", p, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
@@ -811,37 +819,7 @@ async def legal_entity_in(e: Any, code: str, time_zone: str) -> tuple[md.LegalEn
             )
         )
     ).customer
-    project = (
-        await e.md.CreateProject(
-            mda.CreateProjectRequest(
-                project=md.Project(
-                    code=f"P-{code}",
-                    name=f"Project {code}",
-                    customer_id=customer.id,
-                    legal_entity_id=le.id,
-                    manager_id=e.f["boss"].id,
-                    status=md.PROJECT_STATUS_ACTIVE,
-                    start_date="2026-01-01",
-                )
-            )
-        )
-    ).project
-    await e.md.CreateContract(
-        mda.CreateContractRequest(
-            contract=md.Contract(
-                code=f"K-{code}",
-                customer_id=customer.id,
-                currency="GBP",
-                lines=[
-                    md.ContractLine(
-                        project_id=project.id,
-                        billing_model=md.BILLING_MODEL_TIME_AND_MATERIALS,
-                        rate_card_id=e.f["card"].id,
-                    )
-                ],
-            )
-        )
-    )
+    project = await project_on_contract(e, f"P-{code}", f"Project {code}", customer.id, le.id, f"K-{code}")
     return le, project
 
 
