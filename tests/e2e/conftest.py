@@ -1,18 +1,22 @@
 """End-to-end helpers: a REST client on the running stack and the seed firm built through it."""
 
+import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from accrue.runtime.clock import clock_for
+from accrue.testing.identity import ActingAsNamedAuth
 from accrue.testing.stack import Stack
 
 
 @pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the gateway."""
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+async def api(stack: Stack, instant: dt.datetime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the gateway, acting as whoever each request names (accrue.testing.identity)."""
+    auth = ActingAsNamedAuth(stack.tokens(clock_for(instant)))
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, auth=auth) as client:
         yield client
 
 

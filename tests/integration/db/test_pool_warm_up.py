@@ -5,6 +5,7 @@ import pytest
 from accrue.db import create_engine, fill_pool
 from accrue.runtime.server import Service, start
 from accrue.runtime.settings import ServiceSettings
+from accrue.testing import identity
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,12 @@ async def test_start_runs_the_warm_up_before_it_returns_with_the_default_pool_fi
         seen.append(engine.pool.checkedin())  # type: ignore[attr-defined]
 
     service = Service(
-        name="warm", settings=settings, register=lambda server: None, service_names=[], warm_up=[warm]
+        name="warm",
+        settings=settings,
+        register=lambda server: None,
+        service_names=[],
+        warm_up=[warm],
+        auth=identity.run_auth().interceptor,
     )
     running = await start(service)
     try:

@@ -33,6 +33,7 @@ from accrue.services.billing.adapters.erp.tryton import TrytonErp
 from accrue.services.billing.settings import BillingSettings
 from accrue.services.masterdata import bootstrap as masterdata_bootstrap
 from accrue.services.masterdata.settings import MasterDataSettings
+from accrue.testing import identity
 from accrue.timekeeping.v1 import resources_pb2 as tk
 
 pytestmark = pytest.mark.integration
@@ -419,4 +420,4 @@ async def test_the_billing_service_posts_approved_invoices_to_tryton(
 
 
 def _channel(service: RunningService) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}")
+    return identity.channel(f"127.0.0.1:{service.grpc_port}", identity.run_signer())

@@ -9,6 +9,7 @@ import pytest
 from accrue.runtime.server import RunningService, start
 from accrue.services.observability import bootstrap
 from accrue.services.observability.settings import ObservabilitySettings
+from accrue.testing import identity
 
 
 @pytest.fixture
@@ -38,11 +39,11 @@ async def start_service(
 
 
 @pytest.fixture
-async def channel_to() -> AsyncIterator[Callable[[RunningService], grpc.aio.Channel]]:
+async def channel_to(internal_signer: Any) -> AsyncIterator[Callable[[RunningService], grpc.aio.Channel]]:
     channels: list[grpc.aio.Channel] = []
 
     def _channel(service: RunningService) -> grpc.aio.Channel:
-        channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}"))
+        channels.append(identity.channel(f"127.0.0.1:{service.grpc_port}", internal_signer))
         return channels[-1]
 
     yield _channel

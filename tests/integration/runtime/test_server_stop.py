@@ -7,6 +7,7 @@ from structlog.testing import capture_logs
 
 from accrue.runtime.server import Service, start
 from accrue.runtime.settings import ServiceSettings
+from accrue.testing import identity
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +20,7 @@ def _service(*background: object) -> Service:
         register=lambda server: None,
         service_names=[],
         background=background,  # type: ignore[arg-type]
+        auth=identity.run_auth().interceptor,
     )
 
 

@@ -10,6 +10,7 @@ from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.server import RunningService, Service, start
+from accrue.testing import identity
 
 Starter = Callable[..., Awaitable[RunningService]]
 
@@ -48,11 +49,11 @@ async def start_service(database_url: str, nats_url: str) -> AsyncIterator[Start
 
 
 @pytest.fixture
-async def channel_to() -> AsyncIterator[Callable[[RunningService], grpc.aio.Channel]]:
+async def channel_to(internal_signer: Any) -> AsyncIterator[Callable[[RunningService], grpc.aio.Channel]]:
     channels: list[grpc.aio.Channel] = []
 
     def _channel(service: RunningService) -> grpc.aio.Channel:
-        channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}"))
+        channels.append(identity.channel(f"127.0.0.1:{service.grpc_port}", internal_signer))
         return channels[-1]
 
     yield _channel

@@ -31,6 +31,7 @@ from accrue.services.timekeeping.bootstrap import MIGRATIONS
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
 from accrue.services.timekeeping.domain.working_time import DEFAULT_CALENDAR, sla_due
 from accrue.services.timekeeping.service_layer.handlers import Timekeeping
+from accrue.testing import identity
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as tka
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc as tkg
@@ -904,7 +905,7 @@ async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_
         for pid in unknown
     ]
     engine = create_engine(database_url)
-    channel = grpc.aio.insecure_channel(w.masterdata_address)
+    channel = identity.channel(w.masterdata_address, identity.run_signer())
     stub = CountingStub(mdg.MasterDataServiceStub(channel))
     app = Timekeeping(
         lambda: TimekeepingUnitOfWork(engine, MasterDataReader(stub, md_projection)),  # type: ignore[arg-type]
@@ -998,7 +999,7 @@ async def test_replicas_sweeping_at_once_escalate_each_entry_once(
     channels = []
     for _ in range(2):  # two replicas: their own engine, their own master-data channel
         engine = create_engine(database_url)
-        channel = grpc.aio.insecure_channel(w.masterdata_address)
+        channel = identity.channel(w.masterdata_address, identity.run_signer())
         channels.append((engine, channel))
         reader = MasterDataReader(mdg.MasterDataServiceStub(channel), md_projection)
         replicas.append(
@@ -1036,7 +1037,7 @@ async def test_entries_queued_before_due_times_were_stored_get_one_at_the_next_s
     fresh = await submit(w, entry(w, "2026-11-02", "1", project="p2"))
     stale = await submit(w, entry(w, "2026-11-03", "1", project="p2"))
     engine = create_engine(database_url)
-    channel = grpc.aio.insecure_channel(w.masterdata_address)
+    channel = identity.channel(w.masterdata_address, identity.run_signer())
     try:
         async with engine.begin() as conn:  # as migration 0004 leaves them; one waiting for a month
             await conn.execute(

@@ -28,6 +28,7 @@ from accrue.masterdata.v1 import resources_pb2 as md_res
 from accrue.services.gateway.bootstrap import build_app
 from accrue.services.gateway.settings import GatewaySettings
 from accrue.telemetry import configure_tracing
+from accrue.testing.identity import InProcessIssuer
 from accrue.timekeeping.v1 import resources_pb2 as tk_res
 from accrue.timekeeping.v1 import timekeeping_service_pb2 as tk
 from accrue.timekeeping.v1 import timekeeping_service_pb2_grpc as tk_grpc
@@ -183,18 +184,34 @@ def recorder(fake_backends: FakeBackends) -> Recorder:
 ClientFactory = Callable[..., httpx.AsyncClient]
 
 
+@pytest.fixture(scope="session")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> InProcessIssuer:
+    """The local issuer the in-process gateways verify tokens of."""
+    return InProcessIssuer(tmp_path_factory.mktemp("issuer"))
+
+
 @pytest.fixture
-async def make_client(fake_backends: FakeBackends) -> AsyncIterator[ClientFactory]:
-    """Builds a gateway app with given settings and an HTTP client on it; closes both after."""
+async def make_client(fake_backends: FakeBackends, issuer: InProcessIssuer) -> AsyncIterator[ClientFactory]:
+    """Builds a gateway app with given settings and an HTTP client on it; closes both after.
+
+    The client acts as whoever each request names, with tokens from `issuer`; pass
+    auth=None for a client that sends no token."""
     opened: list[tuple[httpx.AsyncClient, Any]] = []
 
-    def make(build_kwargs: dict[str, Any] | None = None, **overrides: Any) -> httpx.AsyncClient:
+    def make(
+        build_kwargs: dict[str, Any] | None = None, auth: Any = "named", **overrides: Any
+    ) -> httpx.AsyncClient:
         values: dict[str, Any] = {
-            "backends": {MASTERDATA: fake_backends.address, TIMEKEEPING: fake_backends.address}
+            "backends": {MASTERDATA: fake_backends.address, TIMEKEEPING: fake_backends.address},
+            **issuer.settings,
         }
         values.update(overrides)
-        app = build_app(GatewaySettings(**values), **(build_kwargs or {}))
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+        app = build_app(GatewaySettings(**values), **{"http": issuer.http, **(build_kwargs or {})})
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://gateway",
+            auth=issuer.auth() if auth == "named" else auth,
+        )
         opened.append((client, app))
         return client
 

@@ -185,11 +185,18 @@ async def library() -> AsyncIterator[tuple[FakeLibrary, str]]:
 
 
 @pytest.fixture
-async def client(library: tuple[FakeLibrary, str]) -> AsyncIterator[httpx.AsyncClient]:
+async def client(library: tuple[FakeLibrary, str], issuer: Any) -> AsyncIterator[httpx.AsyncClient]:
     fake, address = library
     fake.seen.clear()
-    app = build_app(GatewaySettings(backends={SERVICE: address}), files=library_files(), services=[SERVICE])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+    app = build_app(
+        GatewaySettings(backends={SERVICE: address}, **issuer.settings),
+        files=library_files(),
+        services=[SERVICE],
+        http=issuer.http,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", auth=issuer.auth()
+    ) as client:
         yield client
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,33 @@ from accrue.services.gateway.settings import GatewaySettings
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    keys = os.environ["ACCRUE_INTERNAL_KEYS_DIR"]
     for name in list(os.environ):
         if name.startswith("ACCRUE_"):
             monkeypatch.delenv(name)
+    # Identity is required; these tests are about everything else.
+    monkeypatch.setenv("ACCRUE_INTERNAL_KEYS_DIR", keys)
+    monkeypatch.setenv("ACCRUE_GATEWAY_LOCAL_ISSUER_DIR", str(tmp_path / "issuer"))
+
+
+def test_without_an_identity_provider_the_gateway_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ACCRUE_GATEWAY_LOCAL_ISSUER_DIR")
+
+    with pytest.raises(SystemExit):
+        load_settings(GatewaySettings)
+
+    assert "ACCRUE_GATEWAY_OIDC_ISSUER" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algorithms", ["HS256", "none", "RS256,HS512", ""])
+def test_symmetric_or_no_algorithms_are_refused(monkeypatch: pytest.MonkeyPatch, algorithms: str) -> None:
+    monkeypatch.setenv("ACCRUE_GATEWAY_OIDC_ALGORITHMS", algorithms)
+
+    with pytest.raises(ValueError, match="asymmetric"):
+        GatewaySettings()
 
 
 def test_defaults_listen_on_localhost_8080() -> None:

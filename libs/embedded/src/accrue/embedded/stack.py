@@ -10,7 +10,9 @@ no migrations. Configuration is environment only:
 - ACCRUE_TIMEKEEPING_ADDRESS, ACCRUE_BILLING_ADDRESS: where they answer (read by observability);
 - ACCRUE_GATEWAY_HOST, ACCRUE_GATEWAY_PORT, ACCRUE_GATEWAY_BACKENDS (JSON: full gRPC service
   name -> "host:port");
-- ACCRUE_LOG_FORMAT (json|console), ACCRUE_LOG_LEVEL.
+- ACCRUE_LOG_FORMAT (json|console), ACCRUE_LOG_LEVEL;
+- ACCRUE_INTERNAL_KEYS_DIR: every process's internal keys (identity_dir/internal), and for the
+  gateway ACCRUE_GATEWAY_LOCAL_ISSUER_DIR (identity_dir/issuer); the caller makes the keys.
 
 A service is ready when grpc.health.v1.Health/Check (service "") answers SERVING; the gateway
 when GET /readyz answers 200, which it does once every backend serves. The runner (fixed ports)
@@ -27,6 +29,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from accrue.embedded.ports import PortBinding, free_port
 from accrue.embedded.readiness import GrpcHealth, HttpReady, Readiness
@@ -202,14 +205,20 @@ def process_env(
     log_format: str = "console",
     log_level: str = "INFO",
     clock_start: dt.datetime | None = None,
+    identity_dir: Path | None = None,
 ) -> dict[str, str]:
     """The ACCRUE_* environment of one process of the stack (a service or the gateway).
 
-    clock_start starts every process's clock at that instant (accrue.runtime.clock).
+    clock_start starts every process's clock at that instant (accrue.runtime.clock);
+    identity_dir holds the internal keys and the local issuer's (see internal_keys_dir).
     """
     env = common_env(
         database_url=database_url, nats_url=nats_url, ports=ports, log_format=log_format, log_level=log_level
     )
+    if identity_dir is not None:
+        env["ACCRUE_INTERNAL_KEYS_DIR"] = str(internal_keys_dir(identity_dir))
+        if name == GATEWAY.name:
+            env["ACCRUE_GATEWAY_LOCAL_ISSUER_DIR"] = str(local_issuer_dir(identity_dir))
     if clock_start is not None:
         env["ACCRUE_CLOCK_START"] = clock_start.isoformat()
     if name == GATEWAY.name:
@@ -221,6 +230,16 @@ def process_env(
         env[spec.grpc_port_var] = str(ports.services[name].grpc)
         env[spec.metrics_port_var] = str(ports.services[name].metrics)
     return env
+
+
+def internal_keys_dir(identity_dir: Path) -> Path:
+    """Where the stack's internal keys live under its identity directory."""
+    return identity_dir / "internal"
+
+
+def local_issuer_dir(identity_dir: Path) -> Path:
+    """Where the local issuer's signing keys live under the identity directory."""
+    return identity_dir / "issuer"
 
 
 def child_environ(
@@ -266,6 +285,7 @@ def stack_processes(
     log_level: str = "INFO",
     command: Callable[[str], Sequence[str]] = module_command,
     clock_start: dt.datetime | None = None,
+    identity_dir: Path | None = None,
 ) -> list[StackProcess]:
     """Every service, then the gateway; command(name) gives the argv (tests may substitute one)."""
     result: list[StackProcess] = []
@@ -279,6 +299,7 @@ def stack_processes(
             log_format=log_format,
             log_level=log_level,
             clock_start=clock_start,
+            identity_dir=identity_dir,
         )
         readiness: Readiness
         if name == GATEWAY.name:

@@ -41,11 +41,13 @@ from accrue.identity.principal import DEFAULT_LEGAL_ENTITIES_CLAIM, DEFAULT_ROLE
 from accrue.identity.verifier import DISCOVERY_PATH
 from accrue.runtime.clock import Clock
 
-__all__ = ["ALGORITHM", "KEY_FILE_NAME", "LocalIssuer", "LocalKey"]
+__all__ = ["ALGORITHM", "KEY_FILE_NAME", "LOCAL_ISSUER_PATH", "LocalIssuer", "LocalKey"]
 
 ALGORITHM: Final = "ES256"
 KEY_FILE_NAME: Final = "local-issuer-keys.json"
 JWKS_PATH: Final = "/jwks.json"
+# Where the gateway serves the local issuer: its URL is the gateway's own plus this path.
+LOCAL_ISSUER_PATH: Final = "/local-issuer"
 _FILE_FORMAT: Final = 1
 
 

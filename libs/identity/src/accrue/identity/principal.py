@@ -17,25 +17,13 @@ from typing import Any, Final
 
 from accrue.identity.errors import InvalidToken
 
+# One Principal for the whole system: the runtime's, which use cases read (accrue.runtime.identity).
+from accrue.runtime.identity import Principal
+
 __all__ = ["DEFAULT_LEGAL_ENTITIES_CLAIM", "DEFAULT_ROLES_CLAIM", "ClaimsMapping", "Principal", "claim_at"]
 
 DEFAULT_ROLES_CLAIM: Final = "roles"
 DEFAULT_LEGAL_ENTITIES_CLAIM: Final = "accrue_legal_entities"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The verified caller. Built only from a verified token's claims; the raw claims stay out,
-    so nothing downstream is tempted to trust a claim this mapping did not vet."""
-
-    subject: str
-    roles: frozenset[str] = frozenset()
-    legal_entity_ids: frozenset[str] = frozenset()
-    # The OAuth client the token was issued to (e.g. a client-credentials integration).
-    client_id: str | None = None
-    # The system of record an integration client is (e.g. "workday"); None for people.
-    system: str | None = None
-    email: str | None = None
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,10 @@ class TokenVerifier:
     def config(self) -> VerifierConfig:
         return self._config
 
+    async def aclose(self) -> None:
+        """Close the HTTP client (the gateway's, at shutdown)."""
+        await self._http.aclose()
+
     async def verify(self, token: str | None) -> dict[str, Any]:
         """The token's claims if it passes every check; otherwise InvalidToken(reason)."""
         if not token:

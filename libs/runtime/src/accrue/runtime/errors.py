@@ -62,6 +62,12 @@ class Aborted(DomainError):
     grpc_code = "ABORTED"
 
 
+class Unauthenticated(DomainError):
+    """The call carries no identity this service can verify."""
+
+    grpc_code = "UNAUTHENTICATED"
+
+
 class PermissionDenied(DomainError):
     """The caller may not do this."""
 

@@ -46,6 +46,9 @@ class Service:
     # Run once before the service reports SERVING (e.g. filling its database pool).
     warm_up: Sequence[Closer] = ()
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    # Verifies every call's identity and applies the access policy (accrue.identity.grpc);
+    # required: `start` refuses a service without one.
+    auth: grpc.aio.ServerInterceptor | None = None
 
 
 @dataclass
@@ -105,10 +108,13 @@ class RunningService:
 async def start(service: Service) -> RunningService:
     """Start serving gRPC (and /metrics) and launch the background tasks."""
     settings = service.settings
+    if service.auth is None:
+        raise RuntimeError(f"{service.name} has no authentication interceptor; refusing to serve")
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
             ErrorAndMetricsInterceptor(),
+            service.auth,  # before the service's own: nothing runs for an unverified caller
             *service.interceptors,
         ],
         options=[

@@ -8,6 +8,7 @@ part; the service-specific variable wins when both are set.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
@@ -38,6 +39,9 @@ class ServiceSettings(BaseSettings):
     # clock; it then runs at real speed. For the pinned test stack and demos; refused in
     # production. See accrue.runtime.clock.
     clock_start: AwareDatetime | None = None
+    # Internal keys (accrue.identity.internal): this process's `<name>.key.pem` and every
+    # trusted `<name>.pub.pem`. Required to serve; `accrue run` and the tests make them.
+    internal_keys_dir: Path | None = None
 
     @model_validator(mode="after")
     def _no_made_up_time_in_production(self) -> ServiceSettings:

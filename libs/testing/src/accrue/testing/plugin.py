@@ -22,8 +22,12 @@ Servers and temp dirs are gone after the session, whatever the tests did.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -43,7 +47,10 @@ _SAVED_CLOCK_START = pytest.StashKey[str | None]()
 TEST_STACK_ENV = {
     "ACCRUE_BILLING_ERP_CALL_TIMEOUT_SECONDS": "5",
     "ACCRUE_BILLING_POSTING_LEASE_SECONDS": "10",
+    # The integration clients the tests act as (accrue.testing.identity.system_client).
+    "ACCRUE_GATEWAY_CLIENT_SYSTEMS": json.dumps({s: s for s in ("crm", "erp", "hr", "seed", "workday")}),
 }
+_SAVED_KEYS_DIR = pytest.StashKey[str | None]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,9 +65,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INSTANT] = (name, instant)
     config.stash[_SAVED_CLOCK_START] = os.environ.get(CLOCK_START_ENV)
     os.environ[CLOCK_START_ENV] = instant.isoformat()
+    # One keyring of internal keys for the run: in-process services verify calls with it and
+    # tests sign theirs as the gateway does (accrue.testing.identity).
+    from accrue.testing.identity import KEYS_ENV, make_keys
+
+    config.stash[_SAVED_KEYS_DIR] = os.environ.get(KEYS_ENV)
+    os.environ[KEYS_ENV] = str(make_keys(Path(tempfile.mkdtemp(prefix="accrue-keys-"))))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from accrue.testing.identity import KEYS_ENV
+
+    keys = os.environ.pop(KEYS_ENV, None)
+    if keys is not None and Path(keys).name.startswith("accrue-keys-"):
+        shutil.rmtree(keys, ignore_errors=True)
+    if (saved_keys := config.stash.get(_SAVED_KEYS_DIR, None)) is not None:
+        os.environ[KEYS_ENV] = saved_keys
     saved = config.stash.get(_SAVED_CLOCK_START, None)
     if saved is None:
         os.environ.pop(CLOCK_START_ENV, None)
@@ -88,6 +108,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def instant(pytestconfig: pytest.Config) -> dt.datetime:
     """The run's pinned instant (aware, UTC): what "now" is for the services a test starts."""
     return pytestconfig.stash[_INSTANT][1]
+
+
+@pytest.fixture
+def internal_signer() -> Any:
+    """Signs internal tokens as the gateway does (accrue.testing.identity). Per test: its clock
+    starts at the run's instant when the test does, as the clocks of the services it starts do,
+    so the tokens it signs are neither from their future nor long past."""
+    from accrue.testing.identity import run_signer
+
+    return run_signer()
 
 
 @pytest.fixture(scope="session")

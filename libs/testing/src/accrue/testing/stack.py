@@ -28,10 +28,15 @@ from accrue.embedded.stack import (
     PortAssignment,
     StackProcess,
     child_environ,
+    internal_keys_dir,
+    local_issuer_dir,
     module_command,
     run_migrations,
     stack_processes,
 )
+from accrue.identity.local_issuer import LOCAL_ISSUER_PATH, LocalIssuer
+from accrue.runtime.clock import Clock
+from accrue.testing.identity import LocalTokens, make_keys
 from accrue.testing.instants import CLOCK_START_ENV as CLOCK_START
 
 
@@ -60,7 +65,9 @@ class Stack:
         nats_url: str | None = None,
         ready_timeout: float = 90.0,
         stop_timeout: float = 10.0,
+        identity_dir: Path | None = None,
     ) -> None:
+        self.identity_dir = identity_dir
         self.processes = {p.name: p for p in processes}
         self.log_dir = Path(log_dir)
         self.ports = ports
@@ -88,12 +95,16 @@ class Stack:
         stop_timeout: float = 10.0,
         clock_start: dt.datetime | None = None,
         extra_env: Mapping[str, str] | None = None,
+        identity_dir: Path | None = None,
     ) -> Stack:
         """Every service and the gateway from accrue.embedded.stack, on free ports by default;
         clock_start starts every process's clock at that instant; extra_env is added to every
         process's environment."""
         ports = ports or PortAssignment.free()
+        identity_dir = identity_dir or Path(log_dir) / "identity"
+        make_keys(internal_keys_dir(identity_dir))
         processes = stack_processes(
+            identity_dir=identity_dir,
             clock_start=clock_start,
             database_url=database_url,
             nats_url=nats_url,
@@ -107,6 +118,7 @@ class Stack:
         return cls(
             processes,
             log_dir,
+            identity_dir=identity_dir,
             ports=ports,
             database_url=database_url,
             nats_url=nats_url,
@@ -115,6 +127,14 @@ class Stack:
         )
 
     # -- where things are ------------------------------------------------------------------------
+
+    def issuer(self, clock: Clock) -> LocalIssuer:
+        """The gateway's local issuer (its keys), to mint tokens as `accrue token` does."""
+        assert self.identity_dir is not None
+        return LocalIssuer(local_issuer_dir(self.identity_dir), self.gateway_url + LOCAL_ISSUER_PATH, clock)
+
+    def tokens(self, clock: Clock) -> LocalTokens:
+        return LocalTokens(self.issuer(clock))
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from accrue.db import UnitOfWork, create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
 from accrue.runtime import client
@@ -68,8 +69,9 @@ async def bootstrap(settings: BillingSettings) -> Service:
     """Wire the service: database, master data, backbone, ERP, use cases, servicer, background work."""
     # The one clock every part of the service reads "now" from (pinned in tests and demos).
     clock = clock_for(settings.clock_start)
+    auth = service_auth("billing", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-billing")
-    channel = client.channel(settings.masterdata_address)
+    channel = client.channel(settings.masterdata_address, interceptors=auth.client_interceptors)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
@@ -131,4 +133,5 @@ async def bootstrap(settings: BillingSettings) -> Service:
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, erp.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        auth=auth.interceptor,
     )

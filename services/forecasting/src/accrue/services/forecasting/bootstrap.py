@@ -12,6 +12,7 @@ from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
 from accrue.forecasting.v1 import forecasting_service_pb2_grpc
+from accrue.identity.grpc import service_auth
 from accrue.runtime.clock import clock_for
 from accrue.runtime.server import Service
 from accrue.services.forecasting.adapters import tables
@@ -34,6 +35,7 @@ async def migrate(settings: ForecastingSettings) -> None:
 async def bootstrap(settings: ForecastingSettings) -> Service:
     """Wire the service: database, backbone, use cases, servicer, relay, consumers, schedule."""
     clock = clock_for(settings.clock_start)
+    auth = service_auth("forecasting", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-forecasting")
     backbone = await Backbone.connect(
         settings.nats_url, "forecasting", replicas=settings.stream_replicas, clock=clock
@@ -79,4 +81,5 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        auth=auth.interceptor,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from accrue.identity.local_issuer import LOCAL_ISSUER_PATH
+from accrue.services.gateway.auth import Authenticator
 from accrue.services.gateway.backends import Backends
 from accrue.services.gateway.docs import ASSETS_PATH, docs_page
 from accrue.services.gateway.endpoint import Gateway
@@ -65,6 +67,10 @@ def create_app(
     readiness_timeout: float,
     swagger_ui: Path,
     methods: list[str],
+    authenticator: Authenticator,
+    metrics_open: bool = True,
+    local_issuer: ASGIApp | None = None,
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Starlette:
     """Wire the endpoints; everything they use is built by the bootstrap and passed in."""
     docs_html = docs_page(title)
@@ -87,7 +93,12 @@ def create_app(
                 )
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    async def prometheus(_: Request) -> Response:
+    async def prometheus(request: Request) -> Response:
+        if not metrics_open:
+            try:
+                await authenticator.principal(request.headers.get("authorization"))
+            except Problem as problem:
+                return render(problem, request_id=request_id_of(request.scope), instance=request.url.path)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_json(_: Request) -> Response:
@@ -110,12 +121,19 @@ def create_app(
     routes.append(
         Mount(ASSETS_PATH, app=_labelled_asgi(f"{ASSETS_PATH}/{{path}}", assets), name="docs-assets")
     )
+    if local_issuer is not None:
+        # The embedded issuer's discovery and JWKS, verified like any provider's.
+        routes.append(
+            Mount(LOCAL_ISSUER_PATH, app=_labelled_asgi(f"{LOCAL_ISSUER_PATH}/{{path}}", local_issuer))
+        )
     routes.append(Route("/{path:path}", gateway.handle, methods=methods))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         await backends.close()  # uvicorn got SIGTERM and drained; now the channels go
+        for close in on_shutdown:
+            await close()
 
     return Starlette(
         routes=routes,

@@ -12,15 +12,23 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from types import FrameType
 
+import httpx
 import uvicorn
 from google.protobuf import descriptor_pb2
 from starlette.applications import Starlette
 
 from accrue.contracts import PUBLIC_SERVICES, descriptor_set
+from accrue.identity.internal import load_signer
+from accrue.identity.local_issuer import LOCAL_ISSUER_PATH, LocalIssuer
+from accrue.identity.policy import load_policy
+from accrue.identity.principal import ClaimsMapping
+from accrue.identity.verifier import TokenVerifier, VerifierConfig, discovery_url
+from accrue.runtime.clock import Clock, clock_for
 from accrue.runtime.heap import freeze_startup_objects
 from accrue.runtime.loop import watch_event_loop
 from accrue.runtime.settings import load_settings
 from accrue.services.gateway.app import FIXED_PATHS, create_app, openapi_bytes
+from accrue.services.gateway.auth import Authenticator
 from accrue.services.gateway.backends import Backends, ChannelFactory, instrumented_channel
 from accrue.services.gateway.catalog import load_catalog
 from accrue.services.gateway.docs import swagger_ui_directory
@@ -48,8 +56,13 @@ def build_app(
     channel_factory: ChannelFactory = instrumented_channel,
     files: descriptor_pb2.FileDescriptorSet | None = None,
     services: Sequence[str] = PUBLIC_SERVICES,
+    http: httpx.AsyncClient | None = None,
 ) -> Starlette:
-    """Everything the gateway serves, from the contracts' descriptors and the settings."""
+    """Everything the gateway serves, from the contracts' descriptors and the settings.
+
+    http is the client the token verifier fetches discovery and JWKS with (tests pass one
+    that reaches an in-process provider).
+    """
     unknown = sorted(set(settings.backends) - set(services))
     if unknown:
         raise ConfigurationError(
@@ -59,6 +72,8 @@ def build_app(
     bindings = [compile_binding(catalog, rpc, rule) for rpc in catalog.methods for rule in rpc.rules]
     router: Router[Binding] = Router((b.http_method, b.template, b) for b in bindings)
     backends = Backends(settings.backends, channel_factory)
+    clock = clock_for(settings.clock_start)
+    authenticator, local_issuer = _authenticator(settings, clock, http)
     metrics = GatewayMetrics()
     fixed = {path: ("GET", "HEAD") for path in FIXED_PATHS}
     gateway = Gateway(
@@ -69,8 +84,16 @@ def build_app(
         metrics=metrics,
         limits=Limits(settings.request_timeout_seconds, settings.max_body_bytes),
         fixed_routes=fixed,
+        authenticator=authenticator,
     )
-    document = build_openapi(catalog, bindings, title=TITLE, version=_version())
+    document = build_openapi(
+        catalog,
+        bindings,
+        title=TITLE,
+        version=_version(),
+        policy=load_policy(),
+        discovery_url=discovery_url(authenticator.verifier.config.issuer),
+    )
     methods = sorted({*_STANDARD_METHODS, *(b.http_method for b in bindings)})
     return create_app(
         gateway=gateway,
@@ -81,7 +104,39 @@ def build_app(
         readiness_timeout=settings.readiness_timeout_seconds,
         swagger_ui=swagger_ui_directory(),
         methods=methods,
+        authenticator=authenticator,
+        metrics_open=settings.metrics_open,
+        local_issuer=local_issuer.app() if local_issuer is not None else None,
+        on_shutdown=[authenticator.verifier.aclose] if http is None else [],
     )
+
+
+def _authenticator(
+    settings: GatewaySettings, clock: Clock, http: httpx.AsyncClient | None
+) -> tuple[Authenticator, LocalIssuer | None]:
+    """The external provider's verifier, or the embedded issuer's when none is configured."""
+    assert settings.internal_keys_dir is not None  # the settings refuse to load without it
+    local_issuer = None
+    issuer = settings.oidc_issuer
+    if issuer is None:
+        assert settings.local_issuer_dir is not None
+        issuer = settings.base_url + LOCAL_ISSUER_PATH
+        local_issuer = LocalIssuer(settings.local_issuer_dir, issuer, clock)
+    config = VerifierConfig.of(
+        issuer,
+        settings.oidc_audience,
+        jwks_url=settings.oidc_jwks_url,
+        algorithms=tuple(settings.oidc_algorithms),
+    )
+    verifier = TokenVerifier(config, http or httpx.AsyncClient(timeout=config.http_timeout_seconds), clock)
+    claims = ClaimsMapping(
+        subject=settings.claim_subject,
+        roles=settings.claim_roles,
+        legal_entities=settings.claim_legal_entities,
+        client_systems=settings.client_systems,
+    )
+    signer = load_signer(settings.internal_keys_dir, "gateway", clock)
+    return Authenticator(verifier, claims, signer), local_issuer
 
 
 def _version() -> str:

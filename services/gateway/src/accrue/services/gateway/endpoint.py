@@ -10,6 +10,8 @@ import grpc
 from starlette.requests import Request
 from starlette.responses import Response
 
+from accrue.runtime.identity import Principal
+from accrue.services.gateway.auth import Authenticator
 from accrue.services.gateway.backends import BackendNotConfigured, Backends
 from accrue.services.gateway.catalog import Catalog
 from accrue.services.gateway.fieldpaths import client_field_path
@@ -64,7 +66,9 @@ class Gateway:
         metrics: GatewayMetrics,
         limits: Limits,
         fixed_routes: Mapping[str, Sequence[str]],
+        authenticator: Authenticator,
     ) -> None:
+        self._auth = authenticator
         self._catalog = catalog
         self._router = router
         self._transcoder = transcoder
@@ -111,11 +115,13 @@ class Gateway:
             )
         binding = found.target
         set_route(scope, binding.route)
+        # Before the body is read: an unauthenticated caller costs a header check, not a parse.
+        principal = await self._auth.principal(request.headers.get("authorization"))
         body = await self._read_body(request) if binding.body else b""
         rpc_request = self._transcoder.request(
             binding, found.path_params, scope.get("query_string", b"").decode("utf-8", "replace"), body
         )
-        metadata = self._metadata(request)
+        metadata = self._metadata(request, principal)
         rpc = binding.rpc
         try:
             reply = await self._backends.call(
@@ -136,10 +142,10 @@ class Gateway:
         self._metrics.rpc_done(rpc.service, rpc.method.name, "OK")
         return Response(self._transcoder.response(binding, reply), media_type="application/json")
 
-    def _metadata(self, request: Request) -> list[tuple[str, str]]:
-        # The one place that decides what travels from HTTP headers to gRPC metadata; the
-        # principal from a verified bearer token will join here (DESIGN §8).
-        metadata = [("x-request-id", request_id_of(request.scope))]
+    def _metadata(self, request: Request, principal: Principal) -> list[tuple[str, str]]:
+        # The one place that decides what travels from HTTP headers to gRPC metadata. The
+        # caller's own Authorization header never does: backends get the gateway's internal token.
+        metadata = [("x-request-id", request_id_of(request.scope)), self._auth.backend_metadata(principal)]
         if request.method in WRITE_METHODS:
             key = request.headers.get("idempotency-key")
             if key is not None:

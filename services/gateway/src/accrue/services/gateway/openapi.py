@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from accrue.identity.policy import Policy
 from accrue.services.gateway.catalog import Catalog, enum_of, is_map, message_of
 from accrue.services.gateway.endpoint import WRITE_METHODS
 from accrue.services.gateway.problems import PROBLEM_JSON
@@ -159,9 +160,15 @@ class _Schemas:
 
 
 def build_openapi(
-    catalog: Catalog, bindings: Sequence[Binding], *, title: str, version: str
+    catalog: Catalog,
+    bindings: Sequence[Binding],
+    *,
+    title: str,
+    version: str,
+    policy: Policy,
+    discovery_url: str,
 ) -> dict[str, Any]:
-    """The whole document; deterministic for a given catalog."""
+    """The whole document; deterministic for a given catalog and policy."""
     schemas = _Schemas(catalog)
     paths: dict[str, dict[str, Any]] = {}
     used_ids: set[str] = set()
@@ -169,6 +176,7 @@ def build_openapi(
         if binding.http_method not in _OPENAPI_METHODS:
             continue  # custom HTTP verbs have no OpenAPI spelling
         operation = _operation(schemas, binding, used_ids)
+        _secure(operation, policy, binding)
         paths.setdefault(binding.template.openapi_path, {})[binding.http_method.lower()] = operation
     schemas.components["Problem"] = _problem_schema()
     schemas.components["ProblemViolation"] = _violation_schema()
@@ -197,8 +205,32 @@ def build_openapi(
                     "content": {PROBLEM_JSON: {"schema": {"$ref": _REF + "Problem"}}},
                 }
             },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An access token from the OIDC provider (`accrue token` locally).",
+                },
+                "oidc": {"type": "openIdConnect", "openIdConnectUrl": discovery_url},
+            },
         },
+        "security": [{"bearer": []}, {"oidc": []}],
     }
+
+
+def _secure(operation: dict[str, Any], policy: Policy, binding: Binding) -> None:
+    """Each operation's security and the roles the access policy lets call it."""
+    entry = policy.entry(binding.rpc.grpc_path.lstrip("/"))
+    roles = sorted(entry.roles) if entry is not None else []
+    operation["security"] = [{"bearer": []}, {"oidc": roles}]
+    operation["x-accrue-roles"] = roles
+    if entry is not None and entry.rule is not None:
+        operation["x-accrue-rule"] = policy.rules[entry.rule]
+    line = f"**Roles:** {', '.join(roles) if roles else 'none (no policy entry)'}."
+    if entry is not None and entry.rule is not None:
+        line += f" {policy.rules[entry.rule]}"
+    operation["description"] = f"{operation.get('description', '')}\n\n{line}".strip()
 
 
 def _operation(schemas: _Schemas, binding: Binding, used_ids: set[str]) -> dict[str, Any]:

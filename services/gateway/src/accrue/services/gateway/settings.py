@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -17,7 +18,9 @@ from pydantic_settings import (
 
 # Values the whole stack shares and may set once as ACCRUE_<NAME>; nothing else falls back, so a
 # stack-wide ACCRUE_PORT or ACCRUE_HOST can never move the gateway by accident.
-_SHARED = frozenset({"log_level", "log_format", "otlp_endpoint"})
+_SHARED = frozenset(
+    {"log_level", "log_format", "otlp_endpoint", "internal_keys_dir", "clock_start", "environment"}
+)
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):\d{1,5}$")
 
 
@@ -48,6 +51,82 @@ class GatewaySettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     otlp_endpoint: str | None = None
+    environment: Literal["development", "production"] = "development"
+    # As every service's (accrue.runtime.clock); refused in production.
+    clock_start: AwareDatetime | None = None
+
+    # -- identity (docs/security.md) --------------------------------------------------------------
+    # The external OIDC provider, e.g. https://keycloak.example/realms/acme. When unset, the
+    # local issuer below is used (`make run`); one of the two is required.
+    oidc_issuer: str | None = None
+    # The audience Accrue's tokens must carry (Keycloak: an audience mapper; Entra: the app id URI).
+    oidc_audience: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["accrue"])
+    # Skip discovery and fetch keys here (some providers' discovery is not reachable from pods).
+    oidc_jwks_url: str | None = None
+    # Pinned algorithms (RFC 8725): never "none", never HS*.
+    oidc_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"]
+    )
+    # Where tokens carry each fact (dotted paths; Keycloak roles: realm_access.roles).
+    claim_subject: str = "sub"
+    claim_roles: str = "roles"
+    claim_legal_entities: str = "accrue_legal_entities"
+    # client_id -> the system of record that integration client is (JSON), e.g. {"hr-sync": "workday"}.
+    client_systems: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # The local issuer's key directory (`accrue run` sets it to its data dir); ignored when an
+    # external issuer is configured.
+    local_issuer_dir: Path | None = None
+    # The URL clients reach the gateway at, for the local issuer's own URL (default http://host:port).
+    public_url: str | None = None
+    # This gateway's internal signing key and the trusted keys (accrue.identity.internal).
+    internal_keys_dir: Path | None = None
+    # /metrics without a token (Prometheus scrapes it); false asks for a bearer token there too.
+    metrics_open: bool = True
+
+    @field_validator("oidc_audience", "oidc_algorithms", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        wrong = sorted(set(value) - allowed)
+        if wrong or not value:
+            raise ValueError(
+                f"{wrong or 'none'} not accepted; use asymmetric algorithms among {sorted(allowed)}"
+            )
+        return value
+
+    @field_validator("client_systems", mode="before")
+    @classmethod
+    def _systems_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'not JSON ({exc.msg}); expected {{"<client id>": "<system>"}}') from None
+        return value
+
+    @model_validator(mode="after")
+    def _identity_configured(self) -> GatewaySettings:
+        if self.environment == "production" and self.clock_start is not None:
+            raise ValueError("ACCRUE_CLOCK_START is for tests and demos; production runs on the system clock")
+        if self.oidc_issuer is None and self.local_issuer_dir is None:
+            raise ValueError(
+                "no identity provider: set ACCRUE_GATEWAY_OIDC_ISSUER (your OIDC provider) or "
+                "ACCRUE_GATEWAY_LOCAL_ISSUER_DIR (the embedded issuer `accrue run` uses)"
+            )
+        if self.internal_keys_dir is None:
+            raise ValueError("ACCRUE_INTERNAL_KEYS_DIR is not set: the gateway signs its calls to services")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @field_validator("backends", mode="before")
     @classmethod

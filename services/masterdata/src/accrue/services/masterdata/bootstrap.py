@@ -13,6 +13,7 @@ from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.runtime.clock import Clock, clock_for
 from accrue.runtime.server import Service
@@ -43,6 +44,7 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
     """Wire the service: database, backbone, use cases, gRPC servicer, outbox relay and the
     consumer of billing's invoices (milestone status)."""
     clock = clock_for(settings.clock_start)
+    auth = service_auth("masterdata", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-masterdata")
     backbone = await Backbone.connect(
         settings.nats_url, "masterdata", replicas=settings.stream_replicas, clock=clock
@@ -71,4 +73,5 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        auth=auth.interceptor,
     )

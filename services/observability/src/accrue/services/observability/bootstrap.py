@@ -12,6 +12,7 @@ from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.identity.grpc import service_auth
 from accrue.observability.v1 import observability_service_pb2_grpc
 from accrue.runtime.client import channel
 from accrue.runtime.clock import clock_for
@@ -38,6 +39,7 @@ async def migrate(settings: ObservabilitySettings) -> None:
 async def bootstrap(settings: ObservabilitySettings) -> Service:
     """Wire the service: database, backbone, use cases, servicer, consumers, metrics export."""
     clock = clock_for(settings.clock_start)
+    auth = service_auth("observability", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-observability")
     backbone = await Backbone.connect(
         settings.nats_url, "observability", replicas=settings.stream_replicas, clock=clock
@@ -46,8 +48,8 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
     def uow() -> ObservabilityUnitOfWork:
         return ObservabilityUnitOfWork(engine)
 
-    timekeeping = channel(settings.timekeeping_address)
-    billing = channel(settings.billing_address)
+    timekeeping = channel(settings.timekeeping_address, interceptors=auth.client_interceptors)
+    billing = channel(settings.billing_address, interceptors=auth.client_interceptors)
     sources = GrpcStageSources(
         timekeeping_service_pb2_grpc.TimekeepingServiceStub(timekeeping),
         billing_service_pb2_grpc.BillingServiceStub(billing),
@@ -84,4 +86,5 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channels, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        auth=auth.interceptor,
     )

@@ -12,6 +12,7 @@ from accrue.db import UnitOfWork, create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
 from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
 from accrue.runtime import client
@@ -58,8 +59,9 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers
     (master data, billing's invoices), escalation; all on one clock."""
     clock = clock_for(settings.clock_start)
+    auth = service_auth("timekeeping", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
-    channel = client.channel(settings.masterdata_address)
+    channel = client.channel(settings.masterdata_address, interceptors=auth.client_interceptors)
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
@@ -100,4 +102,5 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, engine.dispose],
         interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        auth=auth.interceptor,
     )

@@ -15,8 +15,9 @@ from google.protobuf.message import Message
 from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
 from accrue.money import format_decimal, format_money
+from accrue.runtime.errors import PermissionDenied, Violation
 from accrue.runtime.grpc_types import Context
-from accrue.runtime.identity import optional_principal
+from accrue.runtime.identity import acting_principal
 from accrue.services.masterdata.domain.kinds import KINDS, Kind
 from accrue.services.masterdata.service_layer.handlers import HistoryEntry, MasterData, Writer
 from accrue.type.v1 import types_pb2
@@ -65,11 +66,21 @@ def _request_id(context: Context) -> str:
 
 
 def writer(context: Context, request: Any, reason: str = "") -> Writer:
-    """Who writes, from where (identity seam for the person, the request for the source)."""
-    principal = optional_principal(context, request.actor)
+    """Who writes, from where: both from the verified principal, never from the request alone.
+
+    An integration client writes as the system of record it is; a person writes as "api". A
+    request that names another source (or another actor) is refused, naming the field.
+    """
+    principal = acting_principal(context, request.actor, "actor")
+    if request.source and request.source != principal.system:
+        raise PermissionDenied(
+            f"source {request.source!r} is not the caller's system",
+            [Violation("source", "NOT_THE_CALLER", "source comes from the integration client's identity")],
+            reason="SOURCE_MISMATCH",
+        )
     return Writer(
-        actor=principal.subject if principal else None,
-        source=request.source,
+        actor=principal.subject,
+        source=principal.system or "",
         request_id=_request_id(context),
         reason=reason,
     )
