@@ -176,9 +176,9 @@ class InternalVerifier:
         if header.get("alg") != ALGORITHM or header.get("typ") != TOKEN_TYPE:
             raise InvalidToken("bad_algorithm")
         signer = header.get("kid")
-        key = self._trusted.get(signer) if isinstance(signer, str) else None
-        if key is None:
+        if not isinstance(signer, str) or signer not in self._trusted:
             raise InvalidToken("unknown_key")
+        key = self._trusted[signer]
         try:
             claims = jwt.decode(
                 token,

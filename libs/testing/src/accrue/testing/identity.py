@@ -16,6 +16,7 @@ with explicit principals and tokens in tests/*/identity and tests/e2e/test_ident
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Generator, Iterable, Mapping
@@ -82,7 +83,9 @@ _JSON_ACTOR_FIELDS: Final = ("approverId", "actorId", "delegatorId", "lockedById
 
 def named_principal(actor: str | None, source: str | None) -> Principal:
     if source:
-        return system_client(source)
+        client = system_client(source)
+        # A sync run by a named account of that system (e.g. a service user "sync-bot").
+        return dataclasses.replace(client, subject=actor) if actor else client
     if actor:
         return person(actor)
     return admin()
