@@ -29,6 +29,7 @@ from accrue.services.timekeeping.adapters.tables import (
     period_locks,
     time_entries,
 )
+from accrue.services.timekeeping.domain.access import DelegationView, EntryView
 from accrue.services.timekeeping.domain.approval import Delegation
 from accrue.services.timekeeping.domain.locks import PeriodLock
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
@@ -415,11 +416,23 @@ class TimeEntryRepository:
         return named
 
     async def page(
-        self, filters: Mapping[str, Any], after: tuple[dt.date, str] | None, limit: int
+        self,
+        filters: Mapping[str, Any],
+        after: tuple[dt.date, str] | None,
+        limit: int,
+        view: EntryView = EntryView(),
     ) -> list[TimeEntry]:
-        """Entries matching filters, ordered by (work_date, id)."""
+        """Entries matching filters that view shows, ordered by (work_date, id).
+
+        The view is a condition of the query, not a filter of its page: a page is full of
+        entries the caller may read, and the next page starts after the last of them.
+        """
         t = time_entries
         query = sa.select(t)
+        if view.consultant_id is not None:
+            query = query.where(t.c.consultant_id == view.consultant_id)
+        if view.legal_entity_ids is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(view.legal_entity_ids)))
         for name in ("consultant_id", "project_id", "status"):
             if filters.get(name):
                 query = query.where(t.c[name] == filters[name])
@@ -437,15 +450,20 @@ class TimeEntryRepository:
         rows = await self._conn.execute(query.order_by(t.c.work_date, t.c.id).limit(limit))
         return [_entry(row) for row in rows]
 
-    async def approved_in(self, start: dt.date, end: dt.date, legal_entity_id: str) -> list[TimeEntry]:
+    async def approved_in(
+        self, start: dt.date, end: dt.date, legal_entity_id: str, scope: frozenset[str] | None = None
+    ) -> list[TimeEntry]:
         """Entries that were approved worked in the period: still APPROVED (reversals included,
-        with their negative hours) or REVERSED since, so the net is what remains approved."""
+        with their negative hours) or REVERSED since, so the net is what remains approved.
+        Only scope's legal entities when given."""
         t = time_entries
         query = sa.select(t).where(
             t.c.work_date.between(start, end), t.c.status.in_([str(Status.APPROVED), str(Status.REVERSED)])
         )
         if legal_entity_id:
             query = query.where(t.c.legal_entity_id == legal_entity_id)
+        if scope is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(scope)))
         rows = await self._conn.execute(query.order_by(t.c.project_id, t.c.work_date, t.c.id))
         return [_entry(row) for row in rows]
 
@@ -536,13 +554,19 @@ class PeriodLockRepository:
         return {row["legal_entity_id"]: _lock(row) for row in rows}
 
     async def page(
-        self, legal_entity_id: str, after: tuple[dt.datetime, str] | None, limit: int
+        self,
+        legal_entity_id: str,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+        scope: frozenset[str] | None = None,
     ) -> list[PeriodLock]:
-        """Locks newest first, optionally for one legal entity."""
+        """Locks newest first, optionally for one legal entity; only scope's entities when given."""
         t = period_locks
         query = sa.select(t)
         if legal_entity_id:
             query = query.where(t.c.legal_entity_id == legal_entity_id)
+        if scope is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(scope)))
         if after is not None:
             query = query.where(
                 sa.tuple_(t.c.create_time, t.c.id)
@@ -563,6 +587,7 @@ def _delegation(row: Any) -> Delegation:
         create_time=row.create_time,
         revoked_by_id=row.revoked_by_id,
         revoke_time=row.revoke_time,
+        legal_entity_id=row.legal_entity_id,
     )
 
 
@@ -583,6 +608,7 @@ class DelegationRepository:
                 end_date=delegation.end_date,
                 reason=delegation.reason,
                 create_time=delegation.create_time,
+                legal_entity_id=delegation.legal_entity_id,
             )
         )
 
@@ -618,11 +644,20 @@ class DelegationRepository:
         return [_delegation(row) for row in rows]
 
     async def page(
-        self, filters: Mapping[str, Any], after: tuple[dt.datetime, str] | None, limit: int
+        self,
+        filters: Mapping[str, Any],
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+        view: DelegationView = DelegationView(),
     ) -> list[Delegation]:
-        """Delegations newest first, filtered by delegator, delegate and the day they cover."""
+        """Delegations view shows, newest first, filtered by delegator, delegate and the day
+        they cover."""
         t = approval_delegations
         query = sa.select(t)
+        if view.party is not None:
+            query = query.where(sa.or_(t.c.delegator_id == view.party, t.c.delegate_id == view.party))
+        if view.legal_entity_ids is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(view.legal_entity_ids)))
         for name in ("delegator_id", "delegate_id"):
             if filters.get(name):
                 query = query.where(t.c[name] == filters[name])

@@ -108,6 +108,9 @@ approval_delegations = sa.Table(
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_by_id", sa.Text, nullable=False, server_default=""),
     sa.Column("revoke_time", sa.DateTime(timezone=True), nullable=True),
+    # The delegator's legal entity when granted: scoped readers list delegations by it.
+    sa.Column("legal_entity_id", sa.Text, nullable=False, server_default=""),
+    sa.Index("approval_delegations_legal_entity", "legal_entity_id", "create_time"),
 )
 
 # The master data validation reads, fed by md.* events and by gRPC on a miss.

@@ -32,6 +32,8 @@ class Delegation:
     create_time: dt.datetime
     revoked_by_id: str = ""
     revoke_time: dt.datetime | None = None
+    # The delegator's legal entity (who may read the delegation: domain.access).
+    legal_entity_id: str = ""
 
     @property
     def revoked(self) -> bool:
