@@ -215,6 +215,7 @@ async def run_once(url: str) -> dict[str, Any]:
     from accrue.db import create_engine
     from accrue.mdprojection import MasterDataReader
     from accrue.runtime.clock import system_clock
+    from accrue.runtime.identity import service_principal
     from accrue.services.billing.adapters import tables
     from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
     from accrue.services.billing.service_layer.handlers import Billing
@@ -230,7 +231,7 @@ async def run_once(url: str) -> dict[str, Any]:
     app = Billing(lambda: BillingUnitOfWork(engine, reader), system_clock)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started, cpu = time.perf_counter(), time.process_time()
-    result = await app.run(*PERIOD, "")
+    result = await app.run(*PERIOD, "", by=service_principal("benchmark"))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     async with engine.connect() as conn:

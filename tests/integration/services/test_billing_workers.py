@@ -39,9 +39,13 @@ from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
 from accrue.services.billing.domain.posting import RetryPolicy
 from accrue.services.billing.service_layer.handlers import Billing
 from accrue.services.billing.service_layer.posting import PostingWorker
+from accrue.testing import identity
 from accrue.timekeeping.v1 import resources_pb2 as tk
 
 pytestmark = [pytest.mark.integration, pytest.mark.dates]
+
+# The use cases are called directly here, as a finance person of every legal entity.
+FINANCE = identity.person("finance-1", "finance")
 
 
 class Env:
@@ -322,8 +326,8 @@ async def test_scheduled_runs_bill_each_period_once_at_its_cut_off(env: Any) -> 
     again = await app.run_due(dt.datetime(2026, 12, 3, 0, 2, tzinfo=utc))
     by_kind = {r.billing_period: r for r in first}
     assert (by_kind["MONTHLY"].scheduled, by_kind["MONTHLY"].period_end) == (True, dt.date(2026, 11, 30))
-    monthly_run = await app.get_run(by_kind["MONTHLY"].run_id)
-    weekly_run = await app.get_run(by_kind["WEEKLY"].run_id)
+    monthly_run = await app.get_run(by_kind["MONTHLY"].run_id, by=FINANCE)
+    weekly_run = await app.get_run(by_kind["WEEKLY"].run_id, by=FINANCE)
     assert sources(list(monthly_run.invoices)) == {on_time.id}
     assert sources(list(weekly_run.invoices)) == {week.id}
     assert (weekly_run.period_start, weekly_run.period_end) == ("2026-11-23", "2026-11-29")
@@ -332,7 +336,7 @@ async def test_scheduled_runs_bill_each_period_once_at_its_cut_off(env: Any) -> 
     # Late work (approved after November's cut-off) is on December's invoice.
     january = await app.run_due(dt.datetime(2027, 1, 3, 0, 1, tzinfo=utc))
     (december,) = [r for r in january if r.billing_period == "MONTHLY"]
-    assert sources(list((await app.get_run(december.run_id)).invoices)) == {late.id}
+    assert sources(list((await app.get_run(december.run_id, by=FINANCE)).invoices)) == {late.id}
 
 
 async def test_overlapping_runs_at_once_bill_each_entry_exactly_once(env: Any) -> None:
@@ -347,10 +351,10 @@ async def test_overlapping_runs_at_once_bill_each_entry_exactly_once(env: Any) -
     app = Billing(e.uow, e.clock)
     le = e.f["le"].id
     await asyncio.gather(
-        app.run("2026-11-01", "2026-11-30", ""),
-        app.run("2026-11-01", "2026-11-30", le),
-        app.run("2026-11-01", "2026-11-30", le, md.BILLING_PERIOD_MONTHLY),
-        app.run("2026-11-01", "2026-11-15", le),
+        app.run("2026-11-01", "2026-11-30", "", by=FINANCE),
+        app.run("2026-11-01", "2026-11-30", le, by=FINANCE),
+        app.run("2026-11-01", "2026-11-30", le, md.BILLING_PERIOD_MONTHLY, by=FINANCE),
+        app.run("2026-11-01", "2026-11-15", le, by=FINANCE),
     )
     async with e.engine.connect() as conn:
         lineage = (
@@ -610,7 +614,8 @@ async def test_two_concurrent_runs_for_one_legal_entity_and_period_are_one_run(e
     app = Billing(e.uow, e.clock)
     le = e.f["le"].id
     first, second = await asyncio.gather(
-        app.run("2026-11-01", "2026-11-30", le), app.run("2026-11-01", "2026-11-30", le)
+        app.run("2026-11-01", "2026-11-30", le, by=FINANCE),
+        app.run("2026-11-01", "2026-11-30", le, by=FINANCE),
     )
     assert first.run_id == second.run_id
     assert sorted(first.invoice_ids) == sorted(second.invoice_ids)
@@ -771,7 +776,7 @@ async def test_a_scheduler_down_over_whole_periods_gives_each_missed_period_its_
     app = Billing(e.uow, e.clock, cutoff_delay=dt.timedelta(hours=48))
 
     async def billed(result: Any) -> tuple[str, str, set[str]]:
-        run = await app.get_run(result.run_id)
+        run = await app.get_run(result.run_id, by=FINANCE)
         return (
             run.period_start,
             run.period_end,
@@ -847,7 +852,7 @@ async def test_each_legal_entity_s_month_is_billed_once_its_own_month_has_ended(
         made = {}
         for r in await app.run_due(now):
             if r.billing_period == "MONTHLY":
-                run = await app.get_run(r.run_id)
+                run = await app.get_run(r.run_id, by=FINANCE)
                 billed = {i for inv in run.invoices for line in inv.lines for i in line.source_time_entry_ids}
                 made[names[r.legal_entity_id]] = (run.period_end, r.cutoff_time, billed)
         return made

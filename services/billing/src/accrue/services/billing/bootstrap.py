@@ -24,6 +24,7 @@ from accrue.services.billing.adapters.erp import ErpAdapter
 from accrue.services.billing.adapters.erp.file import FileErp
 from accrue.services.billing.adapters.erp.tryton import TrytonErp
 from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
+from accrue.services.billing.domain.access import FourEyes
 from accrue.services.billing.domain.posting import RetryPolicy
 from accrue.services.billing.entrypoints.consumers import (
     masterdata_subscription,
@@ -89,6 +90,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
         erp=erp,
         cap_thresholds=settings.cap_thresholds,
         cutoff_delay=dt.timedelta(hours=settings.schedule_cutoff_hours),
+        four_eyes=FourEyes.of(settings.four_eyes_legal_entities),
     )
     servicer = BillingServicer(app)
     relay = backbone.relay(engine, tables.outbox)

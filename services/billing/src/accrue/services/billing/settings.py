@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from accrue.runtime import ServiceSettings
 
@@ -50,6 +51,19 @@ class BillingSettings(ServiceSettings):
     schedule_cutoff_hours: float = 48.0
     # Percentages of a CAPPED line's cap that announce billing.cap.threshold_reached.
     cap_thresholds: list[int] = [80, 90, 100]
+    # Four eyes: in these legal entities ("*": every one) whoever approved an invoice may not
+    # also post it. Comma-separated ids (or a JSON list); empty: off.
+    four_eyes_legal_entities: Annotated[list[str], NoDecode] = []
+
+    @field_validator("four_eyes_legal_entities", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _tryton_needs_its_server(self) -> BillingSettings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -400,8 +400,13 @@ class BillingRepository:
         )
         return {r[0]: r[1] for r in rows}
 
-    async def work_in(self, start: dt.date, end: dt.date, legal_entity_id: str) -> list[Any]:
-        """Every entry billing holds worked in the period, with its invoice's status if any."""
+    async def work_in(
+        self, start: dt.date, end: dt.date, legal_entity_id: str, scope: Collection[str] | None = None
+    ) -> list[Any]:
+        """Every entry billing holds worked in the period, with its invoice's status if any.
+
+        scope: the legal entities the caller may see (None: all).
+        """
         t = wip_entries
         query = (
             sa.select(
@@ -420,6 +425,8 @@ class BillingRepository:
         )
         if legal_entity_id:
             query = query.where(t.c.legal_entity_id == legal_entity_id)
+        if scope is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(scope)))
         return list(
             await self._conn.execute(query.order_by(t.c.project_id, t.c.work_date, t.c.time_entry_id))
         )
@@ -518,12 +525,13 @@ class BillingRepository:
             return None
         return (await self._conn.execute(sa.select(billing_runs).where(billing_runs.c.id == run_id))).first()
 
-    async def run_exceptions(self, run_id: str) -> list[str]:
-        """Ids of the exceptions a run raised, newest first."""
+    async def run_exceptions(self, run_id: str, scope: Collection[str] | None = None) -> list[str]:
+        """Ids of the exceptions a run raised (in scope's legal entities, if given), newest first."""
         t = billing_exceptions
-        rows = await self._conn.execute(
-            sa.select(t.c.id).where(t.c.billing_run_id == run_id).order_by(t.c.create_time.desc(), t.c.id)
-        )
+        query = sa.select(t.c.id).where(t.c.billing_run_id == run_id)
+        if scope is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(scope)))
+        rows = await self._conn.execute(query.order_by(t.c.create_time.desc(), t.c.id))
         return [r.id for r in rows]
 
     async def billed_on_line(self, contract_line_id: str) -> Decimal:
@@ -781,6 +789,13 @@ class BillingRepository:
             )
         ).first()
 
+    async def approver_of(self, invoice_id: str) -> str:
+        """Who approved an invoice ("" when nobody has, or there is no such invoice); unlocked."""
+        if not _is_uuid(invoice_id):
+            return ""
+        found = await self._conn.scalar(sa.select(invoices.c.approved_by).where(invoices.c.id == invoice_id))
+        return found or ""
+
     async def set_invoice(self, invoice_id: str, **values: Any) -> None:
         """Update an invoice's head."""
         await self._conn.execute(sa.update(invoices).where(invoices.c.id == invoice_id).values(**values))
@@ -859,10 +874,19 @@ class BillingRepository:
             lines.setdefault(r.invoice_id, []).append(r)
         return [_invoice(heads[i], lines.get(i, [])) for i in wanted if i in heads]
 
-    async def invoice_ids(self, filters: Mapping[str, Any], after: str | None, limit: int) -> list[str]:
-        """Invoice ids matching filters, newest first."""
+    async def invoice_ids(
+        self,
+        filters: Mapping[str, Any],
+        after: str | None,
+        limit: int,
+        scope: Collection[str] | None = None,
+    ) -> list[str]:
+        """Invoice ids matching filters, newest first; only scope's legal entities' when given."""
         t = invoices
         query = sa.select(t.c.id)
+        if scope is not None:
+            # In the query, so a page is full of visible invoices and the token never skips any.
+            query = query.where(t.c.legal_entity_id.in_(sorted(scope)))
         for name in ("legal_entity_id", "customer_id", "status", "billing_run_id"):
             if filters.get(name):
                 if name == "billing_run_id" and not _is_uuid(filters[name]):
@@ -1132,11 +1156,18 @@ class BillingRepository:
         return Decimal(row[0]), Decimal(row[1])
 
     async def exceptions(
-        self, filters: Mapping[str, Any], after: str | None, limit: int, ids: Iterable[str] | None = None
+        self,
+        filters: Mapping[str, Any],
+        after: str | None,
+        limit: int,
+        ids: Iterable[str] | None = None,
+        scope: Collection[str] | None = None,
     ) -> list[bl.BillingException]:
-        """Exceptions matching filters (or the given ids), newest first."""
+        """Exceptions matching filters (or the given ids), newest first; scope as invoice_ids."""
         t = billing_exceptions
         query = sa.select(t)
+        if scope is not None:
+            query = query.where(t.c.legal_entity_id.in_(sorted(scope)))
         if ids is not None:
             wanted = [i for i in ids if _is_uuid(i)]
             if not wanted:

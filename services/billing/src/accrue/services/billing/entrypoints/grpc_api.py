@@ -10,7 +10,7 @@ from accrue.billing.v1 import billing_service_pb2_grpc as api_grpc
 from accrue.billing.v1 import resources_pb2 as bl
 from accrue.money import format_decimal
 from accrue.runtime.grpc_types import Context
-from accrue.runtime.identity import acting_principal
+from accrue.runtime.identity import acting_principal, current_principal
 from accrue.services.billing.service_layer.handlers import Billing
 
 
@@ -29,17 +29,25 @@ class BillingServicer(api_grpc.BillingServiceServicer):
     ) -> api.CreateBillingRunResponse:
         wanted = request.billing_run
         result = await self.app.run(
-            wanted.period_start, wanted.period_end, wanted.legal_entity_id, wanted.billing_period
+            wanted.period_start,
+            wanted.period_end,
+            wanted.legal_entity_id,
+            wanted.billing_period,
+            by=current_principal(context),
         )
         return api.CreateBillingRunResponse(billing_run=await self.app.describe_run(result))
 
     async def GetBillingRun(
         self, request: api.GetBillingRunRequest, context: Context
     ) -> api.GetBillingRunResponse:
-        return api.GetBillingRunResponse(billing_run=await self.app.get_run(request.id))
+        return api.GetBillingRunResponse(
+            billing_run=await self.app.get_run(request.id, by=current_principal(context))
+        )
 
     async def GetInvoice(self, request: api.GetInvoiceRequest, context: Context) -> api.GetInvoiceResponse:
-        return api.GetInvoiceResponse(invoice=await self.app.get_invoice(request.id))
+        return api.GetInvoiceResponse(
+            invoice=await self.app.get_invoice(request.id, by=current_principal(context))
+        )
 
     async def ListInvoices(
         self, request: api.ListInvoicesRequest, context: Context
@@ -50,32 +58,37 @@ class BillingServicer(api_grpc.BillingServiceServicer):
             "status": _enum_name(bl.InvoiceStatus, request.status, "INVOICE_STATUS_"),
             "billing_run_id": request.billing_run_id,
         }
-        invoices, token = await self.app.list_invoices(filters, request.page_size, request.page_token)
+        invoices, token = await self.app.list_invoices(
+            filters, request.page_size, request.page_token, by=current_principal(context)
+        )
         return api.ListInvoicesResponse(invoices=invoices, next_page_token=token)
 
     async def ApproveInvoice(
         self, request: api.ApproveInvoiceRequest, context: Context
     ) -> api.ApproveInvoiceResponse:
         actor = acting_principal(context, request.actor_id, "actor_id")
-        return api.ApproveInvoiceResponse(invoice=await self.app.approve(request.id, actor.subject))
+        return api.ApproveInvoiceResponse(invoice=await self.app.approve(request.id, by=actor))
 
     async def PostInvoice(self, request: api.PostInvoiceRequest, context: Context) -> api.PostInvoiceResponse:
         actor = acting_principal(context, request.actor_id, "actor_id")
-        return api.PostInvoiceResponse(invoice=await self.app.request_posting(request.id, actor.subject))
+        return api.PostInvoiceResponse(invoice=await self.app.request_posting(request.id, by=actor))
 
     async def VoidInvoice(self, request: api.VoidInvoiceRequest, context: Context) -> api.VoidInvoiceResponse:
         actor = acting_principal(context, request.actor_id, "actor_id")
-        return api.VoidInvoiceResponse(invoice=await self.app.void(request.id, actor.subject, request.reason))
+        return api.VoidInvoiceResponse(invoice=await self.app.void(request.id, request.reason, by=actor))
 
     async def GetCapStatus(
         self, request: api.GetCapStatusRequest, context: Context
     ) -> api.GetCapStatusResponse:
-        return api.GetCapStatusResponse(cap_status=await self.app.cap_status(request.contract_line_id))
+        status = await self.app.cap_status(request.contract_line_id, by=current_principal(context))
+        return api.GetCapStatusResponse(cap_status=status)
 
     async def SummarizeBilledWork(
         self, request: api.SummarizeBilledWorkRequest, context: Context
     ) -> api.SummarizeBilledWorkResponse:
-        rows = await self.app.work_summary(request.period_start, request.period_end, request.legal_entity_id)
+        rows = await self.app.work_summary(
+            request.period_start, request.period_end, request.legal_entity_id, by=current_principal(context)
+        )
         by_project: dict[str, list[Any]] = {}
         for row in rows:
             by_project.setdefault(row.project_id, []).append(row)
@@ -124,21 +137,23 @@ class BillingServicer(api_grpc.BillingServiceServicer):
             "status": _enum_name(bl.BillingExceptionStatus, request.status, "BILLING_EXCEPTION_STATUS_"),
             "kind": _enum_name(bl.BillingExceptionKind, request.kind, "BILLING_EXCEPTION_KIND_"),
         }
-        found, token = await self.app.list_exceptions(filters, request.page_size, request.page_token)
+        found, token = await self.app.list_exceptions(
+            filters, request.page_size, request.page_token, by=current_principal(context)
+        )
         return api.ListBillingExceptionsResponse(billing_exceptions=found, next_page_token=token)
 
     async def GetBillingException(
         self, request: api.GetBillingExceptionRequest, context: Context
     ) -> api.GetBillingExceptionResponse:
-        return api.GetBillingExceptionResponse(billing_exception=await self.app.get_exception(request.id))
+        return api.GetBillingExceptionResponse(
+            billing_exception=await self.app.get_exception(request.id, by=current_principal(context))
+        )
 
     async def ResolveBillingException(
         self, request: api.ResolveBillingExceptionRequest, context: Context
     ) -> api.ResolveBillingExceptionResponse:
         actor = acting_principal(context, request.actor_id, "actor_id")
-        resolved = await self.app.resolve_exception(
-            request.id, actor.subject, request.resolution, request.note
-        )
+        resolved = await self.app.resolve_exception(request.id, request.resolution, request.note, by=actor)
         return api.ResolveBillingExceptionResponse(billing_exception=resolved)
 
 

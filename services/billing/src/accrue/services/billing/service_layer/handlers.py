@@ -16,13 +16,22 @@ from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import ProjectionStore
 from accrue.money import format_decimal, format_money, parse_decimal
 from accrue.runtime import FailedPrecondition, InvalidArgument, NotFound, Violation
+from accrue.runtime.audit import note as audit_note
 from accrue.runtime.clock import UTC_ZONE, Clock, is_time_zone, local_date
+from accrue.runtime.identity import Principal
 from accrue.runtime.validation import Violations
 from accrue.services.billing.adapters.erp import ErpAdapter, ErpError
 from accrue.services.billing.adapters.repository import ExceptionDraft
 from accrue.services.billing.adapters.tables import md_projection
 from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
 from accrue.services.billing.domain import lifecycle
+from accrue.services.billing.domain.access import (
+    FourEyes,
+    check_run_scope,
+    not_found,
+    require_visible,
+    scope_of,
+)
 from accrue.services.billing.domain.invoicing import thresholds_reached
 from accrue.services.billing.domain.lifecycle import WORK_KINDS, Resolution
 from accrue.services.billing.domain.periods import Period, PeriodKind, due_since
@@ -76,12 +85,14 @@ class Billing:
         erp: ErpAdapter | None = None,
         cap_thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
         cutoff_delay: dt.timedelta = dt.timedelta(hours=48),
+        four_eyes: FourEyes = FourEyes(),
     ) -> None:
         self._uow = uow_factory
         self._clock = clock
         self._erp = erp
         self._thresholds = tuple(sorted(set(cap_thresholds)))
         self._cutoff_delay = cutoff_delay
+        self._four_eyes = four_eyes
 
     # -- the ledger ---------------------------------------------------------------------------
 
@@ -165,12 +176,19 @@ class Billing:
     # -- billing runs -------------------------------------------------------------------------
 
     async def run(
-        self, period_start: str, period_end: str, legal_entity_id: str, billing_period: int = 0
+        self,
+        period_start: str,
+        period_end: str,
+        legal_entity_id: str,
+        billing_period: int = 0,
+        *,
+        by: Principal,
     ) -> RunResult:
         """Turn the period's unbilled work into drafts per contract; idempotent per scope.
 
         Running again for the same scope and period returns the same run: work already on a
-        draft is never taken twice, and work approved since joins the run's drafts.
+        draft is never taken twice, and work approved since joins the run's drafts. A caller
+        limited to some legal entities runs only for one of them (domain/access.py).
         """
         v = Violations("billing_run")
         start = v.date("period_start", period_start)
@@ -183,6 +201,7 @@ class Billing:
         v.raise_if_any("the billing run is invalid")
         assert start is not None
         assert end is not None
+        check_run_scope(by, legal_entity_id)
         return await self._run(legal_entity_id, start, end, _billing_period(billing_period))
 
     async def run_due(self, now: dt.datetime | None = None) -> list[RunResult]:
@@ -265,6 +284,25 @@ class Billing:
             await self._supersede_settled(uow, legal_entity_id, now)
             await self._cap_thresholds(uow, outcome, now)
             invoice_ids = await uow.billing.invoice_ids({"billing_run_id": run_id}, None, 100_000)
+            scope_fields = {
+                "period_start": start,
+                "period_end": end,
+                "billing_period": billing_period,
+                "scheduled": scheduled,
+            }
+            # "" for a run of every legal entity: the audit trail's firm-wide chain.
+            audit_note(
+                "billing_run",
+                run_id,
+                legal_entity_id,
+                None if new else scope_fields,
+                {
+                    **scope_fields,
+                    "entries_billed": outcome.entries_billed,
+                    "invoices_touched": sorted(outcome.touched_invoices),
+                    "exceptions_raised": sorted(raised),
+                },
+            )
             # In batches, so a run of a million entries never holds all their lineage at once.
             touched = outcome.touched_invoices
             for i in range(0, len(touched), EVENT_BATCH):
@@ -351,6 +389,13 @@ class Billing:
         await uow.billing.resolve_exceptions(ids, resolution.value, actor, note, now)
         resolved = await uow.billing.exceptions({}, None, len(ids), ids=ids)
         for exception in resolved:
+            audit_note(
+                "billing_exception",
+                exception.id,
+                exception.legal_entity_id,
+                {"status": "OPEN"},
+                {"status": "RESOLVED", "resolution": resolution.value, "resolved_by": actor, "note": note},
+            )
             uow.events.add(
                 Event(
                     "billing.exception.resolved",
@@ -396,8 +441,13 @@ class Billing:
                     )
                 )
 
-    async def work_summary(self, period_start: str, period_end: str, legal_entity_id: str) -> list[Any]:
-        """Every entry billing holds for the period, with its invoice status (for reconciliation)."""
+    async def work_summary(
+        self, period_start: str, period_end: str, legal_entity_id: str, *, by: Principal
+    ) -> list[Any]:
+        """Every entry billing holds for the period, with its invoice status (for reconciliation).
+
+        Only the caller's legal entities' entries (another's, named, is simply not there).
+        """
         v = Violations()
         start = v.date("period_start", period_start)
         end = v.date("period_end", period_end)
@@ -406,18 +456,25 @@ class Billing:
         assert start is not None
         assert end is not None
         async with self._uow() as uow:
-            return await uow.billing.work_in(start, end, legal_entity_id)
+            return await uow.billing.work_in(start, end, legal_entity_id, scope_of(by))
 
     # -- the invoice lifecycle ------------------------------------------------------------------
 
-    async def approve(self, invoice_id: str, actor: str) -> bl.Invoice:
-        """DRAFT → APPROVED, as finance."""
+    async def approve(self, invoice_id: str, *, by: Principal) -> bl.Invoice:
+        """DRAFT → APPROVED, as finance; the approver is the caller (four eyes judge it later)."""
         now = self._clock()
         async with self._uow() as uow:
-            head = await self._invoice_for_update(uow, invoice_id)
+            head = await self._invoice_for_update(uow, invoice_id, by)
             lifecycle.check_approve(invoice_id, head.status)
             await uow.billing.set_invoice(
-                invoice_id, status="APPROVED", approve_time=now, approved_by=actor, update_time=now
+                invoice_id, status="APPROVED", approve_time=now, approved_by=by.subject, update_time=now
+            )
+            audit_note(
+                "invoice",
+                invoice_id,
+                head.legal_entity_id,
+                {"status": head.status, "approved_by": head.approved_by},
+                {"status": "APPROVED", "approved_by": by.subject, "approve_time": now},
             )
             (invoice,) = await uow.billing.invoices([invoice_id])
             uow.events.add(
@@ -431,17 +488,29 @@ class Billing:
             await uow.commit()
         return invoice
 
-    async def request_posting(self, invoice_id: str, actor: str) -> bl.Invoice:
-        """Queue an approved invoice for the ERP (again, after a failure); posted ones stay as they are."""
+    async def request_posting(self, invoice_id: str, *, by: Principal) -> bl.Invoice:
+        """Queue an approved invoice for the ERP (again, after a failure); posted ones stay as they are.
+
+        With four eyes on for the invoice's legal entity its approver may not ask for this.
+        """
         if self._erp is None:
             raise FailedPrecondition("no ERP is configured for posting", reason="NO_ERP")
         now = self._clock()
+        actor = by.subject
         async with self._uow() as uow:
-            head = await self._invoice_for_update(uow, invoice_id)
+            head = await self._invoice_for_update(uow, invoice_id, by)
             lifecycle.check_post(invoice_id, head.status)
             if head.status == "APPROVED" and head.posting_status in (None, "FAILED"):
+                self._four_eyes.check_post(invoice_id, head.legal_entity_id, head.approved_by, by)
                 await uow.billing.queue_posting(
                     invoice_id, head.legal_entity_id, self._erp.system, actor, now
+                )
+                audit_note(
+                    "invoice",
+                    invoice_id,
+                    head.legal_entity_id,
+                    {"posting_status": head.posting_status},
+                    {"posting_status": "PENDING", "posting_requested_by": actor},
                 )
                 if head.posting_status == "FAILED":
                     failed = await uow.billing.open_exceptions_for_invoice(invoice_id)
@@ -452,18 +521,19 @@ class Billing:
             await uow.commit()
         return invoice
 
-    async def void(self, invoice_id: str, actor: str, reason: str) -> bl.Invoice:
+    async def void(self, invoice_id: str, reason: str, *, by: Principal) -> bl.Invoice:
         """DRAFT or APPROVED → VOID: the work and milestones on it are unbilled again."""
         v = Violations()
         v.required("reason", reason)
         v.raise_if_any("the void is invalid")
         now = self._clock()
+        actor = by.subject
         async with self._uow() as uow:
             # The legal entity's billing lock first, then the row: the order a run takes them in.
             await uow.billing.lock_legal_entities(
                 await uow.billing.legal_entities_of("invoice", invoice_id), shared=True
             )
-            head = await self._invoice_for_update(uow, invoice_id)
+            head = await self._invoice_for_update(uow, invoice_id, by)
             lifecycle.check_void(invoice_id, head.status, head.posting_status)
             if head.posting_status == "FAILED" and self._erp is not None:
                 try:
@@ -496,6 +566,13 @@ class Billing:
             await uow.billing.set_invoice(
                 invoice_id, status="VOID", void_time=now, voided_by=actor, void_reason=reason, update_time=now
             )
+            audit_note(
+                "invoice",
+                invoice_id,
+                head.legal_entity_id,
+                {"status": head.status},
+                {"status": "VOID", "voided_by": actor, "void_reason": reason, "void_time": now},
+            )
             failed = await uow.billing.open_exceptions_for_invoice(invoice_id)
             await self.close_exceptions(uow, failed, Resolution.SUPERSEDED, actor, "invoice voided", now)
             await self._recheck_caps(
@@ -527,20 +604,25 @@ class Billing:
                     line_id, thresholds_reached(cap, billed, self._thresholds), billed, now
                 )
 
-    async def _invoice_for_update(self, uow: BillingUnitOfWork, invoice_id: str) -> Any:
+    async def _invoice_for_update(self, uow: BillingUnitOfWork, invoice_id: str, by: Principal) -> Any:
+        """The invoice's row, locked; NotFound when it is missing or another legal entity's."""
         if not invoice_id:
             raise InvalidArgument("id is required", [Violation("id", "REQUIRED", "id names the invoice")])
         head = await uow.billing.invoice_for_update(invoice_id)
         if head is None:
-            raise NotFound(f"no invoice with id {invoice_id!r}", reason="NOT_FOUND")
+            raise not_found("invoice", invoice_id)
+        require_visible(by, head.legal_entity_id, "invoice", invoice_id)
         return head
 
     # -- exceptions ---------------------------------------------------------------------------
 
     async def resolve_exception(
-        self, exception_id: str, actor: str, resolution: int, note: str
+        self, exception_id: str, resolution: int, note: str, *, by: Principal
     ) -> bl.BillingException:
-        """Resolve an open exception: bill the overage, write the work off, or retry."""
+        """Resolve an open exception: bill the overage, write the work off, or retry.
+
+        Retrying a failed posting is posting: four eyes apply as to PostInvoice.
+        """
         name = (
             str(
                 bl.BillingExceptionResolution.Name(bl.BillingExceptionResolution.ValueType(resolution))
@@ -551,13 +633,15 @@ class Billing:
         if name in ("UNSPECIFIED", Resolution.SUPERSEDED.value):
             name = ""
         now = self._clock()
+        actor = by.subject
         async with self._uow() as uow:
             await uow.billing.lock_legal_entities(
                 await uow.billing.legal_entities_of("exception", exception_id), shared=True
             )
             row = await uow.billing.exception_for_update(exception_id)
             if row is None:
-                raise NotFound(f"no billing exception with id {exception_id!r}", reason="NOT_FOUND")
+                raise not_found("billing exception", exception_id)
+            require_visible(by, row.legal_entity_id, "billing exception", exception_id)
             chosen = lifecycle.check_resolution(exception_id, row.kind, row.status, name)
             entries, milestone_ids = list(row.time_entry_ids), list(row.milestone_ids)
             if chosen == Resolution.WRITE_OFF:
@@ -568,6 +652,8 @@ class Billing:
             elif row.kind == "ERP_POST_FAILED":
                 if self._erp is None:
                     raise FailedPrecondition("no ERP is configured for posting", reason="NO_ERP")
+                approver = await uow.billing.approver_of(row.invoice_id)
+                self._four_eyes.check_post(row.invoice_id, row.legal_entity_id, approver, by)
                 await uow.billing.queue_posting(
                     row.invoice_id, row.legal_entity_id, self._erp.system, actor, now
                 )
@@ -577,8 +663,11 @@ class Billing:
 
     # -- caps ---------------------------------------------------------------------------------
 
-    async def cap_status(self, contract_line_id: str) -> bl.CapStatus:
-        """A CAPPED line's cap, what is billed and posted against it, and what remains."""
+    async def cap_status(self, contract_line_id: str, *, by: Principal) -> bl.CapStatus:
+        """A CAPPED line's cap, what is billed and posted against it, and what remains.
+
+        The line is its project's legal entity's: another entity's line is NotFound.
+        """
         if not contract_line_id:
             raise InvalidArgument(
                 "contract_line_id is required",
@@ -588,7 +677,12 @@ class Billing:
             store = ProjectionStore(uow.connection, md_projection)
             line = (await store.get_many("contract_line", [contract_line_id])).get(contract_line_id)
             if not isinstance(line, md.ContractLine):
-                raise NotFound(f"no contract line with id {contract_line_id!r}", reason="NOT_FOUND")
+                raise not_found("contract line", contract_line_id)
+            if scope_of(by) is not None:
+                projects = await uow.masterdata.records(uow.connection, "project", [line.project_id])
+                project = projects.get(line.project_id)
+                owner = project.legal_entity_id if isinstance(project, md.Project) else ""
+                require_visible(by, owner, "contract line", contract_line_id)
             if line.billing_model != md.BILLING_MODEL_CAPPED:
                 raise FailedPrecondition(
                     f"contract line {contract_line_id} is not CAPPED", reason="NOT_CAPPED"
@@ -622,22 +716,30 @@ class Billing:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def get_invoice(self, invoice_id: str) -> bl.Invoice:
-        """One invoice with its lines, or NOT_FOUND."""
+    async def get_invoice(self, invoice_id: str, *, by: Principal) -> bl.Invoice:
+        """One invoice with its lines, or NOT_FOUND (another legal entity's too)."""
         async with self._uow() as uow:
             found = await uow.billing.invoices([invoice_id])
         if not found:
-            raise NotFound(f"no invoice with id {invoice_id!r}", reason="NOT_FOUND")
+            raise not_found("invoice", invoice_id)
+        require_visible(by, found[0].legal_entity_id, "invoice", invoice_id)
         return found[0]
 
-    async def get_run(self, run_id: str) -> bl.BillingRun:
-        """A run with all its invoices and the exceptions it raised."""
+    async def get_run(self, run_id: str, *, by: Principal) -> bl.BillingRun:
+        """A run with all its invoices and the exceptions it raised.
+
+        A run of another legal entity is NotFound; a run of every legal entity shows a scoped
+        caller only its own legal entities' invoices and exceptions.
+        """
         async with self._uow() as uow:
             row = await uow.billing.run(run_id)
             if row is None:
-                raise NotFound(f"no billing run with id {run_id!r}", reason="NOT_FOUND")
-            invoice_ids = await uow.billing.invoice_ids({"billing_run_id": run_id}, None, 100_000)
-            exception_ids = await uow.billing.run_exceptions(run_id)
+                raise not_found("billing run", run_id)
+            if row.legal_entity_key:
+                require_visible(by, row.legal_entity_key, "billing run", run_id)
+            scope = scope_of(by)
+            invoice_ids = await uow.billing.invoice_ids({"billing_run_id": run_id}, None, 100_000, scope)
+            exception_ids = await uow.billing.run_exceptions(run_id, scope)
             result = RunResult(
                 row.id,
                 row.legal_entity_key,
@@ -676,30 +778,31 @@ class Billing:
         return run
 
     async def list_invoices(
-        self, filters: Mapping[str, Any], page_size: int, page_token: str
+        self, filters: Mapping[str, Any], page_size: int, page_token: str, *, by: Principal
     ) -> tuple[list[bl.Invoice], str]:
-        """A page of invoices, newest first."""
+        """A page of invoices, newest first: the caller's legal entities' only (in SQL)."""
         size = _page_size(page_size)
         async with self._uow() as uow:
-            ids = await uow.billing.invoice_ids(filters, page_token or None, size + 1)
+            ids = await uow.billing.invoice_ids(filters, page_token or None, size + 1, scope_of(by))
             found = await uow.billing.invoices(ids[:size])
         return found, ids[size - 1] if len(ids) > size else ""
 
-    async def get_exception(self, exception_id: str) -> bl.BillingException:
-        """One exception, or NOT_FOUND."""
+    async def get_exception(self, exception_id: str, *, by: Principal) -> bl.BillingException:
+        """One exception, or NOT_FOUND (another legal entity's too)."""
         async with self._uow() as uow:
             found = await uow.billing.exceptions({}, None, 1, ids=[exception_id])
         if not found:
-            raise NotFound(f"no billing exception with id {exception_id!r}", reason="NOT_FOUND")
+            raise not_found("billing exception", exception_id)
+        require_visible(by, found[0].legal_entity_id, "billing exception", exception_id)
         return found[0]
 
     async def list_exceptions(
-        self, filters: Mapping[str, Any], page_size: int, page_token: str
+        self, filters: Mapping[str, Any], page_size: int, page_token: str, *, by: Principal
     ) -> tuple[list[bl.BillingException], str]:
-        """A page of the exception queue, newest first."""
+        """A page of the exception queue, newest first: the caller's legal entities' only (in SQL)."""
         size = _page_size(page_size)
         async with self._uow() as uow:
-            found = await uow.billing.exceptions(filters, page_token or None, size + 1)
+            found = await uow.billing.exceptions(filters, page_token or None, size + 1, scope=scope_of(by))
         return found[:size], found[size - 1].id if len(found) > size else ""
 
 
