@@ -224,6 +224,7 @@ def _secure(operation: dict[str, Any], policy: Policy, binding: Binding) -> None
     entry = policy.entry(binding.rpc.grpc_path.lstrip("/"))
     roles = sorted(entry.roles) if entry is not None else []
     operation["security"] = [{"bearer": []}, {"oidc": roles}]
+    operation["x-accrue-operation"] = binding.rpc.grpc_path.lstrip("/")
     operation["x-accrue-roles"] = roles
     if entry is not None and entry.rule is not None:
         operation["x-accrue-rule"] = policy.rules[entry.rule]
