@@ -61,6 +61,9 @@ class RunningService:
     grpc_port: int
     metrics: MetricsServer | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # With TLS: the plaintext server answering grpc.health.v1 only (settings.grpc_health_port).
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
     # How long one cancellation round waits for the background tasks, and how many rounds
     # there are before giving up on a task that will not stop.
     stop_wait_seconds: float = 5.0
@@ -70,6 +73,8 @@ class RunningService:
         """Graceful stop: NOT_SERVING, drain RPCs, stop background work, close resources."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.service.settings.shutdown_grace_seconds)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self._stop_background()
         for close in self.service.on_stop:
             try:
@@ -132,16 +137,31 @@ async def start(service: Service) -> RunningService:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    tls = settings.grpc_tls()
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    port = (
+        server.add_secure_port(address, tls.server_credentials())
+        if tls
+        else server.add_insecure_port(address)
+    )
     if port == 0:
-        raise RuntimeError(f"could not bind gRPC to {settings.grpc_host}:{settings.grpc_port}")
+        raise RuntimeError(f"could not bind gRPC to {address}")
+    health_server, health_port = None, None
+    if tls is not None and settings.grpc_health_port is not None:
+        health_server, health_port = _plaintext_health(
+            settings.grpc_host, settings.grpc_health_port, health_servicer
+        )
     metrics = (
         start_metrics_server(settings.metrics_host, settings.metrics_port)
         if settings.metrics_port >= 0
         else None
     )
     await server.start()
-    running = RunningService(service, server, health_servicer, port, metrics)
+    if health_server is not None:
+        await health_server.start()
+    running = RunningService(
+        service, server, health_servicer, port, metrics, health_server=health_server, health_port=health_port
+    )
     for name in ("", *service.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running.tasks = [asyncio.create_task(job(), name=f"{service.name}:{job}") for job in service.background]
@@ -149,9 +169,27 @@ async def start(service: Service) -> RunningService:
         "service_started",
         service=service.name,
         grpc=f"{settings.grpc_host}:{port}",
+        tls=tls is not None,
+        health=f"{settings.grpc_host}:{health_port}" if health_port is not None else None,
         metrics=f"http://{settings.metrics_host}:{metrics.port}/metrics" if metrics else None,
     )
     return running
+
+
+def _plaintext_health(
+    host: str, port: int, servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """A second server with only the health service, for probes that cannot speak TLS.
+
+    It shares the servicer, so it says NOT_SERVING as soon as the real server starts draining.
+    No interceptors: health is not authenticated on the real port either.
+    """
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"could not bind the gRPC health port to {host}:{port}")
+    return server, bound
 
 
 async def serve(service: Service) -> None:

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import AwareDatetime, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from accrue.runtime.tls import GrpcTls, NatsTls, check_complete
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -42,12 +44,43 @@ class ServiceSettings(BaseSettings):
     # Internal keys (accrue.identity.internal): this process's `<name>.key.pem` and every
     # trusted `<name>.pub.pem`. Required to serve; `accrue run` and the tests make them.
     internal_keys_dir: Path | None = None
+    # Mutual TLS for gRPC, served and called (accrue.runtime.tls): all three files or none.
+    # None for `make run` on loopback; the production overlay sets them.
+    grpc_tls_cert_file: Path | None = None
+    grpc_tls_key_file: Path | None = None
+    grpc_tls_ca_file: Path | None = None
+    # With TLS on, grpc.health.v1 alone is also served in plaintext on this port: the kubelet's
+    # gRPC probes cannot speak TLS. Nothing else answers there.
+    grpc_health_port: int | None = Field(default=None, ge=0, le=65535)
+    # This service's own NATS user; the server gives it only its subjects
+    # (accrue.eventbus.permissions). None: connect without credentials.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    # TLS towards NATS (use a tls:// URL): the server's CA, and a client certificate if the
+    # server verifies clients.
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _no_made_up_time_in_production(self) -> ServiceSettings:
         if self.environment == "production" and self.clock_start is not None:
             raise ValueError("ACCRUE_CLOCK_START is for tests and demos; production runs on the system clock")
         return self
+
+    @model_validator(mode="after")
+    def _transport_settings_complete(self) -> ServiceSettings:
+        check_complete("GRPC_TLS_", self.grpc_tls_cert_file, self.grpc_tls_key_file, self.grpc_tls_ca_file)
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("NATS_USER and NATS_PASSWORD go together; one is missing")
+        return self
+
+    def grpc_tls(self) -> GrpcTls | None:
+        """The certificates gRPC serves and calls with, read now; None for plaintext."""
+        return GrpcTls.from_files(self.grpc_tls_cert_file, self.grpc_tls_key_file, self.grpc_tls_ca_file)
+
+    def nats_tls(self) -> NatsTls | None:
+        return NatsTls.from_files(self.nats_tls_ca_file, self.nats_tls_cert_file, self.nats_tls_key_file)
 
     @classmethod
     def settings_customise_sources(
