@@ -25,6 +25,15 @@ REALM = "accrue"
 
 def unauthorized(error: InvalidToken) -> Problem:
     """The 401 for a refused token: reason in the problem and in WWW-Authenticate."""
+    if error.reason == "provider_unavailable":
+        # Not the caller's fault: the provider's keys could not be fetched. Retrying may work.
+        return Problem(
+            503,
+            "The identity provider's keys could not be fetched; try again later.",
+            "UNAVAILABLE",
+            "PROVIDER_UNAVAILABLE",
+            headers={"Retry-After": "5"},
+        )
     if error.reason == "missing":
         # RFC 6750 §3.1: a request without credentials gets the challenge and no error code.
         challenge = f'Bearer realm="{REALM}"'
