@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -184,3 +185,18 @@ async def test_the_openapi_document_declares_bearer_and_oidc_and_each_operations
     expected = policy.entries["accrue.timekeeping.v1.TimekeepingService/ApproveTimeEntry"].roles
     assert set(approve["x-accrue-roles"]) == expected
     assert "Roles:" in approve["description"]
+
+
+async def test_a_provider_whose_keys_cannot_be_fetched_is_503_not_401(
+    make_client: Any, recorder: Any, issuer: Any, closed_port: int
+) -> None:
+    unreachable = f"http://127.0.0.1:{closed_port}/realms/acme"
+    async with httpx.AsyncClient(timeout=1) as http:
+        client = make_client(build_kwargs={"http": http}, auth=None, oidc_issuer=unreachable)
+        token = _es256(issuer.issuer, _claims(issuer.issuer, iss=unreachable))
+
+        response = await client.get(PROJECT, headers={"Authorization": f"Bearer {token}"})
+
+    assert response.status_code == 503
+    assert response.json()["reason"] == "PROVIDER_UNAVAILABLE"
+    assert recorder.calls == []
