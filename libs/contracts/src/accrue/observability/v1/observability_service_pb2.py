@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from accrue.audit.v1 import audit_service_pb2 as accrue_dot_audit_dot_v1_dot_audit__service__pb2
 from accrue.observability.v1 import resources_pb2 as accrue_dot_observability_dot_v1_dot_resources__pb2
 from accrue.type.v1 import types_pb2 as accrue_dot_type_dot_v1_dot_types__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
@@ -30,7 +31,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3accrue/observability/v1/observability_service.proto\x12\x17\x61\x63\x63rue.observability.v1\x1a\'accrue/observability/v1/resources.proto\x1a\x1a\x61\x63\x63rue/type/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x18GetReconciliationRequest\x12\x1a\n\x0cperiod_start\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nperiod_end\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\"\\\n\x19GetReconciliationResponse\x12?\n\x0ereconciliation\x18\x01 \x01(\x0b\x32\'.accrue.observability.v1.Reconciliation\"Q\n\rAgeBucketKpis\x12\x0b\n\x03\x61ge\x18\x01 \x01(\t\x12\r\n\x05hours\x18\x02 \x01(\t\x12$\n\x05value\x18\x03 \x03(\x0b\x32\x15.accrue.type.v1.Money\"\xb8\x01\n\x10\x46orecastVariance\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0flatest_forecast\x18\x03 \x01(\t\x12\x19\n\x11previous_forecast\x18\x04 \x01(\t\x12\x18\n\x10\x61gainst_previous\x18\x05 \x01(\t\x12\x17\n\x0f\x61gainst_actuals\x18\x06 \x01(\t\x12\x12\n\nversion_id\x18\x07 \x01(\t\"\xc3\x04\n\x0fLegalEntityKpis\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\x12\x1f\n\x17unbilled_approved_hours\x18\x02 \x01(\t\x12\x36\n\x17unbilled_approved_value\x18\x03 \x03(\x0b\x32\x15.accrue.type.v1.Money\x12?\n\x0funbilled_by_age\x18\x04 \x03(\x0b\x32&.accrue.observability.v1.AgeBucketKpis\x12 \n\x18oldest_unbilled_age_days\x18\x05 \x01(\x03\x12\x1b\n\x13\x65rp_posting_backlog\x18\x06 \x01(\x03\x12!\n\x19\x65rp_posting_failures_open\x18\x07 \x01(\x03\x12\x44\n\x11\x66orecast_variance\x18\x08 \x03(\x0b\x32).accrue.observability.v1.ForecastVariance\x12\"\n\x1areconciliation_differences\x18\t \x01(\x03\x12\x36\n\x0c\x61pproval_lag\x18\n \x01(\x0b\x32 .accrue.observability.v1.LagKpis\x12;\n\x11invoice_lag_draft\x18\x0b \x01(\x0b\x32 .accrue.observability.v1.LagKpis\x12<\n\x12invoice_lag_posted\x18\x0c \x01(\x0b\x32 .accrue.observability.v1.LagKpis\"q\n\x07LagKpis\x12\x13\n\x0b\x65ntry_count\x18\x01 \x01(\x03\x12)\n\x06median\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03p90\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n\x0f\x43onsumerBacklog\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x13\n\x0bnum_pending\x18\x03 \x01(\x03\x12\x17\n\x0fnum_ack_pending\x18\x04 \x01(\x03\x12\x11\n\tdelivered\x18\x05 \x01(\x03\x12\x13\n\x0bredelivered\x18\x06 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x07 \x01(\x03\"\xba\x04\n\x04Kpis\x12\x1f\n\x17unbilled_approved_hours\x18\x01 \x01(\t\x12\x36\n\x17unbilled_approved_value\x18\x02 \x03(\x0b\x32\x15.accrue.type.v1.Money\x12\x14\n\x0csync_backlog\x18\x03 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x04 \x01(\x03\x12\x41\n\x0f\x62y_legal_entity\x18\x05 \x03(\x0b\x32(.accrue.observability.v1.LegalEntityKpis\x12;\n\tconsumers\x18\x06 \x03(\x0b\x32(.accrue.observability.v1.ConsumerBacklog\x12\x30\n\x0c\x63ompute_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x65rp_posting_backlog\x18\x08 \x01(\x03\x12\x44\n\x11\x66orecast_variance\x18\t \x03(\x0b\x32).accrue.observability.v1.ForecastVariance\x12Z\n\x18\x64\x65\x61\x64_letters_by_consumer\x18\n \x03(\x0b\x32\x38.accrue.observability.v1.Kpis.DeadLettersByConsumerEntry\x1a<\n\x1a\x44\x65\x61\x64LettersByConsumerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\")\n\x0eGetKpisRequest\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\">\n\x0fGetKpisResponse\x12+\n\x04kpis\x18\x01 \x01(\x0b\x32\x1d.accrue.observability.v1.Kpis2\xb5\x02\n\x14ObservabilityService\x12t\n\x07GetKpis\x12\'.accrue.observability.v1.GetKpisRequest\x1a(.accrue.observability.v1.GetKpisResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x08/v1/kpisb\x04kpis\x12\xa6\x01\n\x11GetReconciliation\x12\x31.accrue.observability.v1.GetReconciliationRequest\x1a\x32.accrue.observability.v1.GetReconciliationResponse\"*\x82\xd3\xe4\x93\x02$\x12\x12/v1/reconciliationb\x0ereconciliationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3accrue/observability/v1/observability_service.proto\x12\x17\x61\x63\x63rue.observability.v1\x1a#accrue/audit/v1/audit_service.proto\x1a\'accrue/observability/v1/resources.proto\x1a\x1a\x61\x63\x63rue/type/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x18GetReconciliationRequest\x12\x1a\n\x0cperiod_start\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nperiod_end\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\"\\\n\x19GetReconciliationResponse\x12?\n\x0ereconciliation\x18\x01 \x01(\x0b\x32\'.accrue.observability.v1.Reconciliation\"Q\n\rAgeBucketKpis\x12\x0b\n\x03\x61ge\x18\x01 \x01(\t\x12\r\n\x05hours\x18\x02 \x01(\t\x12$\n\x05value\x18\x03 \x03(\x0b\x32\x15.accrue.type.v1.Money\"\xb8\x01\n\x10\x46orecastVariance\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0flatest_forecast\x18\x03 \x01(\t\x12\x19\n\x11previous_forecast\x18\x04 \x01(\t\x12\x18\n\x10\x61gainst_previous\x18\x05 \x01(\t\x12\x17\n\x0f\x61gainst_actuals\x18\x06 \x01(\t\x12\x12\n\nversion_id\x18\x07 \x01(\t\"\xc3\x04\n\x0fLegalEntityKpis\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\x12\x1f\n\x17unbilled_approved_hours\x18\x02 \x01(\t\x12\x36\n\x17unbilled_approved_value\x18\x03 \x03(\x0b\x32\x15.accrue.type.v1.Money\x12?\n\x0funbilled_by_age\x18\x04 \x03(\x0b\x32&.accrue.observability.v1.AgeBucketKpis\x12 \n\x18oldest_unbilled_age_days\x18\x05 \x01(\x03\x12\x1b\n\x13\x65rp_posting_backlog\x18\x06 \x01(\x03\x12!\n\x19\x65rp_posting_failures_open\x18\x07 \x01(\x03\x12\x44\n\x11\x66orecast_variance\x18\x08 \x03(\x0b\x32).accrue.observability.v1.ForecastVariance\x12\"\n\x1areconciliation_differences\x18\t \x01(\x03\x12\x36\n\x0c\x61pproval_lag\x18\n \x01(\x0b\x32 .accrue.observability.v1.LagKpis\x12;\n\x11invoice_lag_draft\x18\x0b \x01(\x0b\x32 .accrue.observability.v1.LagKpis\x12<\n\x12invoice_lag_posted\x18\x0c \x01(\x0b\x32 .accrue.observability.v1.LagKpis\"q\n\x07LagKpis\x12\x13\n\x0b\x65ntry_count\x18\x01 \x01(\x03\x12)\n\x06median\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03p90\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n\x0f\x43onsumerBacklog\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x13\n\x0bnum_pending\x18\x03 \x01(\x03\x12\x17\n\x0fnum_ack_pending\x18\x04 \x01(\x03\x12\x11\n\tdelivered\x18\x05 \x01(\x03\x12\x13\n\x0bredelivered\x18\x06 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x07 \x01(\x03\"\xba\x04\n\x04Kpis\x12\x1f\n\x17unbilled_approved_hours\x18\x01 \x01(\t\x12\x36\n\x17unbilled_approved_value\x18\x02 \x03(\x0b\x32\x15.accrue.type.v1.Money\x12\x14\n\x0csync_backlog\x18\x03 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x04 \x01(\x03\x12\x41\n\x0f\x62y_legal_entity\x18\x05 \x03(\x0b\x32(.accrue.observability.v1.LegalEntityKpis\x12;\n\tconsumers\x18\x06 \x03(\x0b\x32(.accrue.observability.v1.ConsumerBacklog\x12\x30\n\x0c\x63ompute_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x65rp_posting_backlog\x18\x08 \x01(\x03\x12\x44\n\x11\x66orecast_variance\x18\t \x03(\x0b\x32).accrue.observability.v1.ForecastVariance\x12Z\n\x18\x64\x65\x61\x64_letters_by_consumer\x18\n \x03(\x0b\x32\x38.accrue.observability.v1.Kpis.DeadLettersByConsumerEntry\x1a<\n\x1a\x44\x65\x61\x64LettersByConsumerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\")\n\x0eGetKpisRequest\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\">\n\x0fGetKpisResponse\x12+\n\x04kpis\x18\x01 \x01(\x0b\x32\x1d.accrue.observability.v1.Kpis\"\x93\x02\n\x16ListAuditEventsRequest\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0flegal_entity_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0f\n\x07service\x18\x08 \x01(\t\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\"_\n\x17ListAuditEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.accrue.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x17VerifyAuditTrailRequest\x12\x17\n\x0flegal_entity_id\x18\x01 \x01(\t\"c\n\x18VerifyAuditTrailResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12+\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1b.accrue.audit.v1.AuditChain\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x03\x32\xf0\x04\n\x14ObservabilityService\x12w\n\x07GetKpis\x12\'.accrue.observability.v1.GetKpisRequest\x1a(.accrue.observability.v1.GetKpisResponse\"\x19\x90\x02\x01\x82\xd3\xe4\x93\x02\x10\x12\x08/v1/kpisb\x04kpis\x12\xa9\x01\n\x11GetReconciliation\x12\x31.accrue.observability.v1.GetReconciliationRequest\x1a\x32.accrue.observability.v1.GetReconciliationResponse\"-\x90\x02\x01\x82\xd3\xe4\x93\x02$\x12\x12/v1/reconciliationb\x0ereconciliation\x12\x91\x01\n\x0fListAuditEvents\x12/.accrue.observability.v1.ListAuditEventsRequest\x1a\x30.accrue.observability.v1.ListAuditEventsResponse\"\x1b\x90\x02\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit-events\x12\x9e\x01\n\x10VerifyAuditTrail\x12\x30.accrue.observability.v1.VerifyAuditTrailRequest\x1a\x31.accrue.observability.v1.VerifyAuditTrailResponse\"%\x90\x02\x01\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/audit-events:verify:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +45,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KPIS_DEADLETTERSBYCONSUMERENTRY']._loaded_options = None
   _globals['_KPIS_DEADLETTERSBYCONSUMERENTRY']._serialized_options = b'8\001'
   _globals['_OBSERVABILITYSERVICE'].methods_by_name['GetKpis']._loaded_options = None
-  _globals['_OBSERVABILITYSERVICE'].methods_by_name['GetKpis']._serialized_options = b'\202\323\344\223\002\020\022\010/v1/kpisb\004kpis'
+  _globals['_OBSERVABILITYSERVICE'].methods_by_name['GetKpis']._serialized_options = b'\220\002\001\202\323\344\223\002\020\022\010/v1/kpisb\004kpis'
   _globals['_OBSERVABILITYSERVICE'].methods_by_name['GetReconciliation']._loaded_options = None
-  _globals['_OBSERVABILITYSERVICE'].methods_by_name['GetReconciliation']._serialized_options = b'\202\323\344\223\002$\022\022/v1/reconciliationb\016reconciliation'
-  _globals['_GETRECONCILIATIONREQUEST']._serialized_start=277
-  _globals['_GETRECONCILIATIONREQUEST']._serialized_end=382
-  _globals['_GETRECONCILIATIONRESPONSE']._serialized_start=384
-  _globals['_GETRECONCILIATIONRESPONSE']._serialized_end=476
-  _globals['_AGEBUCKETKPIS']._serialized_start=478
-  _globals['_AGEBUCKETKPIS']._serialized_end=559
-  _globals['_FORECASTVARIANCE']._serialized_start=562
-  _globals['_FORECASTVARIANCE']._serialized_end=746
-  _globals['_LEGALENTITYKPIS']._serialized_start=749
-  _globals['_LEGALENTITYKPIS']._serialized_end=1328
-  _globals['_LAGKPIS']._serialized_start=1330
-  _globals['_LAGKPIS']._serialized_end=1443
-  _globals['_CONSUMERBACKLOG']._serialized_start=1446
-  _globals['_CONSUMERBACKLOG']._serialized_end=1605
-  _globals['_KPIS']._serialized_start=1608
-  _globals['_KPIS']._serialized_end=2178
-  _globals['_KPIS_DEADLETTERSBYCONSUMERENTRY']._serialized_start=2118
-  _globals['_KPIS_DEADLETTERSBYCONSUMERENTRY']._serialized_end=2178
-  _globals['_GETKPISREQUEST']._serialized_start=2180
-  _globals['_GETKPISREQUEST']._serialized_end=2221
-  _globals['_GETKPISRESPONSE']._serialized_start=2223
-  _globals['_GETKPISRESPONSE']._serialized_end=2285
-  _globals['_OBSERVABILITYSERVICE']._serialized_start=2288
-  _globals['_OBSERVABILITYSERVICE']._serialized_end=2597
+  _globals['_OBSERVABILITYSERVICE'].methods_by_name['GetReconciliation']._serialized_options = b'\220\002\001\202\323\344\223\002$\022\022/v1/reconciliationb\016reconciliation'
+  _globals['_OBSERVABILITYSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
+  _globals['_OBSERVABILITYSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\220\002\001\202\323\344\223\002\022\022\020/v1/audit-events'
+  _globals['_OBSERVABILITYSERVICE'].methods_by_name['VerifyAuditTrail']._loaded_options = None
+  _globals['_OBSERVABILITYSERVICE'].methods_by_name['VerifyAuditTrail']._serialized_options = b'\220\002\001\202\323\344\223\002\034\"\027/v1/audit-events:verify:\001*'
+  _globals['_GETRECONCILIATIONREQUEST']._serialized_start=314
+  _globals['_GETRECONCILIATIONREQUEST']._serialized_end=419
+  _globals['_GETRECONCILIATIONRESPONSE']._serialized_start=421
+  _globals['_GETRECONCILIATIONRESPONSE']._serialized_end=513
+  _globals['_AGEBUCKETKPIS']._serialized_start=515
+  _globals['_AGEBUCKETKPIS']._serialized_end=596
+  _globals['_FORECASTVARIANCE']._serialized_start=599
+  _globals['_FORECASTVARIANCE']._serialized_end=783
+  _globals['_LEGALENTITYKPIS']._serialized_start=786
+  _globals['_LEGALENTITYKPIS']._serialized_end=1365
+  _globals['_LAGKPIS']._serialized_start=1367
+  _globals['_LAGKPIS']._serialized_end=1480
+  _globals['_CONSUMERBACKLOG']._serialized_start=1483
+  _globals['_CONSUMERBACKLOG']._serialized_end=1642
+  _globals['_KPIS']._serialized_start=1645
+  _globals['_KPIS']._serialized_end=2215
+  _globals['_KPIS_DEADLETTERSBYCONSUMERENTRY']._serialized_start=2155
+  _globals['_KPIS_DEADLETTERSBYCONSUMERENTRY']._serialized_end=2215
+  _globals['_GETKPISREQUEST']._serialized_start=2217
+  _globals['_GETKPISREQUEST']._serialized_end=2258
+  _globals['_GETKPISRESPONSE']._serialized_start=2260
+  _globals['_GETKPISRESPONSE']._serialized_end=2322
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2325
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2600
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2602
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=2697
+  _globals['_VERIFYAUDITTRAILREQUEST']._serialized_start=2699
+  _globals['_VERIFYAUDITTRAILREQUEST']._serialized_end=2749
+  _globals['_VERIFYAUDITTRAILRESPONSE']._serialized_start=2751
+  _globals['_VERIFYAUDITTRAILRESPONSE']._serialized_end=2850
+  _globals['_OBSERVABILITYSERVICE']._serialized_start=2853
+  _globals['_OBSERVABILITYSERVICE']._serialized_end=3477
 # @@protoc_insertion_point(module_scope)

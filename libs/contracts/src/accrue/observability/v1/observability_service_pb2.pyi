@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from accrue.audit.v1 import audit_service_pb2 as _audit_service_pb2
 from accrue.observability.v1 import resources_pb2 as _resources_pb2
 from accrue.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
@@ -447,3 +448,147 @@ class GetKpisResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetKpisResponse: _TypeAlias = GetKpisResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    """ListAuditEventsRequest filters and pages the audit trail; every filter is optional."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    resource_type: _builtins.str
+    """Only this resource type, e.g. "time_entry"."""
+    resource_id: _builtins.str
+    """Only this resource id."""
+    actor: _builtins.str
+    """Only events by this principal subject."""
+    legal_entity_id: _builtins.str
+    """Only this legal entity; empty for every one the caller sees."""
+    outcome: _builtins.str
+    """Only this outcome: OK, FAILED, DENIED or UNAUTHENTICATED."""
+    service: _builtins.str
+    """Only this service's trail, e.g. "timekeeping"."""
+    page_size: _builtins.int
+    """At most this many events (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events at or after this instant."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events before this instant."""
+
+    def __init__(
+        self,
+        *,
+        resource_type: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        legal_entity_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        service: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "end_time", b"end_time", "legal_entity_id", b"legal_entity_id", "outcome", b"outcome", "page_size", b"page_size", "page_token", b"page_token", "resource_id", b"resource_id", "resource_type", b"resource_type", "service", b"service", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    """ListAuditEventsResponse is one page of the audit trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it back for the next page; empty on the last."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_service_pb2.AuditEvent]:
+        """The events, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_audit_service_pb2.AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class VerifyAuditTrailRequest(_message.Message):
+    """VerifyAuditTrailRequest chooses the chains to verify."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGAL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    legal_entity_id: _builtins.str
+    """Only this legal entity's chains; empty for every one the caller sees."""
+    def __init__(
+        self,
+        *,
+        legal_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_entity_id", b"legal_entity_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditTrailRequest: _TypeAlias = VerifyAuditTrailRequest  # noqa: Y015
+
+@_typing.final
+class VerifyAuditTrailResponse(_message.Message):
+    """VerifyAuditTrailResponse tells whether every chain of every service checks out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    CHAINS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """True when no chain is broken."""
+    events: _builtins.int
+    """How many events were checked."""
+    @_builtins.property
+    def chains(self) -> _containers.RepeatedCompositeFieldContainer[_audit_service_pb2.AuditChain]:
+        """Every chain verified, per service and legal entity."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        chains: _abc.Iterable[_audit_service_pb2.AuditChain] | None = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chains", b"chains", "events", b"events", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditTrailResponse: _TypeAlias = VerifyAuditTrailResponse  # noqa: Y015

@@ -45,6 +45,16 @@ class ObservabilityServiceStub:
                 request_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationRequest.SerializeToString,
                 response_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/accrue.observability.v1.ObservabilityService/ListAuditEvents',
+                request_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.VerifyAuditTrail = channel.unary_unary(
+                '/accrue.observability.v1.ObservabilityService/VerifyAuditTrail',
+                request_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.VerifyAuditTrailRequest.SerializeToString,
+                response_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.VerifyAuditTrailResponse.FromString,
+                _registered_method=True)
 
 
 class ObservabilityServiceServicer:
@@ -66,6 +76,21 @@ class ObservabilityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists the audit trail of every service, newest first: who changed what, when, and what was
+        refused. A caller limited to some legal entities sees only their chains.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAuditTrail(self, request, context):
+        """Verifies every service's audit hash chains and names the first broken link of each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ObservabilityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +103,16 @@ def add_ObservabilityServiceServicer_to_server(servicer, server):
                     servicer.GetReconciliation,
                     request_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationRequest.FromString,
                     response_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'VerifyAuditTrail': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditTrail,
+                    request_deserializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.VerifyAuditTrailRequest.FromString,
+                    response_serializer=accrue_dot_observability_dot_v1_dot_observability__service__pb2.VerifyAuditTrailResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +170,60 @@ class ObservabilityService:
             '/accrue.observability.v1.ObservabilityService/GetReconciliation',
             accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationRequest.SerializeToString,
             accrue_dot_observability_dot_v1_dot_observability__service__pb2.GetReconciliationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.observability.v1.ObservabilityService/ListAuditEvents',
+            accrue_dot_observability_dot_v1_dot_observability__service__pb2.ListAuditEventsRequest.SerializeToString,
+            accrue_dot_observability_dot_v1_dot_observability__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditTrail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.observability.v1.ObservabilityService/VerifyAuditTrail',
+            accrue_dot_observability_dot_v1_dot_observability__service__pb2.VerifyAuditTrailRequest.SerializeToString,
+            accrue_dot_observability_dot_v1_dot_observability__service__pb2.VerifyAuditTrailResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class ObservabilityServiceStub:
     """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
     confirmed by the ERP, per legal entity and project, with the entries behind each difference.
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_observability_service_pb2.ListAuditEventsRequest, _observability_service_pb2.ListAuditEventsResponse]
+    """Lists the audit trail of every service, newest first: who changed what, when, and what was
+    refused. A caller limited to some legal entities sees only their chains.
+    """
+    VerifyAuditTrail: _grpc.UnaryUnaryMultiCallable[_observability_service_pb2.VerifyAuditTrailRequest, _observability_service_pb2.VerifyAuditTrailResponse]
+    """Verifies every service's audit hash chains and names the first broken link of each."""
 
 @_typing.type_check_only
 class ObservabilityServiceAsyncStub(ObservabilityServiceStub):
@@ -51,6 +57,12 @@ class ObservabilityServiceAsyncStub(ObservabilityServiceStub):
     """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
     confirmed by the ERP, per legal entity and project, with the entries behind each difference.
     """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_observability_service_pb2.ListAuditEventsRequest, _observability_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists the audit trail of every service, newest first: who changed what, when, and what was
+    refused. A caller limited to some legal entities sees only their chains.
+    """
+    VerifyAuditTrail: _aio.UnaryUnaryMultiCallable[_observability_service_pb2.VerifyAuditTrailRequest, _observability_service_pb2.VerifyAuditTrailResponse]  # type: ignore[assignment]
+    """Verifies every service's audit hash chains and names the first broken link of each."""
 
 class ObservabilityServiceServicer(metaclass=_abc_1.ABCMeta):
     """ObservabilityService measures the business: KPIs, SLAs and reconciliation."""
@@ -72,5 +84,23 @@ class ObservabilityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reconciles a period (by work date): approved in timekeeping, WIP plus billed in billing and
         confirmed by the ERP, per legal entity and project, with the entries behind each difference.
         """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _observability_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observability_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_observability_service_pb2.ListAuditEventsResponse]]:
+        """Lists the audit trail of every service, newest first: who changed what, when, and what was
+        refused. A caller limited to some legal entities sees only their chains.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyAuditTrail(
+        self,
+        request: _observability_service_pb2.VerifyAuditTrailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observability_service_pb2.VerifyAuditTrailResponse, _abc.Awaitable[_observability_service_pb2.VerifyAuditTrailResponse]]:
+        """Verifies every service's audit hash chains and names the first broken link of each."""
 
 def add_ObservabilityServiceServicer_to_server(servicer: ObservabilityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
