@@ -1,5 +1,6 @@
-"""`accrue` command line: `accrue run` (behind `make run`), `accrue migrate`, and for master
-data `accrue seed` (a demo firm) and `accrue import` (CSV or JSON files), both through the REST API.
+"""`accrue` command line: `accrue run` (behind `make run`), `accrue migrate`, `accrue token` (a
+bearer token from the local issuer), and for master data `accrue seed` (a demo firm) and
+`accrue import` (CSV or JSON files), both through the REST API.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import typer
 
 from accrue.cli.masterdata_commands import import_files, seed
 from accrue.cli.runner import DATA_DIR_VAR, RunConfig, RunError, migrate_only, run_stack
+from accrue.cli.token_command import token
 from accrue.embedded import EmbeddedServerError, PortInUseError
 from accrue.embedded.stack import MigrationError
 
@@ -80,6 +82,7 @@ def migrate(data_dir: DataDir = None, log_level: LogLevel = "INFO") -> None:
     raise typer.Exit(code)
 
 
+app.command("token")(token)
 app.command("seed")(seed)
 app.command("import")(import_files)
 

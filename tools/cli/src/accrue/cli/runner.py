@@ -4,13 +4,18 @@ NATS JetStream and PostgreSQL come from the environment (ACCRUE_NATS_URL, ACCRUE
 each independently) or are started embedded in the data dir (ACCRUE_DATA_DIR, default
 <repo>/.accrue), so data survives a restart. Every service is migrated, then every service and
 the gateway run under honcho on fixed ports, their output interleaved line by line with a
-prefix per process. Where Debian's `prometheus` is installed, a Prometheus scrapes them all with
+prefix per process. Identity lives in <data dir>/identity: the internal keys every process signs
+its calls with (made once) and the local issuer's keys (made by the gateway on first start; `accrue
+token` mints from them), unless ACCRUE_GATEWAY_OIDC_ISSUER names an external provider. Where
+Debian's `prometheus` is installed, a Prometheus scrapes them all with
 the alert rules of deploy/prometheus (ACCRUE_PROMETHEUS=off leaves it out). Ctrl-C or SIGTERM
 stops the services first, then Prometheus, NATS and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -27,6 +32,7 @@ import honcho.manager
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
+from accrue.cli.tokens import identity_dir
 from accrue.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
@@ -45,10 +51,12 @@ from accrue.embedded.stack import (
     PortAssignment,
     StackProcess,
     child_environ,
+    internal_keys_dir,
     module_command,
     run_migrations,
     stack_processes,
 )
+from accrue.identity.internal import ensure_keys
 from accrue.runtime.clock import system_clock
 
 DATA_DIR_VAR = "ACCRUE_DATA_DIR"
@@ -64,6 +72,12 @@ PROMETHEUS_VAR = "ACCRUE_PROMETHEUS"
 PROMETHEUS_PORT_VAR = "ACCRUE_EMBEDDED_PROMETHEUS_PORT"
 DEFAULT_PROMETHEUS_PORT = 19090
 RUNNER = "accrue"
+# Identity (docs/security.md): an external provider turns the local issuer off; the client ids
+# of integration clients map to their systems of record.
+OIDC_ISSUER_VAR = "ACCRUE_GATEWAY_OIDC_ISSUER"
+CLIENT_SYSTEMS_VAR = "ACCRUE_GATEWAY_CLIENT_SYSTEMS"
+# `accrue seed` writes as the integration client "seed" of the system "seed" (accrue.cli.tokens).
+LOCAL_CLIENT_SYSTEMS: Mapping[str, str] = {"seed": "seed"}
 # Exit codes honcho reports when it was stopped by SIGINT / SIGTERM.
 _SIGNAL_EXITS = (130, 143)
 
@@ -95,6 +109,23 @@ def _port_from(environ: Mapping[str, str], var: str, default: int) -> int:
     return int(raw)
 
 
+def _client_systems_from(environ: Mapping[str, str]) -> dict[str, str]:
+    raw = environ.get(CLIENT_SYSTEMS_VAR, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RunError(
+            f'{CLIENT_SYSTEMS_VAR} is not JSON ({exc.msg}); expected {{"<client id>": "<system>"}}'
+        ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise RunError(f'{CLIENT_SYSTEMS_VAR} must be a JSON object {{"<client id>": "<system>"}}')
+    return value
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything `accrue run` needs to know, read once from the environment."""
@@ -108,6 +139,9 @@ class RunConfig:
     log_level: str = "INFO"
     prometheus: bool = True
     prometheus_port: int = DEFAULT_PROMETHEUS_PORT
+    oidc_issuer: str | None = None
+    # client_id -> system for the gateway: the seed's client plus whatever the environment adds.
+    client_systems: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(LOCAL_CLIENT_SYSTEMS))
 
     @classmethod
     def from_environ(
@@ -137,7 +171,14 @@ class RunConfig:
             log_level=log_level.upper(),
             prometheus=env.get(PROMETHEUS_VAR, "").strip().lower() not in ("off", "0", "false", "no"),
             prometheus_port=_port_from(env, PROMETHEUS_PORT_VAR, DEFAULT_PROMETHEUS_PORT),
+            oidc_issuer=env.get(OIDC_ISSUER_VAR, "").strip() or None,
+            client_systems={**LOCAL_CLIENT_SYSTEMS, **_client_systems_from(env)},
         )
+
+    @property
+    def identity_dir(self) -> Path:
+        """Internal keys (internal/) and the local issuer's (issuer/): accrue.embedded.stack."""
+        return identity_dir(self.data_dir)
 
     @property
     def embedded_nats_url(self) -> str:
@@ -287,8 +328,39 @@ def ready_banner(config: RunConfig, backends: Backends, processes: Sequence[Stac
     )
     lines.extend(f"  {label:<14} {value}" for label, value in backends.describe())
     lines.append(f"  {'data dir':<14} {config.data_dir}")
+    lines.extend(token_hint(config, gateway.urls["rest"]))
     lines.append("Press Ctrl-C to stop.")
     return lines
+
+
+def token_hint(config: RunConfig, gateway_url: str) -> list[str]:
+    """How to get a bearer token for this stack (every API call but health needs one)."""
+    if config.oidc_issuer is not None:
+        return [f"  {'tokens':<14} from {config.oidc_issuer} (the local issuer is off)"]
+    command = "accrue token"
+    if gateway_url != PortAssignment.defaults().gateway_url:
+        command += f" --url {gateway_url}"
+    if config.data_dir != default_data_dir(Path.cwd()):
+        command += f" --data-dir {shlex.quote(str(config.data_dir))}"
+    return [
+        f"  {'tokens':<14} export TOKEN=$({command})   (a local admin; --as <consultant code> --role ...)",
+        f'  {"":<14} curl -H "Authorization: Bearer $TOKEN" {gateway_url}/v1/legal-entities',
+    ]
+
+
+def prepare_identity(config: RunConfig) -> Path:
+    """The identity dir with every process's internal key pair (made once, kept in the data dir)."""
+    ensure_keys(internal_keys_dir(config.identity_dir), PROCESS_NAMES)
+    return config.identity_dir
+
+
+def with_client_systems(config: RunConfig, processes: Sequence[StackProcess]) -> list[StackProcess]:
+    """The gateway maps the seed's client (and the environment's) to their systems of record."""
+    systems = json.dumps(dict(config.client_systems), sort_keys=True)
+    return [
+        dataclasses.replace(p, env={**p.env, CLIENT_SYSTEMS_VAR: systems}) if p.name == GATEWAY.name else p
+        for p in processes
+    ]
 
 
 # honcho SIGKILLs what still runs 5 s after SIGTERM; the services' own grace period for
@@ -367,7 +439,9 @@ def run_stack(
                 log_format="console",
                 log_level=config.log_level,
                 command=command or module_command,
+                identity_dir=prepare_identity(config),
             )
+            processes = with_client_systems(config, processes)
             _migrate(processes, console)
             return _supervise(config, backends, processes, console, ready_timeout)
     except (KeyboardInterrupt, _Interrupted):
@@ -440,6 +514,7 @@ def migrate_only(
                 log_format="console",
                 log_level=config.log_level,
                 command=command or module_command,
+                identity_dir=prepare_identity(config),
             )
             _migrate(processes, console)
         console.say(f"migrated {', '.join(SERVICE_NAMES)}")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from accrue.cli.sync import COLLECTIONS, Collection, Row, rows_of
+from accrue.cli.sync import COLLECTIONS, Collection, Row, Summary, rows_of
+from accrue.cli.tokens import SEED_CLIENT_ID, LocalMinter
 
 SYSTEM = "seed"
 YEAR = 2026
@@ -455,3 +456,92 @@ def _split(total: int, shares: list[float]) -> list[int]:
 
 def _ascii(name: str) -> str:
     return name.replace("ü", "ue").replace("ö", "oe").replace("ä", "ae")
+
+
+# The people the printed tokens are for; the finance, master-data and audit staff are not
+# consultants, so they get subjects of their own.
+TOKEN_TTL = dt.timedelta(hours=8)
+ALL = "*"
+
+
+def demo_tokens(minter: LocalMinter, summary: Summary) -> list[tuple[str, str, str]]:
+    """(who, shell variable, token) for each kind of user of the seeded firm.
+
+    The consultant is a UK staff member on a project; the project manager manages that
+    project (and approves its time). Both are limited to their legal entity, as a firm's
+    provider would scope them; finance, master-data admin and auditor see every entity.
+    """
+    resources = summary.resources
+    people = {r["id"]: r for (kind, _, _), r in resources.items() if kind == "consultants"}
+    projects = {r["id"]: r for (kind, _, _), r in resources.items() if kind == "projects"}
+    assignment = next(
+        (
+            r
+            for (kind, _, _), r in resources.items()
+            if kind == "assignments"
+            and r.get("billable")
+            and r.get("consultantId") in people
+            and projects.get(r.get("projectId"), {}).get("managerId") in people
+        ),
+        None,
+    )
+    found: list[tuple[str, str, str]] = []
+    if assignment is not None:
+        consultant = people[assignment["consultantId"]]
+        project = projects[assignment["projectId"]]
+        manager = people[project["managerId"]]
+        found.append(
+            (
+                f"consultant {consultant['name']} ({consultant['code']}), on project {project['code']}",
+                "CONSULTANT_TOKEN",
+                minter.person(
+                    consultant["id"],
+                    ["consultant"],
+                    [consultant["legalEntityId"]],
+                    TOKEN_TTL,
+                    email=consultant.get("email"),
+                ),
+            )
+        )
+        found.append(
+            (
+                f"project manager {manager['name']} ({manager['code']}), who manages {project['code']}",
+                "PM_TOKEN",
+                minter.person(
+                    manager["id"],
+                    ["approver", "project_manager"],
+                    [manager["legalEntityId"]],
+                    TOKEN_TTL,
+                    email=manager.get("email"),
+                ),
+            )
+        )
+    found.append(
+        (
+            "finance (billing runs, invoices)",
+            "FINANCE_TOKEN",
+            minter.person("demo-finance", ["finance"], [ALL], TOKEN_TTL),
+        )
+    )
+    found.append(
+        (
+            "master-data admin",
+            "MASTERDATA_ADMIN_TOKEN",
+            minter.person("demo-masterdata-admin", ["masterdata_admin"], [ALL], TOKEN_TTL),
+        )
+    )
+    found.append(
+        (
+            "auditor (reads everything)",
+            "AUDITOR_TOKEN",
+            minter.person("demo-auditor", ["auditor"], [ALL], TOKEN_TTL),
+        )
+    )
+    found.append(
+        (
+            f"integration client {SEED_CLIENT_ID} (system of record 'seed')",
+            "INTEGRATION_TOKEN",
+            minter.client(SEED_CLIENT_ID, TOKEN_TTL),
+        )
+    )
+    return found
