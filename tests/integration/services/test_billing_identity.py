@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,18 @@ from accrue.identity.internal import InternalSigner
 from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.mdprojection import MasterDataReader
+from accrue.runtime.audit import collecting
+from accrue.runtime.clock import FixedClock
+from accrue.runtime.errors import PermissionDenied
 from accrue.runtime.identity import Principal
 from accrue.runtime.server import RunningService
+from accrue.services.billing.adapters import tables
+from accrue.services.billing.adapters.erp.file import FileErp
+from accrue.services.billing.adapters.repository import ExceptionDraft
+from accrue.services.billing.adapters.unit_of_work import BillingUnitOfWork
+from accrue.services.billing.domain.access import FourEyes
+from accrue.services.billing.service_layer.handlers import Billing
 from accrue.testing import identity
 from accrue.timekeeping.v1 import resources_pb2 as tk
 
@@ -147,6 +158,8 @@ async def world(
         address=f"127.0.0.1:{billing.grpc_port}",
         signer=internal_signer,
         now=instant,
+        md=md_stub,
+        erp_dir=tmp_path / "erp",
     )
     yield w
     for channel in w.channels:
@@ -421,3 +434,95 @@ async def test_four_eyes_the_approver_cannot_post_where_it_is_on(world: World) -
         )
         == "fin-anna"
     )
+
+
+# -- the use cases on their own: audit notes, and a retried posting is posting ------------------
+
+
+def use_cases(w: World) -> Billing:
+    """The billing use cases on the test's database, as the service wires them (four eyes in IE)."""
+    reader = MasterDataReader(w.md, tables.md_projection)
+    return Billing(
+        lambda: BillingUnitOfWork(w.engine, reader),
+        FixedClock(w.now + dt.timedelta(minutes=5)),
+        erp=FileErp(w.erp_dir),
+        four_eyes=FourEyes.of([w.ie]),
+    )
+
+
+async def test_every_change_is_noted_for_the_audit_trail(world: World) -> None:
+    w = world
+    await approved_work(w)
+    app = use_cases(w)
+    irish = w.finance_of(w.ie, subject="fin-ie")
+    now = w.now + dt.timedelta(minutes=5)
+    with collecting() as changes:
+        result = await app.run("2026-11-01", "2026-11-30", w.ie, by=irish)
+    (run_note,) = changes
+    (invoice_id,), (exception_id,) = result.invoice_ids, result.exception_ids
+    assert (run_note.resource_type, run_note.resource_id, run_note.legal_entity_id, run_note.before) == (
+        "billing_run",
+        result.run_id,
+        w.ie,
+        None,
+    )
+    assert run_note.after is not None
+    assert (run_note.after["entries_billed"], run_note.after["invoices_touched"]) == (1, [invoice_id])
+    assert run_note.after["exceptions_raised"] == [exception_id]
+    with collecting() as changes:
+        await app.approve(invoice_id, by=irish)
+        await app.void(invoice_id, "wrong customer", by=irish)
+        await app.resolve_exception(
+            exception_id, bl.BILLING_EXCEPTION_RESOLUTION_WRITE_OFF, "goodwill", by=irish
+        )
+    assert [(c.resource_type, c.resource_id, c.legal_entity_id) for c in changes] == [
+        ("invoice", invoice_id, w.ie),
+        ("invoice", invoice_id, w.ie),
+        ("billing_exception", exception_id, w.ie),
+    ]
+    approved, voided, resolved = changes
+    assert (approved.before, approved.after) == (
+        {"status": "DRAFT", "approved_by": ""},
+        {"status": "APPROVED", "approved_by": "fin-ie", "approve_time": now},
+    )
+    assert (voided.before, voided.after) == (
+        {"status": "APPROVED"},
+        {"status": "VOID", "voided_by": "fin-ie", "void_reason": "wrong customer", "void_time": now},
+    )
+    assert (resolved.before, resolved.after) == (
+        {"status": "OPEN"},
+        {"status": "RESOLVED", "resolution": "WRITE_OFF", "resolved_by": "fin-ie", "note": "goodwill"},
+    )
+
+
+async def test_four_eyes_retrying_a_failed_posting_is_posting(world: World) -> None:
+    w = world
+    await approved_work(w)
+    app = use_cases(w)
+    anna, bob = w.finance_of(w.ie, subject="fin-anna"), w.finance_of(w.ie, subject="fin-bob")
+    result = await app.run("2026-11-01", "2026-11-30", w.ie, by=anna)
+    (invoice_id,) = result.invoice_ids
+    await app.approve(invoice_id, by=anna)
+    await app.request_posting(invoice_id, by=bob)
+    # The ERP refused it: the job failed and finance has an ERP_POST_FAILED exception to resolve.
+    async with BillingUnitOfWork(w.engine, MasterDataReader(w.md, tables.md_projection)) as uow:
+        await uow.billing.set_posting(invoice_id, status="FAILED")
+        failed = await uow.billing.raise_exception(
+            ExceptionDraft("ERP_POST_FAILED", w.ie, "refused", (), Decimal(0), invoice_id=invoice_id),
+            None,
+            w.now,
+        )
+        await uow.commit()
+    assert failed is not None
+    with pytest.raises(PermissionDenied) as by_the_approver:
+        await app.resolve_exception(failed, bl.BILLING_EXCEPTION_RESOLUTION_RETRY, "again", by=anna)
+    assert by_the_approver.value.reason == "FOUR_EYES"
+    with pytest.raises(PermissionDenied):
+        await app.request_posting(invoice_id, by=anna)
+    assert await w.scalar(
+        "SELECT status FROM billing.posting_jobs WHERE invoice_id = :id", id=invoice_id
+    ) == ("FAILED")
+    await app.resolve_exception(failed, bl.BILLING_EXCEPTION_RESOLUTION_RETRY, "again", by=bob)
+    assert await w.scalar(
+        "SELECT status FROM billing.posting_jobs WHERE invoice_id = :id", id=invoice_id
+    ) == ("QUEUED")

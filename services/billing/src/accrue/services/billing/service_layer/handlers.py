@@ -510,7 +510,7 @@ class Billing:
                     invoice_id,
                     head.legal_entity_id,
                     {"posting_status": head.posting_status},
-                    {"posting_status": "PENDING", "posting_requested_by": actor},
+                    {"posting_status": "QUEUED", "posting_requested_by": actor},
                 )
                 if head.posting_status == "FAILED":
                     failed = await uow.billing.open_exceptions_for_invoice(invoice_id)
