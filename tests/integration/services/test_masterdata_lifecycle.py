@@ -19,6 +19,7 @@ from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.server import RunningService
+from accrue.testing import identity
 from accrue.type.v1 import types_pb2
 
 pytestmark = pytest.mark.integration
@@ -342,29 +343,48 @@ async def test_every_change_is_kept_with_who_when_source_and_before_after(
 
 
 async def test_only_the_system_of_record_may_write_what_it_owns(
-    start_service: Any, channel_to: Callable[[RunningService], grpc.aio.Channel], database_url: str
+    start_service: Any,
+    channel_to: Callable[[RunningService], grpc.aio.Channel],
+    database_url: str,
+    internal_signer: Any,
 ) -> None:
     service = await start_service("masterdata", owners={"labor_category": "workday"})
     stub = api_grpc.MasterDataServiceStub(channel_to(service))
+    address = f"127.0.0.1:{service.grpc_port}"
+    as_workday = api_grpc.MasterDataServiceStub(
+        identity.channel(address, internal_signer, identity.system_client("workday"))
+    )
+    as_crm = api_grpc.MasterDataServiceStub(
+        identity.channel(address, internal_signer, identity.system_client("crm"))
+    )
     rows = [
         md.LaborCategory(
             code="SC", name="Senior", external_ref=types_pb2.ExternalRef(system="workday", id="1")
         ),
         md.LaborCategory(code="JC", name="Junior", external_ref=types_pb2.ExternalRef(system="crm", id="2")),
     ]
-    # Without a request source, each row's external_ref.system is its source.
-    results = (
+    # A person (here an administrator) writes as "api": a row's external_ref.system claims nothing.
+    as_person = (
         await stub.BatchUpsertLaborCategories(api.BatchUpsertLaborCategoriesRequest(labor_categories=rows))
     ).results
-    assert [r.outcome for r in results] == [api.UPSERT_OUTCOME_CREATED, api.UPSERT_OUTCOME_REJECTED]
-    assert [(v.field, v.code) for v in results[1].reasons] == [("source", "NOT_SYSTEM_OF_RECORD")]
-    assert "owned by workday" in results[1].reasons[0].message
-    # A request source applies to every row.
+    assert [r.outcome for r in as_person] == [api.UPSERT_OUTCOME_REJECTED] * 2
+    assert [(v.field, v.code) for v in as_person[0].reasons] == [("source", "NOT_SYSTEM_OF_RECORD")]
+    assert "owned by workday" in as_person[0].reasons[0].message
+    # Another system's client is refused whatever its rows say.
     rows[1].external_ref.system = "workday"
-    as_crm = await stub.BatchUpsertLaborCategories(
-        api.BatchUpsertLaborCategoriesRequest(labor_categories=rows, source="crm")
+    crm = await as_crm.BatchUpsertLaborCategories(
+        api.BatchUpsertLaborCategoriesRequest(labor_categories=rows)
     )
-    assert [r.outcome for r in as_crm.results] == [api.UPSERT_OUTCOME_REJECTED] * 2
+    assert [r.outcome for r in crm.results] == [api.UPSERT_OUTCOME_REJECTED] * 2
+    assert await scalar(database_url, "SELECT count(*) FROM masterdata.labor_categories") == 0
+    # The owner's client writes every row, whichever system keys it.
+    rows[1].external_ref.system = "crm"
+    results = (
+        await as_workday.BatchUpsertLaborCategories(
+            api.BatchUpsertLaborCategoriesRequest(labor_categories=rows)
+        )
+    ).results
+    assert [r.outcome for r in results] == [api.UPSERT_OUTCOME_CREATED] * 2
     sc = results[0].labor_category
     for call in (
         stub.CreateLaborCategory(
@@ -389,7 +409,7 @@ async def test_only_the_system_of_record_may_write_what_it_owns(
     await stub.CreateLegalEntity(
         api.CreateLegalEntityRequest(legal_entity=md.LegalEntity(code="UK", name="UK", base_currency="GBP"))
     )
-    assert await scalar(database_url, "SELECT count(*) FROM masterdata.labor_categories") == 1
+    assert await scalar(database_url, "SELECT count(*) FROM masterdata.labor_categories") == 2
 
 
 # -- milestones -----------------------------------------------------------------------------------

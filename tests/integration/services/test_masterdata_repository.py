@@ -11,10 +11,12 @@ from accrue.db import create_engine
 from accrue.db.migrations import upgrade
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.clock import FixedClock
+from accrue.runtime.identity import bound_principal
 from accrue.services.masterdata.adapters.repository import ChangeRow, Write, body_of
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
 from accrue.services.masterdata.bootstrap import MIGRATIONS, build_app
 from accrue.services.masterdata.domain.kinds import KINDS
+from accrue.testing import identity
 from accrue.type.v1 import types_pb2
 
 pytestmark = pytest.mark.integration
@@ -94,31 +96,33 @@ async def test_a_record_being_updated_can_still_be_referenced_by_new_rows(databa
     await upgrade(database_url, "masterdata", MIGRATIONS)
     engine = create_engine(database_url)
     app = build_app(engine, FixedClock(WRITTEN))
-    try:
-        le = await app.create(
-            KINDS["legal_entity"], md.LegalEntity(code="UK", name="UK", base_currency="GBP")
-        )
-        lc = await app.create(KINDS["labor_category"], md.LaborCategory(code="SC", name="Senior"))
-        person = md.Consultant(
-            code="E1", name="A", legal_entity_id=le.id, labor_category_id=lc.id, active_from="2020-01-01"
-        )
-        boss = await app.create(KINDS["consultant"], person)
-        customer = await app.create(
-            KINDS["customer"],
-            md.Customer(code="C", name="C", legal_entity_id=le.id, currency="GBP"),
-        )
-        async with MasterDataUnitOfWork(engine) as holder:
-            await holder.records.load_many(KINDS["consultant"], [boss.id], lock=True)
-            project = md.Project(
-                code="P",
-                name="P",
-                customer_id=customer.id,
-                legal_entity_id=le.id,
-                manager_id=boss.id,
-                status=md.PROJECT_STATUS_ACTIVE,
-                start_date="2026-01-01",
+    # The use cases ask who is acting (legal-entity scope); the interceptor's job, done by hand.
+    with bound_principal(identity.admin()):
+        try:
+            le = await app.create(
+                KINDS["legal_entity"], md.LegalEntity(code="UK", name="UK", base_currency="GBP")
             )
-            created = await asyncio.wait_for(app.create(KINDS["project"], project), timeout=10)
-            assert created.manager_id == boss.id
-    finally:
-        await engine.dispose()
+            lc = await app.create(KINDS["labor_category"], md.LaborCategory(code="SC", name="Senior"))
+            person = md.Consultant(
+                code="E1", name="A", legal_entity_id=le.id, labor_category_id=lc.id, active_from="2020-01-01"
+            )
+            boss = await app.create(KINDS["consultant"], person)
+            customer = await app.create(
+                KINDS["customer"],
+                md.Customer(code="C", name="C", legal_entity_id=le.id, currency="GBP"),
+            )
+            async with MasterDataUnitOfWork(engine) as holder:
+                await holder.records.load_many(KINDS["consultant"], [boss.id], lock=True)
+                project = md.Project(
+                    code="P",
+                    name="P",
+                    customer_id=customer.id,
+                    legal_entity_id=le.id,
+                    manager_id=boss.id,
+                    status=md.PROJECT_STATUS_ACTIVE,
+                    start_date="2026-01-01",
+                )
+                created = await asyncio.wait_for(app.create(KINDS["project"], project), timeout=10)
+                assert created.manager_id == boss.id
+        finally:
+            await engine.dispose()

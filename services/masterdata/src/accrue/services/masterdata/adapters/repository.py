@@ -227,6 +227,21 @@ def decode_page_token(token: str) -> tuple[str, str] | None:
         return None
 
 
+def _hop(table: sa.Table, column: str) -> sa.Table:
+    """The table a foreign-key column of table points at."""
+    (fk,) = table.c[column].foreign_keys
+    return fk.column.table
+
+
+def in_scope(table: sa.Table, path: Sequence[str], scope: Iterable[str]) -> sa.ColumnElement[bool]:
+    """SQL: the row of table belongs to one of the legal entities in scope (following path)."""
+    column = table.c[path[0]]
+    if len(path) == 1:
+        return column == sa.any_(sa.literal(_uuids(scope), _UUIDS))
+    target = _hop(table, path[0])
+    return column.in_(sa.select(target.c.id).where(in_scope(target, path[1:], scope)))
+
+
 def _stored(row: Any) -> Stored:
     return Stored(row.id, row.version, row.body, row.create_time, row.update_time, row.deactivate_time)
 
@@ -352,6 +367,24 @@ class RecordRepository:
         )
         return {r["id"]: Target(r["off"]) for r in rows}
 
+    async def legal_entities_of(
+        self, kind_name: str, path: Sequence[str], ids: Iterable[str]
+    ) -> dict[str, str]:
+        """The legal entity each record (by id) belongs to, following path; unknown ids absent."""
+        wanted = _uuids(ids)
+        if not wanted or not path:
+            return {}
+        table = TABLES[kind_name]
+        current, query = table, sa.select(table.c.id)
+        for hop in path[:-1]:  # no path passes the same table twice, so no aliases
+            target = _hop(current, hop)
+            query = query.join_from(current, target, target.c.id == current.c[hop])
+            current = target
+        query = query.add_columns(current.c[path[-1]].label("legal_entity_id")).where(
+            table.c.id == sa.any_(sa.literal(wanted, _UUIDS))
+        )
+        return {str(row.id): str(row.legal_entity_id) for row in await self._conn.execute(query)}
+
     async def unique_holders(
         self, kind: Kind, columns: Sequence[str], values: Iterable[tuple[Any, ...]]
     ) -> dict[tuple[Any, ...], str]:
@@ -431,11 +464,15 @@ class RecordRepository:
         after: tuple[str, str] | None,
         *,
         show_deactivated: bool = False,
+        scope: frozenset[str] | None = None,
     ) -> list[Message]:
-        """A page of records matching filters (column → value), in (code, id) order."""
+        """A page of records matching filters (column → value), in (code, id) order, of the
+        legal entities in scope (None: every one; firm-wide kinds are in every scope)."""
         table = TABLES[kind.name]
         sort_key = sa.func.coalesce(table.c.code, "")
         query = _stored_columns(table)
+        if scope is not None and kind.legal_entity_path:
+            query = query.where(in_scope(table, kind.legal_entity_path, scope))
         if not show_deactivated:
             query = query.where(table.c.deactivate_time.is_(None))
         for name, value in filters.items():

@@ -102,6 +102,10 @@ class Kind:
     unique: tuple[UniqueKey, ...] = ()
     # Body fields only the server changes (a milestone's status); kept across upserts.
     server_managed: tuple[str, ...] = ()
+    # The legal entity a record belongs to, reached by following these id fields from the
+    # record ("id" for a legal entity itself); empty for firm-wide kinds, which every principal
+    # sees (labor categories, rate cards, FX and tax rates). See domain.access.
+    legal_entity_path: tuple[str, ...] = ()
 
     @property
     def event_type(self) -> str:
@@ -377,6 +381,10 @@ _CODE = UniqueKey(("code",), "code", "CODE_TAKEN", "code")
 _LE = RefField("legal_entity_id", "legal_entity_ref", "legal_entity")
 _CU = RefField("customer_id", "customer_ref", "customer")
 _LC = RefField("labor_category_id", "labor_category_ref", "labor_category")
+_BY_LE = ("legal_entity_id",)
+# A contract line belongs to its contract's customer's legal entity (not a Kind of its own, but
+# a reference target: milestones point at lines).
+CONTRACT_LINE_LEGAL_ENTITY_PATH = ("contract_id", "customer_id", "legal_entity_id")
 
 
 KINDS: dict[str, Kind] = {
@@ -390,6 +398,7 @@ KINDS: dict[str, Kind] = {
             ev.LegalEntityUpserted,
             _validate_legal_entity,
             unique=(_CODE,),
+            legal_entity_path=("id",),
         ),
         Kind(
             "customer",
@@ -400,6 +409,7 @@ KINDS: dict[str, Kind] = {
             _validate_customer,
             refs=(_LE,),
             unique=(_CODE,),
+            legal_entity_path=_BY_LE,
         ),
         Kind(
             "labor_category",
@@ -419,6 +429,7 @@ KINDS: dict[str, Kind] = {
             _validate_consultant,
             refs=(_LE, _LC, RefField("manager_id", "manager_ref", "consultant")),
             unique=(_CODE,),
+            legal_entity_path=_BY_LE,
         ),
         Kind(
             "project",
@@ -429,6 +440,7 @@ KINDS: dict[str, Kind] = {
             _validate_project,
             refs=(_CU, _LE, RefField("manager_id", "manager_ref", "consultant")),
             unique=(_CODE,),
+            legal_entity_path=_BY_LE,
         ),
         Kind(
             "rate_card",
@@ -458,6 +470,7 @@ KINDS: dict[str, Kind] = {
                 ),
             ),
             unique=(_CODE,),
+            legal_entity_path=("customer_id", "legal_entity_id"),
         ),
         Kind(
             "milestone",
@@ -468,6 +481,7 @@ KINDS: dict[str, Kind] = {
             _validate_milestone,
             refs=(RefField("contract_line_id", "project_ref", "contract_line", via="project"),),
             server_managed=("status", "complete_time"),
+            legal_entity_path=("contract_line_id", *CONTRACT_LINE_LEGAL_ENTITY_PATH),
         ),
         Kind(
             "assignment",
@@ -481,6 +495,7 @@ KINDS: dict[str, Kind] = {
                 RefField("consultant_id", "consultant_ref", "consultant"),
                 _LC,
             ),
+            legal_entity_path=("project_id", "legal_entity_id"),
         ),
         Kind(
             "opportunity",
@@ -490,6 +505,7 @@ KINDS: dict[str, Kind] = {
             ev.OpportunityUpserted,
             _validate_opportunity,
             refs=(_CU, _LE),
+            legal_entity_path=_BY_LE,
         ),
         Kind(
             "fx_rate",
@@ -532,6 +548,7 @@ KINDS: dict[str, Kind] = {
             _validate_calendar,
             refs=(_LE,),
             unique=(_CODE,),
+            legal_entity_path=_BY_LE,
         ),
     )
 }

@@ -1,10 +1,10 @@
 """Which system of record owns each entity type, and whether a write may change it.
 
 The owner of a kind is configured (ACCRUE_MASTERDATA_OWNERS='{"consultant": "workday"}'). A
-kind without an owner accepts writes from any source. A write names its source: a request's
-`source` field, or — in a batch upsert that gives none — each row's external_ref.system. A
-direct API call that names no source is the source "api", so once HR owns consultants a person
-at the REST API cannot change them behind HR's back.
+kind without an owner accepts writes from any source. A write's source is the caller's identity
+(domain.access.source_of): the system an integration client is, or "api" for a person — never a
+request field or a batch row's external_ref.system — so once HR owns consultants neither a person
+at the REST API nor another system's client can change them behind HR's back.
 """
 
 from __future__ import annotations

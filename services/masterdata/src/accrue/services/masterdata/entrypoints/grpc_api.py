@@ -18,6 +18,7 @@ from accrue.money import format_decimal, format_money
 from accrue.runtime.errors import PermissionDenied, Violation
 from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import acting_principal
+from accrue.services.masterdata.domain import access
 from accrue.services.masterdata.domain.kinds import KINDS, Kind
 from accrue.services.masterdata.service_layer.handlers import HistoryEntry, MasterData, Writer
 from accrue.type.v1 import types_pb2
@@ -68,7 +69,8 @@ def _request_id(context: Context) -> str:
 def writer(context: Context, request: Any, reason: str = "") -> Writer:
     """Who writes, from where: both from the verified principal, never from the request alone.
 
-    An integration client writes as the system of record it is; a person writes as "api". A
+    An integration client writes as the system of record it is; a person writes as "api", in
+    single writes and batch upserts alike (a row's external_ref.system claims nothing). A
     request that names another source (or another actor) is refused, naming the field.
     """
     principal = acting_principal(context, request.actor, "actor")
@@ -80,7 +82,7 @@ def writer(context: Context, request: Any, reason: str = "") -> Writer:
         )
     return Writer(
         actor=principal.subject,
-        source=principal.system or "",
+        source=access.source_of(principal),
         request_id=_request_id(context),
         reason=reason,
     )

@@ -40,8 +40,10 @@ from accrue.runtime import (
     NotFound,
     PermissionDenied,
     Violation,
+    audit,
 )
 from accrue.runtime.clock import UTC_ZONE, Clock
+from accrue.runtime.identity import current_principal
 from accrue.runtime.validation import Violations
 from accrue.services.masterdata.adapters.repository import (
     ChangeRow,
@@ -56,9 +58,15 @@ from accrue.services.masterdata.adapters.repository import (
 )
 from accrue.services.masterdata.adapters.tables import COLUMNS
 from accrue.services.masterdata.adapters.unit_of_work import MasterDataUnitOfWork
-from accrue.services.masterdata.domain import resolution
+from accrue.services.masterdata.domain import access, resolution
 from accrue.services.masterdata.domain.history import changed_fields
-from accrue.services.masterdata.domain.kinds import KINDS, SERVER_FIELDS, Kind, Reference
+from accrue.services.masterdata.domain.kinds import (
+    CONTRACT_LINE_LEGAL_ENTITY_PATH,
+    KINDS,
+    SERVER_FIELDS,
+    Kind,
+    Reference,
+)
 from accrue.services.masterdata.domain.masks import apply_mask, mask_paths
 from accrue.services.masterdata.domain.ownership import API_SOURCE, Ownership
 
@@ -101,23 +109,19 @@ class ChangeKind:
 class Writer:
     """Who writes and from where: the history records both, ownership checks the source.
 
-    actor is the person (or integration) named by the identity seam, None when nobody is named:
-    then the source system is the actor. source "" means "the rows say" in a batch upsert (each
-    row's external_ref.system) and "api" everywhere else.
+    Both come from the verified principal (entrypoints.grpc_api.writer, domain.access): actor is
+    its subject, source the system of record an integration client is, or "api" for a person.
+    A batch row's external_ref.system keys the row and claims nothing (system-of-record).
     """
 
     actor: str | None = None
-    source: str = ""
+    source: str = API_SOURCE
     request_id: str = ""
     reason: str = ""
 
-    def source_of(self, record: Any | None = None) -> str:
-        """The source of one write."""
-        if self.source:
-            return self.source
-        if record is not None and record.external_ref.system:
-            return str(record.external_ref.system)
-        return API_SOURCE
+    def source_of(self) -> str:
+        """The source of every write of this call."""
+        return self.source or API_SOURCE
 
     def actor_for(self, source: str) -> str:
         """Who the history names: the actor, else the source system, else anonymous."""
@@ -334,6 +338,9 @@ class MasterData:
         row = _Row(record, Violations(prefix=kind.name), writer.source_of())
         denied = self._ownership.check(kind.name, kind.plural, row.source)
         _raise_for(kind, [denied] if denied else [], "")
+        scope = _scope()
+        if scope is not None and access.reaches_beyond_scope(kind, creating=True):
+            raise access.refuse_beyond_scope(kind)
         kind.validate(record, row.v)
         async with _conflicts_abort(), self._uow() as uow:
             ref = record.external_ref
@@ -346,18 +353,21 @@ class MasterData:
                         reason="EXTERNAL_REF_EXISTS",
                     )
             record.id = _new_id()
-            await self._check(uow, kind, [row])
+            await self._check(uow, kind, [row], scope)
             _raise_for(kind, row.v.items, f"the {kind.title} is invalid")
             await self._persist(uow, kind, [row], writer)
             await uow.commit()
         return _written(kind, row)
 
     async def get(self, kind: Kind, record_id: str) -> Message:
-        """One record, deactivated or not, or NOT_FOUND."""
+        """One record, deactivated or not, or NOT_FOUND (another legal entity's too)."""
+        scope = _scope()
         async with self._uow() as uow:
             record = await uow.records.get(kind, record_id)
+            if record is not None and not await _visible(uow, kind, record_id, scope):
+                record = None
         if record is None:
-            raise NotFound(f"no {kind.title} with id {record_id!r}", reason="NOT_FOUND")
+            raise access.not_found(kind, record_id)
         return record
 
     async def list_records(
@@ -380,7 +390,7 @@ class MasterData:
                 )
         async with self._uow() as uow:
             records = await uow.records.page(
-                kind, filters, size + 1, after, show_deactivated=show_deactivated
+                kind, filters, size + 1, after, show_deactivated=show_deactivated, scope=_scope()
             )
         if len(records) <= size:
             return records, ""
@@ -397,14 +407,17 @@ class MasterData:
         source = writer.source_of()
         denied = self._ownership.check(kind.name, kind.plural, source)
         _raise_for(kind, [denied] if denied else [], "")
+        scope = _scope()
+        if scope is not None and access.reaches_beyond_scope(kind, creating=False):
+            raise access.refuse_beyond_scope(kind)
         v = Violations()
         fields = mask_paths(kind, patch, paths, v)
         v.raise_if_any("the update_mask is invalid")
         expected = str(getattr(patch, "etag", ""))
         async with _conflicts_abort(), self._uow() as uow:
             stored = (await uow.records.load_many(kind, [record_id], lock=True)).get(record_id)
-            if stored is None:
-                raise NotFound(f"no {kind.title} with id {record_id!r}", reason="NOT_FOUND")
+            if stored is None or not await _visible(uow, kind, record_id, scope):
+                raise access.not_found(kind, record_id)
             if expected and expected != str(stored.version):
                 raise Aborted(
                     f"the {kind.title} changed since it was read (etag {expected}, now {stored.version}); "
@@ -433,7 +446,7 @@ class MasterData:
                         "EXTERNAL_REF_TAKEN",
                         f"external_ref {ref.system}/{ref.id} belongs to {kind.title} {holder.id}",
                     )
-            await self._check(uow, kind, [row])
+            await self._check(uow, kind, [row], scope)
             _raise_for(kind, row.v.items, f"the {kind.title} is invalid")
             await self._persist(uow, kind, [row], writer)
             await uow.commit()
@@ -534,9 +547,12 @@ class MasterData:
     ) -> Stored:
         denied = self._ownership.check(kind.name, kind.plural, source)
         _raise_for(kind, [denied] if denied else [], "")
+        scope = _scope()
+        if scope is not None and access.reaches_beyond_scope(kind, creating=False):
+            raise access.refuse_beyond_scope(kind)
         stored = (await uow.records.load_many(kind, [record_id], lock=True)).get(record_id)
-        if stored is None:
-            raise NotFound(f"no {kind.title} with id {record_id!r}", reason="NOT_FOUND")
+        if stored is None or not await _visible(uow, kind, record_id, scope):
+            raise access.not_found(kind, record_id)
         if etag and etag != str(stored.version):
             raise Aborted(
                 f"the {kind.title} changed since it was read (etag {etag}, now {stored.version})",
@@ -556,6 +572,7 @@ class MasterData:
         change: str,
     ) -> Message:
         """Write a server-side state change (deactivation, completion): new version, history."""
+        before = _state(stored.body, stored)
         stored.version += 1
         stored.update_time = now
         stored.body = body
@@ -579,6 +596,8 @@ class MasterData:
                 )
             ]
         )
+        legal_entity = (await _legal_entities(uow, kind, [(stored.id, body)])).get(stored.id, "")
+        audit.note(kind.name, stored.id, legal_entity, before, _state(body, stored))
         return record
 
     # -- batch upsert ---------------------------------------------------------------------
@@ -596,13 +615,15 @@ class MasterData:
                 f"a batch holds at most {MAX_BATCH} rows, got {len(rows)}",
                 [Violation(kind.plural, "BATCH_TOO_LARGE", f"at most {MAX_BATCH} rows")],
             )
+        scope = _scope()
         batch: list[_Row] = []
         etags: list[str] = []
         seen_refs: dict[tuple[str, str], int] = {}
         for i, resource in enumerate(rows):
             etags.append(str(getattr(resource, "etag", "")))
             record = _prepare(kind, resource)
-            row = _Row(record, Violations(), writer.source_of(record))
+            # The source is the caller's, whatever system the row's external_ref names.
+            row = _Row(record, Violations(), writer.source_of())
             batch.append(row)
             ref = record.external_ref
             if not ref.system or not ref.id:
@@ -624,10 +645,22 @@ class MasterData:
         async with _conflicts_abort(), self._uow() as uow:
             # Locked, in id order, so concurrent batches touching the same records take turns.
             existing = await uow.records.by_external_refs(kind, seen_refs, lock=True)
+            hidden = await _hidden(uow, kind, [s.id for s in existing.values()], scope)
             fresh = iter(_new_ids(len(batch)))
             for row, etag in zip(batch, etags, strict=True):
                 ref = row.record.external_ref
                 row.previous = existing.get((ref.system, ref.id))
+                if row.previous is not None and row.previous.id in hidden:
+                    # Another legal entity's record is written to as a missing one would be:
+                    # refused, without its id.
+                    row.previous = None
+                    row.v.add(
+                        "external_ref",
+                        "NOT_FOUND",
+                        f"no {kind.title} the caller may change has external_ref {ref.system}/{ref.id}",
+                    )
+                if scope is not None and access.reaches_beyond_scope(kind, row.previous is None):
+                    row.v.items.append(access.beyond_scope(kind))
                 if row.previous is None:
                     row.record.id = next(fresh)
                     continue
@@ -638,19 +671,25 @@ class MasterData:
                         "STALE_ETAG",
                         f"the record is at etag {row.previous.version}, the row says {etag}",
                     )
-            await self._check(uow, kind, batch)
+            await self._check(uow, kind, batch, scope)
             await self._persist(uow, kind, batch, writer)
             await uow.commit()
         return [row.result or UpsertResult(Outcome.REJECTED, reasons=list(row.v.items)) for row in batch]
 
     # -- the write pipeline ------------------------------------------------------------------
 
-    async def _check(self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row]) -> None:
-        """Every rule that needs the database, adding violations to each row (ids assigned)."""
+    async def _check(
+        self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row], scope: frozenset[str] | None
+    ) -> None:
+        """Every rule that needs the database, adding violations to each row (ids assigned).
+
+        References are resolved within scope: a record of another legal entity is not found,
+        unless the record already referred to it (a write keeps what it does not change).
+        """
         # What resolving external refs learns about the targets spares the target check a query.
         known: dict[str, dict[str, Target]] = {}
-        await self._resolve_external_refs(uow, kind, rows, known)
-        await self._check_targets(uow, kind, rows, known)
+        await self._resolve_external_refs(uow, kind, rows, known, scope)
+        await self._check_targets(uow, kind, rows, known, scope)
         for row in rows:
             _assign_child_ids(row.record, row.previous.body if row.previous else None)
             denied = self._ownership.check(kind.name, kind.plural, row.source)
@@ -665,7 +704,12 @@ class MasterData:
         _reject_dependents(kind, rows)
 
     async def _resolve_external_refs(
-        self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row], known: dict[str, dict[str, Target]]
+        self,
+        uow: MasterDataUnitOfWork,
+        kind: Kind,
+        rows: Sequence[_Row],
+        known: dict[str, dict[str, Target]],
+        scope: frozenset[str] | None,
     ) -> None:
         wanted: dict[str, set[tuple[str, str]]] = {}
         per_row = [[r for r in row.refs(kind) if r.external] for row in rows]
@@ -677,6 +721,10 @@ class MasterData:
         found = {
             lookup: await uow.records.ids_by_external_refs(lookup, refs) for lookup, refs in wanted.items()
         }
+        hidden = {
+            lookup: await _hidden(uow, KINDS[lookup], [i for i, _ in hits.values()], scope)
+            for lookup, hits in found.items()
+        }
         # A row may name another row of the same batch (a consultant's manager).
         in_batch = {
             (row.record.external_ref.system, row.record.external_ref.id): row.record.id
@@ -687,12 +735,15 @@ class MasterData:
         if "project" in wanted and any(f.via for f in kind.refs):
             lines = await uow.records.project_lines(i for i, _ in found["project"].values())
         for row, refs in zip(rows, per_row, strict=True):
+            before = kind.referenced_ids(row.previous.body) if row.previous else set()
             for ref in refs:
                 assert ref.external is not None
                 if not all(ref.external):
                     continue  # the domain already said the ref is incomplete
                 lookup = ref.field.lookup
                 hit = found.get(lookup, {}).get(ref.external)
+                if hit and hit[0] in hidden.get(lookup, ()) and (lookup, hit[0]) not in before:
+                    hit = None  # another legal entity's record: not found, its id not told
                 resolved = hit[0] if hit else None
                 if hit and not ref.field.via:
                     known.setdefault(lookup, {})[hit[0]] = hit[1]
@@ -728,7 +779,12 @@ class MasterData:
             _clear_refs(kind, row.record)
 
     async def _check_targets(
-        self, uow: MasterDataUnitOfWork, kind: Kind, rows: Sequence[_Row], known: dict[str, dict[str, Target]]
+        self,
+        uow: MasterDataUnitOfWork,
+        kind: Kind,
+        rows: Sequence[_Row],
+        known: dict[str, dict[str, Target]],
+        scope: frozenset[str] | None,
     ) -> None:
         """Referenced records exist; a deactivated one may be kept but not newly referenced."""
         per_row = [row.refs(kind) for row in rows]
@@ -740,6 +796,7 @@ class MasterData:
         found = {name: dict(ids) for name, ids in known.items()}
         for name, ids in wanted.items():
             found.setdefault(name, {}).update(await uow.records.targets(name, ids))
+        hidden = {name: await _hidden_targets(uow, name, list(ids), scope) for name, ids in found.items()}
         in_batch = {row.record.id for row in rows if row.previous is None}
         for row, refs in zip(rows, per_row, strict=True):
             before = kind.referenced_ids(row.previous.body) if row.previous else set()
@@ -748,6 +805,8 @@ class MasterData:
                 if not ref.id:
                     continue
                 target = found.get(target_kind, {}).get(ref.id)
+                if ref.id in hidden.get(target_kind, ()) and (target_kind, ref.id) not in before:
+                    target = None  # another legal entity's record reads as a missing one
                 if target is None:
                     if target_kind == kind.name and ref.id in in_batch:
                         continue
@@ -949,6 +1008,16 @@ class MasterData:
                 message = kind.event(**{kind.name: w.record})
                 uow.events.add(Event(kind.event_type, record_id, message, next(event_ids), occurred_at=now))
         await uow.records.add_changes(history)
+        written = [(row, w) for row, w in (*inserts, *updates) if row.result is not None]
+        legal_entities = await _legal_entities(
+            uow,
+            kind,
+            [(w.record.id, w.body) for _, w in written],  # type: ignore[attr-defined]
+        )
+        for row, w in written:
+            record_id = w.record.id  # type: ignore[attr-defined]
+            before = row.previous.body if row.previous is not None else None
+            audit.note(kind.name, record_id, legal_entities.get(record_id, ""), before, w.body)
 
     # -- history ----------------------------------------------------------------------------
 
@@ -966,10 +1035,13 @@ class MasterData:
                     "page_token is not valid",
                     [Violation("page_token", "INVALID_PAGE_TOKEN", "page_token is not one we issued")],
                 ) from None
+        scope = _scope()
         async with self._uow() as uow:
+            if not await _visible(uow, kind, record_id, scope):
+                raise access.not_found(kind, record_id)
             rows = await uow.records.changes_of(kind.name, record_id, after, size + 1)
             if not rows and not after and await uow.records.get(kind, record_id) is None:
-                raise NotFound(f"no {kind.title} with id {record_id!r}", reason="NOT_FOUND")
+                raise access.not_found(kind, record_id)
         entries = [
             HistoryEntry(
                 r.version,
@@ -1003,8 +1075,11 @@ class MasterData:
         day = v.date("date", date)
         v.raise_if_any("cannot resolve a rate")
         assert day is not None
+        scope = _scope()
         async with self._uow() as uow:
             project = await uow.records.get(KINDS["project"], project_id)
+            if project is not None and not await _visible(uow, KINDS["project"], project_id, scope):
+                project = None  # another legal entity's project reads as a missing one
             if project is None:
                 raise NotFound(f"no project with id {project_id!r}", reason="PROJECT_NOT_FOUND")
             found = await uow.records.contract_line_for_project(project_id)
@@ -1098,6 +1173,53 @@ class MasterData:
         rate = parse_decimal(tax.rate)
         tax_amount = resolution.tax_on(value, rate, currency) if value is not None else None
         return TaxResolution(rate, tax, tax_amount)
+
+
+def _scope() -> frozenset[str] | None:
+    """The legal entities the caller sees (legal-entity-scope); None for every one."""
+    return access.scope_of(current_principal())
+
+
+def _path(kind_name: str) -> tuple[str, ...]:
+    if kind_name == "contract_line":
+        return CONTRACT_LINE_LEGAL_ENTITY_PATH
+    return KINDS[kind_name].legal_entity_path
+
+
+async def _hidden_targets(
+    uow: MasterDataUnitOfWork, kind_name: str, ids: Sequence[str], scope: frozenset[str] | None
+) -> set[str]:
+    """Which of these records (of kind_name, or contract lines) belong outside scope."""
+    path = _path(kind_name)
+    if scope is None or not path or not ids:
+        return set()
+    owners = await uow.records.legal_entities_of(kind_name, path, ids)
+    return {i for i, le in owners.items() if le not in scope}
+
+
+async def _hidden(
+    uow: MasterDataUnitOfWork, kind: Kind, ids: Sequence[str], scope: frozenset[str] | None
+) -> set[str]:
+    return await _hidden_targets(uow, kind.name, ids, scope)
+
+
+async def _visible(
+    uow: MasterDataUnitOfWork, kind: Kind, record_id: str, scope: frozenset[str] | None
+) -> bool:
+    """Whether the caller sees this record (an unknown id too: it is reported missing anyway)."""
+    return record_id not in await _hidden(uow, kind, [record_id], scope)
+
+
+async def _legal_entities(
+    uow: MasterDataUnitOfWork, kind: Kind, records: Sequence[tuple[str, Mapping[str, Any]]]
+) -> dict[str, str]:
+    """The legal entity of each written record (id, body), for the audit trail ("" firm-wide)."""
+    path = kind.legal_entity_path
+    if path == ("id",):
+        return {i: i for i, _ in records}
+    if len(path) == 1:
+        return {i: str(body.get(path[0], "")) for i, body in records}
+    return await uow.records.legal_entities_of(kind.name, path, [i for i, _ in records])
 
 
 def _page_size(page_size: int) -> int:
