@@ -93,8 +93,12 @@ class EmbeddedNats:
         server_name: str = "accrue-embedded",
         start_timeout: float = 15.0,
         binary: Path | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        # An `authorization { users: [...] }` config block (accrue.eventbus.permissions renders
+        # the services'); with it, clients without credentials are refused. None: open server.
+        self.authorization = authorization
         self.host = host
         self._port = port
         self._monitor_port = monitor_port
@@ -152,6 +156,9 @@ class EmbeddedNats:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _write_config(self) -> None:
+        # It may hold passwords: the owner alone reads it, from before anything is written.
+        self.config_path.touch(mode=0o600)
+        self.config_path.chmod(0o600)
         port = self._port if self._port > 0 else -1
         monitor = self._monitor_port if self._monitor_port > 0 else -1
         self.config_path.write_text(
@@ -169,6 +176,7 @@ class EmbeddedNats:
                     "  # fsync every write: the default interval loses acknowledged writes on a crash.",
                     "  sync_interval: always",
                     "}",
+                    self.authorization or "",
                     "",
                 ]
             )

@@ -11,6 +11,8 @@ no migrations. Configuration is environment only:
 - ACCRUE_GATEWAY_HOST, ACCRUE_GATEWAY_PORT, ACCRUE_GATEWAY_BACKENDS (JSON: full gRPC service
   name -> "host:port");
 - ACCRUE_LOG_FORMAT (json|console), ACCRUE_LOG_LEVEL;
+- ACCRUE_<NAME>_NATS_USER, ACCRUE_<NAME>_NATS_PASSWORD: each service's own NATS user, when the
+  NATS server has users (accrue.eventbus.permissions; the embedded one always does);
 - ACCRUE_INTERNAL_KEYS_DIR: every process's internal keys (identity_dir/internal), and for the
   gateway ACCRUE_GATEWAY_LOCAL_ISSUER_DIR (identity_dir/issuer); the caller makes the keys.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -206,11 +209,13 @@ def process_env(
     log_level: str = "INFO",
     clock_start: dt.datetime | None = None,
     identity_dir: Path | None = None,
+    nats_passwords: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The ACCRUE_* environment of one process of the stack (a service or the gateway).
 
     clock_start starts every process's clock at that instant (accrue.runtime.clock);
-    identity_dir holds the internal keys and the local issuer's (see internal_keys_dir).
+    identity_dir holds the internal keys and the local issuer's (see internal_keys_dir);
+    nats_passwords (service -> password) makes each service connect to NATS as its own user.
     """
     env = common_env(
         database_url=database_url, nats_url=nats_url, ports=ports, log_format=log_format, log_level=log_level
@@ -229,7 +234,15 @@ def process_env(
         spec = service(name)
         env[spec.grpc_port_var] = str(ports.services[name].grpc)
         env[spec.metrics_port_var] = str(ports.services[name].metrics)
+        if nats_passwords is not None:
+            env[f"ACCRUE_{name.upper()}_NATS_USER"] = name
+            env[f"ACCRUE_{name.upper()}_NATS_PASSWORD"] = nats_passwords[name]
     return env
+
+
+def generate_nats_passwords() -> dict[str, str]:
+    """A fresh random password per service, for an embedded NATS and the processes using it."""
+    return {name: secrets.token_urlsafe(24) for name in SERVICE_NAMES}
 
 
 def internal_keys_dir(identity_dir: Path) -> Path:
@@ -286,6 +299,7 @@ def stack_processes(
     command: Callable[[str], Sequence[str]] = module_command,
     clock_start: dt.datetime | None = None,
     identity_dir: Path | None = None,
+    nats_passwords: Mapping[str, str] | None = None,
 ) -> list[StackProcess]:
     """Every service, then the gateway; command(name) gives the argv (tests may substitute one)."""
     result: list[StackProcess] = []
@@ -300,6 +314,7 @@ def stack_processes(
             log_level=log_level,
             clock_start=clock_start,
             identity_dir=identity_dir,
+            nats_passwords=nats_passwords,
         )
         readiness: Readiness
         if name == GATEWAY.name:

@@ -8,7 +8,7 @@ retry with backoff and dead-letter what keeps failing.
 """
 
 from accrue.eventbus.backbone import Backbone
-from accrue.eventbus.connection import connect_nats
+from accrue.eventbus.connection import NatsAccess, connect_nats
 from accrue.eventbus.consumer import ConsumerRunner, Handler, Received, Subscription
 from accrue.eventbus.envelope import Event, Headers
 from accrue.eventbus.outbox import Outbox, OutboxRelay, inbox_table, outbox_table
@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "Handler",
     "Headers",
+    "NatsAccess",
     "Outbox",
     "OutboxRelay",
     "Received",

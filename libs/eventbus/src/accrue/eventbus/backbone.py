@@ -9,7 +9,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accrue.eventbus.connection import connect_nats
+from accrue.eventbus.connection import NatsAccess, connect_nats
 from accrue.eventbus.outbox import OutboxRelay
 from accrue.eventbus.streams import ensure_streams
 from accrue.runtime.clock import Clock, system_clock
@@ -25,10 +25,17 @@ class Backbone:
 
     @classmethod
     async def connect(
-        cls, url: str, name: str, *, replicas: int = 1, clock: Clock = system_clock
+        cls,
+        url: str,
+        name: str,
+        *,
+        replicas: int = 1,
+        clock: Clock = system_clock,
+        access: NatsAccess | None = None,
     ) -> Backbone:
-        """Connect (waiting for the server) and make sure every stream exists."""
-        client = await connect_nats(url, name)
+        """Connect (waiting for the server) as `access` says (NatsAccess.from_settings: the
+        service's own user and TLS) and make sure every stream exists."""
+        client = await connect_nats(url, name, access=access)
         js = client.jetstream()
         await ensure_streams(js, replicas=replicas)
         return cls(client, js, clock)
