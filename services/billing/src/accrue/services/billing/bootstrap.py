@@ -12,7 +12,7 @@ from accrue.billing.v1 import billing_service_pb2_grpc
 from accrue.db import UnitOfWork, create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
-from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
@@ -72,12 +72,18 @@ async def bootstrap(settings: BillingSettings) -> Service:
     clock = clock_for(settings.clock_start)
     auth = service_auth("billing", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-billing")
-    channel = client.channel(settings.masterdata_address, interceptors=auth.client_interceptors)
+    channel = client.channel(
+        settings.masterdata_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
+    )
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
     backbone = await Backbone.connect(
-        settings.nats_url, "billing", replicas=settings.stream_replicas, clock=clock
+        settings.nats_url,
+        "billing",
+        replicas=settings.stream_replicas,
+        clock=clock,
+        access=NatsAccess.from_settings(settings),
     )
     erp = erp_adapter(settings)
 

@@ -10,7 +10,7 @@ import grpc
 from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
-from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.forecasting.v1 import forecasting_service_pb2_grpc
 from accrue.identity.grpc import service_auth
 from accrue.runtime.clock import clock_for
@@ -38,7 +38,11 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
     auth = service_auth("forecasting", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-forecasting")
     backbone = await Backbone.connect(
-        settings.nats_url, "forecasting", replicas=settings.stream_replicas, clock=clock
+        settings.nats_url,
+        "forecasting",
+        replicas=settings.stream_replicas,
+        clock=clock,
+        access=NatsAccess.from_settings(settings),
     )
 
     def uow() -> ForecastingUnitOfWork:

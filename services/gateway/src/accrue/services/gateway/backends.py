@@ -17,6 +17,8 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
 
+from accrue.runtime.tls import GrpcTls
+
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 Metadata = Sequence[tuple[str, str]]
 
@@ -39,11 +41,16 @@ def _not_health_check() -> Any:
     return filters.negate(filters.health_check())
 
 
-def instrumented_channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel whose calls carry the current trace context (traceparent)."""
+def instrumented_channel(address: str, tls: GrpcTls | None = None) -> grpc.aio.Channel:
+    """A channel whose calls carry the current trace context (traceparent); mutual TLS with
+    `tls` (settings.grpc_tls()), plaintext without."""
     # Health probes are not part of any request; tracing them would only add noise.
     interceptors = _client_interceptors(filter_=_not_health_check())
-    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)
+    options = [*_CHANNEL_OPTIONS, *tls.channel_options()]
+    credentials = tls.channel_credentials()
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 class BackendNotConfigured(LookupError):

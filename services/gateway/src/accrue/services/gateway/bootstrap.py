@@ -53,7 +53,7 @@ class ConfigurationError(ValueError):
 def build_app(
     settings: GatewaySettings,
     *,
-    channel_factory: ChannelFactory = instrumented_channel,
+    channel_factory: ChannelFactory | None = None,
     files: descriptor_pb2.FileDescriptorSet | None = None,
     services: Sequence[str] = PUBLIC_SERVICES,
     http: httpx.AsyncClient | None = None,
@@ -71,7 +71,8 @@ def build_app(
     catalog = load_catalog(files if files is not None else descriptor_set(), services)
     bindings = [compile_binding(catalog, rpc, rule) for rpc in catalog.methods for rule in rpc.rules]
     router: Router[Binding] = Router((b.http_method, b.template, b) for b in bindings)
-    backends = Backends(settings.backends, channel_factory)
+    tls = settings.grpc_tls()
+    backends = Backends(settings.backends, channel_factory or (lambda a: instrumented_channel(a, tls)))
     clock = clock_for(settings.clock_start)
     authenticator, local_issuer = _authenticator(settings, clock, http)
     metrics = GatewayMetrics()

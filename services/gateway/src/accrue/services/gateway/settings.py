@@ -16,10 +16,22 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from accrue.runtime.tls import GrpcTls
+
 # Values the whole stack shares and may set once as ACCRUE_<NAME>; nothing else falls back, so a
 # stack-wide ACCRUE_PORT or ACCRUE_HOST can never move the gateway by accident.
 _SHARED = frozenset(
-    {"log_level", "log_format", "otlp_endpoint", "internal_keys_dir", "clock_start", "environment"}
+    {
+        "log_level",
+        "log_format",
+        "otlp_endpoint",
+        "internal_keys_dir",
+        "clock_start",
+        "environment",
+        "grpc_tls_cert_file",
+        "grpc_tls_key_file",
+        "grpc_tls_ca_file",
+    }
 )
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):\d{1,5}$")
 
@@ -82,6 +94,13 @@ class GatewaySettings(BaseSettings):
     internal_keys_dir: Path | None = None
     # /metrics without a token (Prometheus scrapes it); false asks for a bearer token there too.
     metrics_open: bool = True
+    # Mutual TLS towards the backends (accrue.runtime.tls): all three files or none.
+    grpc_tls_cert_file: Path | None = None
+    grpc_tls_key_file: Path | None = None
+    grpc_tls_ca_file: Path | None = None
+
+    def grpc_tls(self) -> GrpcTls | None:
+        return GrpcTls.from_files(self.grpc_tls_cert_file, self.grpc_tls_key_file, self.grpc_tls_ca_file)
 
     @field_validator("oidc_audience", "oidc_algorithms", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
-from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.runtime.clock import Clock, clock_for
@@ -47,7 +47,11 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
     auth = service_auth("masterdata", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-masterdata")
     backbone = await Backbone.connect(
-        settings.nats_url, "masterdata", replicas=settings.stream_replicas, clock=clock
+        settings.nats_url,
+        "masterdata",
+        replicas=settings.stream_replicas,
+        clock=clock,
+        access=NatsAccess.from_settings(settings),
     )
     app = build_app(engine, clock, Ownership(settings.owners))
     # The per-entity methods are attached from the Kind table, which mypy cannot see.

@@ -11,7 +11,7 @@ from accrue.billing.v1 import billing_service_pb2_grpc
 from accrue.db import create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
-from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.observability.v1 import observability_service_pb2_grpc
 from accrue.runtime.client import channel
@@ -42,14 +42,22 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
     auth = service_auth("observability", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-observability")
     backbone = await Backbone.connect(
-        settings.nats_url, "observability", replicas=settings.stream_replicas, clock=clock
+        settings.nats_url,
+        "observability",
+        replicas=settings.stream_replicas,
+        clock=clock,
+        access=NatsAccess.from_settings(settings),
     )
 
     def uow() -> ObservabilityUnitOfWork:
         return ObservabilityUnitOfWork(engine)
 
-    timekeeping = channel(settings.timekeeping_address, interceptors=auth.client_interceptors)
-    billing = channel(settings.billing_address, interceptors=auth.client_interceptors)
+    timekeeping = channel(
+        settings.timekeeping_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
+    )
+    billing = channel(
+        settings.billing_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
+    )
     sources = GrpcStageSources(
         timekeeping_service_pb2_grpc.TimekeepingServiceStub(timekeeping),
         billing_service_pb2_grpc.BillingServiceStub(billing),

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accrue.db import UnitOfWork, create_engine, fill_pool
 from accrue.db.idempotency import IdempotencyInterceptor
 from accrue.db.migrations import upgrade
-from accrue.eventbus import Backbone, ConsumerRunner
+from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
 from accrue.mdprojection import MasterDataReader
@@ -61,12 +61,18 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     clock = clock_for(settings.clock_start)
     auth = service_auth("timekeeping", settings.internal_keys_dir, clock)
     engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
-    channel = client.channel(settings.masterdata_address, interceptors=auth.client_interceptors)
+    channel = client.channel(
+        settings.masterdata_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
+    )
     reader = MasterDataReader(
         masterdata_service_pb2_grpc.MasterDataServiceStub(channel), tables.md_projection
     )
     backbone = await Backbone.connect(
-        settings.nats_url, "timekeeping", replicas=settings.stream_replicas, clock=clock
+        settings.nats_url,
+        "timekeeping",
+        replicas=settings.stream_replicas,
+        clock=clock,
+        access=NatsAccess.from_settings(settings),
     )
     app = build_app(engine, reader, settings, clock, masterdata_replay(backbone.js))
     servicer = TimekeepingServicer(app)
