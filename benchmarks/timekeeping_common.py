@@ -13,11 +13,14 @@ import contextlib
 import datetime as dt
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from accrue.embedded.stack import module_command
 from accrue.testing.servers import PostgresServerHandle, plain_postgres_url
 from accrue.testing.stack import Stack
 
@@ -168,10 +172,15 @@ def others_share(used: dict[str, float], elapsed: float) -> float:
     return max(0.0, used.get(MACHINE, 0.0) / elapsed - stack_share(used, elapsed))
 
 
-def start_stack(s: Servers, log_dir: Path) -> Stack:
-    """Every service and the gateway as processes, migrated and ready."""
+def start_stack(s: Servers, log_dir: Path, command: Callable[[str], Sequence[str]] = module_command) -> Stack:
+    """Every service and the gateway as processes, migrated and ready (command: how each is
+    started; identity_common.auth_off_command for the auth-OFF measurement)."""
     stack = Stack.from_catalogue(
-        database_url=s.database_url, nats_url=s.nats_url, log_dir=log_dir, log_level="WARNING"
+        database_url=s.database_url,
+        nats_url=s.nats_url,
+        log_dir=log_dir,
+        log_level="WARNING",
+        command=command,
     )
     return stack.up()
 
@@ -460,4 +469,94 @@ def loop_lag_report(name: str, before: dict[float, float], after: dict[float, fl
     return (
         f"{name}: {late:.0f} of {wakes:.0f} wakes over 25 ms late "
         f"(longest {bucket_quantile(before, after, 1.0)})"
+    )
+
+
+# -- profiling a process while a benchmark runs (py-spy) --------------------------------------------
+
+PY_SPY = Path(sys.executable).parent / "py-spy"
+
+
+class Profiler:
+    """py-spy sampling processes of the stack between start() and stop(), in collapsed-stack
+    ("raw") form, non-blocking (the target is never paused, so latency is not disturbed by the
+    sampler beyond its CPU share)."""
+
+    def __init__(self, directory: Path, label: str, pids: dict[str, int | None], rate: int = 100) -> None:
+        self.directory, self.label, self.rate = directory, label, rate
+        self._pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.outputs: dict[str, Path] = {}
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in self._pids.items():
+            out = self.directory / f"{self.label}-{name}.txt"
+            self.outputs[name] = out
+            self._procs[name] = subprocess.Popen(
+                [
+                    str(PY_SPY),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(self.rate),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+
+    def stop(self) -> None:
+        for proc in self._procs.values():
+            proc.send_signal(signal.SIGINT)
+        for name, proc in self._procs.items():
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            if not self.outputs[name].exists():
+                say(f"py-spy on {name} wrote nothing: {err.decode(errors='replace')[-500:]}")
+
+
+def profile_report(path: Path, top: int = 15, within: str = "") -> str:
+    """The hottest frames of a collapsed-stack file: inclusive share (a frame anywhere on the
+    stack) and self share (the frame on top), as lines. within: only stacks through this text."""
+    inclusive: dict[str, int] = {}
+    leaf: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit() or (within and within not in stack):
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + count
+    if not total:
+        return f"{path.name}: no samples"
+
+    def rows(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
+        ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)[:top]
+        return [f"  {n / total:6.1%}  {f}" for n, f in ranked]
+
+    def interesting(frame: str) -> bool:
+        # Our code and the libraries on the request path; not the interpreter's entry frames.
+        return not frame.startswith(("process ", "thread ", "<module>", "run (", "run_module", "_run_"))
+
+    return "\n".join(
+        [
+            f"{path.name}: {total} samples" + (f" through {within!r}" if within else ""),
+            " inclusive (on the stack):",
+            *rows(inclusive, interesting),
+            " self (on top of the stack):",
+            *rows(leaf, lambda _: True),
+        ]
     )

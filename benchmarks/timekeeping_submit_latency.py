@@ -1,6 +1,7 @@
 """Single-entry submit latency through the REST gateway at a fixed arrival rate, every service up.
 
     .venv/bin/python benchmarks/timekeeping_submit_latency.py [--rate 200] [--seconds 30]
+        [--auth both|on|off] [--py-spy DIR]
 
 The load comes from a separate process and is open-loop: request i is sent at start + i/rate
 whether or not earlier ones have answered, and its latency is counted from that scheduled
@@ -8,6 +9,13 @@ instant, so a slow server cannot slow the load down and hide its own queueing (c
 omission). Target: p99 < 50 ms at 200 requests/s. Printed beside it, measured in the same run
 on the same database: the latency of a bare one-row INSERT + COMMIT through asyncpg, the floor
 any durable write pays here.
+
+Every request carries a bearer token from the stack's local issuer (a local administrator). By
+default the run measures twice, each time on servers of its own: auth ON (the product as it
+ships) and auth OFF (benchmarks/identity_off_common.py, a measurement device that replaces
+verification with a pass-through), then prints them side by side: what identity costs per
+request, in latency and in CPU. --py-spy DIR samples timekeeping and the gateway during the
+measured load and prints their hottest frames.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from identity_common import AUTH_VARIANTS, admin_headers, auth_off_command, check_auth
 from timekeeping_common import (
     CpuMeter,
     Firm,
+    Profiler,
     Servers,
     bucket_quantile,
     build_firm,
@@ -44,6 +54,7 @@ from timekeeping_common import (
     loop_lag_report,
     others_share,
     percentile,
+    profile_report,
     say,
     servers,
     stack_share,
@@ -52,6 +63,7 @@ from timekeeping_common import (
     wait_for_projection,
 )
 
+from accrue.embedded.stack import module_command
 from accrue.testing.stack import Stack
 
 TARGET_P99_MS = 50.0
@@ -73,8 +85,10 @@ class HttpPool:
     starves the services it is measuring.
     """
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, authorization: str | None = None) -> None:
         parsed = urlsplit(url)
+        # Sent with every request, as a client holding one access token does.
+        self._auth = f"Authorization: {authorization}\r\n" if authorization else ""
         self._host, self._port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._slots = asyncio.Semaphore(size)
@@ -83,7 +97,7 @@ class HttpPool:
         async with self._slots:
             request = (
                 f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                f"{self._auth}Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
             if self._idle:
@@ -119,7 +133,12 @@ class HttpPool:
 
 
 async def generate(
-    url: str, rate: float, seconds: float, bodies: list[dict[str, Any]], warm: list[dict[str, Any]]
+    url: str,
+    rate: float,
+    seconds: float,
+    bodies: list[dict[str, Any]],
+    warm: list[dict[str, Any]],
+    authorization: str | None = None,
 ) -> dict[str, Any]:
     """Send bodies open-loop at rate; latencies from each request's scheduled send time.
 
@@ -135,7 +154,7 @@ async def generate(
     statuses: dict[str, int] = {}
     lag: list[float] = []
     slow: list[tuple[float, float]] = []  # (scheduled second of the run, latency) over the target
-    pool = HttpPool(url, 256)
+    pool = HttpPool(url, 256, authorization)
     start = time.perf_counter() + 0.2
     measured_from = start + first / rate
 
@@ -204,7 +223,11 @@ def slow_report(slow: list[list[float]]) -> str:
 
 def generator_main(args: argparse.Namespace) -> None:
     bodies = json.loads(Path(args.bodies).read_text())
-    result = asyncio.run(generate(args.url, args.rate, args.seconds, bodies["measured"], bodies["warm"]))
+    result = asyncio.run(
+        generate(
+            args.url, args.rate, args.seconds, bodies["measured"], bodies["warm"], bodies.get("authorization")
+        )
+    )
     Path(args.out).write_text(json.dumps(result))
 
 
@@ -248,10 +271,10 @@ async def raw_insert_latencies(database_url: str, samples: int) -> list[float]:
 
 
 async def prepare(
-    s: Servers, stack: Stack, count: int, consultants: int, warm: int
-) -> dict[str, list[dict[str, Any]]]:
+    s: Servers, stack: Stack, headers: dict[str, str], count: int, consultants: int, warm: int
+) -> dict[str, Any]:
     """The measured bodies and the open-loop warm-up's, after a firm and a sequential warm-up."""
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=120) as client:
         firm = await build_firm(client, consultants)
         await wait_for_projection(s.database_url, firm)
         # Warm-up outside the measurement: every process's code paths, one request at a time.
@@ -263,13 +286,20 @@ async def prepare(
     return {"measured": bodies_for(firm, count), "warm": extra[SEQUENTIAL_WARM_UP:]}
 
 
-def run(args: argparse.Namespace) -> None:
+def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
+    """One variant (auth "on" or "off") on servers of its own: the figures and the report lines."""
     count = int(args.rate * args.seconds)
+    command = auth_off_command if variant == "off" else module_command
     with servers() as s, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
-        say(f"servers: {s.description}; starting the stack (logs in {logs}) ...")
-        stack = start_stack(s, Path(logs))
+        say(f"[auth {variant.upper()}] servers: {s.description}; starting the stack (logs in {logs}) ...")
+        stack = start_stack(s, Path(logs), command)
         try:
-            bodies = asyncio.run(prepare(s, stack, count, args.consultants, int(args.rate * args.warm_up)))
+            checked = check_auth(stack.gateway_url, variant)
+            headers = admin_headers(stack)
+            bodies: dict[str, Any] = asyncio.run(
+                prepare(s, stack, headers, count, args.consultants, int(args.rate * args.warm_up))
+            )
+            bodies["authorization"] = headers["Authorization"]
             bodies_path, out_path = Path(logs) / "bodies.json", Path(logs) / "result.json"
             bodies_path.write_text(json.dumps(bodies))
             handler = ("grpc_server_handling_seconds", {"grpc_method": "SubmitTimeEntry"})
@@ -278,6 +308,11 @@ def run(args: argparse.Namespace) -> None:
             http_before = histogram(stack.metrics_url("gateway"), *http)
             gc_before = {n: gc_pauses(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
             lag_before = {n: loop_lag(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
+            profiler = None
+            if args.py_spy:
+                pids = {n: stack.pid(n) for n in ("timekeeping", "gateway")}
+                profiler = Profiler(Path(args.py_spy), f"submit-auth-{variant}", pids)
+                profiler.start()
             meter = CpuMeter(s, stack)
             meter.start()
             started = time.perf_counter()
@@ -301,6 +336,8 @@ def run(args: argparse.Namespace) -> None:
             )
             cpu = meter.stop()
             wall = time.perf_counter() - started
+            if profiler is not None:
+                profiler.stop()
             handler_after = histogram(stack.metrics_url("timekeeping"), *handler)
             http_after = histogram(stack.metrics_url("gateway"), *http)
             gc_after = {n: gc_pauses(stack.metrics_url(n)) for n in ("timekeeping", "gateway")}
@@ -313,11 +350,13 @@ def run(args: argparse.Namespace) -> None:
         finally:
             stack.down()
     latencies = result["latencies"]
-    p99 = percentile([x * 1000 for x in latencies], 99)
+    ms = [x * 1000 for x in latencies]
+    p99 = percentile(ms, 99)
     ok = result["statuses"].get("TIME_ENTRY_STATUS_PENDING_APPROVAL", 0)
-    say(
-        f"\n== timekeeping single-entry submit via REST ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC) ==",
-        f"machine: {os.cpu_count()} cores",
+    lines = [
+        f"\n== timekeeping single-entry submit via REST, auth {variant.upper()} "
+        f"({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC) ==",
+        f"machine: {os.cpu_count()} cores; {checked}",
         f"load: open loop, {args.rate:g} requests/s for {args.seconds:g} s from a separate process, "
         f"after {args.warm_up:g} s of it unmeasured (warm-up outcome {result['warm']}); "
         f"{result['sent']} sent in {result['elapsed']:.1f} s; outcome {result['statuses']}",
@@ -334,13 +373,64 @@ def run(args: argparse.Namespace) -> None:
         "event-loop lag (a 50 ms timer, how late it fired): "
         + "; ".join(loop_lag_report(n, lag_before[n], lag_after[n]) for n in lag_before),
         cpu_report(cpu, wall),
+        "CPU per request: "
+        + ", ".join(
+            f"{name} {cpu.get(name, 0.0) / max(1, result['sent']) * 1e3:.2f} ms"
+            for name in ("gateway", "timekeeping", "postgres")
+        ),
         f"machine share: the system under test used {stack_share(cpu, wall):.2f} cores on average "
         f"(the load generator not included), other work on the machine {others_share(cpu, wall):.2f}",
         f"p99 {p99:.1f} ms (target < {TARGET_P99_MS:g} ms) -> {'PASS' if p99 < TARGET_P99_MS else 'FAIL'}",
         f"raw floor: one-row INSERT + COMMIT through asyncpg, sequential: {summary_ms(raw)}",
-    )
-    if ok != result["sent"]:
-        raise SystemExit("not every request stored a PENDING_APPROVAL entry: the figures above do not count")
+    ]
+    if profiler is not None:
+        for name, path in profiler.outputs.items():
+            if path.exists():
+                lines.append(f"py-spy {name} (collapsed stacks in {path}):")
+                lines.append(profile_report(path))
+    say(*lines)
+    return {
+        "variant": variant,
+        "complete": ok == result["sent"],
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": p99,
+        "others": others_share(cpu, wall),
+        "cpu_ms": {
+            name: cpu.get(name, 0.0) / max(1, result["sent"]) * 1e3
+            for name in ("gateway", "timekeeping", "postgres")
+        },
+        "gateway_p50": bucket_quantile(http_before, http_after, 0.5),
+        "handler_p50": bucket_quantile(handler_before, handler_after, 0.5),
+    }
+
+
+def compare(results: dict[str, dict[str, Any]]) -> None:
+    """ON beside OFF: latency percentiles and CPU per request (the steadier figure on a shared machine)."""
+    on, off = results["on"], results["off"]
+    rows = [f"{'':<30}{'auth ON':>12}{'auth OFF':>12}{'ON - OFF':>12}"]
+    for key, label in (("p50", "latency p50 (ms)"), ("p90", "latency p90 (ms)"), ("p99", "latency p99 (ms)")):
+        rows.append(f"{label:<30}{on[key]:>12.1f}{off[key]:>12.1f}{on[key] - off[key]:>+12.1f}")
+    for name in ("gateway", "timekeeping", "postgres"):
+        a, b = on["cpu_ms"][name], off["cpu_ms"][name]
+        rows.append(f"{'CPU/request ' + name + ' (ms)':<30}{a:>12.2f}{b:>12.2f}{a - b:>+12.2f}")
+    rows.append(f"{'gateway request p50':<30}{on['gateway_p50']:>12}{off['gateway_p50']:>12}")
+    rows.append(f"{'timekeeping handler p50':<30}{on['handler_p50']:>12}{off['handler_p50']:>12}")
+    rows.append(f"{'other work (cores)':<30}{on['others']:>12.2f}{off['others']:>12.2f}")
+    say("\n== identity cost, single submit: auth ON beside OFF (same run, servers of their own) ==", *rows)
+
+
+def run(args: argparse.Namespace) -> None:
+    variants = AUTH_VARIANTS if args.auth == "both" else (args.auth,)
+    results = {variant: measure(args, variant) for variant in variants}
+    if len(results) == 2:
+        compare(results)
+    incomplete = [v for v, r in results.items() if not r["complete"]]
+    if incomplete:
+        raise SystemExit(
+            f"auth {', '.join(incomplete)}: not every request stored a PENDING_APPROVAL entry: "
+            "the figures above do not count"
+        )
 
 
 def main() -> None:
@@ -350,6 +440,15 @@ def main() -> None:
     parser.add_argument("--consultants", type=int, default=200)
     parser.add_argument(
         "--warm-up", type=float, default=3.0, help="seconds of unmeasured load at the same rate first"
+    )
+    parser.add_argument(
+        "--auth",
+        choices=("both", "on", "off"),
+        default="both",
+        help="identity ON (real tokens), OFF (benchmarks/identity_off_common.py), or both in turn",
+    )
+    parser.add_argument(
+        "--py-spy", metavar="DIR", help="sample timekeeping and the gateway with py-spy into DIR"
     )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -10,8 +10,10 @@ import grpc
 
 from accrue.billing.v1 import billing_service_pb2_grpc
 from accrue.db import UnitOfWork, create_engine, fill_pool
-from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.audit_interceptor import SERVICE_NAME as AUDIT_SERVICE_NAME
+from accrue.db.audit_interceptor import AuditTrail
 from accrue.db.migrations import upgrade
+from accrue.db.roles import APP_ROLE
 from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
@@ -70,8 +72,10 @@ async def bootstrap(settings: BillingSettings) -> Service:
     """Wire the service: database, master data, backbone, ERP, use cases, servicer, background work."""
     # The one clock every part of the service reads "now" from (pinned in tests and demos).
     clock = clock_for(settings.clock_start)
-    auth = service_auth("billing", settings.internal_keys_dir, clock)
-    engine = create_engine(settings.database_url, application_name="accrue-billing")
+    # The service acts as APP_ROLE: it may read and append its audit records, never change them.
+    engine = create_engine(settings.database_url, application_name="accrue-billing", role=APP_ROLE)
+    audit = AuditTrail("billing", engine, tables.audit_events, tables.idempotency_keys, clock)
+    auth = service_auth("billing", settings.internal_keys_dir, clock, on_refused=audit.refused)
     channel = client.channel(
         settings.masterdata_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
     )
@@ -128,6 +132,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
 
     def register(server: grpc.aio.Server) -> None:
         billing_service_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
+        audit.register(server)
 
     async def close_channel() -> None:
         await channel.close()
@@ -136,10 +141,10 @@ async def bootstrap(settings: BillingSettings) -> Service:
         name="billing",
         settings=settings,
         register=register,
-        service_names=[SERVICE_NAME],
+        service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
         background=background,
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, erp.close, engine.dispose],
-        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        interceptors=[audit.interceptor()],
         auth=auth.interceptor,
     )

@@ -8,8 +8,10 @@ from pathlib import Path
 import grpc
 
 from accrue.db import create_engine, fill_pool
-from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.audit_interceptor import SERVICE_NAME as AUDIT_SERVICE_NAME
+from accrue.db.audit_interceptor import AuditTrail
 from accrue.db.migrations import upgrade
+from accrue.db.roles import APP_ROLE
 from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.forecasting.v1 import forecasting_service_pb2_grpc
 from accrue.identity.grpc import service_auth
@@ -35,8 +37,10 @@ async def migrate(settings: ForecastingSettings) -> None:
 async def bootstrap(settings: ForecastingSettings) -> Service:
     """Wire the service: database, backbone, use cases, servicer, relay, consumers, schedule."""
     clock = clock_for(settings.clock_start)
-    auth = service_auth("forecasting", settings.internal_keys_dir, clock)
-    engine = create_engine(settings.database_url, application_name="accrue-forecasting")
+    # The service acts as APP_ROLE: it may read and append its audit records, never change them.
+    engine = create_engine(settings.database_url, application_name="accrue-forecasting", role=APP_ROLE)
+    audit = AuditTrail("forecasting", engine, tables.audit_events, tables.idempotency_keys, clock)
+    auth = service_auth("forecasting", settings.internal_keys_dir, clock, on_refused=audit.refused)
     backbone = await Backbone.connect(
         settings.nats_url,
         "forecasting",
@@ -75,15 +79,16 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
 
     def register(server: grpc.aio.Server) -> None:
         forecasting_service_pb2_grpc.add_ForecastingServiceServicer_to_server(servicer, server)
+        audit.register(server)
 
     return Service(
         name="forecasting",
         settings=settings,
         register=register,
-        service_names=[SERVICE_NAME],
+        service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
         background=background,
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, engine.dispose],
-        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        interceptors=[audit.interceptor()],
         auth=auth.interceptor,
     )

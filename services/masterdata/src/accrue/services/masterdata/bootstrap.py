@@ -10,8 +10,10 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accrue.db import create_engine, fill_pool
-from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.audit_interceptor import SERVICE_NAME as AUDIT_SERVICE_NAME
+from accrue.db.audit_interceptor import AuditTrail
 from accrue.db.migrations import upgrade
+from accrue.db.roles import APP_ROLE
 from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
@@ -44,8 +46,10 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
     """Wire the service: database, backbone, use cases, gRPC servicer, outbox relay and the
     consumer of billing's invoices (milestone status)."""
     clock = clock_for(settings.clock_start)
-    auth = service_auth("masterdata", settings.internal_keys_dir, clock)
-    engine = create_engine(settings.database_url, application_name="accrue-masterdata")
+    # The service acts as APP_ROLE: it may read and append its audit records, never change them.
+    engine = create_engine(settings.database_url, application_name="accrue-masterdata", role=APP_ROLE)
+    audit = AuditTrail("masterdata", engine, tables.audit_events, tables.idempotency_keys, clock)
+    auth = service_auth("masterdata", settings.internal_keys_dir, clock, on_refused=audit.refused)
     backbone = await Backbone.connect(
         settings.nats_url,
         "masterdata",
@@ -67,15 +71,16 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
 
     def register(server: grpc.aio.Server) -> None:
         masterdata_service_pb2_grpc.add_MasterDataServiceServicer_to_server(servicer, server)
+        audit.register(server)
 
     return Service(
         name="masterdata",
         settings=settings,
         register=register,
-        service_names=[SERVICE_NAME],
+        service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
         background=[relay.run, billing_consumer.run],
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, engine.dispose],
-        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        interceptors=[audit.interceptor()],
         auth=auth.interceptor,
     )

@@ -9,8 +9,10 @@ import grpc
 
 from accrue.billing.v1 import billing_service_pb2_grpc
 from accrue.db import create_engine, fill_pool
-from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.audit_interceptor import SERVICE_NAME as AUDIT_SERVICE_NAME
+from accrue.db.audit_interceptor import AuditTrail
 from accrue.db.migrations import upgrade
+from accrue.db.roles import APP_ROLE
 from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.observability.v1 import observability_service_pb2_grpc
@@ -39,8 +41,10 @@ async def migrate(settings: ObservabilitySettings) -> None:
 async def bootstrap(settings: ObservabilitySettings) -> Service:
     """Wire the service: database, backbone, use cases, servicer, consumers, metrics export."""
     clock = clock_for(settings.clock_start)
-    auth = service_auth("observability", settings.internal_keys_dir, clock)
-    engine = create_engine(settings.database_url, application_name="accrue-observability")
+    # The service acts as APP_ROLE: it may read and append its audit records, never change them.
+    engine = create_engine(settings.database_url, application_name="accrue-observability", role=APP_ROLE)
+    audit = AuditTrail("observability", engine, tables.audit_events, tables.idempotency_keys, clock)
+    auth = service_auth("observability", settings.internal_keys_dir, clock, on_refused=audit.refused)
     backbone = await Backbone.connect(
         settings.nats_url,
         "observability",
@@ -69,6 +73,7 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
 
     def register(server: grpc.aio.Server) -> None:
         observability_service_pb2_grpc.add_ObservabilityServiceServicer_to_server(servicer, server)
+        audit.register(server)
 
     async def export() -> None:
         await app.export_metrics(settings.metrics_interval_seconds)
@@ -89,10 +94,10 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
         name="observability",
         settings=settings,
         register=register,
-        service_names=[SERVICE_NAME],
+        service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
         background=background,
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channels, engine.dispose],
-        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        interceptors=[audit.interceptor()],
         auth=auth.interceptor,
     )

@@ -9,8 +9,10 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accrue.db import UnitOfWork, create_engine, fill_pool
-from accrue.db.idempotency import IdempotencyInterceptor
+from accrue.db.audit_interceptor import SERVICE_NAME as AUDIT_SERVICE_NAME
+from accrue.db.audit_interceptor import AuditTrail
 from accrue.db.migrations import upgrade
+from accrue.db.roles import APP_ROLE
 from accrue.eventbus import Backbone, ConsumerRunner, NatsAccess
 from accrue.identity.grpc import service_auth
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc
@@ -59,8 +61,10 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
     """Wire the service: database, master data, backbone, use cases, servicer, relay, consumers
     (master data, billing's invoices), escalation; all on one clock."""
     clock = clock_for(settings.clock_start)
-    auth = service_auth("timekeeping", settings.internal_keys_dir, clock)
-    engine = create_engine(settings.database_url, application_name="accrue-timekeeping")
+    # The service acts as APP_ROLE: it may read and append its audit records, never change them.
+    engine = create_engine(settings.database_url, application_name="accrue-timekeeping", role=APP_ROLE)
+    audit = AuditTrail("timekeeping", engine, tables.audit_events, tables.idempotency_keys, clock)
+    auth = service_auth("timekeeping", settings.internal_keys_dir, clock, on_refused=audit.refused)
     channel = client.channel(
         settings.masterdata_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
     )
@@ -95,6 +99,7 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
 
     def register(server: grpc.aio.Server) -> None:
         timekeeping_service_pb2_grpc.add_TimekeepingServiceServicer_to_server(servicer, server)
+        audit.register(server)
 
     async def close_channel() -> None:
         await channel.close()
@@ -103,10 +108,10 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
         name="timekeeping",
         settings=settings,
         register=register,
-        service_names=[SERVICE_NAME],
+        service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
         background=[relay.run, md_consumer.run, billing_consumer.run, escalations],
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, engine.dispose],
-        interceptors=[IdempotencyInterceptor(engine, tables.idempotency_keys)],
+        interceptors=[audit.interceptor()],
         auth=auth.interceptor,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from accrue.db.audit import audit_table
 from accrue.db.idempotency import idempotency_table
 from accrue.eventbus import inbox_table, outbox_table
 from accrue.mdprojection import projection_table
@@ -19,6 +20,7 @@ metadata = sa.MetaData(schema=SCHEMA)
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 idempotency_keys = idempotency_table(metadata)
+audit_events = audit_table(metadata)
 md_projection = projection_table(metadata)
 
 # One row per approved entry; an invoice mark may arrive before the approval (two streams).

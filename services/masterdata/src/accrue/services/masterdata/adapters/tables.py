@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from accrue.db.audit import audit_table
 from accrue.db.idempotency import idempotency_table
 from accrue.eventbus import inbox_table, outbox_table
 from accrue.masterdata.v1 import resources_pb2 as md
@@ -29,6 +30,7 @@ metadata = sa.MetaData(schema=SCHEMA)
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 idempotency_keys = idempotency_table(metadata)
+audit_events = audit_table(metadata)
 
 
 def _fk(column: str, table: str, nullable: bool = False) -> sa.Column[Any]:

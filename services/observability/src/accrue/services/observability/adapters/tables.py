@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from accrue.db.audit import audit_table
 from accrue.db.idempotency import idempotency_table
 from accrue.eventbus import inbox_table, outbox_table
 
@@ -18,6 +19,7 @@ metadata = sa.MetaData(schema=SCHEMA)
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 idempotency_keys = idempotency_table(metadata)
+audit_events = audit_table(metadata)
 
 # Each legal entity's time zone (IANA; "UTC" when master data was given none), from
 # md.legal_entity.upserted: the zone its KPI ages, closed months and periods are judged in.
