@@ -72,15 +72,34 @@ def run_env() -> Iterator[dict[str, str]]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def accrue_token(env: dict[str, str], gateway: str) -> str:
+    """`accrue token` as the banner says, against the running stack's local issuer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "accrue.cli", "token", "--url", gateway],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_one_command_runs_everything_and_the_data_survives_a_restart(run_env: dict[str, str]) -> None:
     gateway = f"http://127.0.0.1:{run_env[GATEWAY.port_var]}"
     first = Run(run_env)
     try:
         first.wait_for("Press Ctrl-C to stop.")
         assert any(f"REST gateway   {gateway}" in line for line in first.lines)
+        assert any("export TOKEN=$(accrue token" in line for line in first.lines)
+        anonymous = httpx.get(f"{gateway}/v1/legal-entities", timeout=30)
+        assert anonymous.status_code == 401, anonymous.text
+        headers = {"Authorization": f"Bearer {accrue_token(run_env, gateway)}"}
         created = httpx.post(
             f"{gateway}/v1/legal-entities",
             json={"code": "KEEP", "name": "Kept", "baseCurrency": "EUR"},
+            headers=headers,
             timeout=30,
         )
         assert created.status_code == 200, created.text
@@ -93,7 +112,8 @@ def test_one_command_runs_everything_and_the_data_survives_a_restart(run_env: di
     second = Run(run_env)
     try:
         second.wait_for("Press Ctrl-C to stop.")
-        found = httpx.get(f"{gateway}/v1/legal-entities/{created.json()['id']}", timeout=30)
+        # The issuer's keys survived too: a token minted before the restart still works.
+        found = httpx.get(f"{gateway}/v1/legal-entities/{created.json()['id']}", headers=headers, timeout=30)
         assert found.status_code == 200, found.text
         assert found.json()["code"] == "KEEP"
         assert second.ctrl_c() == 0

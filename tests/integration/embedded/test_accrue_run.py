@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 
 from accrue.cli.runner import (
+    CLIENT_SYSTEMS_VAR,
     DEFAULT_NATS_MONITOR_PORT,
     DEFAULT_NATS_PORT,
     NATS_MONITOR_PORT_VAR,
@@ -32,6 +33,8 @@ from accrue.cli.runner import (
     RunError,
     find_repo_root,
     migrate_only,
+    token_hint,
+    with_client_systems,
 )
 from accrue.embedded import EmbeddedPostgres, PortInUseError, free_port
 from accrue.embedded.stack import (
@@ -108,6 +111,38 @@ def test_environment_overrides_data_dir_urls_and_ports(tmp_path: Path) -> None:
 def test_a_bad_port_setting_names_its_variable(var: str, value: str) -> None:
     with pytest.raises(RunError, match=var):
         RunConfig.from_environ({var: value})
+
+
+def test_the_seed_client_is_mapped_to_its_system_beside_the_environments_clients() -> None:
+    assert dict(RunConfig.from_environ({}).client_systems) == {"seed": "seed"}
+    config = RunConfig.from_environ({CLIENT_SYSTEMS_VAR: '{"hr-sync": "workday"}'})
+    assert dict(config.client_systems) == {"seed": "seed", "hr-sync": "workday"}
+    processes = with_client_systems(
+        config,
+        stack_processes(
+            database_url="postgresql://db/a", nats_url="nats://n", ports=PortAssignment.defaults()
+        ),
+    )
+    gateway = next(p for p in processes if p.name == GATEWAY.name)
+    assert json.loads(gateway.env[CLIENT_SYSTEMS_VAR]) == {"hr-sync": "workday", "seed": "seed"}
+    assert not any(CLIENT_SYSTEMS_VAR in p.env for p in processes if p.name != GATEWAY.name)
+
+
+@pytest.mark.parametrize("value", ["{not json", '["seed"]', '{"seed": 1}'])
+def test_a_bad_client_systems_setting_names_its_variable(value: str) -> None:
+    with pytest.raises(RunError, match=CLIENT_SYSTEMS_VAR):
+        RunConfig.from_environ({CLIENT_SYSTEMS_VAR: value})
+
+
+def test_the_token_hint_names_the_command_or_the_external_provider(tmp_path: Path) -> None:
+    local = RunConfig.from_environ({"ACCRUE_DATA_DIR": str(tmp_path)})
+    hint = "\n".join(token_hint(local, "http://127.0.0.1:9000"))
+    assert f"export TOKEN=$(accrue token --url http://127.0.0.1:9000 --data-dir {tmp_path})" in hint
+    assert 'curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:9000/v1/legal-entities' in hint
+    external = RunConfig.from_environ({"ACCRUE_GATEWAY_OIDC_ISSUER": "https://kc.example/realms/acme"})
+    assert token_hint(external, "http://127.0.0.1:8080") == [
+        "  tokens         from https://kc.example/realms/acme (the local issuer is off)"
+    ]
 
 
 def test_embedded_nats_ports_are_checked_only_when_nats_is_embedded() -> None:
@@ -293,6 +328,14 @@ async def test_run_starts_everything_prints_urls_and_stops_cleanly_on_ctrl_c(
             assert expected in run.output
         assert "billing       | [billing] migrated" in run.output, "migration output is prefixed too"
         assert "masterdata    | [masterdata] env " in run.output, "service output is prefixed by honcho"
+        # Identity: every process signs with a key pair made once in the data dir; how to get a token.
+        keys = data_dir / "identity" / "internal"
+        assert f'"ACCRUE_INTERNAL_KEYS_DIR": "{keys}"' in run.output
+        assert {f"{name}.key.pem" for name in (*(s.name for s in SERVICES), "gateway")} <= {
+            p.name for p in keys.iterdir()
+        }
+        assert oct((keys / "gateway.key.pem").stat().st_mode & 0o777) == "0o600"
+        assert f"export TOKEN=$(accrue token --url {gateway_url} --data-dir {data_dir})" in run.output
         run.ctrl_c()
         assert run.finish() == 0
     finally:
