@@ -1,7 +1,7 @@
 """Batch ingest of time entries through the REST gateway, with every service up.
 
     .venv/bin/python benchmarks/timekeeping_ingest.py [--entries 20000] [--batch 1000]
-        [--clients 2] [--consultants 200]
+        [--clients 2] [--consultants 200] [--auth both|on|off]
 
 Each entry goes the whole way: HTTP JSON -> gateway -> gRPC -> timekeeping, which validates it
 against its master-data projection, stores it PENDING_APPROVAL and writes its
@@ -11,6 +11,11 @@ plain asyncpg executemany into an unindexed copy of the entries table, and the r
 
 Afterwards the run checks what it claims: every entry stored, PENDING_APPROVAL, with one
 outbox row each.
+
+Every request carries a bearer token from the stack's local issuer (a local administrator). By
+default the run measures twice, each time on servers of its own: auth ON (the product as it
+ships) and auth OFF (benchmarks/identity_off_common.py, a measurement device that replaces
+verification with a pass-through), then prints them side by side.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 
+from accrue.embedded.stack import module_command
 from accrue.testing.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from identity_common import AUTH_VARIANTS, admin_headers, auth_off_command, check_auth
 from timekeeping_common import (
     CpuMeter,
     Servers,
@@ -38,6 +46,7 @@ from timekeeping_common import (
     cpu_report,
     entries,
     others_share,
+    percentile,
     raw_executemany_rate,
     say,
     servers,
@@ -50,9 +59,11 @@ from timekeeping_common import (
 TARGET = 5000.0
 
 
-async def ingest(s: Servers, stack: Stack, args: argparse.Namespace) -> None:
+async def ingest(s: Servers, stack: Stack, args: argparse.Namespace, variant: str) -> dict[str, Any]:
     gateway, database_url = stack.gateway_url, s.database_url
-    async with httpx.AsyncClient(base_url=gateway, timeout=120) as client:
+    checked = check_auth(gateway, variant)
+    headers = admin_headers(stack)
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=120) as client:
         firm = await build_firm(client, args.consultants)
         await wait_for_projection(database_url, firm)
         # Warm-up (connections, caches, JIT of the gateway's routes): not counted.
@@ -71,7 +82,7 @@ async def ingest(s: Servers, stack: Stack, args: argparse.Namespace) -> None:
     statuses: dict[str, int] = {}
 
     async def client_loop() -> None:
-        async with httpx.AsyncClient(base_url=gateway, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=120) as client:
             while not queue.empty():
                 body = queue.get_nowait()
                 start = time.perf_counter()
@@ -105,8 +116,11 @@ async def ingest(s: Servers, stack: Stack, args: argparse.Namespace) -> None:
         await conn.close()
     raw = await raw_executemany_rate(database_url, 20000)
 
-    say(f"\n== timekeeping batch ingest via REST ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC) ==")
-    say(f"machine: {os.cpu_count()} cores")
+    say(
+        f"\n== timekeeping batch ingest via REST, auth {variant.upper()} "
+        f"({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC) =="
+    )
+    say(f"machine: {os.cpu_count()} cores; {checked}")
     say(
         f"entries: {sent} in {len(bodies)} batches of {args.batch}, {args.clients} concurrent client(s), "
         f"{args.consultants} consultants x {len(firm.project_ids)} projects"
@@ -114,6 +128,8 @@ async def ingest(s: Servers, stack: Stack, args: argparse.Namespace) -> None:
     say(f"outcome: {statuses}; stored PENDING_APPROVAL: {stored}; submitted events in the outbox: {events}")
     say(f"batch latency: {summary_ms(latencies)}")
     say(cpu_report(cpu, elapsed))
+    per_entry = {name: cpu.get(name, 0.0) / sent * 1e6 for name in ("gateway", "timekeeping", "postgres")}
+    say("CPU per entry: " + ", ".join(f"{name} {us:.0f} µs" for name, us in per_entry.items()))
     say(
         f"ingest rate: {rate:,.0f} entries/s (target >= {TARGET:,.0f}) -> "
         f"{'PASS' if rate >= TARGET else 'FAIL'}"
@@ -126,10 +142,35 @@ async def ingest(s: Servers, stack: Stack, args: argparse.Namespace) -> None:
     )
     say(f"raw limit: asyncpg executemany {raw:,.0f} rows/s into an unindexed copy of time_entries")
     say(f"ratio: ingest is {rate / raw:.1%} of the raw insert rate ({raw / rate:.1f}x slower)")
+    problems = []
     if statuses.get("TIME_ENTRY_STATUS_PENDING_APPROVAL", 0) != sent or stored != sent:
-        raise SystemExit("some entries were not stored as PENDING_APPROVAL: the figures above do not count")
+        problems.append("some entries were not stored as PENDING_APPROVAL")
     if events != sent + args.batch:
-        raise SystemExit(f"expected {sent + args.batch} submitted events in the outbox, found {events}")
+        problems.append(f"expected {sent + args.batch} submitted events in the outbox, found {events}")
+    return {
+        "rate": rate,
+        "ratio": rate / raw,
+        "p50": percentile([x * 1000 for x in latencies], 50),
+        "per_entry": per_entry,
+        "others": others,
+        "problems": problems,
+    }
+
+
+def compare(results: dict[str, dict[str, Any]]) -> None:
+    """ON beside OFF; CPU per entry is the steadier figure on a shared machine."""
+    on, off = results["on"], results["off"]
+    rows = [f"{'':<30}{'auth ON':>12}{'auth OFF':>12}{'ON vs OFF':>12}"]
+    rows.append(
+        f"{'entries/s':<30}{on['rate']:>12,.0f}{off['rate']:>12,.0f}{on['rate'] / off['rate']:>12.1%}"
+    )
+    rows.append(f"{'ratio to raw executemany':<30}{on['ratio']:>12.1%}{off['ratio']:>12.1%}")
+    rows.append(f"{'batch latency p50 (ms)':<30}{on['p50']:>12.1f}{off['p50']:>12.1f}")
+    for name in ("gateway", "timekeeping", "postgres"):
+        a, b = on["per_entry"][name], off["per_entry"][name]
+        rows.append(f"{'CPU/entry ' + name + ' (µs)':<30}{a:>12.0f}{b:>12.0f}{a - b:>+12.0f}")
+    rows.append(f"{'other work (cores)':<30}{on['others']:>12.2f}{off['others']:>12.2f}")
+    say("\n== identity cost, batch ingest: auth ON beside OFF (same run, servers of their own) ==", *rows)
 
 
 def main() -> None:
@@ -138,17 +179,31 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--consultants", type=int, default=200)
+    parser.add_argument(
+        "--auth",
+        choices=("both", "on", "off"),
+        default="both",
+        help="identity ON (real tokens), OFF (benchmarks/identity_off_common.py), or both in turn",
+    )
     args = parser.parse_args()
-    with servers() as s, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
-        say(f"servers: {s.description}; starting the stack (logs in {logs}) ...")
-        stack = start_stack(s, Path(logs))
-        try:
-            asyncio.run(ingest(s, stack, args))
-        except BaseException:
-            sys.stderr.write(stack.report(20) + "\n")
-            raise
-        finally:
-            stack.down()
+    results = {}
+    for variant in AUTH_VARIANTS if args.auth == "both" else (args.auth,):
+        command = auth_off_command if variant == "off" else module_command
+        with servers() as s, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+            say(f"[auth {variant.upper()}] servers: {s.description}; starting the stack (logs in {logs}) ...")
+            stack = start_stack(s, Path(logs), command)
+            try:
+                results[variant] = asyncio.run(ingest(s, stack, args, variant))
+            except BaseException:
+                sys.stderr.write(stack.report(20) + "\n")
+                raise
+            finally:
+                stack.down()
+    if len(results) == 2:
+        compare(results)
+    problems = [f"auth {v}: {p}" for v, r in results.items() for p in r["problems"]]
+    if problems:
+        raise SystemExit("; ".join(problems) + ": the figures above do not count")
 
 
 if __name__ == "__main__":
