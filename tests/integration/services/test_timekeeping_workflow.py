@@ -4,9 +4,11 @@ delegation, batch decisions, escalation, reversals, period locks, the projection
 
 import asyncio
 import datetime as dt
+import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +25,8 @@ from accrue.masterdata.v1 import masterdata_service_pb2 as mda
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as mdg
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.mdprojection import MasterDataReader
-from accrue.runtime.clock import FixedClock, StartedClock, local_date
+from accrue.runtime.clock import FixedClock, StartedClock, clock_for, local_date
+from accrue.runtime.identity import bound_principal
 from accrue.runtime.server import RunningService
 from accrue.services.timekeeping.adapters.tables import SCHEMA, md_projection
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
@@ -97,20 +100,32 @@ async def boot(
     nats_url: str,
     database_url: str,
     build_firm: Any,
-) -> Callable[..., Awaitable[World]]:
+) -> AsyncIterator[Callable[..., Awaitable[World]]]:
     """boot(**timekeeping settings) starts master data and timekeeping and builds a staffed firm:
     dev (managed by boss) on P1 (managed by boss); lead (managed by director) manages P2, dev
     is staffed there too; deputy is a spare consultant. The legal entity is in UTC; with
     round_the_clock=True its calendar makes every hour working time."""
 
     async def _boot(round_the_clock: bool = False, **settings: Any) -> World:
-        masterdata = await start_service("masterdata")
+        clock_start = settings.get("clock_start")
+        # Both start their clocks where timekeeping's starts: they verify each other's tokens
+        # (and the test's), which would otherwise be from their past or future.
+        masterdata = await start_service(
+            "masterdata", **({"clock_start": clock_start} if clock_start is not None else {})
+        )
         timekeeping = await start_service(
             "timekeeping", masterdata_address=f"127.0.0.1:{masterdata.grpc_port}", **settings
         )
+        if clock_start is None:
+            md_channel, tk_channel = channel_to(masterdata), channel_to(timekeeping)
+        else:
+            signer = identity.gateway_signer(Path(os.environ[identity.KEYS_ENV]), clock_for(clock_start))
+            md_channel = identity.channel(f"127.0.0.1:{masterdata.grpc_port}", signer)
+            tk_channel = identity.channel(f"127.0.0.1:{timekeeping.grpc_port}", signer)
+            own_channels.extend([md_channel, tk_channel])
         w = World(
-            mdg.MasterDataServiceStub(channel_to(masterdata)),
-            tkg.TimekeepingServiceStub(channel_to(timekeeping)),
+            mdg.MasterDataServiceStub(md_channel),
+            tkg.TimekeepingServiceStub(tk_channel),
             timekeeping,
             Events(nats_url),
         )
@@ -180,7 +195,10 @@ async def boot(
         w.f = f
         return w
 
-    return _boot
+    own_channels: list[grpc.aio.Channel] = []
+    yield _boot
+    for channel in own_channels:
+        await channel.close()
 
 
 def entry(w: World, day: str, hours: str, project: str = "project", **extra: Any) -> tk.TimeEntry:
@@ -912,7 +930,8 @@ async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_
         clock=StartedClock(instant),
     )
     try:
-        first = await app.submit(batch)
+        with bound_principal(identity.admin()):
+            first = await app.submit(batch)
         asked = sorted(i for method, i in stub.calls if method == "GetProject")
         assert asked == sorted(unknown)
         assert stub.peak > 1
@@ -921,7 +940,8 @@ async def test_unknown_ids_are_asked_once_a_request_side_by_side_and_again_next_
         }
         # Not remembered across requests: master data may know them by now.
         stub.calls.clear()
-        await app.submit(batch[:1])
+        with bound_principal(identity.admin()):
+            await app.submit(batch[:1])
         assert [i for method, i in stub.calls if method == "GetProject"] == [unknown[0]]
     finally:
         await channel.close()

@@ -121,15 +121,23 @@ class TimeEntry:
         return True
 
     def reverse(
-        self, actor_id: str, reason: str, reversal_id: str, at: dt.datetime, acting_for: Collection[str] = ()
+        self,
+        actor_id: str,
+        reason: str,
+        reversal_id: str,
+        at: dt.datetime,
+        acting_for: Collection[str] = (),
+        *,
+        any_approver: bool = False,
     ) -> TimeEntry:
         """Cancel approved time with a linked negative entry; the entry itself is never edited.
 
-        Only the approver of record (or their delegate) may reverse: it takes approved hours
-        away, which is an approval decision. An invoiced entry may be reversed too; billing
-        turns the reversal into a credit.
+        The approver of record (or their delegate) may reverse, and with any_approver (finance)
+        anyone: it takes approved hours away, which is an approval decision, so never the
+        consultant who recorded the time. An invoiced entry may be reversed too; billing turns
+        the reversal into a credit.
         """
-        self._authorize(actor_id, acting_for)
+        self._authorize(actor_id, acting_for, any_approver=any_approver)
         if self.is_reversal:
             raise FailedPrecondition(
                 f"entry {self.id} is itself a reversal (of {self.reverses_id}); it cannot be reversed",
@@ -191,8 +199,9 @@ class TimeEntry:
                 reason="NOT_PENDING",
             )
 
-    def _authorize(self, actor_id: str, acting_for: Collection[str]) -> None:
-        """The approver of record, or a delegate acting for them; never the consultant themselves."""
+    def _authorize(self, actor_id: str, acting_for: Collection[str], *, any_approver: bool = False) -> None:
+        """The approver of record, or a delegate acting for them (or, with any_approver, anyone);
+        never the consultant themselves (segregation of duties)."""
         if self.status is Status.REJECTED:
             # Never routed, so nobody is its approver: say what is wrong with it instead.
             raise FailedPrecondition(
@@ -203,7 +212,7 @@ class TimeEntry:
             raise PermissionDenied(
                 f"{actor_id} recorded this time and cannot decide on it", reason="SELF_APPROVAL"
             )
-        if actor_id != self.approver_id and self.approver_id not in acting_for:
+        if not any_approver and actor_id != self.approver_id and self.approver_id not in acting_for:
             raise PermissionDenied(
                 f"{actor_id or 'an unnamed caller'} is not the approver of this entry "
                 f"({self.approver_id}) nor their delegate",

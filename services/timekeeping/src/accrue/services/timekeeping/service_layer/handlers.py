@@ -19,9 +19,12 @@ from accrue.runtime import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Violation,
 )
+from accrue.runtime.audit import note as audit_note
 from accrue.runtime.clock import UTC_ZONE, Clock, local_date
+from accrue.runtime.identity import Principal, current_principal
 from accrue.runtime.validation import Violations
 from accrue.services.timekeeping.adapters.proto import entry_event, escalated_event, reversed_event, to_proto
 from accrue.services.timekeeping.adapters.repository import (
@@ -31,6 +34,17 @@ from accrue.services.timekeeping.adapters.repository import (
     lock_key,
 )
 from accrue.services.timekeeping.adapters.unit_of_work import TimekeepingUnitOfWork
+from accrue.services.timekeeping.domain.access import (
+    EntryView,
+    delegation_view,
+    entry_view,
+    not_found,
+    reads_any_queue,
+    reverses_any,
+    scope_of,
+    sees,
+    submits_only_own_time,
+)
 from accrue.services.timekeeping.domain.approval import Delegation, check_delegation, escalation_target
 from accrue.services.timekeeping.domain.locks import PeriodLock
 from accrue.services.timekeeping.domain.model import Status, Submission, TimeEntry
@@ -59,6 +73,8 @@ class SubmitResult:
     conflict: bool = False
     # The entry as its event carries it, when this call published one: the reply reuses it.
     wire: tk.TimeEntry | None = None
+    # The reference names an entry the caller may not see: the reply must not show it.
+    hidden: bool = False
 
 
 @dataclass
@@ -120,12 +136,22 @@ class Timekeeping:
         Idempotent by external_ref: the same reference with the same content returns the stored
         entry and publishes nothing; with other content it is a conflict (a REJECTED entry may
         be corrected and resubmitted under its reference).
+
+        own-time (domain.access): a consultant records only their own time (anything else
+        refuses the whole call, nothing stored); an integration client records for the
+        consultants of its legal entities, and one of another entity is as unknown to it.
         """
         if len(submissions) > MAX_BATCH:
             raise InvalidArgument(
                 f"a batch holds at most {MAX_BATCH} entries, got {len(submissions)}",
                 [Violation("time_entries", "BATCH_TOO_LARGE", f"at most {MAX_BATCH} entries")],
             )
+        principal = current_principal()
+        own_only = submits_only_own_time(principal)
+        if own_only:
+            _require_own_time(principal, submissions)
+        # Own time is the consultant's wherever it is recorded; others are held to their scope.
+        scope = None if own_only else scope_of(principal)
         now = self._clock()
         results: list[SubmitResult | None] = [None] * len(submissions)
         async with self._uow() as uow:
@@ -149,6 +175,10 @@ class Timekeeping:
                     continue
                 if ref:
                     claimed[ref] = i
+                if prior is not None and not _may_see_prior(principal, own_only, prior):
+                    # Taken by an entry the caller may not read: a conflict that names nothing.
+                    results[i] = SubmitResult(prior, conflict=True, hidden=True)
+                    continue
                 if prior is not None and prior.status is not Status.REJECTED:
                     results[i] = SubmitResult(
                         prior, conflict=prior.submission.fingerprint() != sub.fingerprint()
@@ -160,7 +190,7 @@ class Timekeeping:
                 to_validate.append((i, sub, prior))
 
             validated = self._evaluate(
-                uow, [(sub, prior) for _, sub, prior in to_validate], same_day, locked, now
+                uow, [(sub, prior) for _, sub, prior in to_validate], same_day, locked, now, scope
             )
             new: list[TimeEntry] = []
             for (i, _, prior), entry in zip(to_validate, validated, strict=True):
@@ -171,6 +201,13 @@ class Timekeeping:
                     new.append(entry)
                 else:
                     await uow.entries.replace(entry)
+                audit_note(
+                    "time_entry",
+                    entry.id,
+                    entry.legal_entity_id,
+                    _audited(prior) if prior is not None else None,
+                    _audited(entry),
+                )
                 results[i] = SubmitResult(entry, wire=wire)
             await uow.entries.add_all(new)
             await uow.commit()
@@ -181,8 +218,8 @@ class Timekeeping:
             # row repeating a conflicting row conflicts too instead of returning the entry.
             base = results[first]
             assert base is not None
-            conflict = base.entry.submission.fingerprint() != submissions[i].fingerprint()
-            results[i] = SubmitResult(base.entry, conflict=conflict)
+            conflict = base.hidden or base.entry.submission.fingerprint() != submissions[i].fingerprint()
+            results[i] = SubmitResult(base.entry, conflict=conflict, hidden=base.hidden)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
@@ -193,11 +230,14 @@ class Timekeeping:
         same_day: dict[tuple[str, dt.date], list[TimeEntry]],
         locked: Mapping[str, dt.date],
         now: dt.datetime,
+        scope: frozenset[str] | None = None,
     ) -> list[TimeEntry]:
         """Evaluate submissions in order against the loaded facts and what is already recorded.
 
         Nothing is written here. Each valid entry counts towards its day (and may be the
-        duplicate of) the ones after it in the same batch.
+        duplicate of) the ones after it in the same batch. A consultant outside scope (the
+        caller's legal entities, when it is limited) is judged as unknown: the same
+        CONSULTANT_NOT_FOUND a missing one gets, so the reply tells nothing of them.
         """
         out: list[TimeEntry] = []
         todays: dict[str, dt.date] = {}
@@ -205,6 +245,8 @@ class Timekeeping:
         for sub, prior in items:
             project = uow.facts.project(sub.project_id)
             consultant = uow.facts.consultant(sub.consultant_id)
+            if consultant is not None and scope is not None and consultant.legal_entity_id not in scope:
+                consultant = None
             day = same_day.setdefault((sub.consultant_id, sub.work_date), [])
             # "Today" is the consultant's: in their own zone, else their legal entity's.
             if consultant is not None:
@@ -283,35 +325,43 @@ class Timekeeping:
 
     # -- approval ----------------------------------------------------------------------------
 
-    async def approve(self, entry_id: str, actor_id: str) -> TimeEntry:
-        """Approve as the resolved approver or their delegate; approving twice is harmless."""
+    async def approve(self, entry_id: str) -> TimeEntry:
+        """Approve as the resolved approver or their delegate (routed-approver); approving twice
+        is harmless."""
+        principal = current_principal()
+        actor_id = principal.subject
         now = self._clock()
         async with self._uow() as uow:
-            entry = await self._get_for_update(uow, entry_id)
+            entry = await self._get_for_update(uow, entry_id, principal)
+            before = _audited(entry)
             acting_for = await self._acting_for(uow, actor_id, entry.approver_id, now)
             if entry.approve(actor_id, now, acting_for):
                 await uow.entries.save(entry, now)
                 uow.events.add(entry_event("approved", entry, occurred_at=now))
+                audit_note("time_entry", entry.id, entry.legal_entity_id, before, _audited(entry))
             await uow.commit()
         return entry
 
-    async def decline(self, entry_id: str, actor_id: str, reason: str) -> TimeEntry:
-        """Decline as the resolved approver or their delegate, with a reason."""
+    async def decline(self, entry_id: str, reason: str) -> TimeEntry:
+        """Decline as the resolved approver or their delegate (routed-approver), with a reason."""
         _require_reason(reason, "a decline needs a reason")
+        principal = current_principal()
+        actor_id = principal.subject
         now = self._clock()
         async with self._uow() as uow:
-            entry = await self._get_for_update(uow, entry_id)
+            entry = await self._get_for_update(uow, entry_id, principal)
+            before = _audited(entry)
             acting_for = await self._acting_for(uow, actor_id, entry.approver_id, now)
             if entry.decline(actor_id, reason, acting_for):
                 await uow.entries.save(entry, now)
                 uow.events.add(entry_event("declined", entry, occurred_at=now))
+                audit_note("time_entry", entry.id, entry.legal_entity_id, before, _audited(entry))
             await uow.commit()
         return entry
 
-    async def decide_many(
-        self, entry_ids: Sequence[str], actor_id: str, decline_reason: str | None
-    ) -> list[Decision]:
-        """Approve (or, with a reason, decline) many entries; each succeeds or fails on its own.
+    async def decide_many(self, entry_ids: Sequence[str], decline_reason: str | None) -> list[Decision]:
+        """Approve (or, with a reason, decline) many entries; each succeeds or fails on its own
+        (routed-approver each; another legal entity's entry is NOT_FOUND like a missing one).
 
         One transaction: the decisions that succeed commit together with their events.
         """
@@ -323,23 +373,21 @@ class Timekeeping:
         if decline_reason is not None:
             v.required("reason", decline_reason)
         v.raise_if_any("the batch is invalid")
+        principal = current_principal()
+        actor_id = principal.subject
         now = self._clock()
         out: list[Decision] = []
         async with self._uow() as uow:
             entries = await uow.entries.get_many(entry_ids, for_update=True)
             acting_for = await self._delegators(uow, actor_id, now)
             changed: dict[str, TimeEntry] = {}
+            befores: dict[str, dict[str, Any]] = {}
             for entry_id in entry_ids:
                 entry = entries.get(entry_id)
-                if entry is None:
-                    out.append(
-                        Decision(
-                            entry_id,
-                            None,
-                            NotFound(f"no time entry with id {entry_id!r}", reason="NOT_FOUND"),
-                        )
-                    )
+                if entry is None or not sees(principal, entry.legal_entity_id):
+                    out.append(Decision(entry_id, None, not_found("time entry", entry_id)))
                     continue
+                befores.setdefault(entry.id, _audited(entry))
                 try:
                     if decline_reason is None:
                         done = entry.approve(actor_id, now, acting_for)
@@ -357,17 +405,37 @@ class Timekeeping:
                 uow.events.add(
                     entry_event("approved" if decline_reason is None else "declined", entry, occurred_at=now)
                 )
+                audit_note("time_entry", entry.id, entry.legal_entity_id, befores[entry.id], _audited(entry))
             await uow.commit()
         return out
 
     async def approvals(
         self, approver_id: str, page_size: int, page_token: str
     ) -> tuple[list[TimeEntry], str]:
-        """An approver's queue: their pending entries and those of approvers who delegated to them today."""
-        async with self._uow() as uow:
-            acting_for = await self._delegators(uow, approver_id, self._clock())
-        filters = {"approver_ids": {approver_id, *acting_for}, "status": str(Status.PENDING_APPROVAL)}
-        return await self.list_entries(filters, page_size, page_token)
+        """An approver's queue: their pending entries and those of approvers who delegated to them
+        today (routed-approver-or-scope).
+
+        An approver lists its own queue (approver_id, when named, must be the caller); finance
+        and auditors list anyone's, or with none named every pending entry; all within the
+        caller's legal entities.
+        """
+        principal = current_principal()
+        any_queue = reads_any_queue(principal)
+        if approver_id and approver_id != principal.subject and not any_queue:
+            raise PermissionDenied(
+                f"approver_id names {approver_id!r}, but the caller is {principal.subject!r}; an "
+                "approver lists only their own queue (rule routed-approver-or-scope)",
+                [Violation("approver_id", "NOT_THE_CALLER", "approver_id must be the caller or left out")],
+                reason="ACTOR_MISMATCH",
+            )
+        owner = approver_id or ("" if any_queue else principal.subject)
+        filters: dict[str, Any] = {"status": str(Status.PENDING_APPROVAL)}
+        if owner:
+            async with self._uow() as uow:
+                acting_for = await self._delegators(uow, owner, self._clock())
+            filters["approver_ids"] = {owner, *acting_for}
+        view = EntryView(legal_entity_ids=scope_of(principal))
+        return await self._page_entries(filters, page_size, page_token, view)
 
     async def _acting_for(
         self, uow: TimekeepingUnitOfWork, actor_id: str, approver_id: str, now: dt.datetime
@@ -403,22 +471,24 @@ class Timekeeping:
 
     # -- corrections -------------------------------------------------------------------------
 
-    async def reverse(
-        self, entry_id: str, actor_id: str, reason: str, replacement: Submission | None
-    ) -> Correction:
+    async def reverse(self, entry_id: str, reason: str, replacement: Submission | None) -> Correction:
         """Reverse approved time with a linked negative entry, and optionally submit its correction.
 
+        Within the caller's legal entities: finance reverses any approved entry, others only
+        those they (or whoever delegated to them) approve; nobody their own time.
         The replacement is validated like any submission; if it breaks a rule, nothing is
         written and the violations come back (under `replacement.`), because a correction that
         only takes time away was not what the caller asked for.
         """
         _require_reason(reason, "a reversal needs a reason")
+        principal = current_principal()
+        actor_id = principal.subject
         now = self._clock()
         subs = [replacement] if replacement is not None else []
         async with self._uow() as uow:
             peek = await uow.entries.get(entry_id)
-            if peek is None:
-                raise NotFound(f"no time entry with id {entry_id!r}", reason="NOT_FOUND")
+            if peek is None or not sees(principal, peek.legal_entity_id):
+                raise not_found("time entry", entry_id)
             await uow.facts.load(subs)
             owners = await uow.facts.consultants({peek.submission.consultant_id})
             owner = owners.get(peek.submission.consultant_id)
@@ -426,9 +496,12 @@ class Timekeeping:
             entities = {original_entity, *self._legal_entities(uow, subs)}
             # The same lock order as a submission: advisory locks first, then rows.
             await uow.entries.advisory_locks(_day_keys(subs), shared=_entity_keys(entities))
-            original = await self._get_for_update(uow, entry_id)
+            original = await self._get_for_update(uow, entry_id, principal)
+            before = _audited(original)
             acting_for = await self._acting_for(uow, actor_id, original.approver_id, now)
-            reversal = original.reverse(actor_id, reason, str(uuid.uuid4()), now, acting_for)
+            reversal = original.reverse(
+                actor_id, reason, str(uuid.uuid4()), now, acting_for, any_approver=reverses_any(principal)
+            )
             locked = await self._locked_through(uow, entities)
             through = locked.get(original_entity)
             if through is not None and original.submission.work_date <= through:
@@ -441,10 +514,16 @@ class Timekeeping:
             await uow.entries.add_all([reversal])
             corrected = None
             if replacement is not None:
-                corrected = await self._replacement(uow, original, replacement, locked, now)
+                corrected = await self._replacement(
+                    uow, original, replacement, locked, now, scope_of(principal)
+                )
                 await uow.entries.add_all([corrected])
                 uow.events.add(entry_event("submitted", corrected, occurred_at=now))
             uow.events.add(reversed_event(original, reversal, corrected, occurred_at=now))
+            audit_note("time_entry", original.id, original.legal_entity_id, before, _audited(original))
+            audit_note("time_entry", reversal.id, reversal.legal_entity_id, None, _audited(reversal))
+            if corrected is not None:
+                audit_note("time_entry", corrected.id, corrected.legal_entity_id, None, _audited(corrected))
             await uow.commit()
         return Correction(original, reversal, corrected)
 
@@ -455,6 +534,7 @@ class Timekeeping:
         sub: Submission,
         locked: Mapping[str, dt.date],
         now: dt.datetime,
+        scope: frozenset[str] | None,
     ) -> TimeEntry:
         # Read after the original is saved REVERSED, so its hours no longer count on the day.
         named, same_day = await uow.entries.existing(
@@ -467,7 +547,7 @@ class Timekeeping:
                     f"external_ref {sub.external_ref} already names time entry {holder.id}",
                     reason="EXTERNAL_REF_CONFLICT",
                 )
-        (entry,) = self._evaluate(uow, [(sub, None)], same_day, locked, now)
+        (entry,) = self._evaluate(uow, [(sub, None)], same_day, locked, now, scope)
         if entry.status is Status.REJECTED:
             raise InvalidArgument(
                 "the replacement breaks the rules; nothing was reversed",
@@ -547,21 +627,27 @@ class Timekeeping:
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, entry_id: str) -> TimeEntry:
-        """One entry, or NOT_FOUND."""
+        """One entry the caller may read (own-time-or-scope), or NOT_FOUND."""
+        view = entry_view(current_principal())
         async with self._uow() as uow:
             entry = await uow.entries.get(entry_id)
-        if entry is None:
-            raise NotFound(f"no time entry with id {entry_id!r}", reason="NOT_FOUND")
+        if entry is None or not view.shows(entry.submission.consultant_id, entry.legal_entity_id):
+            raise not_found("time entry", entry_id)
         return entry
 
     async def list_entries(
         self, filters: Mapping[str, Any], page_size: int, page_token: str
     ) -> tuple[list[TimeEntry], str]:
-        """A page of entries and the next page's token."""
+        """A page of the entries the caller may read (own-time-or-scope) and the next page's token."""
+        return await self._page_entries(filters, page_size, page_token, entry_view(current_principal()))
+
+    async def _page_entries(
+        self, filters: Mapping[str, Any], page_size: int, page_token: str, view: EntryView
+    ) -> tuple[list[TimeEntry], str]:
         size = _page_size(page_size)
         after = _decode_token(page_token, dt.date.fromisoformat)
         async with self._uow() as uow:
-            entries = await uow.entries.page(filters, after, size + 1)
+            entries = await uow.entries.page(filters, after, size + 1, view)
         if len(entries) <= size:
             return entries, ""
         entries = entries[:size]
@@ -571,7 +657,9 @@ class Timekeeping:
     async def approved_time(
         self, period_start: str, period_end: str, legal_entity_id: str
     ) -> list[TimeEntry]:
-        """Approved entries worked in the period (for reconciliation), reversals and reversed included."""
+        """Approved entries worked in the period (for reconciliation), reversals and reversed
+        included; only the caller's legal entities (another entity named reads as one with none)."""
+        scope = scope_of(current_principal())
         v = Violations()
         start = v.date("period_start", period_start)
         end = v.date("period_end", period_end)
@@ -579,22 +667,25 @@ class Timekeeping:
         v.raise_if_any("the period is invalid")
         assert start is not None
         assert end is not None
+        if legal_entity_id and scope is not None and legal_entity_id not in scope:
+            return []
         async with self._uow() as uow:
-            return await uow.entries.approved_in(start, end, legal_entity_id)
+            return await uow.entries.approved_in(start, end, legal_entity_id, scope)
 
     # -- period locks ------------------------------------------------------------------------
 
-    async def lock_period(
-        self, legal_entity_id: str, through: dt.date, reason: str, actor_id: str
-    ) -> PeriodLock:
-        """Close a legal entity's time up to and including a day.
+    async def lock_period(self, legal_entity_id: str, through: dt.date, reason: str) -> PeriodLock:
+        """Close a legal entity's time up to and including a day, as the caller.
 
         Locking the day already locked returns that lock; an earlier day is refused (reopen
-        instead), since moving a lock back is a reopening and needs its reason.
+        instead), since moving a lock back is a reopening and needs its reason. Another legal
+        entity than the caller's is refused as an unknown one.
         """
+        principal = current_principal()
+        actor_id = principal.subject
         now = self._clock()
         async with self._uow() as uow:
-            await _require_legal_entity(uow, legal_entity_id, "period_lock.legal_entity_id")
+            await _require_legal_entity(uow, legal_entity_id, "period_lock.legal_entity_id", principal)
             await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, legal_entity_id)])
             current = (await uow.locks.latest_active([legal_entity_id])).get(legal_entity_id)
             if current is not None and through == current.locked_through:
@@ -607,25 +698,30 @@ class Timekeeping:
                 )
             lock = PeriodLock(str(uuid.uuid4()), legal_entity_id, through, reason, actor_id, now)
             await uow.locks.add(lock)
+            audit_note("period_lock", lock.id, legal_entity_id, None, _audited_lock(lock))
             await uow.commit()
         log.info("period_locked", legal_entity_id=legal_entity_id, locked_through=str(through), by=actor_id)
         return lock
 
-    async def reopen_lock(self, lock_id: str, actor_id: str, reason: str) -> PeriodLock:
-        """Reopen the legal entity's latest lock, keeping who, when and why."""
+    async def reopen_lock(self, lock_id: str, reason: str) -> PeriodLock:
+        """Reopen the legal entity's latest lock, keeping who (the caller), when and why."""
         _require_reason(reason, "reopening a period needs a reason")
+        principal = current_principal()
+        actor_id = principal.subject
         now = self._clock()
         async with self._uow() as uow:
             peek = await uow.locks.get(lock_id)
-            if peek is None:
-                raise NotFound(f"no period lock with id {lock_id!r}", reason="NOT_FOUND")
-            await _require_legal_entity(uow, peek.legal_entity_id, "legal_entity_id")
+            if peek is None or not sees(principal, peek.legal_entity_id):
+                raise not_found("period lock", lock_id)
+            await _require_legal_entity(uow, peek.legal_entity_id, "legal_entity_id", principal)
             await uow.entries.advisory_locks([lock_key(LEGAL_ENTITY, peek.legal_entity_id)])
             lock = await uow.locks.get(lock_id)
             assert lock is not None
             latest = (await uow.locks.latest_active([lock.legal_entity_id])).get(lock.legal_entity_id)
+            before = _audited_lock(lock)
             lock.reopen(actor_id, reason, now, latest.id if latest else None)
             await uow.locks.save_reopening(lock)
+            audit_note("period_lock", lock.id, lock.legal_entity_id, before, _audited_lock(lock))
             await uow.commit()
         log.warning(
             "period_reopened",
@@ -637,21 +733,23 @@ class Timekeeping:
         return lock
 
     async def get_lock(self, lock_id: str) -> PeriodLock:
-        """One lock, or NOT_FOUND."""
+        """One lock of the caller's legal entities, or NOT_FOUND."""
+        principal = current_principal()
         async with self._uow() as uow:
             lock = await uow.locks.get(lock_id)
-        if lock is None:
-            raise NotFound(f"no period lock with id {lock_id!r}", reason="NOT_FOUND")
+        if lock is None or not sees(principal, lock.legal_entity_id):
+            raise not_found("period lock", lock_id)
         return lock
 
     async def list_locks(
         self, legal_entity_id: str, page_size: int, page_token: str
     ) -> tuple[list[PeriodLock], str]:
-        """Locks newest first: the audit trail of closing and reopening."""
+        """Locks of the caller's legal entities, newest first: the audit trail of closing and reopening."""
+        scope = scope_of(current_principal())
         size = _page_size(page_size)
         after = _decode_token(page_token, dt.datetime.fromisoformat)
         async with self._uow() as uow:
-            locks = await uow.locks.page(legal_entity_id, after, size + 1)
+            locks = await uow.locks.page(legal_entity_id, after, size + 1, scope)
         if len(locks) <= size:
             return locks, ""
         locks = locks[:size]
@@ -659,13 +757,22 @@ class Timekeeping:
 
     # -- delegations -------------------------------------------------------------------------
 
-    async def delegate(
-        self, delegator_id: str, delegate_id: str, start: dt.date, end: dt.date, reason: str
-    ) -> Delegation:
-        """Let delegate_id act for delegator_id from start to end; both must be known consultants."""
+    async def delegate(self, delegate_id: str, start: dt.date, end: dt.date, reason: str) -> Delegation:
+        """Let delegate_id act for the caller from start to end (own-delegation); both must be
+        known consultants, the delegate one of the caller's legal entities (another entity's
+        is as unknown)."""
+        principal = current_principal()
+        delegator_id = principal.subject
         now = self._clock()
         async with self._uow() as uow:
             known = await uow.facts.consultants({delegator_id, delegate_id})
+            delegate = known.get(delegate_id)
+            if (
+                delegate is not None
+                and delegate_id != delegator_id
+                and not sees(principal, delegate.legal_entity_id)
+            ):
+                del known[delegate_id]
             # The days are the delegator's: "already passed" is judged on their own today.
             zones = await self._zones(uow, {delegator_id})
             today = local_date(now, zones.get(delegator_id, UTC_ZONE))
@@ -680,39 +787,72 @@ class Timekeeping:
                     "the delegation is invalid",
                     [replace(p, field=f"approval_delegation.{p.field}") for p in problems],
                 )
-            delegation = Delegation(str(uuid.uuid4()), delegator_id, delegate_id, start, end, reason, now)
+            delegation = Delegation(
+                str(uuid.uuid4()),
+                delegator_id,
+                delegate_id,
+                start,
+                end,
+                reason,
+                now,
+                legal_entity_id=known[delegator_id].legal_entity_id,
+            )
             await uow.delegations.add(delegation)
+            audit_note(
+                "approval_delegation",
+                delegation.id,
+                delegation.legal_entity_id,
+                None,
+                _audited_delegation(delegation),
+            )
             await uow.commit()
         return delegation
 
-    async def revoke_delegation(self, delegation_id: str, actor_id: str) -> Delegation:
-        """End a delegation early (the delegator only); revoking twice is harmless."""
+    async def revoke_delegation(self, delegation_id: str) -> Delegation:
+        """End a delegation early (its delegator only: own-delegation); revoking twice is harmless.
+        A delegation the caller may not read is NOT_FOUND."""
+        principal = current_principal()
+        view = delegation_view(principal)
         now = self._clock()
         async with self._uow() as uow:
             delegation = await uow.delegations.get(delegation_id, for_update=True)
-            if delegation is None:
-                raise NotFound(f"no approval delegation with id {delegation_id!r}", reason="NOT_FOUND")
-            if delegation.revoke(actor_id, now):
+            if delegation is None or not view.shows(
+                delegation.delegator_id, delegation.delegate_id, delegation.legal_entity_id
+            ):
+                raise not_found("approval delegation", delegation_id)
+            before = _audited_delegation(delegation)
+            if delegation.revoke(principal.subject, now):
                 await uow.delegations.save_revocation(delegation)
+                audit_note(
+                    "approval_delegation",
+                    delegation.id,
+                    delegation.legal_entity_id,
+                    before,
+                    _audited_delegation(delegation),
+                )
             await uow.commit()
         return delegation
 
     async def get_delegation(self, delegation_id: str) -> Delegation:
-        """One delegation, or NOT_FOUND."""
+        """One delegation the caller may read (own-delegation-or-scope), or NOT_FOUND."""
+        view = delegation_view(current_principal())
         async with self._uow() as uow:
             delegation = await uow.delegations.get(delegation_id)
-        if delegation is None:
-            raise NotFound(f"no approval delegation with id {delegation_id!r}", reason="NOT_FOUND")
+        if delegation is None or not view.shows(
+            delegation.delegator_id, delegation.delegate_id, delegation.legal_entity_id
+        ):
+            raise not_found("approval delegation", delegation_id)
         return delegation
 
     async def list_delegations(
         self, filters: Mapping[str, Any], page_size: int, page_token: str
     ) -> tuple[list[Delegation], str]:
-        """Delegations newest first."""
+        """Delegations the caller may read (own-delegation-or-scope), newest first."""
+        view = delegation_view(current_principal())
         size = _page_size(page_size)
         after = _decode_token(page_token, dt.datetime.fromisoformat)
         async with self._uow() as uow:
-            found = await uow.delegations.page(filters, after, size + 1)
+            found = await uow.delegations.page(filters, after, size + 1, view)
         if len(found) <= size:
             return found, ""
         found = found[:size]
@@ -751,15 +891,19 @@ class Timekeeping:
             )
         async with self._uow() as uow:
             cleared = await uow.projection.clear()
+            audit_note("masterdata_projection", "timekeeping", "", {"records": cleared}, {"records": 0})
             await uow.commit()
         through = await self._replay_masterdata()
         log.warning("masterdata_projection_rebuild_started", cleared=cleared, replay_through=through)
         return cleared, through
 
-    async def _get_for_update(self, uow: TimekeepingUnitOfWork, entry_id: str) -> TimeEntry:
+    async def _get_for_update(
+        self, uow: TimekeepingUnitOfWork, entry_id: str, principal: Principal
+    ) -> TimeEntry:
+        # Another legal entity's entry is as missing: the same error, before any rule is judged.
         entry = await uow.entries.get(entry_id, for_update=True)
-        if entry is None:
-            raise NotFound(f"no time entry with id {entry_id!r}", reason="NOT_FOUND")
+        if entry is None or not sees(principal, entry.legal_entity_id):
+            raise not_found("time entry", entry_id)
         return entry
 
 
@@ -774,10 +918,13 @@ def _chain(approver_id: str, managers: Mapping[str, str]) -> list[str]:
     return chain
 
 
-async def _require_legal_entity(uow: TimekeepingUnitOfWork, legal_entity_id: str, field: str) -> None:
+async def _require_legal_entity(
+    uow: TimekeepingUnitOfWork, legal_entity_id: str, field: str, principal: Principal
+) -> None:
     # A lock on an id master data does not know would lock nothing, silently (a typo, say).
-    # Raised before anything is written, so the unit of work rolls back whole.
-    if not await uow.facts.legal_entity_known(legal_entity_id):
+    # Raised before anything is written, so the unit of work rolls back whole. Another legal
+    # entity than the caller's is refused in the very same words (no existence leak).
+    if not sees(principal, legal_entity_id) or not await uow.facts.legal_entity_known(legal_entity_id):
         raise NotFound(
             f"no legal entity with id {legal_entity_id!r} (legal_entity_id)",
             [
@@ -810,3 +957,66 @@ def _decode_token(token: str, parse: Callable[[str], T]) -> tuple[T, str] | None
             "page_token is not valid",
             [Violation("page_token", "INVALID_PAGE_TOKEN", "page_token is not one we issued")],
         ) from None
+
+
+def _require_own_time(principal: Principal, submissions: Sequence[Submission]) -> None:
+    """own-time: a consultant records only their own time; the whole call is refused otherwise."""
+    for sub in submissions:
+        if sub.consultant_id != principal.subject:
+            raise PermissionDenied(
+                f"consultant_id names {sub.consultant_id!r}, but the caller is {principal.subject!r}; "
+                "a consultant records only their own time (rule own-time)",
+                [Violation("consultant_id", "NOT_OWN_TIME", "consultant_id must be the caller")],
+                reason="NOT_OWN_TIME",
+            )
+
+
+def _may_see_prior(principal: Principal, own_only: bool, prior: TimeEntry) -> bool:
+    """Whether a submitter may be shown the entry its external_ref already names."""
+    if own_only:
+        return prior.submission.consultant_id == principal.subject
+    return sees(principal, prior.legal_entity_id)
+
+
+def _audited(entry: TimeEntry) -> dict[str, Any]:
+    """A time entry's fields that matter to the audit trail."""
+    sub = entry.submission
+    return {
+        "consultant_id": sub.consultant_id,
+        "project_id": sub.project_id,
+        "work_date": sub.work_date,
+        "hours": sub.hours,
+        "status": str(entry.status),
+        "approver_id": entry.approver_id,
+        "decided_by_id": entry.decided_by_id,
+        "decline_reason": entry.decline_reason,
+        "billable": entry.billable,
+        "labor_category_id": entry.labor_category_id,
+        "rate": entry.rate,
+        "reverses_id": entry.reverses_id,
+        "reversed_by_id": entry.reversed_by_id,
+        "reversal_reason": entry.reversal_reason,
+        "replaces_id": entry.replaces_id,
+    }
+
+
+def _audited_lock(lock: PeriodLock) -> dict[str, Any]:
+    return {
+        "legal_entity_id": lock.legal_entity_id,
+        "locked_through": lock.locked_through,
+        "reason": lock.reason,
+        "locked_by_id": lock.locked_by_id,
+        "reopened_by_id": lock.reopened_by_id,
+        "reopen_reason": lock.reopen_reason,
+    }
+
+
+def _audited_delegation(delegation: Delegation) -> dict[str, Any]:
+    return {
+        "delegator_id": delegation.delegator_id,
+        "delegate_id": delegation.delegate_id,
+        "start_date": delegation.start_date,
+        "end_date": delegation.end_date,
+        "reason": delegation.reason,
+        "revoked_by_id": delegation.revoked_by_id,
+    }
