@@ -460,7 +460,6 @@ class MasterData:
             if stored.deactivate_time is not None:
                 return stored.record(kind)
             now = self._clock()
-            stored.deactivate_time = now
             record = await self._save_state(
                 uow, kind, stored, stored.body, writer, source, now, ChangeKind.DEACTIVATED
             )
@@ -573,6 +572,8 @@ class MasterData:
     ) -> Message:
         """Write a server-side state change (deactivation, completion): new version, history."""
         before = _state(stored.body, stored)
+        if change == ChangeKind.DEACTIVATED:
+            stored.deactivate_time = now
         stored.version += 1
         stored.update_time = now
         stored.body = body
