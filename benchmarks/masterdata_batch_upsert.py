@@ -50,8 +50,13 @@ import psutil
 
 from accrue.db.engine import asyncpg_dsn
 from accrue.embedded import EmbeddedNats, EmbeddedPostgres
-from accrue.embedded.stack import GATEWAY, PortAssignment, stack_processes
+from accrue.embedded.stack import GATEWAY, PortAssignment, internal_keys_dir, stack_processes
+from accrue.testing.identity import make_keys
 from accrue.testing.stack import Stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from identity_common import admin_headers
 
 SYSTEM = "bench-hr"
 
@@ -115,12 +120,19 @@ class CpuMeter:
 
 @contextlib.contextmanager
 def masterdata_and_gateway(database_url: str, nats_url: str, log_dir: Path) -> Iterator[Stack]:
-    """Master data and the gateway as processes on free ports, migrated and ready."""
+    """Master data and the gateway as processes on free ports, migrated and ready; the gateway
+    verifies tokens from its local issuer and signs internal ones, as in `accrue run`."""
     ports = PortAssignment.free()
+    identity_dir = log_dir / "identity"
+    make_keys(internal_keys_dir(identity_dir))
     processes = [
         p
         for p in stack_processes(
-            database_url=database_url, nats_url=nats_url, ports=ports, log_level="WARNING"
+            database_url=database_url,
+            nats_url=nats_url,
+            ports=ports,
+            log_level="WARNING",
+            identity_dir=identity_dir,
         )
         if p.name in ("masterdata", GATEWAY.name)
     ]
@@ -128,7 +140,14 @@ def masterdata_and_gateway(database_url: str, nats_url: str, log_dir: Path) -> I
     for p in processes:
         if p.name == GATEWAY.name:
             p.env["ACCRUE_GATEWAY_BACKENDS"] = json.dumps(backends)  # type: ignore[index]
-    with Stack(processes, log_dir, ports=ports, database_url=database_url, nats_url=nats_url) as stack:
+    with Stack(
+        processes,
+        log_dir,
+        ports=ports,
+        database_url=database_url,
+        nats_url=nats_url,
+        identity_dir=identity_dir,
+    ) as stack:
         yield stack
 
 
@@ -385,13 +404,18 @@ async def counts(database_url: str) -> dict[str, int]:
 
 
 async def run(
-    args: argparse.Namespace, database_url: str, nats_url: str, gateway_url: str, meter: CpuMeter
+    args: argparse.Namespace,
+    database_url: str,
+    nats_url: str,
+    gateway_url: str,
+    headers: dict[str, str],
+    meter: CpuMeter,
 ) -> None:
     # The machine is shared: the load average before the run says how much of it others used.
     load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     legal_entities, categories, projects = 3, 8, 2000
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=gateway_url, headers=headers, timeout=120, limits=limits) as client:
         await setup(client, legal_entities, categories, projects)
         consultants = consultant_rows(args.consultants, legal_entities, categories)
         assignments = assignment_rows(args.assignments, args.consultants, projects, categories)
@@ -499,7 +523,8 @@ def main() -> None:
                 "nats": found.nats_pid,
             }
         )
-        asyncio.run(run(args, found.database_url, found.nats_url, stack.gateway_url, meter))
+        headers = admin_headers(stack)  # a local administrator's token from the gateway's issuer
+        asyncio.run(run(args, found.database_url, found.nats_url, stack.gateway_url, headers, meter))
 
 
 if __name__ == "__main__":

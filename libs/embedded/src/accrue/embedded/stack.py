@@ -196,6 +196,8 @@ def common_env(
         # Observability's reconciliation reads timekeeping's and billing's summaries.
         "ACCRUE_TIMEKEEPING_ADDRESS": ports.grpc_address("timekeeping"),
         "ACCRUE_BILLING_ADDRESS": ports.grpc_address("billing"),
+        # Observability's audit trail API reads every service's trail.
+        "ACCRUE_FORECASTING_ADDRESS": ports.grpc_address("forecasting"),
     }
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import grpc
 
+from accrue.audit.v1 import audit_service_pb2_grpc
 from accrue.billing.v1 import billing_service_pb2_grpc
 from accrue.db import create_engine, fill_pool
+from accrue.db.audit_api import AuditAggregator, AuditSource
 from accrue.db.audit_interceptor import SERVICE_NAME as AUDIT_SERVICE_NAME
 from accrue.db.audit_interceptor import AuditTrail
 from accrue.db.migrations import upgrade
@@ -86,9 +88,30 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
 
         background.append(reconcile)
 
+    # Every service's audit trail, read as observability itself; its own in-process.
+    masterdata = channel(
+        settings.masterdata_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
+    )
+    forecasting = channel(
+        settings.forecasting_address, interceptors=auth.client_interceptors, tls=settings.grpc_tls()
+    )
+    trails: dict[str, AuditSource] = {
+        name: audit_service_pb2_grpc.AuditTrailServiceStub(c)
+        for name, c in (
+            ("masterdata", masterdata),
+            ("timekeeping", timekeeping),
+            ("billing", billing),
+            ("forecasting", forecasting),
+        )
+    }
+    trails["observability"] = audit.local_source()
+    servicer.audit = AuditAggregator(trails)
+
     async def close_channels() -> None:
         await timekeeping.close()
         await billing.close()
+        await masterdata.close()
+        await forecasting.close()
 
     return Service(
         name="observability",

@@ -23,5 +23,9 @@ class ObservabilitySettings(ServiceSettings):
     # ACCRUE_TIMEKEEPING_ADDRESS / ACCRUE_BILLING_ADDRESS serve the whole stack.
     timekeeping_address: str = "127.0.0.1:50052"
     billing_address: str = "127.0.0.1:50053"
+    # The audit trail (GET /v1/audit-events) reads every service's own: ACCRUE_MASTERDATA_ADDRESS
+    # and ACCRUE_FORECASTING_ADDRESS too.
+    masterdata_address: str = "127.0.0.1:50051"
+    forecasting_address: str = "127.0.0.1:50054"
     # How often the current and previous months are reconciled; 0 turns the schedule off.
     reconciliation_interval_seconds: float = 3600.0

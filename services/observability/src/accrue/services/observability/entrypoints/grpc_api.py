@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from accrue.db.audit_api import AuditAggregator, Query, narrowed
+
 from accrue.money import format_decimal
 from accrue.observability.v1 import observability_service_pb2 as api
 from accrue.observability.v1 import observability_service_pb2_grpc as api_grpc
@@ -40,8 +42,36 @@ def _lag(lag: Lag | None) -> api.LagKpis | None:
 class ObservabilityServicer(api_grpc.ObservabilityServiceServicer):
     """The ObservabilityService RPCs."""
 
-    def __init__(self, app: Observability) -> None:
+    def __init__(self, app: Observability, audit: AuditAggregator | None = None) -> None:
         self.app = app
+        # Every service's audit trail (set by the bootstrap, which makes the channels).
+        self.audit = audit
+
+    def _audit(self) -> AuditAggregator:
+        if self.audit is None:
+            raise RuntimeError("the audit trail sources are not wired")
+        return self.audit
+
+    async def ListAuditEvents(
+        self, request: api.ListAuditEventsRequest, context: Context
+    ) -> api.ListAuditEventsResponse:
+        query = Query(
+            legal_entity_ids=narrowed(request.legal_entity_id),
+            resource_type=request.resource_type,
+            resource_id=request.resource_id,
+            actor=request.actor,
+            outcome=request.outcome,
+            start_time=request.start_time if request.HasField("start_time") else None,
+            end_time=request.end_time if request.HasField("end_time") else None,
+        )
+        page = await self._audit().list_events(query, request.page_size, request.page_token, request.service)
+        return api.ListAuditEventsResponse(events=page.events, next_page_token=page.next_page_token)
+
+    async def VerifyAuditTrail(
+        self, request: api.VerifyAuditTrailRequest, context: Context
+    ) -> api.VerifyAuditTrailResponse:
+        result = await self._audit().verify_chains(narrowed(request.legal_entity_id))
+        return api.VerifyAuditTrailResponse(ok=result.ok, chains=result.chains, events=result.events)
 
     async def GetKpis(self, request: api.GetKpisRequest, context: Context) -> api.GetKpisResponse:
         kpis = await self.app.kpis(request.legal_entity_id)
