@@ -54,6 +54,7 @@ from typing import Any, Literal, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from accrue.db.unit_of_work import UnitOfWork
 
@@ -438,15 +439,21 @@ class Verification:
 
 
 async def verify(
-    engine: AsyncEngine | AsyncConnection, table: sa.Table, *, legal_entity_id: str | None = None
+    engine: AsyncEngine | AsyncConnection,
+    table: sa.Table,
+    *,
+    legal_entity_id: str | None = None,
+    legal_entity_ids: Iterable[str] | None = None,
 ) -> Verification:
-    """Walk every chain (or one legal entity's) and report the first broken link of each."""
+    """Walk every chain (or one legal entity's, or some) and report the first broken link of each."""
     t = table
     query = sa.select(t.c.seq, t.c.prev_hash, t.c.hash, *(t.c[name] for name in CANONICAL_FIELDS)).order_by(
         t.c.legal_entity_id, t.c.seq
     )
     if legal_entity_id is not None:
         query = query.where(t.c.legal_entity_id == legal_entity_id)
+    if legal_entity_ids is not None:
+        query = query.where(t.c.legal_entity_id.in_(sorted(set(legal_entity_ids))))
     if isinstance(engine, AsyncConnection):
         return await _walk(engine, query)
     async with engine.connect() as connection:
@@ -531,6 +538,19 @@ def append_only_grants_sql(schema: str, role: str, table: str = TABLE_NAME) -> l
 def _run(executor: Executor, statements: Iterable[str]) -> None:
     for statement in statements:
         executor.execute(sa.text(statement))
+
+
+def create_audit_table(executor: Executor, schema: str, table: str = TABLE_NAME) -> None:
+    """In a migration: the audit table as `audit_table` defines it, its indexes and its triggers.
+
+    A later change to the table's shape needs a migration of its own (and, if it touches a
+    canonical field, a new canonical version): this creates the current shape.
+    """
+    shape = audit_table(sa.MetaData(schema=schema), table)
+    executor.execute(CreateTable(shape))
+    for index in sorted(shape.indexes, key=lambda i: str(i.name)):
+        executor.execute(CreateIndex(index))
+    create_append_only_triggers(executor, schema, table)
 
 
 def create_append_only_triggers(executor: Executor, schema: str, table: str = TABLE_NAME) -> None:

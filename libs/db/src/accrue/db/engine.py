@@ -30,7 +30,9 @@ def normalize_url(url: str) -> str:
     return _rename_query(parsed, "sslmode", "ssl").render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10, application_name: str = "accrue") -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, application_name: str = "accrue", role: str | None = None
+) -> AsyncEngine:
     """An engine with a bounded pool; connections are checked before use after a restart.
 
     The pool hands out the most recently used connection (LIFO): each PostgreSQL backend plans a
@@ -38,14 +40,21 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "acc
     connection (FIFO) made the database plan the same batch statements several times over (batch
     ingest 4,100-5,600 entries/s with PostgreSQL at 85-100 % of a core, against 6,300-8,300 and
     26-79 % with LIFO, once start-up filled the pool). Idle connections stay for bursts.
+
+    role: every session acts as this database role (PostgreSQL's `role` setting, sent when the
+    connection starts, so no rollback or pool reset undoes it). Services pass
+    `accrue.db.roles.APP_ROLE`, which may not change or remove audit records (see roles.py).
     """
+    server_settings = {"application_name": application_name}
+    if role:
+        server_settings["role"] = role
     return create_async_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_use_lifo=True,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={"server_settings": server_settings},
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 import grpc
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accrue.db.unit_of_work import ambient_connection
 from accrue.runtime.errors import FailedPrecondition, InvalidArgument
@@ -99,35 +99,51 @@ class IdempotencyInterceptor(grpc.aio.ServerInterceptor):
         serialize: Callable[[Any], bytes] | None,
     ) -> Any:
         table = self._table
-        request_hash = hashlib.sha256(
-            method.encode() + b"\0" + request.SerializeToString(deterministic=True)
-        ).digest()
         async with self._engine.connect() as conn, conn.begin():
-            claimed = await conn.scalar(
-                insert(table)
-                .values(key=key, method=method, request_hash=request_hash)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(table.c.key)
-            )
-            if claimed is None:
-                stored = (
-                    await conn.execute(
-                        sa.select(table.c.method, table.c.request_hash, table.c.response).where(
-                            table.c.key == key
-                        )
-                    )
-                ).one()
-                if stored.method != method or stored.request_hash != request_hash:
-                    raise FailedPrecondition(
-                        "this Idempotency-Key was already used for a different request",
-                        reason="IDEMPOTENCY_KEY_REUSED",
-                    )
-                return bytes(stored.response)
+            stored = await claim_key(conn, table, key, method, request_hash(method, request))
+            if stored is not None:
+                return stored
             token = ambient_connection.set(conn)
             try:
                 response = await behavior(request, context)
             finally:
                 ambient_connection.reset(token)
             payload = serialize(response) if serialize else response.SerializeToString()
-            await conn.execute(sa.update(table).where(table.c.key == key).values(response=payload))
+            await store_response(conn, table, key, payload)
         return response
+
+
+def request_hash(method: str, request: Any) -> bytes:
+    """What a key is bound to: the method and the request's deterministic bytes."""
+    return hashlib.sha256(method.encode() + b"\0" + request.SerializeToString(deterministic=True)).digest()
+
+
+async def claim_key(
+    conn: AsyncConnection, table: sa.Table, key: str, method: str, request_hash: bytes
+) -> bytes | None:
+    """Claim key in conn's transaction: None when it is new (run the request), else the stored
+    reply of the same request. A concurrent duplicate blocks here until the first commits."""
+    claimed = await conn.scalar(
+        insert(table)
+        .values(key=key, method=method, request_hash=request_hash)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(table.c.key)
+    )
+    if claimed is not None:
+        return None
+    stored = (
+        await conn.execute(
+            sa.select(table.c.method, table.c.request_hash, table.c.response).where(table.c.key == key)
+        )
+    ).one()
+    if stored.method != method or stored.request_hash != request_hash:
+        raise FailedPrecondition(
+            "this Idempotency-Key was already used for a different request",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    return bytes(stored.response)
+
+
+async def store_response(conn: AsyncConnection, table: sa.Table, key: str, payload: bytes) -> None:
+    """Keep the reply with its key, in the same transaction as the effect."""
+    await conn.execute(sa.update(table).where(table.c.key == key).values(response=payload))

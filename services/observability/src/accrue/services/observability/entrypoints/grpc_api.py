@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from accrue.db.audit_api import AuditAggregator, Query, narrowed
-
 from accrue.money import format_decimal
 from accrue.observability.v1 import observability_service_pb2 as api
 from accrue.observability.v1 import observability_service_pb2_grpc as api_grpc
