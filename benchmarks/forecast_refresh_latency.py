@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
 import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,6 +61,9 @@ from accrue.events.v1 import time_events_pb2 as tev
 from accrue.forecasting.v1 import forecasting_service_pb2 as fa
 from accrue.forecasting.v1 import forecasting_service_pb2_grpc as fg
 from accrue.masterdata.v1 import resources_pb2 as md
+from accrue.runtime.clock import system_clock
+from accrue.testing import identity
+from accrue.testing.identity import gateway_signer, make_keys
 from accrue.timekeeping.v1 import resources_pb2 as tk
 from accrue.type.v1 import types_pb2
 
@@ -329,6 +331,7 @@ async def run(args: argparse.Namespace) -> None:
     with servers() as s, tempfile.TemporaryDirectory(prefix="forecast-bench-") as tmp:
         say(f"servers: {s.description}; {os.cpu_count()} CPUs")
         grpc_port, metrics_port = free_port(), free_port()
+        keys = make_keys(Path(tmp) / "keys")
         env = {
             **os.environ,
             "ACCRUE_FORECASTING_DATABASE_URL": s.database_url,
@@ -338,6 +341,8 @@ async def run(args: argparse.Namespace) -> None:
             "ACCRUE_FORECASTING_VERSION_SCHEDULE_SECONDS": "0",
             "ACCRUE_FORECASTING_REPORTING_CURRENCY": "GBP",
             "ACCRUE_LOG_LEVEL": "WARNING",
+            # The service verifies every call's internal token against this keyring.
+            "ACCRUE_INTERNAL_KEYS_DIR": str(keys),
         }
         module = "accrue.services.forecasting"
         # Blocking on purpose: nothing else runs in this process yet.
@@ -346,7 +351,11 @@ async def run(args: argparse.Namespace) -> None:
         service = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
             [sys.executable, "-m", module, "serve"], env=env, stdout=log, stderr=log
         )
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+        # Reads go as a local administrator, with internal tokens the gateway's key signs (as the
+        # gateway does for a caller it has verified).
+        channel = identity.channel(
+            f"127.0.0.1:{grpc_port}", gateway_signer(keys, system_clock), identity.admin()
+        )
         try:
             await asyncio.wait_for(channel.channel_ready(), 60)
             stub = fg.ForecastingServiceStub(channel)
