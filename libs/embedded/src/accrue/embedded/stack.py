@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from accrue.embedded.ports import PortBinding, free_port
 from accrue.embedded.readiness import GrpcHealth, HttpReady, Readiness
@@ -219,6 +220,9 @@ def process_env(
     identity_dir holds the internal keys and the local issuer's (see internal_keys_dir);
     nats_passwords (service -> password) makes each service connect to NATS as its own user.
     """
+    if nats_passwords is not None:
+        # Each service logs in as itself; a user:password in the URL would win over that.
+        nats_url = without_credentials(nats_url)
     env = common_env(
         database_url=database_url, nats_url=nats_url, ports=ports, log_format=log_format, log_level=log_level
     )
@@ -240,6 +244,12 @@ def process_env(
             env[f"ACCRUE_{name.upper()}_NATS_USER"] = name
             env[f"ACCRUE_{name.upper()}_NATS_PASSWORD"] = nats_passwords[name]
     return env
+
+
+def without_credentials(url: str) -> str:
+    """The URL without a user:password part."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def generate_nats_passwords() -> dict[str, str]:

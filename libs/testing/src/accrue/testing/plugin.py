@@ -6,10 +6,13 @@ Registered as a pytest11 entry point, so every test in the repo can ask for them
 - database_url (function): URL of a fresh, empty database, dropped after the test.
 - module_database_url (module): the same, shared by one test module.
 - nats_server (session): NatsServerHandle (kind, url of a shared server, isolated()).
-- nats_url (function): URL of a NATS whose JetStream is empty (see accrue.testing.servers).
-- module_nats_url (module): the same, shared by one test module.
-- stack (module): accrue.testing.stack.Stack, up and ready on its own database and NATS, its
-  processes' clocks started at the run's pinned instant.
+- nats_url (function): URL of a NATS whose JetStream is empty (see accrue.testing.servers); open
+  to anyone.
+- module_nats (module): SecuredNats, an empty NATS shared by one test module with one user per
+  service (embedded: anonymous clients refused); module_nats_url: its URL as the admin user.
+- stack (module): accrue.testing.stack.Stack, up and ready on its own database and module_nats,
+  each service logged in as its own NATS user, its processes' clocks started at the run's
+  pinned instant.
 - instant (session): the run's pinned instant (accrue.testing.instants). The plugin also sets
   ACCRUE_CLOCK_START to it, so every service a test bootstraps from settings runs on a clock
   started at that instant; tests that build a use case themselves pass FixedClock(instant) or
@@ -34,7 +37,13 @@ import pytest
 
 from accrue.testing.instants import CLOCK_START_ENV, pinned_instant
 from accrue.testing.instants import ENV as INSTANT_ENV
-from accrue.testing.servers import NatsServerHandle, PostgresServerHandle, open_nats, open_postgres
+from accrue.testing.servers import (
+    NatsServerHandle,
+    PostgresServerHandle,
+    SecuredNats,
+    open_nats,
+    open_postgres,
+)
 
 if TYPE_CHECKING:
     from accrue.testing.stack import Stack
@@ -158,16 +167,23 @@ def nats_url(nats_server: NatsServerHandle) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def module_nats_url(nats_server: NatsServerHandle) -> Iterator[str]:
-    """A NATS URL with an empty JetStream, shared by the tests of one module."""
-    with nats_server.isolated() as url:
-        yield url
+def module_nats(nats_server: NatsServerHandle) -> Iterator[SecuredNats]:
+    """A NATS with an empty JetStream, shared by the tests of one module, with the services' users
+    (embedded: anonymous clients refused, as with `accrue run`)."""
+    with nats_server.isolated_secured() as secured:
+        yield secured
+
+
+@pytest.fixture(scope="module")
+def module_nats_url(module_nats: SecuredNats) -> str:
+    """module_nats's URL, with the admin's credentials in it: a test's own client may do anything."""
+    return module_nats.url
 
 
 @pytest.fixture(scope="module")
 def stack(
     module_database_url: str,
-    module_nats_url: str,
+    module_nats: SecuredNats,
     tmp_path_factory: pytest.TempPathFactory,
     pytestconfig: pytest.Config,
 ) -> Iterator[Stack]:
@@ -181,7 +197,8 @@ def stack(
     log_dir = tmp_path_factory.mktemp("stack")
     with Stack.from_catalogue(
         database_url=module_database_url,
-        nats_url=module_nats_url,
+        nats_url=module_nats.url,
+        nats_passwords=module_nats.passwords,
         log_dir=log_dir,
         clock_start=pytestconfig.stash[_INSTANT][1],
         extra_env=TEST_STACK_ENV,

@@ -230,6 +230,18 @@ async def delete_all_streams(url: str) -> list[str]:
     return deleted
 
 
+@dataclass(frozen=True)
+class SecuredNats:
+    """An isolated NATS as the stack uses it: one user per service (accrue.eventbus.permissions).
+
+    url carries the admin user's credentials, so a test connecting with it may do anything;
+    passwords are the services' (None when the server is not embedded and so has no users).
+    """
+
+    url: str
+    passwords: Mapping[str, str] | None = field(default=None, repr=False)
+
+
 @dataclass
 class NatsServerHandle:
     """The session's NATS: a shared URL, and isolated URLs for single tests."""
@@ -255,6 +267,31 @@ class NatsServerHandle:
         else:
             run_sync(delete_all_streams(self.url))
             yield self.url
+
+    @contextlib.contextmanager
+    def isolated_secured(self) -> Iterator[SecuredNats]:
+        """Like `isolated`, but an embedded server gets the services' users and refuses anonymous
+        clients, as `accrue run`'s does. A server from the environment or a container is used as
+        it is (its users, if any, are its operator's)."""
+        if self.kind != "embedded":
+            with self.isolated() as url:
+                yield SecuredNats(url)
+            return
+        import secrets
+
+        from accrue.embedded import EmbeddedNats
+        from accrue.embedded.stack import generate_nats_passwords
+        from accrue.eventbus.permissions import ADMIN_USER, render_authorization
+
+        passwords = generate_nats_passwords()
+        admin = secrets.token_urlsafe(24)
+        authorization = render_authorization(passwords, admin_password=admin)
+        root = Path(tempfile.mkdtemp(prefix="nats-", dir=self.store_root))
+        try:
+            with EmbeddedNats(root, authorization=authorization) as server:
+                yield SecuredNats(f"nats://{ADMIN_USER}:{admin}@{server.host}:{server.port}", passwords)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -96,15 +96,18 @@ class Stack:
         clock_start: dt.datetime | None = None,
         extra_env: Mapping[str, str] | None = None,
         identity_dir: Path | None = None,
+        nats_passwords: Mapping[str, str] | None = None,
     ) -> Stack:
         """Every service and the gateway from accrue.embedded.stack, on free ports by default;
         clock_start starts every process's clock at that instant; extra_env is added to every
-        process's environment."""
+        process's environment; nats_passwords (SecuredNats.passwords) logs each service in to
+        NATS as its own user."""
         ports = ports or PortAssignment.free()
         identity_dir = identity_dir or Path(log_dir) / "identity"
         make_keys(internal_keys_dir(identity_dir))
         processes = stack_processes(
             identity_dir=identity_dir,
+            nats_passwords=nats_passwords,
             clock_start=clock_start,
             database_url=database_url,
             nats_url=nats_url,
