@@ -51,11 +51,13 @@ from accrue.embedded.stack import (
     PortAssignment,
     StackProcess,
     child_environ,
+    generate_nats_passwords,
     internal_keys_dir,
     module_command,
     run_migrations,
     stack_processes,
 )
+from accrue.eventbus.permissions import render_authorization
 from accrue.identity.internal import ensure_keys
 from accrue.runtime.clock import system_clock
 
@@ -209,6 +211,9 @@ class Backends:
         self.nats: EmbeddedNats | None = None
         self.prometheus: EmbeddedPrometheus | None = None
         self.prometheus_note = "off" if not config.prometheus else "not started"
+        # The embedded NATS's users (service -> password), made afresh on every start; None
+        # for a server from ACCRUE_NATS_URL, whose credentials are the operator's business.
+        self.nats_passwords: dict[str, str] | None = None
 
     @property
     def database_url(self) -> str:
@@ -231,11 +236,15 @@ class Backends:
             self.postgres = EmbeddedPostgres(self.config.data_dir / "postgres").start()
         if self._want_nats and self.config.nats_url is None:
             say(f"starting NATS JetStream in {self.config.data_dir / 'nats'}")
+            # Each service connects as its own user, allowed only its own subjects; no one
+            # connects anonymously.
+            self.nats_passwords = generate_nats_passwords()
             self.nats = EmbeddedNats(
                 self.config.data_dir / "nats",
                 host=self.config.ports.host,
                 port=self.config.nats_port,
                 monitor_port=self.config.nats_monitor_port,
+                authorization=render_authorization(self.nats_passwords),
             ).start()
 
     def start_prometheus(self, say: Callable[[str], None]) -> None:
@@ -435,6 +444,7 @@ def run_stack(
             processes = stack_processes(
                 database_url=backends.database_url,
                 nats_url=backends.nats_url,
+                nats_passwords=backends.nats_passwords,
                 ports=config.ports,
                 log_format="console",
                 log_level=config.log_level,
@@ -510,6 +520,7 @@ def migrate_only(
             processes = stack_processes(
                 database_url=backends.database_url,
                 nats_url=backends.nats_url,
+                nats_passwords=backends.nats_passwords,
                 ports=config.ports,
                 log_format="console",
                 log_level=config.log_level,
