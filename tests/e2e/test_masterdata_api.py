@@ -2,6 +2,7 @@
 
 import asyncio
 import calendar
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -11,7 +12,8 @@ import httpx
 import pytest
 
 from accrue.db.engine import asyncpg_dsn
-from accrue.runtime.clock import local_date
+from accrue.runtime.clock import clock_for, local_date
+from accrue.testing import identity
 from accrue.testing.rest import ok, problem
 from accrue.testing.stack import Stack
 
@@ -117,15 +119,20 @@ async def test_a_patch_changes_the_masked_fields_and_a_stale_etag_is_409(api: ht
     assert (await ok(api.get(path)))["etag"] == "2"
 
 
-async def test_deactivation_and_history_over_rest(api: httpx.AsyncClient) -> None:
+async def test_deactivation_and_history_over_rest(
+    api: httpx.AsyncClient, stack: Stack, instant: dt.datetime
+) -> None:
     f = await firm(api, "HIST")
     consultant = f["consultant"]
     path = f"/v1/consultants/{consultant['id']}"
+    # The HR system's sync account: actor and source must be the caller's own.
+    hr_sync = dataclasses.replace(identity.system_client("hr"), subject="dana")
     await ok(
         api.patch(
             path,
             params={"updateMask": "email", "actor": "dana", "source": "hr"},
             json={"email": "m@acme.test"},
+            headers=stack.tokens(clock_for(instant)).headers(hr_sync),
         )
     )
     gone = await ok(api.post(f"{path}:deactivate", json={"reason": "left the firm", "actor": "dana"}))
@@ -138,7 +145,9 @@ async def test_deactivation_and_history_over_rest(api: httpx.AsyncClient) -> Non
     assert [c["id"] for c in shown["consultants"]] == [consultant["id"]]
     changes = (await ok(api.get(f"{path}/changes")))["changes"]
     assert [(c["kind"], c["actor"], c["source"]) for c in changes] == [
-        ("CHANGE_KIND_CREATED", "hr", "hr"),  # a batch row without an actor: its source system acts
+        # Created by a batch the administrator sent: a person writes as "api", whatever system
+        # the row's external_ref names.
+        ("CHANGE_KIND_CREATED", "local-admin", "api"),
         ("CHANGE_KIND_UPDATED", "dana", "hr"),
         ("CHANGE_KIND_DEACTIVATED", "dana", "api"),
     ]
