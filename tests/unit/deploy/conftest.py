@@ -283,6 +283,11 @@ def _name_references(obj: Obj) -> Iterator[tuple[str, Obj, str]]:
             yield "ConfigMap", volume["configMap"], "name"
         if "secret" in volume:
             yield "Secret", volume["secret"], "secretName"
+        for source in volume.get("projected", {}).get("sources", []):
+            if "configMap" in source:
+                yield "ConfigMap", source["configMap"], "name"
+            if "secret" in source:
+                yield "Secret", source["secret"], "name"
 
 
 def render_kustomization(directory: Path) -> list[Obj]:
