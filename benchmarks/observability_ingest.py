@@ -200,10 +200,16 @@ async def run(database_url: str, nats_url: str, events: int) -> dict[str, Any]:
             result["ingest_events_per_s"] / result["raw_asyncpg_executemany_rows_per_s"], 3
         )
 
+        from accrue.runtime.identity import bound_principal
+        from accrue.testing.identity import admin
+
         timings = []
         for _ in range(5):
             start = time.perf_counter()
-            kpis = await app.kpis()
+            # As the gRPC interceptor would bind a verified caller: a local administrator, who
+            # sees every legal entity, so the KPIs cover all the work ingested.
+            with bound_principal(admin()):
+                kpis = await app.kpis()
             timings.append(time.perf_counter() - start)
         result["kpis_seconds_median"] = round(sorted(timings)[2], 4)
         result["kpis_unbilled_hours"] = str(kpis.figures.hours)
