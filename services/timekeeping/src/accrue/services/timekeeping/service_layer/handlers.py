@@ -245,9 +245,11 @@ class Timekeeping:
         for sub, prior in items:
             project = uow.facts.project(sub.project_id)
             consultant = uow.facts.consultant(sub.consultant_id)
-            if consultant is not None and scope is not None and consultant.legal_entity_id not in scope:
-                consultant = None
+            assignments = uow.facts.assignments(sub.project_id, sub.consultant_id)
             day = same_day.setdefault((sub.consultant_id, sub.work_date), [])
+            if consultant is not None and scope is not None and consultant.legal_entity_id not in scope:
+                # Judged as unknown, with nothing of theirs: no staffing, no time on the day.
+                consultant, assignments, day = None, (), []
             # "Today" is the consultant's: in their own zone, else their legal entity's.
             if consultant is not None:
                 zone_name = uow.facts.consultant_zone(consultant)
@@ -260,7 +262,7 @@ class Timekeeping:
             facts = Facts(
                 project=project,
                 consultant=consultant,
-                assignments=uow.facts.assignments(sub.project_id, sub.consultant_id),
+                assignments=assignments,
                 pricing=uow.facts.pricing(sub.project_id),
                 locked_through=locked.get(consultant.legal_entity_id) if consultant else None,
                 hours_already_on_day=sum((e.submission.hours for e in day), Decimal(0)),
