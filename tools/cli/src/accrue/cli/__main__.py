@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from accrue.cli.audit_commands import audit_app
 from accrue.cli.masterdata_commands import import_files, seed
 from accrue.cli.runner import DATA_DIR_VAR, RunConfig, RunError, migrate_only, run_stack
 from accrue.cli.token_command import token
@@ -85,6 +86,7 @@ def migrate(data_dir: DataDir = None, log_level: LogLevel = "INFO") -> None:
 app.command("token")(token)
 app.command("seed")(seed)
 app.command("import")(import_files)
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:
