@@ -285,13 +285,21 @@ class ProjectSummary:
 
 @dataclass(frozen=True)
 class Filters:
-    """Which rows a caller wants; empty means any."""
+    """Which rows a caller wants; empty means any.
+
+    legal_entity_ids is the caller's legal-entity scope (None: every entity), not a choice: the
+    rows, and so every roll-up made of them, hold only those entities' projects and pipeline.
+    """
 
     project_id: str = ""
     customer_id: str = ""
     legal_entity_id: str = ""
     month_from: str = ""
     month_to: str = ""
+    legal_entity_ids: frozenset[str] | None = None
+
+    def in_scope(self, legal_entity_id: str) -> bool:
+        return self.legal_entity_ids is None or legal_entity_id in self.legal_entity_ids
 
     def keeps(self, row: Row) -> bool:
         """True when the row passes every filter."""
@@ -299,6 +307,7 @@ class Filters:
             (not self.project_id or row.project_id == self.project_id)
             and (not self.customer_id or row.customer_id == self.customer_id)
             and (not self.legal_entity_id or row.legal_entity_id == self.legal_entity_id)
+            and self.in_scope(row.legal_entity_id)
             and (not self.month_from or row.month >= self.month_from)
             and (not self.month_to or row.month <= self.month_to)
         )
@@ -433,7 +442,12 @@ def weighted_pipeline(o: Opportunity) -> list[tuple[str, Decimal]]:
 def _narrowed(inp: Inputs, filters: Filters) -> Inputs:
     """Inputs without what the project, customer and legal-entity filters exclude anyway (rows
     are filtered again at the end; this only saves work)."""
-    if not (filters.project_id or filters.customer_id or filters.legal_entity_id):
+    if not (
+        filters.project_id
+        or filters.customer_id
+        or filters.legal_entity_id
+        or filters.legal_entity_ids is not None
+    ):
         return inp
 
     def keeps(project_id: str, customer_id: str, legal_entity_id: str) -> bool:
@@ -444,6 +458,7 @@ def _narrowed(inp: Inputs, filters: Filters) -> Inputs:
             (not filters.project_id or project_id == filters.project_id)
             and (not filters.customer_id or customer_id == filters.customer_id)
             and (not filters.legal_entity_id or legal_entity_id == filters.legal_entity_id)
+            and filters.in_scope(legal_entity_id)
         )
 
     return replace(

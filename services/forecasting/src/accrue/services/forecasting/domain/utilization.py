@@ -56,15 +56,21 @@ def capacity_hours(inp: Inputs, consultant_id: str, month: str) -> Decimal:
 
 
 def utilization(
-    inp: Inputs, months: list[str], consultant_id: str = "", legal_entity_id: str = ""
+    inp: Inputs,
+    months: list[str],
+    consultant_id: str = "",
+    legal_entity_id: str = "",
+    legal_entity_ids: frozenset[str] | None = None,
 ) -> list[Utilization]:
-    """Capacity, approved and scheduled hours and utilization per consultant and month."""
+    """Capacity, approved and scheduled hours and utilization per consultant and month, for the
+    consultants of the legal entities in legal_entity_ids (the caller's scope; None: all)."""
     wanted = set(months)
     people = [
         p
         for p in inp.people.values()
         if (not consultant_id or p.id == consultant_id)
         and (not legal_entity_id or p.legal_entity_id == legal_entity_id)
+        and (legal_entity_ids is None or p.legal_entity_id in legal_entity_ids)
     ]
     out: dict[tuple[str, str], Utilization] = {}
     for person in people:

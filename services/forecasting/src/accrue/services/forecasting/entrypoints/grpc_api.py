@@ -31,7 +31,6 @@ class ForecastingServicer(api_grpc.ForecastingServiceServicer):
         self, request: api.CreateForecastVersionRequest, context: Context
     ) -> api.CreateForecastVersionResponse:
         version = await self.app.create_version(request.forecast_version.name)
-        assert version is not None  # only a scheduled version can be skipped
         return api.CreateForecastVersionResponse(forecast_version=version)
 
     async def GetForecastVersion(

@@ -1,5 +1,14 @@
 """Forecasting use cases: keep the forecast's facts from events, answer the live forecast,
-take and compare versions, report utilization."""
+take and compare versions, report utilization.
+
+legal-entity-scope (policy.toml): a caller limited to some legal entities reads the forecast,
+versions, comparisons, accuracy and utilization of those entities only. The live forecast is
+computed from their projects and pipeline alone, so every roll-up (customer, legal entity, firm)
+adds up only what the caller may see. A version is a firm-wide snapshot: a scoped caller gets
+its entities' rows, legal-entity totals, project summaries and the totals of customers wholly
+within them; the firm's total, which holds other entities' money and cannot be re-added without
+the version's FX rates, is left out (`_within`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +16,16 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from accrue.eventbus import Event
 from accrue.events.v1 import forecast_events_pb2 as fev
 from accrue.forecasting.v1 import forecasting_service_pb2 as api
 from accrue.money import parse_decimal
-from accrue.runtime import FailedPrecondition, NotFound
+from accrue.runtime import FailedPrecondition, NotFound, audit
 from accrue.runtime.clock import Clock
+from accrue.runtime.identity import current_principal
 from accrue.runtime.validation import Violations
 from accrue.services.forecasting.adapters import codec
 from accrue.services.forecasting.adapters.inputs import load_inputs, load_time_zones
@@ -155,14 +165,22 @@ class Forecasting:
         v = Violations()
         _months(v, month_from=filters.month_from, month_to=filters.month_to)
         v.raise_if_any("the forecast filter is invalid")
+        filters = replace(filters, legal_entity_ids=_scope())
         async with self._uow() as uow:
             return await self._compute(uow, filters)
 
     # --- versions ------------------------------------------------------------------------
 
-    async def create_version(self, name: str = "", kind: str = ON_DEMAND) -> api.ForecastVersion | None:
-        """Snapshot the live forecast; publish forecast.version.published with it. None when
-        the scheduled version of that name already exists."""
+    async def create_version(self, name: str = "") -> api.ForecastVersion:
+        """Take a version on demand; the caller sees it as it sees every version (`_within`)."""
+        scope = _scope()
+        version = await self._take_version(name, ON_DEMAND)
+        assert version is not None  # only a scheduled version can be skipped
+        return _within_version(version, scope)
+
+    async def _take_version(self, name: str, kind: str) -> api.ForecastVersion | None:
+        """Snapshot the whole firm's live forecast; publish forecast.version.published with it.
+        None when the scheduled version of that name already exists."""
         now = self._clock()
         version_id = str(uuid.uuid4())
         async with self._uow() as uow:
@@ -186,6 +204,14 @@ class Forecasting:
                 snapshot.SerializeToString(deterministic=True),
             )
             await uow.forecast.add_version(stored)
+            # A version is the whole firm's snapshot: it belongs to no one legal entity.
+            audit.note(
+                "forecast_version",
+                version_id,
+                "",
+                None,
+                {"name": stored.name, "kind": kind, "previous_version_id": previous, "watermark": watermark},
+            )
             uow.events.add(
                 Event("forecast.version.published", version_id, _published(stored, snapshot), occurred_at=now)
             )
@@ -199,15 +225,16 @@ class Forecasting:
         The week is UTC's: a version is one firm-wide snapshot, named once for every legal
         entity, and no one entity's week is the firm's (docs/forecasting.md, "Versions")."""
         year, week, _ = self._clock().isocalendar()
-        return await self.create_version(f"weekly {year}-W{week:02d}", SCHEDULED)
+        return await self._take_version(f"weekly {year}-W{week:02d}", SCHEDULED)
 
     async def get_version(self, version_id: str) -> api.ForecastVersion:
-        """One version with its forecast."""
+        """One version with its forecast, as far as the caller may see it."""
+        scope = _scope()
         async with self._uow() as uow:
             stored = await uow.forecast.version(version_id)
         if stored is None or stored.forecast is None:
             raise NotFound(f"forecast version {version_id!r} does not exist", reason="VERSION_NOT_FOUND")
-        return _version_message(stored, api.Forecast.FromString(stored.forecast))
+        return _within_version(_version_message(stored, api.Forecast.FromString(stored.forecast)), scope)
 
     async def list_versions(self, page_size: int, page_token: str) -> tuple[list[api.ForecastVersion], str]:
         """Newest first; the token is the last seen sequence."""
@@ -252,7 +279,7 @@ class Forecasting:
                 reason="MONTH_NOT_CLOSED",
             )
         version = await self.get_version(version_id)
-        filters = fc.Filters(month_from=month, month_to=month)
+        filters = fc.Filters(month_from=month, month_to=month, legal_entity_ids=_scope())
         async with self._uow() as uow:
             live = await self._compute(uow, filters)
         forecast = [p for p in codec.points(version.forecast) if p.month == month]
@@ -272,13 +299,56 @@ class Forecasting:
         if month_from and month_to:
             _range(v, month_from, month_to)  # before reading anything
             v.raise_if_any("the utilization filter is invalid")
+        scope = _scope()
         async with self._uow() as uow:
             inputs = await self._inputs(uow)
         first = month_from or month_of(_today_of(inputs, consultant_id, legal_entity_id))
         last = month_to or add_months(first, 2)
         _range(v, first, last)
         v.raise_if_any("the utilization filter is invalid")
-        return utilization(inputs, fc.months_between(first, last), consultant_id, legal_entity_id)
+        return utilization(inputs, fc.months_between(first, last), consultant_id, legal_entity_id, scope)
+
+
+def _scope() -> frozenset[str] | None:
+    """The legal entities the caller sees; None for every one (and for Accrue's services)."""
+    principal = current_principal()
+    return None if principal.is_service else principal.legal_entity_scope
+
+
+def _within(forecast: api.Forecast, scope: frozenset[str] | None) -> api.Forecast:
+    """A version's forecast as a caller limited to scope sees it (see the module's docstring)."""
+    if scope is None:
+        return forecast
+    rows = [r for r in forecast.rows if r.legal_entity_id in scope]
+    projects = {r.project_id for r in rows}
+    customers = {r.customer_id for r in rows} - {
+        r.customer_id for r in forecast.rows if r.legal_entity_id not in scope
+    }
+    totals = [
+        t
+        for t in forecast.totals
+        if (t.scope == api.ROLLUP_SCOPE_LEGAL_ENTITY and t.id in scope)
+        or (t.scope == api.ROLLUP_SCOPE_CUSTOMER and t.id in customers)
+    ]
+    out = api.Forecast(
+        rows=rows,
+        as_of_date=forecast.as_of_date,
+        totals=totals,
+        projects=[p for p in forecast.projects if p.project_id in projects],
+        missing_fx=forecast.missing_fx,
+    )
+    if forecast.HasField("as_of_time"):
+        out.as_of_time.CopyFrom(forecast.as_of_time)
+    return out
+
+
+def _within_version(version: api.ForecastVersion, scope: frozenset[str] | None) -> api.ForecastVersion:
+    if scope is None or not version.HasField("forecast"):
+        return version
+    scoped = api.ForecastVersion()
+    scoped.CopyFrom(version)
+    scoped.forecast.CopyFrom(_within(version.forecast, scope))
+    return scoped
 
 
 def _range(v: Violations, first: str, last: str) -> None:
