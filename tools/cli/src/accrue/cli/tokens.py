@@ -142,13 +142,14 @@ class LocalMinter:
                 f"{env[GATEWAY_ISSUER_VAR].strip()}, not the local issuer; get a token from that "
                 "provider (pass it with --token, or use client credentials)"
             )
+        # The gateway first: one that verifies an external provider's tokens says so plainly.
+        issuer = local_issuer_url(url, http)
         keys = issuer_dir(data_dir)
         if not (keys / KEY_FILE_NAME).is_file():
             raise TokenError(
                 f"no local issuer keys in {keys}: start the stack with `accrue run` (it makes them), "
                 "or point --data-dir / ACCRUE_DATA_DIR at the data dir of the running stack"
             )
-        issuer = local_issuer_url(url, http)
         audience = env.get(GATEWAY_AUDIENCE_VAR, "").split(",")[0].strip() or DEFAULT_AUDIENCE
         return cls(LocalIssuer(keys, issuer, clock), audience)
 
