@@ -5,6 +5,7 @@ the billing process, which is killed (-9) in the middle of posting.
 """
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from accrue.runtime.clock import clock_for
+from accrue.testing.identity import person
 from accrue.testing.rest import approved_time, billed, ok
 from accrue.testing.stack import Stack
 
@@ -47,7 +50,7 @@ async def invoice_of(api: httpx.AsyncClient, entry_id: str, expected: str, withi
 
 
 async def test_an_invoice_is_approved_posted_once_and_never_changes(
-    api: httpx.AsyncClient, firm: Firm, stack: Stack
+    api: httpx.AsyncClient, firm: Firm, stack: Stack, instant: dt.datetime
 ) -> None:
     f = await firm("-life")
     le = f["le"]["id"]
@@ -59,10 +62,16 @@ async def test_an_invoice_is_approved_posted_once_and_never_changes(
         "0",
     )
 
-    # Who acts must be named until tokens carry identity: 400 with the field, nothing changed.
-    nobody = await api.post(f"/v1/invoices/{draft['id']}:approve", json={})
-    assert nobody.status_code == 400, nobody.text
-    assert [v["field"] for v in nobody.json()["violations"]] == ["actorId"]
+    # Who acts comes from the token: a body naming someone else is refused, naming the field,
+    # and changes nothing.
+    someone_else = await api.post(
+        f"/v1/invoices/{draft['id']}:approve",
+        json=FINANCE,
+        headers=stack.tokens(clock_for(instant)).headers(person("finance-other", "finance")),
+    )
+    assert someone_else.status_code == 403, someone_else.text
+    assert [v["field"] for v in someone_else.json()["violations"]] == ["actorId"]
+    assert (await ok(api.get(f"/v1/invoices/{draft['id']}")))["status"] == "INVOICE_STATUS_DRAFT"
     early = await api.post(f"/v1/invoices/{draft['id']}:post", json=FINANCE)
     assert early.status_code == 422, early.text
     approved = await ok(api.post(f"/v1/invoices/{draft['id']}:approve", json=FINANCE))
