@@ -91,6 +91,13 @@ class FakeMasterData(md_grpc.MasterDataServiceServicer):
         projects = [md_res.Project(id="p-1", code="P-1", status=request.status)]
         return md.ListProjectsResponse(projects=projects, next_page_token="")
 
+    async def ListConsultants(self, request: Any, context: Any) -> Any:
+        await self.rec.enter("ListConsultants", request, context)
+        # One HR worker id the fakes know: W-42 in workday is consultant c-42.
+        known = (request.external_ref_system, request.external_ref_id) == ("workday", "W-42")
+        consultants = [md_res.Consultant(id="c-42", code="C42")] if known else []
+        return md.ListConsultantsResponse(consultants=consultants)
+
     async def BatchUpsertLegalEntities(self, request: Any, context: Any) -> Any:
         await self.rec.enter("BatchUpsertLegalEntities", request, context)
         results = [
@@ -184,9 +191,10 @@ def recorder(fake_backends: FakeBackends) -> Recorder:
 ClientFactory = Callable[..., httpx.AsyncClient]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def issuer(tmp_path_factory: pytest.TempPathFactory) -> InProcessIssuer:
-    """The local issuer the in-process gateways verify tokens of."""
+    """The local issuer the in-process gateways verify tokens of. Per test: its clock starts at
+    the run's instant with the test, as the gateway's does (the same start, so no skew)."""
     return InProcessIssuer(tmp_path_factory.mktemp("issuer"))
 
 

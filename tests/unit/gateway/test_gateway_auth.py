@@ -200,3 +200,27 @@ async def test_a_provider_whose_keys_cannot_be_fetched_is_503_not_401(
     assert response.status_code == 503
     assert response.json()["reason"] == "PROVIDER_UNAVAILABLE"
     assert recorder.calls == []
+
+
+async def test_a_subject_that_is_an_hr_worker_id_acts_as_that_consultant(
+    make_client: Any, recorder: Any, issuer: Any
+) -> None:
+    client = make_client(auth=None, subject_mapping="external_ref:workday")
+    worker = issuer.tokens.token(person("W-42", "consultant", legal_entities=["le-1"]))
+    stranger = issuer.tokens.token(person("W-99", "finance"))
+
+    for token in (worker, worker, stranger):
+        response = await client.get(PROJECT, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+
+    clock = clock_for(dt.datetime.fromisoformat(os.environ["ACCRUE_CLOCK_START"]))
+    verifier = load_verifier(Path(os.environ[KEYS_ENV]), clock)
+    seen = [
+        verifier.principal(c.metadata["authorization"]).subject
+        for c in recorder.calls
+        if c.method == "GetProject"
+    ]
+    assert seen == ["c-42", "c-42", "W-99"]  # mapped; remembered; no consultant: the subject stays
+    lookups = [c for c in recorder.calls if c.method == "ListConsultants"]
+    assert len(lookups) == 2  # once per subject, then remembered
+    assert verifier.principal(lookups[0].metadata["authorization"]).subject == "service:gateway"

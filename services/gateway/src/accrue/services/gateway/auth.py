@@ -11,12 +11,15 @@ come from the services' policy check and name the permission.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 
 from accrue.identity.errors import InvalidToken
 from accrue.identity.internal import InternalSigner
 from accrue.identity.principal import ClaimsMapping
 from accrue.identity.verifier import TokenVerifier, token_from_authorization
+from accrue.runtime.clock import Clock
 from accrue.runtime.identity import Principal
 from accrue.services.gateway.problems import Problem
 
@@ -48,6 +51,37 @@ def unauthorized(error: InvalidToken) -> Problem:
     )
 
 
+# Finds the consultant whose external reference in `system` is `external_id`: their id, or None.
+ConsultantLookup = Callable[[str, str], Awaitable[str | None]]
+
+
+@dataclass
+class SubjectMapping:
+    """How a person's token subject becomes a consultant id (ACCRUE_GATEWAY_SUBJECT_MAPPING).
+
+    `id`: the subject claim carries the consultant id itself. `external_ref:<system>`: it carries
+    the consultant's id in that system (e.g. the HR system's worker id, which the provider also
+    knows), looked up in master data once and remembered for `ttl`. Integration clients keep
+    their subject. A person with no consultant record (finance, an auditor) keeps theirs too.
+    """
+
+    system: str | None
+    lookup: ConsultantLookup | None
+    clock: Clock
+    ttl: dt.timedelta = dt.timedelta(minutes=5)
+    _known: dict[str, tuple[str | None, dt.datetime]] = field(default_factory=dict)
+
+    async def consultant(self, principal: Principal) -> Principal:
+        if self.system is None or self.lookup is None or principal.system is not None:
+            return principal
+        now = self.clock()
+        known = self._known.get(principal.subject)
+        if known is None or known[1] <= now:
+            known = (await self.lookup(self.system, principal.subject), now + self.ttl)
+            self._known[principal.subject] = known
+        return principal if known[0] is None else replace(principal, subject=known[0])
+
+
 @dataclass(frozen=True)
 class Authenticator:
     """Bearer token in, principal and the internal metadata for backends out."""
@@ -55,14 +89,16 @@ class Authenticator:
     verifier: TokenVerifier
     claims: ClaimsMapping
     signer: InternalSigner
+    subjects: SubjectMapping | None = None
 
     async def principal(self, authorization: str | None) -> Principal:
         """The caller; raises Problem(401) for a missing or invalid token."""
         try:
             claims = await self.verifier.verify(token_from_authorization(authorization))
-            return self.claims.principal(claims)
+            principal = self.claims.principal(claims)
         except InvalidToken as error:
             raise unauthorized(error) from None
+        return principal if self.subjects is None else await self.subjects.consultant(principal)
 
     def backend_metadata(self, principal: Principal) -> tuple[str, str]:
         return ("authorization", f"Bearer {self.signer.token(principal)}")

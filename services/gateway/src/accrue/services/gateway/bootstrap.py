@@ -18,17 +18,18 @@ from google.protobuf import descriptor_pb2
 from starlette.applications import Starlette
 
 from accrue.contracts import PUBLIC_SERVICES, descriptor_set
-from accrue.identity.internal import load_signer
+from accrue.identity.internal import InternalSigner, load_signer
 from accrue.identity.local_issuer import LOCAL_ISSUER_PATH, LocalIssuer
 from accrue.identity.policy import load_policy
 from accrue.identity.principal import ClaimsMapping
 from accrue.identity.verifier import TokenVerifier, VerifierConfig, discovery_url
+from accrue.masterdata.v1 import masterdata_service_pb2 as md_api
 from accrue.runtime.clock import Clock, clock_for
 from accrue.runtime.heap import freeze_startup_objects
 from accrue.runtime.loop import watch_event_loop
 from accrue.runtime.settings import load_settings
 from accrue.services.gateway.app import FIXED_PATHS, create_app, openapi_bytes
-from accrue.services.gateway.auth import Authenticator
+from accrue.services.gateway.auth import Authenticator, ConsultantLookup, SubjectMapping
 from accrue.services.gateway.backends import Backends, ChannelFactory, instrumented_channel
 from accrue.services.gateway.catalog import load_catalog
 from accrue.services.gateway.docs import swagger_ui_directory
@@ -43,6 +44,7 @@ from accrue.telemetry import configure_logging, configure_tracing, get_logger
 log = get_logger(__name__)
 
 TITLE = "Accrue API"
+MASTERDATA_SERVICE = "accrue.masterdata.v1.MasterDataService"
 _STANDARD_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -74,7 +76,7 @@ def build_app(
     tls = settings.grpc_tls()
     backends = Backends(settings.backends, channel_factory or (lambda a: instrumented_channel(a, tls)))
     clock = clock_for(settings.clock_start)
-    authenticator, local_issuer = _authenticator(settings, clock, http)
+    authenticator, local_issuer = _authenticator(settings, clock, http, backends)
     metrics = GatewayMetrics()
     fixed = {path: ("GET", "HEAD") for path in FIXED_PATHS}
     gateway = Gateway(
@@ -113,7 +115,7 @@ def build_app(
 
 
 def _authenticator(
-    settings: GatewaySettings, clock: Clock, http: httpx.AsyncClient | None
+    settings: GatewaySettings, clock: Clock, http: httpx.AsyncClient | None, backends: Backends
 ) -> tuple[Authenticator, LocalIssuer | None]:
     """The external provider's verifier, or the embedded issuer's when none is configured."""
     assert settings.internal_keys_dir is not None  # the settings refuse to load without it
@@ -137,7 +139,35 @@ def _authenticator(
         client_systems=settings.client_systems,
     )
     signer = load_signer(settings.internal_keys_dir, "gateway", clock)
-    return Authenticator(verifier, claims, signer), local_issuer
+    subjects = None
+    if settings.subject_mapping.startswith("external_ref:"):
+        system = settings.subject_mapping.removeprefix("external_ref:")
+        subjects = SubjectMapping(system, _consultant_lookup(backends, signer, settings), clock)
+    return Authenticator(verifier, claims, signer, subjects), local_issuer
+
+
+def _consultant_lookup(
+    backends: Backends, signer: InternalSigner, settings: GatewaySettings
+) -> ConsultantLookup:
+    """Master data's answer to "which consultant is this worker id in that system?", asked as
+    the gateway itself (a service may read master data)."""
+
+    async def lookup(system: str, external_id: str) -> str | None:
+        reply = await backends.call(
+            MASTERDATA_SERVICE,
+            f"/{MASTERDATA_SERVICE}/ListConsultants",
+            md_api.ListConsultantsRequest(
+                external_ref_system=system, external_ref_id=external_id, page_size=2
+            ),
+            md_api.ListConsultantsResponse,
+            metadata=signer.metadata(),
+            timeout_seconds=settings.request_timeout_seconds,
+        )
+        assert isinstance(reply, md_api.ListConsultantsResponse)
+        found = list(reply.consultants)
+        return found[0].id if len(found) == 1 else None
+
+    return lookup
 
 
 def _version() -> str:

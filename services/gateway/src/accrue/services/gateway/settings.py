@@ -83,6 +83,10 @@ class GatewaySettings(BaseSettings):
     claim_subject: str = "sub"
     claim_roles: str = "roles"
     claim_legal_entities: str = "accrue_legal_entities"
+    # How a person's subject becomes a consultant id: "id" (the subject claim is the consultant
+    # id) or "external_ref:<system>" (it is the consultant's id in that system, e.g. the HR
+    # system's worker id; looked up in master data).
+    subject_mapping: str = Field(default="id", pattern=r"^(id|external_ref:[A-Za-z0-9_.-]+)$")
     # client_id -> the system of record that integration client is (JSON), e.g. {"hr-sync": "workday"}.
     client_systems: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # The local issuer's key directory (`accrue run` sets it to its data dir); ignored when an
