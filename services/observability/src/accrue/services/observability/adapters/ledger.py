@@ -211,6 +211,7 @@ class WorkLedger:
         bucket_starts: Mapping[str, Sequence[tuple[str, dt.datetime]]],
         default_starts: Sequence[tuple[str, dt.datetime]],
         legal_entity_id: str = "",
+        legal_entity_ids: frozenset[str] | None = None,
     ) -> list[UnbilledWork]:
         """Approved, hourly-billed, unreversed, uninvoiced work per legal entity, currency and age bucket.
 
@@ -258,6 +259,8 @@ class WorkLedger:
         )
         if legal_entity_id:
             query = query.where(t.c.legal_entity_id == legal_entity_id)
+        if legal_entity_ids is not None:  # the caller's scope, in SQL (empty: nothing)
+            query = query.where(t.c.legal_entity_id.in_(sorted(legal_entity_ids)))
         rows = await self._conn.execute(query)
         return [
             UnbilledWork(r[0], Decimal(r[3]), Decimal(r[4]) if r[4] is not None else None, r[1] or "", r[2])

@@ -13,7 +13,9 @@ from accrue.billing.v1 import resources_pb2 as bl
 from accrue.eventbus import Event
 from accrue.events.v1 import observability_events_pb2 as oev
 from accrue.money import parse_decimal
+from accrue.runtime import audit
 from accrue.runtime.clock import UTC_ZONE, Clock
+from accrue.runtime.identity import current_principal
 from accrue.runtime.validation import Violations
 from accrue.services.observability.adapters.jetstream import Backlog, StreamState
 from accrue.services.observability.adapters.ledger import (
@@ -83,6 +85,12 @@ class ReconciliationReport:
     @property
     def difference_count(self) -> int:
         return sum(e.difference_count for e in self.legal_entities)
+
+
+def _scope() -> frozenset[str] | None:
+    """The legal entities the caller sees; None for every one (and for Accrue's services)."""
+    principal = current_principal()
+    return None if principal.is_service else principal.legal_entity_scope
 
 
 def _time(message: Any, name: str) -> dt.datetime | None:
@@ -252,12 +260,21 @@ class Observability:
     # --- KPIs -------------------------------------------------------------------------------
 
     async def kpis(self, legal_entity_id: str = "") -> Kpis:
-        """The KPIs now."""
+        """The KPIs now, of the legal entities the caller sees (legal-entity-scope)."""
+        return await self._kpis(legal_entity_id, _scope())
+
+    async def _kpis(self, legal_entity_id: str, scope: frozenset[str] | None) -> Kpis:
+        """The KPIs now, of the legal entities in scope (None: every one).
+
+        Every per-entity figure is narrowed to scope, so every total made of them (unbilled
+        hours and value, ERP posting backlog, forecast variance) adds up those entities only.
+        The stream backlogs and dead letters are the system's, not any entity's, and stay.
+        """
         now = self._clock()
         async with self._uow() as uow:
             zones = await uow.ledger.time_zones()
             own = {le: bucket_starts(now, z) for le, z in zones.items() if z not in ("", UTC_ZONE)}
-            work = await uow.ledger.unbilled(own, bucket_starts(now, UTC_ZONE), legal_entity_id)
+            work = await uow.ledger.unbilled(own, bucket_starts(now, UTC_ZONE), legal_entity_id, scope)
             backlog = await uow.ledger.posting_backlog()
             exceptions = await uow.ledger.open_exceptions()
             latest, previous = await uow.ledger.latest_forecast_versions()
@@ -280,12 +297,18 @@ class Observability:
             differences,
             lags,
         )
-        if legal_entity_id:
-            kpis.posting_backlog = {k: v for k, v in backlog.items() if k == legal_entity_id}
-            kpis.open_exceptions = {k: v for k, v in exceptions.items() if k[0] == legal_entity_id}
-            kpis.variance = [v for v in variance if v.legal_entity_id == legal_entity_id]
-            kpis.reconciliation_differences = {k: v for k, v in differences.items() if k == legal_entity_id}
-            kpis.lags = {k: v for k, v in lags.items() if k[0] == legal_entity_id}
+        if legal_entity_id or scope is not None:
+
+            def keeps(entity: str) -> bool:
+                return (not legal_entity_id or entity == legal_entity_id) and (
+                    scope is None or entity in scope
+                )
+
+            kpis.posting_backlog = {k: v for k, v in backlog.items() if keeps(k)}
+            kpis.open_exceptions = {k: v for k, v in exceptions.items() if keeps(k[0])}
+            kpis.variance = [v for v in variance if keeps(v.legal_entity_id)]
+            kpis.reconciliation_differences = {k: v for k, v in differences.items() if keeps(k)}
+            kpis.lags = {k: v for k, v in lags.items() if keeps(k[0])}
         return kpis
 
     def _export(self, kpis: Kpis) -> None:
@@ -342,8 +365,8 @@ class Observability:
             m.RECONCILIATION_DIFFERENCES.labels(entity).set(count)
 
     async def export_metrics_once(self) -> Kpis:
-        """Recompute every business gauge."""
-        kpis = await self.kpis()
+        """Recompute every business gauge (of every legal entity: the metrics are the firm's)."""
+        kpis = await self._kpis("", None)
         self._export(kpis)
         m.KPI_EXPORTS.labels("ok").inc()
         return kpis
@@ -365,7 +388,12 @@ class Observability:
     async def reconcile(
         self, period_start: str, period_end: str, legal_entity_id: str = ""
     ) -> ReconciliationReport:
-        """Reconcile a period on demand: compare the stages, record the result, raise on a mismatch."""
+        """Reconcile a period on demand: compare the stages, record the result, raise on a mismatch.
+
+        A caller limited to some legal entities reconciles (and records, and raises mismatches
+        for) those entities only; another entity named reads as one without any work.
+        """
+        scope = _scope()
         check = Violations()
         start = check.date("period_start", period_start)
         end = check.date("period_end", period_end)
@@ -373,16 +401,27 @@ class Observability:
         check.raise_if_any("the reconciliation period is invalid")
         assert start is not None
         assert end is not None
-        return await self.reconcile_period(start, end, legal_entity_id)
+        return await self.reconcile_period(start, end, legal_entity_id, scope)
 
     async def reconcile_period(
-        self, start: dt.date, end: dt.date, legal_entity_id: str = ""
+        self,
+        start: dt.date,
+        end: dt.date,
+        legal_entity_id: str = "",
+        scope: frozenset[str] | None = None,
     ) -> ReconciliationReport:
-        """Compare the stages of one period; a mismatch sets the metric and publishes an event."""
+        """Compare the stages of one period (of the legal entities in scope; None: every one); a
+        mismatch sets the metric and publishes an event."""
         if self._sources is None:
             raise RuntimeError("reconciliation needs timekeeping and billing addresses")
-        approved = await self._sources.approved(start, end, legal_entity_id)
-        billed = await self._sources.billed(start, end, legal_entity_id)
+        if scope is not None and legal_entity_id and legal_entity_id not in scope:
+            approved, billed = [], []  # not asked of the sources at all
+        else:
+            approved = await self._sources.approved(start, end, legal_entity_id)
+            billed = await self._sources.billed(start, end, legal_entity_id)
+        if scope is not None:
+            approved = [e for e in approved if e.legal_entity_id in scope]
+            billed = [e for e in billed if e.legal_entity_id in scope]
         ids = {e.time_entry_id for e in approved} | {e.time_entry_id for e in billed}
         now = self._clock()
         async with self._uow() as uow:
@@ -402,6 +441,13 @@ class Observability:
             report = ReconciliationReport(start, end, results, now)
             for entity in results:
                 await uow.ledger.reconciled(start, end, entity.legal_entity_id, entity.difference_count, now)
+                audit.note(
+                    "reconciliation",
+                    f"{entity.legal_entity_id}/{start.isoformat()}/{end.isoformat()}",
+                    entity.legal_entity_id,
+                    None,
+                    {"period_start": start, "period_end": end, "difference_count": entity.difference_count},
+                )
                 if entity.difference_count:
                     uow.events.add(self._mismatch_event(report, entity))
             await uow.commit()
