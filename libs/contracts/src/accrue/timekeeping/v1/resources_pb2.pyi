@@ -236,7 +236,7 @@ class PeriodLock(_message.Message):
     reason: _builtins.str
     """Why the period was closed."""
     locked_by_id: _builtins.str
-    """Who closed the period; until bearer tokens carry identity the caller names it here."""
+    """Who closed the period: the caller (from the bearer token); if given, it must be the caller."""
     active: _builtins.bool
     """Whether the lock still holds; false once reopened."""
     reopened_by_id: _builtins.str
@@ -294,7 +294,7 @@ class ApprovalDelegation(_message.Message):
     id: _builtins.str
     """Server-assigned identifier."""
     delegator_id: _builtins.str
-    """The approver who delegates."""
+    """The approver who delegates: the caller (from the bearer token); if given, it must be the caller."""
     delegate_id: _builtins.str
     """The consultant who may act for them."""
     start_date: _builtins.str

@@ -270,7 +270,7 @@ class ApproveTimeEntryRequest(_message.Message):
     id: _builtins.str
     """The entry's id."""
     approver_id: _builtins.str
-    """The acting approver; until bearer tokens carry identity the caller names it here."""
+    """The acting approver is the caller (from the bearer token); if given, it must be the caller."""
     def __init__(
         self,
         *,
@@ -321,7 +321,7 @@ class DeclineTimeEntryRequest(_message.Message):
     id: _builtins.str
     """The entry's id."""
     approver_id: _builtins.str
-    """The acting approver; until bearer tokens carry identity the caller names it here."""
+    """The acting approver is the caller (from the bearer token); if given, it must be the caller."""
     reason: _builtins.str
     """Why the entry is declined."""
     def __init__(
@@ -373,7 +373,9 @@ class ListApprovalsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     approver_id: _builtins.str
-    """The approver whose queue to list."""
+    """The approver whose queue to list: the caller's own when empty. Approvers may name only
+    themselves; finance and auditors anyone (empty: every pending entry of their legal entities).
+    """
     page_size: _builtins.int
     """The most to return; 0 means the default (100), more than 1000 is capped at 1000."""
     page_token: _builtins.str
@@ -606,7 +608,7 @@ class BatchApproveTimeEntriesRequest(_message.Message):
     APPROVER_ID_FIELD_NUMBER: _builtins.int
     IDS_FIELD_NUMBER: _builtins.int
     approver_id: _builtins.str
-    """The acting approver; until bearer tokens carry identity the caller names it here."""
+    """The acting approver is the caller (from the bearer token); if given, it must be the caller."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The entries' ids; at most 1000."""
@@ -659,7 +661,7 @@ class BatchDeclineTimeEntriesRequest(_message.Message):
     IDS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     approver_id: _builtins.str
-    """The acting approver; until bearer tokens carry identity the caller names it here."""
+    """The acting approver is the caller (from the bearer token); if given, it must be the caller."""
     reason: _builtins.str
     """Why the entries are declined."""
     @_builtins.property
@@ -784,8 +786,8 @@ class ReverseTimeEntryRequest(_message.Message):
     id: _builtins.str
     """The approved entry's id."""
     actor_id: _builtins.str
-    """Who reverses: the entry's approver or their delegate; until bearer tokens carry identity
-    the caller names it here.
+    """Who reverses is the caller (the entry's approver or their delegate, or finance); if given,
+    it must be the caller.
     """
     reason: _builtins.str
     """Why the entry is reversed."""
@@ -1016,7 +1018,7 @@ class RevokeApprovalDelegationRequest(_message.Message):
     id: _builtins.str
     """The delegation's id."""
     actor_id: _builtins.str
-    """Who revokes: the delegator; until bearer tokens carry identity the caller names it here."""
+    """Who revokes is the caller, who must be the delegator; if given, it must be the caller."""
     def __init__(
         self,
         *,
@@ -1171,7 +1173,7 @@ class ReopenPeriodLockRequest(_message.Message):
     id: _builtins.str
     """The lock's id; it must be its legal entity's latest lock still in force."""
     actor_id: _builtins.str
-    """Who reopens; until bearer tokens carry identity the caller names it here."""
+    """Who reopens is the caller; if given, it must be the caller."""
     reason: _builtins.str
     """Why the period is reopened (kept for audit)."""
     def __init__(
