@@ -124,7 +124,7 @@ class ApproveInvoiceRequest(_message.Message):
     id: _builtins.str
     """The invoice's id."""
     actor_id: _builtins.str
-    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    """Who is acting: the caller (from the bearer token); if given, it must be the caller."""
     def __init__(
         self,
         *,
@@ -174,7 +174,7 @@ class PostInvoiceRequest(_message.Message):
     id: _builtins.str
     """The invoice's id."""
     actor_id: _builtins.str
-    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    """Who is acting: the caller (from the bearer token); if given, it must be the caller."""
     def __init__(
         self,
         *,
@@ -225,7 +225,7 @@ class VoidInvoiceRequest(_message.Message):
     id: _builtins.str
     """The invoice's id."""
     actor_id: _builtins.str
-    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    """Who is acting: the caller (from the bearer token); if given, it must be the caller."""
     reason: _builtins.str
     """Why the invoice is voided."""
     def __init__(
@@ -372,7 +372,7 @@ class ResolveBillingExceptionRequest(_message.Message):
     id: _builtins.str
     """The exception's id."""
     actor_id: _builtins.str
-    """Who is acting; until bearer tokens carry identity the caller names it here."""
+    """Who is acting: the caller (from the bearer token); if given, it must be the caller."""
     resolution: _resources_pb2.BillingExceptionResolution.ValueType
     """What to do: BILL_OVERAGE (CAP_EXCEEDED only), WRITE_OFF (work exceptions), or RETRY."""
     note: _builtins.str
