@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -560,3 +561,49 @@ def profile_report(path: Path, top: int = 15, within: str = "") -> str:
             *rows(leaf, lambda _: True),
         ]
     )
+
+
+class WaitSampler:
+    """Samples pg_stat_activity every `every` seconds on a thread of its own, between start()
+    and stop(): what the stack's backends were waiting on (e.g. Lock:advisory, IO:WALSync,
+    Client:ClientRead), so a latency tail can be tied to a cause."""
+
+    def __init__(self, database_url: str, every: float = 0.02) -> None:
+        self._url, self._every = database_url, every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples = 0
+        self.waits: dict[str, int] = {}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="pg-waits", daemon=True)
+        self._thread.start()
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self._url)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS w, state "
+                    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state = 'active'"
+                )
+                self.samples += 1
+                for row in rows:
+                    self.waits[row["w"]] = self.waits.get(row["w"], 0) + 1
+                await asyncio.sleep(self._every)
+        finally:
+            await conn.close()
+
+    def stop(self) -> str:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        shown = ", ".join(
+            f"{name} {count / max(1, self.samples):.2f}"
+            for name, count in sorted(self.waits.items(), key=lambda kv: -kv[1])
+        )
+        return (
+            f"PostgreSQL backends busy on a request, average per sample of pg_stat_activity "
+            f"({self.samples} samples, every {self._every * 1000:g} ms): {shown or 'none'}"
+        )

@@ -44,6 +44,7 @@ from timekeeping_common import (
     Firm,
     Profiler,
     Servers,
+    WaitSampler,
     bucket_quantile,
     build_firm,
     cpu_report,
@@ -313,6 +314,9 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
                 pids = {n: stack.pid(n) for n in ("timekeeping", "gateway")}
                 profiler = Profiler(Path(args.py_spy), f"submit-auth-{variant}", pids)
                 profiler.start()
+            waits = WaitSampler(s.database_url) if args.pg_waits else None
+            if waits is not None:
+                waits.start()
             meter = CpuMeter(s, stack)
             meter.start()
             started = time.perf_counter()
@@ -336,6 +340,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
             )
             cpu = meter.stop()
             wall = time.perf_counter() - started
+            waited = waits.stop() if waits is not None else None
             if profiler is not None:
                 profiler.stop()
             handler_after = histogram(stack.metrics_url("timekeeping"), *handler)
@@ -383,6 +388,8 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
         f"p99 {p99:.1f} ms (target < {TARGET_P99_MS:g} ms) -> {'PASS' if p99 < TARGET_P99_MS else 'FAIL'}",
         f"raw floor: one-row INSERT + COMMIT through asyncpg, sequential: {summary_ms(raw)}",
     ]
+    if waited is not None:
+        lines.append(waited)
     if profiler is not None:
         for name, path in profiler.outputs.items():
             if path.exists():
@@ -449,6 +456,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--py-spy", metavar="DIR", help="sample timekeeping and the gateway with py-spy into DIR"
+    )
+    parser.add_argument(
+        "--pg-waits", action="store_true", help="sample pg_stat_activity's wait events during the load"
     )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
