@@ -56,6 +56,7 @@ from timekeeping_common import (
     summary_ms,
 )
 
+from accrue.embedded.stack import without_credentials
 from accrue.events.v1 import masterdata_events_pb2 as mev
 from accrue.events.v1 import time_events_pb2 as tev
 from accrue.forecasting.v1 import forecasting_service_pb2 as fa
@@ -344,6 +345,12 @@ async def run(args: argparse.Namespace) -> None:
             # The service verifies every call's internal token against this keyring.
             "ACCRUE_INTERNAL_KEYS_DIR": str(keys),
         }
+        if s.nats_passwords is not None:
+            # The service logs in to NATS as itself, as in `make run`; the benchmark's own
+            # publishers use the admin user in s.nats_url.
+            env["ACCRUE_FORECASTING_NATS_URL"] = without_credentials(s.nats_url)
+            env["ACCRUE_FORECASTING_NATS_USER"] = "forecasting"
+            env["ACCRUE_FORECASTING_NATS_PASSWORD"] = s.nats_passwords["forecasting"]
         module = "accrue.services.forecasting"
         # Blocking on purpose: nothing else runs in this process yet.
         subprocess.run([sys.executable, "-m", module, "migrate"], env=env, check=True)  # noqa: ASYNC221

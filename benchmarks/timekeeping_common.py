@@ -3,7 +3,8 @@ the raw PostgreSQL figures each run is compared with.
 
 Servers: ACCRUE_DATABASE_URL / ACCRUE_NATS_URL when set (a fresh database is created on that
 server for the run, and dropped after); otherwise an embedded, durable PostgreSQL (fsync on, as
-`make run` runs it) and an embedded NATS JetStream, both deleted afterwards.
+`make run` runs it) and an embedded NATS JetStream with one user per service that refuses
+anonymous clients (as `make run` runs it), both deleted afterwards.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class Servers:
     # Embedded servers' process ids (postmaster, nats-server), for CPU accounting.
     postgres_pid: int | None = None
     nats_pid: int | None = None
+    # Each service's NATS password (embedded NATS only); nats_url then carries the admin user's
+    # credentials, for the benchmark's own clients.
+    nats_passwords: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @contextlib.contextmanager
@@ -66,16 +70,29 @@ def servers() -> Iterator[Servers]:
                 database_url = pg.url
                 db_kind = "embedded PostgreSQL (durable: fsync on)"
                 postgres_pid = _first_int(pg.data_dir / "postmaster.pid")
+            passwords = None
             if nats_env:
                 nats_url, nats_kind = nats_env, "NATS from ACCRUE_NATS_URL"
             else:
-                from accrue.embedded import EmbeddedNats
+                import secrets
 
-                nats_server = stack.enter_context(EmbeddedNats(root / "nats"))
-                nats_url = nats_server.url
-                nats_kind = "embedded NATS JetStream"
+                from accrue.embedded import EmbeddedNats
+                from accrue.embedded.stack import generate_nats_passwords
+                from accrue.eventbus.permissions import ADMIN_USER, render_authorization
+
+                passwords = generate_nats_passwords()
+                admin = secrets.token_urlsafe(24)
+                nats_server = stack.enter_context(
+                    EmbeddedNats(
+                        root / "nats", authorization=render_authorization(passwords, admin_password=admin)
+                    )
+                )
+                nats_url = f"nats://{ADMIN_USER}:{admin}@{nats_server.host}:{nats_server.port}"
+                nats_kind = "embedded NATS JetStream (a user per service)"
                 nats_pid = nats_server.pid
-            yield Servers(database_url, nats_url, f"{db_kind}; {nats_kind}", postgres_pid, nats_pid)
+            yield Servers(
+                database_url, nats_url, f"{db_kind}; {nats_kind}", postgres_pid, nats_pid, passwords
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -182,6 +199,7 @@ def start_stack(s: Servers, log_dir: Path, command: Callable[[str], Sequence[str
         log_dir=log_dir,
         log_level="WARNING",
         command=command,
+        nats_passwords=s.nats_passwords,
     )
     return stack.up()
 
