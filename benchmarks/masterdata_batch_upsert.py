@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -50,7 +51,14 @@ import psutil
 
 from accrue.db.engine import asyncpg_dsn
 from accrue.embedded import EmbeddedNats, EmbeddedPostgres
-from accrue.embedded.stack import GATEWAY, PortAssignment, internal_keys_dir, stack_processes
+from accrue.embedded.stack import (
+    GATEWAY,
+    PortAssignment,
+    generate_nats_passwords,
+    internal_keys_dir,
+    stack_processes,
+)
+from accrue.eventbus.permissions import ADMIN_USER, render_authorization
 from accrue.testing.identity import make_keys
 from accrue.testing.stack import Stack
 
@@ -73,6 +81,8 @@ class Servers:
     # Process ids of the embedded servers, for the CPU account (None for servers from the env).
     postgres_pid: int | None = None
     nats_pid: int | None = None
+    # Each service's NATS password (embedded NATS only); nats_url then carries the admin user's.
+    nats_passwords: dict[str, str] | None = None
 
 
 @contextlib.contextmanager
@@ -87,8 +97,13 @@ def servers() -> Iterator[Servers]:
             pg = stack.enter_context(EmbeddedPostgres(root / "pg", cleanup="delete"))
             found.database_url, found.postgres_pid = pg.url, pg.pid
         if not nats_url:
-            server = stack.enter_context(EmbeddedNats(root / "nats"))
-            found.nats_url, found.nats_pid = server.url, server.pid
+            # A user per service and no anonymous clients, as `accrue run`'s NATS.
+            passwords = generate_nats_passwords()
+            admin = secrets.token_urlsafe(24)
+            authorization = render_authorization(passwords, admin_password=admin)
+            server = stack.enter_context(EmbeddedNats(root / "nats", authorization=authorization))
+            found.nats_url = f"nats://{ADMIN_USER}:{admin}@{server.host}:{server.port}"
+            found.nats_pid, found.nats_passwords = server.pid, passwords
         yield found
 
 
@@ -119,7 +134,9 @@ class CpuMeter:
 
 
 @contextlib.contextmanager
-def masterdata_and_gateway(database_url: str, nats_url: str, log_dir: Path) -> Iterator[Stack]:
+def masterdata_and_gateway(
+    database_url: str, nats_url: str, log_dir: Path, nats_passwords: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """Master data and the gateway as processes on free ports, migrated and ready; the gateway
     verifies tokens from its local issuer and signs internal ones, as in `accrue run`."""
     ports = PortAssignment.free()
@@ -133,6 +150,7 @@ def masterdata_and_gateway(database_url: str, nats_url: str, log_dir: Path) -> I
             ports=ports,
             log_level="WARNING",
             identity_dir=identity_dir,
+            nats_passwords=nats_passwords,
         )
         if p.name in ("masterdata", GATEWAY.name)
     ]
@@ -511,7 +529,7 @@ def main() -> None:
         found = resources.enter_context(servers())
         logs = resources.enter_context(tempfile.TemporaryDirectory(prefix="accrue-bench-logs-"))
         stack = resources.enter_context(
-            masterdata_and_gateway(found.database_url, found.nats_url, Path(logs))
+            masterdata_and_gateway(found.database_url, found.nats_url, Path(logs), found.nats_passwords)
         )
         say(f"master data and gateway up at {stack.gateway_url}; logs in {logs}")
         meter = CpuMeter(
