@@ -586,12 +586,17 @@ class WaitSampler:
     and stop(): what the stack's backends were waiting on (e.g. Lock:advisory, IO:WALSync,
     Client:ClientRead), so a latency tail can be tied to a cause."""
 
-    def __init__(self, database_url: str, every: float = 0.02) -> None:
+    def __init__(
+        self, database_url: str, every: float = 0.02, namespaces: Mapping[int, str] | None = None
+    ) -> None:
         self._url, self._every = database_url, every
+        # The first key of two-key advisory locks -> what takes them, to name whose lock is waited on.
+        self._namespaces = dict(namespaces or {})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.samples = 0
         self.waits: dict[str, int] = {}
+        self.advisory: dict[str, int] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="pg-waits", daemon=True)
@@ -609,6 +614,13 @@ class WaitSampler:
                 self.samples += 1
                 for row in rows:
                     self.waits[row["w"]] = self.waits.get(row["w"], 0) + 1
+                if any(row["w"] == "Lock:advisory" for row in rows):
+                    for row in await conn.fetch(
+                        "SELECT classid::int4 AS ns, count(*) AS n FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2 GROUP BY 1"
+                    ):
+                        name = self._namespaces.get(row["ns"], f"namespace {row['ns']}")
+                        self.advisory[name] = self.advisory.get(name, 0) + row["n"]
                 await asyncio.sleep(self._every)
         finally:
             await conn.close()
@@ -621,7 +633,28 @@ class WaitSampler:
             f"{name} {count / max(1, self.samples):.2f}"
             for name, count in sorted(self.waits.items(), key=lambda kv: -kv[1])
         )
+        locks = ", ".join(
+            f"{name} {count / max(1, self.samples):.2f}"
+            for name, count in sorted(self.advisory.items(), key=lambda kv: -kv[1])
+        )
         return (
             f"PostgreSQL backends busy on a request, average per sample of pg_stat_activity "
             f"({self.samples} samples, every {self._every * 1000:g} ms): {shown or 'none'}"
+            + (f"; advisory locks waited for: {locks}" if locks else "")
         )
+
+
+def advisory_namespaces(schema: str) -> dict[int, str]:
+    """Who takes which two-key advisory locks in a service's schema: the audit chain's per legal
+    entity (accrue.db.audit: crc32 of "audit:<schema>.audit_events", signed) and timekeeping's
+    own (adapters/repository.py: 1 consultant-day, 2 external reference, 3 legal entity)."""
+    import zlib
+
+    value = zlib.crc32(f"audit:{schema}.audit_events".encode())
+    audit = value - (1 << 32) if value >= 1 << 31 else value
+    return {
+        audit: "audit chain (per legal entity, exclusive)",
+        1: "timekeeping consultant-day",
+        2: "timekeeping external reference",
+        3: "timekeeping legal entity (shared)",
+    }

@@ -45,6 +45,7 @@ from timekeeping_common import (
     Profiler,
     Servers,
     WaitSampler,
+    advisory_namespaces,
     bucket_quantile,
     build_firm,
     cpu_report,
@@ -314,7 +315,11 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
                 pids = {n: stack.pid(n) for n in ("timekeeping", "gateway")}
                 profiler = Profiler(Path(args.py_spy), f"submit-auth-{variant}", pids)
                 profiler.start()
-            waits = WaitSampler(s.database_url) if args.pg_waits else None
+            waits = (
+                WaitSampler(s.database_url, namespaces=advisory_namespaces("timekeeping"))
+                if args.pg_waits
+                else None
+            )
             if waits is not None:
                 waits.start()
             meter = CpuMeter(s, stack)
