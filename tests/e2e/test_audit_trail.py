@@ -7,6 +7,7 @@ viewer is refused; an auditor of another legal entity does not see the approval.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -74,3 +75,33 @@ async def test_the_trail_shows_the_approver_from_the_token(
     theirs = await api.get("/v1/audit-events", params={"resourceId": entry["id"]}, headers=elsewhere)
     assert theirs.status_code == 200, theirs.text
     assert theirs.json().get("events", []) == []
+
+
+async def test_requests_the_gateway_refuses_are_in_the_trail_without_their_token(
+    api: httpx.AsyncClient, stack: Stack, instant: dt.datetime
+) -> None:
+    tokens = stack.tokens(clock_for(instant))
+    issuer = stack.issuer(clock_for(instant))
+    elsewhere = issuer.mint("mallory", ["finance"], ["*"], dt.timedelta(minutes=5), "another-app")
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as anonymous:
+        missing = await anonymous.post("/v1/invoices/inv-1:post", json={})
+        wrong = await anonymous.get("/v1/invoices", headers={"Authorization": f"Bearer {elsewhere}"})
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+
+    auditor = tokens.headers(identity.person("audrey@firm", "auditor"))
+    wanted = {(missing.headers["x-request-id"], "missing"), (wrong.headers["x-request-id"], "wrong_audience")}
+    async with asyncio.timeout(20):  # reported in the background, after the 401 went out
+        while True:
+            listed = await api.get("/v1/audit-events", params={"resourceType": "refusal"}, headers=auditor)
+            assert listed.status_code == 200, listed.text
+            events = listed.json().get("events", [])
+            seen = {(e["resourceId"], e["changes"]["reason"]["after"]) for e in events}
+            if wanted <= seen:
+                break
+            await asyncio.sleep(0.2)
+    ours = [e for e in events if e["resourceId"] in {r for r, _ in wanted}]
+    assert {e["principalSubject"] for e in ours} == {"service:gateway"}
+    post = next(e for e in ours if e["changes"]["reason"]["after"] == "missing")
+    assert post["changes"]["path"]["after"] == "/v1/invoices/inv-1:post"
+    assert post["changes"]["operation"]["after"] == "accrue.billing.v1.BillingService/PostInvoice"
+    assert elsewhere not in listed.text

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accrue.audit.v1 import audit_service_pb2 as pb
 from accrue.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from accrue.db.audit import verify
+from accrue.runtime import audit
 from accrue.runtime.errors import InvalidArgument, Unavailable, Violation
 from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import bound_principal, current_principal, service_principal
@@ -137,6 +138,27 @@ class AuditTrailServicer(pb_grpc.AuditTrailServiceServicer):
         if len(rows) > size:
             reply.next_page_token = encode_token(rows[size - 1].seq)
         return reply
+
+    async def RecordRefusal(
+        self, request: pb.RecordRefusalRequest, context: Context | None
+    ) -> pb.RecordRefusalResponse:
+        # The audit interceptor writes the record: the caller (the gateway, as itself) and this
+        # note of what it refused. The firm-wide chain: a refused caller names no legal entity.
+        audit.note(
+            "refusal",
+            request.request_id,
+            "",
+            None,
+            {
+                "http_method": request.http_method,
+                "path": request.path,
+                "reason": request.reason,
+                "operation": request.operation,
+                "client_address": request.client_address,
+                "unreported_before": request.unreported_before,
+            },
+        )
+        return pb.RecordRefusalResponse()
 
     async def VerifyAuditTrail(
         self, request: pb.VerifyAuditTrailRequest, context: Context | None

@@ -31,6 +31,7 @@ import grpc
 import sqlalchemy as sa
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import Message
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accrue.audit.v1 import audit_service_pb2_grpc
@@ -43,6 +44,7 @@ from accrue.runtime.clock import Clock
 from accrue.runtime.errors import DomainError, InvalidArgument, Unauthenticated
 from accrue.runtime.grpc_types import Context, Handler
 from accrue.runtime.identity import Principal, current_principal
+from accrue.runtime.ratelimit import TokenBucket
 from accrue.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -155,6 +157,16 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"code": "INTERNAL", "reason": "", "message": type(exc).__name__}
 
 
+# Refused calls recorded one by one per process; beyond this they are counted (see `refused`).
+REFUSALS_PER_SECOND = 20.0
+REFUSAL_BURST = 50
+REFUSALS_NOT_RECORDED = Counter(
+    "accrue_audit_refusals_not_recorded_total",
+    "Refused calls over the recording rate: counted here and in the next refusal's record.",
+    ["service"],
+)
+
+
 class AuditTrail:
     """One service's audit trail: records calls (`interceptor`) and refusals (`refused`)."""
 
@@ -171,6 +183,8 @@ class AuditTrail:
         self.table = audit_table
         self.idempotency_table = idempotency_table
         self.clock = clock
+        self._refusals = TokenBucket(REFUSALS_PER_SECOND, REFUSAL_BURST, clock)
+        self._unrecorded = 0
 
     def interceptor(self) -> AuditInterceptor:
         """For Service(interceptors=[...]): instead of the IdempotencyInterceptor, which it includes."""
@@ -217,7 +231,16 @@ class AuditTrail:
             await _append(AuditLog(conn, self.table), records)
 
     async def refused(self, method: str, principal: Principal | None, reason: str, context: Context) -> None:
-        """The AuthInterceptor's on_refused hook: record a 401 or 403, never the token."""
+        """The AuthInterceptor's on_refused hook: record a 401 or 403, never the token.
+
+        Rate-limited: a caller who fails on purpose must not make every refusal a write. Beyond
+        the rate they are counted, and the next record says how many went unrecorded.
+        """
+        if not self._refusals.take():
+            self._unrecorded += 1
+            REFUSALS_NOT_RECORDED.labels(self.service).inc()
+            return
+        unrecorded, self._unrecorded = self._unrecorded, 0
         outcome = Outcome.UNAUTHENTICATED if principal is None else Outcome.DENIED
         try:
             record = self.record(
@@ -226,7 +249,7 @@ class AuditTrail:
                 principal,
                 context,
                 resource_type=resource_type_of(method),
-                changes={"error": {"reason": reason}},
+                changes={"error": {"reason": reason}, "unrecorded_before": unrecorded},
             )
             await self.append_alone([record])
         except Exception:

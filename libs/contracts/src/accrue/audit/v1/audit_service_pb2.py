@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#accrue/audit/v1/audit_service.proto\x12\x0f\x61\x63\x63rue.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\nAuditEvent\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\x12\x19\n\x11principal_subject\x18\x04 \x01(\t\x12\x17\n\x0fprincipal_roles\x18\x05 \x03(\t\x12\x18\n\x10principal_client\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\t\x12\x15\n\rresource_type\x18\x08 \x01(\t\x12\x13\n\x0bresource_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0b \x01(\t\x12\x0f\n\x07outcome\x18\x0c \x01(\t\x12(\n\x07\x63hanges\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\noccur_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hash\x18\x0f \x01(\t\x12\x11\n\tprev_hash\x18\x10 \x01(\t\"\x83\x02\n\x16ListAuditEventsRequest\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10legal_entity_ids\x18\x06 \x03(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"_\n\x17ListAuditEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.accrue.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x17VerifyAuditTrailRequest\x12\x18\n\x10legal_entity_ids\x18\x01 \x03(\t\"^\n\nBrokenLink\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\r\n\x05\x66ound\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x98\x01\n\nAuditChain\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x10\n\x08head_seq\x18\x04 \x01(\x03\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12+\n\x06\x62roken\x18\x06 \x01(\x0b\x32\x1b.accrue.audit.v1.BrokenLink\"c\n\x18VerifyAuditTrailResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12+\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1b.accrue.audit.v1.AuditChain\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x03\x32\xec\x01\n\x11\x41uditTrailService\x12i\n\x0fListAuditEvents\x12\'.accrue.audit.v1.ListAuditEventsRequest\x1a(.accrue.audit.v1.ListAuditEventsResponse\"\x03\x90\x02\x01\x12l\n\x10VerifyAuditTrail\x12(.accrue.audit.v1.VerifyAuditTrailRequest\x1a).accrue.audit.v1.VerifyAuditTrailResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#accrue/audit/v1/audit_service.proto\x12\x0f\x61\x63\x63rue.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x14RecordRefusalRequest\x12\x13\n\x0bhttp_method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x19\n\x11unreported_before\x18\x07 \x01(\x03\"\x17\n\x15RecordRefusalResponse\"\x89\x03\n\nAuditEvent\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x17\n\x0flegal_entity_id\x18\x03 \x01(\t\x12\x19\n\x11principal_subject\x18\x04 \x01(\t\x12\x17\n\x0fprincipal_roles\x18\x05 \x03(\t\x12\x18\n\x10principal_client\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\t\x12\x15\n\rresource_type\x18\x08 \x01(\t\x12\x13\n\x0bresource_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0b \x01(\t\x12\x0f\n\x07outcome\x18\x0c \x01(\t\x12(\n\x07\x63hanges\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\noccur_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hash\x18\x0f \x01(\t\x12\x11\n\tprev_hash\x18\x10 \x01(\t\"\x83\x02\n\x16ListAuditEventsRequest\x12\x15\n\rresource_type\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10legal_entity_ids\x18\x06 \x03(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"_\n\x17ListAuditEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.accrue.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x17VerifyAuditTrailRequest\x12\x18\n\x10legal_entity_ids\x18\x01 \x03(\t\"^\n\nBrokenLink\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\r\n\x05\x66ound\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x98\x01\n\nAuditChain\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0flegal_entity_id\x18\x02 \x01(\t\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x10\n\x08head_seq\x18\x04 \x01(\x03\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12+\n\x06\x62roken\x18\x06 \x01(\x0b\x32\x1b.accrue.audit.v1.BrokenLink\"c\n\x18VerifyAuditTrailResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12+\n\x06\x63hains\x18\x02 \x03(\x0b\x32\x1b.accrue.audit.v1.AuditChain\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x03\x32\xcc\x02\n\x11\x41uditTrailService\x12i\n\x0fListAuditEvents\x12\'.accrue.audit.v1.ListAuditEventsRequest\x1a(.accrue.audit.v1.ListAuditEventsResponse\"\x03\x90\x02\x01\x12l\n\x10VerifyAuditTrail\x12(.accrue.audit.v1.VerifyAuditTrailRequest\x1a).accrue.audit.v1.VerifyAuditTrailResponse\"\x03\x90\x02\x01\x12^\n\rRecordRefusal\x12%.accrue.audit.v1.RecordRefusalRequest\x1a&.accrue.audit.v1.RecordRefusalResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITTRAILSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\220\002\001'
   _globals['_AUDITTRAILSERVICE'].methods_by_name['VerifyAuditTrail']._loaded_options = None
   _globals['_AUDITTRAILSERVICE'].methods_by_name['VerifyAuditTrail']._serialized_options = b'\220\002\001'
-  _globals['_AUDITEVENT']._serialized_start=120
-  _globals['_AUDITEVENT']._serialized_end=513
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=516
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=775
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=777
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=872
-  _globals['_VERIFYAUDITTRAILREQUEST']._serialized_start=874
-  _globals['_VERIFYAUDITTRAILREQUEST']._serialized_end=925
-  _globals['_BROKENLINK']._serialized_start=927
-  _globals['_BROKENLINK']._serialized_end=1021
-  _globals['_AUDITCHAIN']._serialized_start=1024
-  _globals['_AUDITCHAIN']._serialized_end=1176
-  _globals['_VERIFYAUDITTRAILRESPONSE']._serialized_start=1178
-  _globals['_VERIFYAUDITTRAILRESPONSE']._serialized_end=1277
-  _globals['_AUDITTRAILSERVICE']._serialized_start=1280
-  _globals['_AUDITTRAILSERVICE']._serialized_end=1516
+  _globals['_RECORDREFUSALREQUEST']._serialized_start=120
+  _globals['_RECORDREFUSALREQUEST']._serialized_end=283
+  _globals['_RECORDREFUSALRESPONSE']._serialized_start=285
+  _globals['_RECORDREFUSALRESPONSE']._serialized_end=308
+  _globals['_AUDITEVENT']._serialized_start=311
+  _globals['_AUDITEVENT']._serialized_end=704
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=707
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=966
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=968
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1063
+  _globals['_VERIFYAUDITTRAILREQUEST']._serialized_start=1065
+  _globals['_VERIFYAUDITTRAILREQUEST']._serialized_end=1116
+  _globals['_BROKENLINK']._serialized_start=1118
+  _globals['_BROKENLINK']._serialized_end=1212
+  _globals['_AUDITCHAIN']._serialized_start=1215
+  _globals['_AUDITCHAIN']._serialized_end=1367
+  _globals['_VERIFYAUDITTRAILRESPONSE']._serialized_start=1369
+  _globals['_VERIFYAUDITTRAILRESPONSE']._serialized_end=1468
+  _globals['_AUDITTRAILSERVICE']._serialized_start=1471
+  _globals['_AUDITTRAILSERVICE']._serialized_end=1803
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,69 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class RecordRefusalRequest(_message.Message):
+    """RecordRefusalRequest describes one refused request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HTTP_METHOD_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UNREPORTED_BEFORE_FIELD_NUMBER: _builtins.int
+    http_method: _builtins.str
+    """The HTTP method refused, e.g. "POST"."""
+    path: _builtins.str
+    """The path refused, without its query."""
+    reason: _builtins.str
+    """The check that failed: missing, malformed, expired, wrong_audience, ..."""
+    operation: _builtins.str
+    """The gRPC operation the route leads to, when the path matched one."""
+    client_address: _builtins.str
+    """The client's address as the gateway saw it."""
+    request_id: _builtins.str
+    """The gateway's request id."""
+    unreported_before: _builtins.int
+    """Refusals the gateway did not report one by one since its previous report (rate limit)."""
+    def __init__(
+        self,
+        *,
+        http_method: _builtins.str = ...,
+        path: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        client_address: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        unreported_before: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "http_method", b"http_method", "operation", b"operation", "path", b"path", "reason", b"reason", "request_id", b"request_id", "unreported_before", b"unreported_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRefusalRequest: _TypeAlias = RecordRefusalRequest  # noqa: Y015
+
+@_typing.final
+class RecordRefusalResponse(_message.Message):
+    """RecordRefusalResponse is empty: the refusal is in the trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRefusalResponse: _TypeAlias = RecordRefusalResponse  # noqa: Y015
+
+@_typing.final
 class AuditEvent(_message.Message):
     """AuditEvent is one attempted or completed change, as the acting principal made it."""
 

@@ -46,6 +46,11 @@ class AuditTrailServiceStub:
                 request_serializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditTrailRequest.SerializeToString,
                 response_deserializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditTrailResponse.FromString,
                 _registered_method=True)
+        self.RecordRefusal = channel.unary_unary(
+                '/accrue.audit.v1.AuditTrailService/RecordRefusal',
+                request_serializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.RecordRefusalRequest.SerializeToString,
+                response_deserializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.RecordRefusalResponse.FromString,
+                _registered_method=True)
 
 
 class AuditTrailServiceServicer:
@@ -67,6 +72,15 @@ class AuditTrailServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordRefusal(self, request, context):
+        """Records a request the gateway refused before any service saw it (no or an invalid bearer
+        token): the gateway keeps no database, so it hands the record to a service's trail. Never
+        carries the token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditTrailServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_AuditTrailServiceServicer_to_server(servicer, server):
                     servicer.VerifyAuditTrail,
                     request_deserializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditTrailRequest.FromString,
                     response_serializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditTrailResponse.SerializeToString,
+            ),
+            'RecordRefusal': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRefusal,
+                    request_deserializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.RecordRefusalRequest.FromString,
+                    response_serializer=accrue_dot_audit_dot_v1_dot_audit__service__pb2.RecordRefusalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +156,33 @@ class AuditTrailService:
             '/accrue.audit.v1.AuditTrailService/VerifyAuditTrail',
             accrue_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditTrailRequest.SerializeToString,
             accrue_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditTrailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRefusal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accrue.audit.v1.AuditTrailService/RecordRefusal',
+            accrue_dot_audit_dot_v1_dot_audit__service__pb2.RecordRefusalRequest.SerializeToString,
+            accrue_dot_audit_dot_v1_dot_audit__service__pb2.RecordRefusalResponse.FromString,
             options,
             channel_credentials,
             insecure,

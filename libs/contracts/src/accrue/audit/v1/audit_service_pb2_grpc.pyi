@@ -39,6 +39,11 @@ class AuditTrailServiceStub:
     """Lists audit events, newest first, filtered and paged."""
     VerifyAuditTrail: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyAuditTrailRequest, _audit_service_pb2.VerifyAuditTrailResponse]
     """Recomputes every hash chain (one per legal entity) and names the first broken link of each."""
+    RecordRefusal: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.RecordRefusalRequest, _audit_service_pb2.RecordRefusalResponse]
+    """Records a request the gateway refused before any service saw it (no or an invalid bearer
+    token): the gateway keeps no database, so it hands the record to a service's trail. Never
+    carries the token.
+    """
 
 @_typing.type_check_only
 class AuditTrailServiceAsyncStub(AuditTrailServiceStub):
@@ -51,6 +56,11 @@ class AuditTrailServiceAsyncStub(AuditTrailServiceStub):
     """Lists audit events, newest first, filtered and paged."""
     VerifyAuditTrail: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyAuditTrailRequest, _audit_service_pb2.VerifyAuditTrailResponse]  # type: ignore[assignment]
     """Recomputes every hash chain (one per legal entity) and names the first broken link of each."""
+    RecordRefusal: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.RecordRefusalRequest, _audit_service_pb2.RecordRefusalResponse]  # type: ignore[assignment]
+    """Records a request the gateway refused before any service saw it (no or an invalid bearer
+    token): the gateway keeps no database, so it hands the record to a service's trail. Never
+    carries the token.
+    """
 
 class AuditTrailServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuditTrailService reads one service's append-only audit trail. Every service serves it for its own
@@ -72,5 +82,16 @@ class AuditTrailServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.VerifyAuditTrailResponse, _abc.Awaitable[_audit_service_pb2.VerifyAuditTrailResponse]]:
         """Recomputes every hash chain (one per legal entity) and names the first broken link of each."""
+
+    @_abc_1.abstractmethod
+    def RecordRefusal(
+        self,
+        request: _audit_service_pb2.RecordRefusalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.RecordRefusalResponse, _abc.Awaitable[_audit_service_pb2.RecordRefusalResponse]]:
+        """Records a request the gateway refused before any service saw it (no or an invalid bearer
+        token): the gateway keeps no database, so it hands the record to a service's trail. Never
+        carries the token.
+        """
 
 def add_AuditTrailServiceServicer_to_server(servicer: AuditTrailServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -131,9 +131,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
-        await backends.close()  # uvicorn got SIGTERM and drained; now the channels go
-        for close in on_shutdown:
+        for close in on_shutdown:  # reports in flight first: they still need the channels
             await close()
+        await backends.close()  # uvicorn got SIGTERM and drained; now the channels go
 
     return Starlette(
         routes=routes,

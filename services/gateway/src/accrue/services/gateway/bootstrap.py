@@ -36,6 +36,7 @@ from accrue.services.gateway.docs import swagger_ui_directory
 from accrue.services.gateway.endpoint import Gateway, Limits
 from accrue.services.gateway.metrics import GatewayMetrics
 from accrue.services.gateway.openapi import build_openapi
+from accrue.services.gateway.refusals import RefusalReporter
 from accrue.services.gateway.routing import Router
 from accrue.services.gateway.settings import GatewaySettings
 from accrue.services.gateway.transcoding import Binding, Transcoder, compile_binding
@@ -77,6 +78,7 @@ def build_app(
     backends = Backends(settings.backends, channel_factory or (lambda a: instrumented_channel(a, tls)))
     clock = clock_for(settings.clock_start)
     authenticator, local_issuer = _authenticator(settings, clock, http, backends)
+    refusals = RefusalReporter(backends, authenticator.signer, clock)
     metrics = GatewayMetrics()
     fixed = {path: ("GET", "HEAD") for path in FIXED_PATHS}
     gateway = Gateway(
@@ -88,6 +90,7 @@ def build_app(
         limits=Limits(settings.request_timeout_seconds, settings.max_body_bytes),
         fixed_routes=fixed,
         authenticator=authenticator,
+        refusals=refusals,
     )
     document = build_openapi(
         catalog,
@@ -110,7 +113,7 @@ def build_app(
         authenticator=authenticator,
         metrics_open=settings.metrics_open,
         local_issuer=local_issuer.app() if local_issuer is not None else None,
-        on_shutdown=[authenticator.verifier.aclose] if http is None else [],
+        on_shutdown=[refusals.drain, *([authenticator.verifier.aclose] if http is None else [])],
     )
 
 

@@ -10,6 +10,7 @@ import grpc
 from starlette.requests import Request
 from starlette.responses import Response
 
+from accrue.audit.v1 import audit_service_pb2 as audit_pb
 from accrue.runtime.identity import Principal
 from accrue.services.gateway.auth import Authenticator
 from accrue.services.gateway.backends import BackendNotConfigured, Backends
@@ -25,6 +26,7 @@ from accrue.services.gateway.problems import (
     read_rpc_error,
     render,
 )
+from accrue.services.gateway.refusals import RefusalReporter
 from accrue.services.gateway.routing import MethodNotAllowed, Router
 from accrue.services.gateway.transcoding import Binding, Transcoder
 from accrue.telemetry import get_logger
@@ -67,8 +69,10 @@ class Gateway:
         limits: Limits,
         fixed_routes: Mapping[str, Sequence[str]],
         authenticator: Authenticator,
+        refusals: RefusalReporter,
     ) -> None:
         self._auth = authenticator
+        self._refusals = refusals
         self._catalog = catalog
         self._router = router
         self._transcoder = transcoder
@@ -116,7 +120,21 @@ class Gateway:
         binding = found.target
         set_route(scope, binding.route)
         # Before the body is read: an unauthenticated caller costs a header check, not a parse.
-        principal = await self._auth.principal(request.headers.get("authorization"))
+        try:
+            principal = await self._auth.principal(request.headers.get("authorization"))
+        except Problem as refused:
+            if refused.status == 401:
+                self._refusals.report(
+                    audit_pb.RecordRefusalRequest(
+                        http_method=method,
+                        path=scope["path"][:500],
+                        reason=refused.reason.lower(),
+                        operation=binding.rpc.grpc_path.lstrip("/"),
+                        client_address=(request.client.host if request.client else ""),
+                        request_id=request_id_of(scope),
+                    )
+                )
+            raise
         body = await self._read_body(request) if binding.body else b""
         rpc_request = self._transcoder.request(
             binding, found.path_params, scope.get("query_string", b"").decode("utf-8", "replace"), body
