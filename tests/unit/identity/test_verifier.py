@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import jwt
@@ -564,3 +565,34 @@ def test_the_authorization_header_is_read_strictly(header: str | None, expected:
 def test_a_bearer_token_is_taken_from_the_header() -> None:
     assert token_from_authorization("Bearer abc.def.ghi") == "abc.def.ghi"
     assert token_from_authorization("bearer  abc.def.ghi ") == "abc.def.ghi"
+
+
+# -- the verified-token cache ---------------------------------------------------------------------
+
+
+async def test_a_token_seen_again_is_not_checked_again_but_its_time_still_is(
+    provider: tuple[Provider, Callable[..., TokenVerifier]],
+) -> None:
+    state, verifier = provider
+    v = verifier()
+    token = state.sign("ec-1")
+    first = await v.verify(token)
+
+    with patch("accrue.identity.verifier._signed_claims", side_effect=AssertionError("checked again")):
+        assert await v.verify(token) == first
+        state.clock.advance(TTL + dt.timedelta(minutes=1))  # past exp and the 30 s leeway
+        assert (await refused(v, token)).reason == "expired"
+
+
+async def test_a_remembered_token_dies_with_its_key(
+    provider: tuple[Provider, Callable[..., TokenVerifier]],
+) -> None:
+    state, verifier = provider
+    v = verifier(jwks_max_age=dt.timedelta(minutes=2))
+    token = state.sign("ec-1", exp=int((START + dt.timedelta(hours=1)).timestamp()))
+    await v.verify(token)
+
+    del state.signers["ec-1"]  # the provider withdraws the key
+    state.clock.advance(dt.timedelta(minutes=3))  # the keys are fetched again on the next use
+
+    assert (await refused(v, token)).reason == "unknown_key"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -173,6 +174,9 @@ def token_from_authorization(header: str | None) -> str:
     return token
 
 
+_VERIFIED_CACHE_SIZE = 10_000
+
+
 class _Refresh(enum.Enum):
     FETCHED = "fetched"
     FAILED = "failed"
@@ -210,6 +214,10 @@ class TokenVerifier:
         self._cache = _KeyCache(jwks_url=config.jwks_url)
         # One refresh at a time: concurrent requests with a new kid wait for one fetch.
         self._refresh_lock = asyncio.Lock()
+        # Tokens whose signature verified, with their kid: a portal sends the same token with
+        # every request, and checking an ECDSA/RSA signature (and PyJWT's parsing) is most of
+        # the gateway's cost per request. Forgotten whenever the keys are fetched again.
+        self._verified: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
 
     @property
     def config(self) -> VerifierConfig:
@@ -233,10 +241,24 @@ class TokenVerifier:
         if not isinstance(kid, str) or not kid:
             # Without a kid we would have to try every key; providers all send one.
             raise InvalidToken("unknown_key")
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[0] in self._cache.keys and not self._keys_stale():
+            # The signature was checked with a key the provider still publishes: only time can
+            # have changed (exp, nbf), and that is checked again on every use.
+            claims = remembered[1]
+            self._check_claims(claims)
+            return dict(claims)
         key = await self._key(kid, algorithm)
         claims = _signed_claims(token, key, algorithm)
         self._check_claims(claims)
-        return claims
+        self._verified[token] = (kid, claims)
+        if len(self._verified) > _VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return dict(claims)
+
+    def _keys_stale(self) -> bool:
+        fetched = self._cache.fetched_at
+        return fetched is None or self._clock() - fetched >= self._config.jwks_max_age
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -295,6 +317,7 @@ class TokenVerifier:
                 return _Refresh.FAILED
             cache.keys = keys
             cache.built = {}
+            self._verified.clear()  # a withdrawn key's tokens must not outlive it here
             cache.fetched_at = now
             cache.last_attempt_failed = False
             log.info("jwks_refreshed", issuer=self._config.issuer, kids=sorted(keys))
