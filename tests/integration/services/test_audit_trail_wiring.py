@@ -3,11 +3,13 @@
 Every state-changing call appends its record in the same transaction as its change; a failed
 call changes nothing and leaves a FAILED record; a refused call (401/403) is recorded without
 its token; reads record nothing; the role the service runs as cannot change or remove records;
-and a row a superuser rewrites is exactly the one verification names.
+and a row a superuser rewrites is exactly the one verification names, once the service's sealer
+has linked its records into their chains (in the background, moments after they commit).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,16 +22,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accrue.audit.v1 import audit_service_pb2 as audit_api
 from accrue.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from accrue.db import create_engine
+from accrue.db.audit import _lock_key
 from accrue.db.roles import APP_ROLE
 from accrue.masterdata.v1 import masterdata_service_pb2 as api
 from accrue.masterdata.v1 import masterdata_service_pb2_grpc as api_grpc
 from accrue.masterdata.v1 import resources_pb2 as md
 from accrue.runtime.server import RunningService
+from accrue.services.masterdata.adapters import tables
 from accrue.testing import identity
 
 pytestmark = pytest.mark.integration
 
 TRAIL = "masterdata.audit_events"
+CHAIN = "masterdata.audit_chain"
 ADMIN = identity.person("alice@firm", "masterdata_admin")
 AUDITOR = identity.person("carol@firm", "auditor")
 
@@ -63,6 +68,16 @@ async def as_person(masterdata: RunningService, internal_signer: Any) -> AsyncIt
 async def _rows(db: AsyncEngine, where: str = "true") -> list[Any]:
     async with db.connect() as conn:
         return list((await conn.execute(sa.text(f"SELECT * FROM {TRAIL} WHERE {where} ORDER BY seq"))).all())
+
+
+async def _sealed(trail: audit_grpc.AuditTrailServiceStub) -> audit_api.VerifyAuditTrailResponse:
+    """Verification once the service's sealer has linked every record (it wakes on each commit)."""
+    for _ in range(100):
+        result = await trail.VerifyAuditTrail(audit_api.VerifyAuditTrailRequest())
+        if result.unsealed == 0:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the sealer left {result.unsealed} records unsealed for 5 s")
 
 
 def _legal_entity(code: str) -> api.CreateLegalEntityRequest:
@@ -176,6 +191,10 @@ async def test_the_service_role_may_read_and_append_but_not_change_records(
             f"DELETE FROM {TRAIL}",
             f"TRUNCATE {TRAIL}",
             f"ALTER TABLE {TRAIL} DISABLE TRIGGER audit_events_append_only",
+            f"UPDATE {CHAIN} SET hash = hash",
+            f"DELETE FROM {CHAIN}",
+            f"TRUNCATE {CHAIN}",
+            f"ALTER TABLE {CHAIN} DISABLE TRIGGER audit_chain_append_only",
         ):
             async with service_engine.connect() as conn:
                 with pytest.raises(DBAPIError) as refused:
@@ -196,9 +215,11 @@ async def test_verify_names_exactly_the_row_a_superuser_rewrote(db: AsyncEngine,
     for code in ("UK", "FR", "DE"):
         await stub.CreateLegalEntity(_legal_entity(code))
     trail = audit_grpc.AuditTrailServiceStub(as_person(AUDITOR))
-    clean = await trail.VerifyAuditTrail(audit_api.VerifyAuditTrailRequest())
+    clean = await _sealed(trail)
     assert clean.ok
     assert clean.events == 3
+    listed = await trail.ListAuditEvents(audit_api.ListAuditEventsRequest())
+    assert all(len(e.hash) == 64 and len(e.prev_hash) == 64 for e in listed.events)
 
     rows = await _rows(db)
     victim = rows[1].seq
@@ -211,8 +232,36 @@ async def test_verify_names_exactly_the_row_a_superuser_rewrote(db: AsyncEngine,
     tampered = await trail.VerifyAuditTrail(audit_api.VerifyAuditTrailRequest())
     assert not tampered.ok
     [chain] = [c for c in tampered.chains if c.HasField("broken")]
-    assert (chain.broken.seq, chain.broken.field) == (victim, "hash")
+    assert (chain.broken.seq, chain.broken.field, chain.broken.position) == (victim, "hash", 1)
     assert chain.service == "masterdata"
+
+
+async def test_a_record_not_sealed_yet_is_listed_without_hashes_and_counted(
+    db: AsyncEngine, as_person: Any
+) -> None:
+    stub = api_grpc.MasterDataServiceStub(as_person(ADMIN))
+    await stub.CreateLegalEntity(_legal_entity("UK"))
+    trail = audit_grpc.AuditTrailServiceStub(as_person(AUDITOR))
+    await _sealed(trail)
+    async with db.connect() as holder:
+        # Hold the firm-wide chain's lock, as another replica's sealer would: this service's
+        # sealer waits for it, so a record appended meanwhile stays unsealed while we look.
+        await holder.begin()
+        classid, objid = _lock_key(tables.audit_events, "")
+        await holder.execute(sa.select(sa.func.pg_advisory_xact_lock(classid, objid)))
+        refused = api_grpc.MasterDataServiceStub(as_person(identity.person("vic@firm", "viewer")))
+        with pytest.raises(grpc.aio.AioRpcError):  # a refusal: recorded on the firm-wide chain
+            await refused.CreateLegalEntity(_legal_entity("FR"))
+        [event] = (await trail.ListAuditEvents(audit_api.ListAuditEventsRequest(outcome="DENIED"))).events
+        assert (event.hash, event.prev_hash) == ("", "")
+        result = await trail.VerifyAuditTrail(audit_api.VerifyAuditTrailRequest())
+        assert result.ok  # just appended, by the service's clock: waiting, not yet a problem
+        assert result.unsealed == 1
+        [firm_wide] = [c for c in result.chains if c.legal_entity_id == ""]
+        assert (firm_wide.unsealed, firm_wide.oldest_unsealed_seq, firm_wide.length) == (1, event.seq, 0)
+        await holder.rollback()
+    sealed = await _sealed(trail)  # the lock released, the sealer carries on
+    assert (sealed.ok, sealed.events, sealed.unsealed) == (True, 2, 0)
 
 
 async def test_the_trail_lists_filtered_paged_and_within_the_callers_legal_entities(

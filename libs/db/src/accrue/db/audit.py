@@ -13,20 +13,26 @@ or not at all:
         uow.audit.add(AuditRecord(...))
         await uow.commit()
 
-Tamper evidence: records form one hash chain per legal entity ('' is the firm-wide chain),
-`hash_n = SHA-256(hash_{n-1} || canonical(record_n))`, starting from 32 zero bytes (`GENESIS`).
+Tamper evidence, in two steps so no request waits on a chain. The request's transaction only
+INSERTs its event (seq from the table's identity; no lock, no chain head read, no hash). An
+`AuditSealer` (a background task of every service, like the outbox relay) then links committed
+events into one hash chain per legal entity ('' is the firm-wide chain) in `<schema>.audit_chain`:
+one row per event, `hash_n = SHA-256(hash_{n-1} || canonical(event_n))`, starting from 32 zero
+bytes (`GENESIS`). The chain's order is the sealing order (an event committed late with a lower
+seq is sealed later). Sealers of several replicas serialize per legal entity on a
+transaction-scoped advisory lock, and unique (legal_entity_id, position), (legal_entity_id,
+prev_hash) and (event_seq) indexes refuse a fork or a second link to one event outright.
 `canonical` is documented below and pinned by a test: it is a compatibility contract, since every
-stored hash depends on it. `verify()` recomputes every chain and names the first broken link per
-legal entity. Appends to one legal entity are serialized by a transaction-scoped advisory lock
-(held until the appending transaction ends), and a unique (legal_entity_id, prev_hash) index
-refuses a fork outright should anything ever append without the lock.
+stored hash depends on it. `verify()` walks every chain, recomputes each hash from the event its
+link names, names the first broken link per legal entity, and reports events not sealed yet (one
+unsealed longer than `STALE_AFTER` is a problem: a sealer is down, or a row was inserted around it).
 
 Append-only: `create_append_only_triggers()` (for a migration) installs a trigger that refuses
-UPDATE, DELETE and TRUNCATE on the table, and `append_only_grants_sql()` gives the application's
-database role SELECT and INSERT only. Neither stops a superuser or the table's owner, who can
-disable triggers; the chain is what makes their edits visible. A superuser who rewrites a row and
-every row after it leaves a consistent chain, which only a copy of the chain heads kept elsewhere
-(`Verification.heads`) can expose.
+UPDATE, DELETE and TRUNCATE on a table (both audit tables have it), and `append_only_grants_sql()`
+gives the application's database role SELECT and INSERT only. Neither stops a superuser or the
+tables' owner, who can disable triggers; the chain is what makes their edits visible. A superuser
+who rewrites an event and every link after it leaves a consistent chain, which only a copy of
+the chain heads kept elsewhere (`Verification.heads`) can expose.
 
 Canonical form (version 1): the UTF-8 bytes of a JSON object holding the record's fields (see
 `CANONICAL_FIELDS`) plus `"v": 1`, with keys sorted by code point at every level, no whitespace
@@ -40,25 +46,36 @@ row read back from the database canonicalizes to the same bytes as the record th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
 import enum
 import hashlib
 import json
+import math
+import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
+from sqlalchemy import Connection, event
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from accrue.db.unit_of_work import UnitOfWork
+from accrue.telemetry import get_logger
+
+log = get_logger(__name__)
 
 TABLE_NAME = "audit_events"
+CHAIN_TABLE_NAME = "audit_chain"
+STALE_AFTER = dt.timedelta(minutes=5)
+"""An event still unsealed this long after it occurred is reported by `verify` as a problem."""
 GENESIS = bytes(32)
 """The prev_hash of the first record of every chain."""
 CANONICAL_VERSION = 1
@@ -88,9 +105,15 @@ class Outcome(enum.StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"  # no valid identity (401); the token itself is never stored
 
 
-def audit_table(metadata: sa.MetaData, name: str = TABLE_NAME) -> sa.Table:
-    """The per-schema audit table; pair its migration with `create_append_only_triggers`."""
-    return sa.Table(
+def audit_table(
+    metadata: sa.MetaData, name: str = TABLE_NAME, chain_name: str = CHAIN_TABLE_NAME
+) -> sa.Table:
+    """The per-schema audit table, and its chain table (`chain_table_of`) in the same metadata.
+
+    Pair their migration with `create_append_only_triggers` for both (`create_audit_table`, then
+    `upgrade_to_sealed_chain`).
+    """
+    events = sa.Table(
         name,
         metadata,
         sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -107,14 +130,39 @@ def audit_table(metadata: sa.MetaData, name: str = TABLE_NAME) -> sa.Table:
         sa.Column("changes", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         # From the caller's injected clock, never the database's now(): tests and demos pin time.
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        # The sealer reads a legal entity's unsealed events in seq order.
+        sa.Index(f"{name}_chain", "legal_entity_id", "seq", unique=True),
+        sa.Index(f"{name}_resource", "resource_type", "resource_id", "seq"),
+        info={"audit_chain": chain_name},
+    )
+    chain_table(metadata, chain_name)
+    return events
+
+
+def chain_table(metadata: sa.MetaData, name: str = CHAIN_TABLE_NAME) -> sa.Table:
+    """The links of the hash chains: one row per sealed event, insert-only like the events."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("legal_entity_id", sa.Text, nullable=False),
+        # 1, 2, 3, ... per legal entity, in sealing order.
+        sa.Column("position", sa.BigInteger, nullable=False),
+        sa.Column("event_seq", sa.BigInteger, nullable=False),
         sa.Column("prev_hash", sa.LargeBinary, nullable=False),
         sa.Column("hash", sa.LargeBinary, nullable=False),
-        # The chain head lookup and verify's walk both read a legal entity's rows in seq order.
-        sa.Index(f"{name}_chain", "legal_entity_id", "seq", unique=True),
-        # Two rows naming the same predecessor would be a fork: refused even without the lock.
+        sa.PrimaryKeyConstraint("legal_entity_id", "position", name=f"{name}_pkey"),
+        # One link per event: a second one (a "duplicated" event) is refused.
+        sa.Index(f"{name}_event", "event_seq", unique=True),
+        # Two links naming the same predecessor would be a fork: refused even without the lock.
         sa.Index(f"{name}_no_fork", "legal_entity_id", "prev_hash", unique=True),
-        sa.Index(f"{name}_resource", "resource_type", "resource_id", "seq"),
     )
+
+
+def chain_table_of(events: sa.Table) -> sa.Table:
+    """The chain table `audit_table` defined next to `events`."""
+    name = events.info.get("audit_chain", CHAIN_TABLE_NAME)
+    key = f"{events.schema}.{name}" if events.schema else name
+    return events.metadata.tables[key]
 
 
 # -- the canonical form ------------------------------------------------------------------------------
@@ -258,14 +306,8 @@ class AuditRecord:
         return canonical(self.row())
 
 
-@dataclasses.dataclass(frozen=True)
-class Appended:
-    """Where a record landed in its chain."""
-
-    seq: int
-    legal_entity_id: str
-    prev_hash: bytes
-    hash: bytes
+WROTE_AUDIT = "accrue.audit.wrote"
+"""Set in a connection's info by an append: its commit wakes the sealers of that engine."""
 
 
 def _lock_key(table: sa.Table, legal_entity_id: str) -> tuple[int, int]:
@@ -280,34 +322,18 @@ def _lock_key(table: sa.Table, legal_entity_id: str) -> tuple[int, int]:
 
 async def _lock(connection: AsyncConnection, table: sa.Table, legal_entity_id: str) -> None:
     # Its own statement, before the head is read: under READ COMMITTED the next statement's
-    # snapshot is taken after the lock is granted, so it sees the previous holder's committed row.
+    # snapshot is taken after the lock is granted, so it sees the previous holder's committed links.
     classid, objid = _lock_key(table, legal_entity_id)
     await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(classid, objid)))
 
 
-def _head(table: sa.Table, legal_entity_id: str) -> sa.ScalarSelect[Any]:
-    return (
-        sa.select(table.c.hash)
-        .where(table.c.legal_entity_id == legal_entity_id)
-        .order_by(table.c.seq.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
 class AuditLog:
-    """Appends audit records in the caller's transaction.
+    """Appends audit records in the caller's transaction: one INSERT, no lock, no chain read.
 
     Given a connection, `append` writes at once. Given a unit of work, build it in `on_enter`
     (hooks are per transaction): `append` writes at once on the unit's connection, and `add`
-    queues a record that is written just before the unit commits, which keeps the legal entity's
-    lock (held until the transaction ends) as short as possible.
-
-    Appending for several legal entities in one transaction: use `append_many`, which takes their
-    locks in a fixed order; separate `append`s in differing orders can deadlock (PostgreSQL then
-    aborts one transaction). The appending transaction must run at READ COMMITTED (the default):
-    under REPEATABLE READ the head would be read from a snapshot older than the lock, and the
-    no-fork index would refuse the insert.
+    queues a record that is written just before the unit commits. Records are linked into their
+    legal entity's chain after they commit, by an `AuditSealer`.
     """
 
     def __init__(self, target: AsyncConnection | UnitOfWork, table: sa.Table) -> None:
@@ -332,93 +358,239 @@ class AuditLog:
         if pending:
             await self.append_many(pending)
 
-    async def append(self, record: AuditRecord) -> Appended:
-        """Append one record to its legal entity's chain, in the caller's transaction."""
-        t = self._table
+    def _wrote(self, connection: AsyncConnection) -> None:
+        connection.sync_connection.info[WROTE_AUDIT] = True  # type: ignore[union-attr]
+
+    async def append(self, record: AuditRecord) -> int:
+        """Append one record in the caller's transaction; returns its seq."""
         connection = self._connection
-        await _lock(connection, t, record.legal_entity_id)
-        # Head and hash in the insert itself: one round trip while the lock is held.
-        prev = sa.func.coalesce(_head(t, record.legal_entity_id), sa.literal(GENESIS, sa.LargeBinary))
-        digest = sa.func.sha256(prev.op("||")(sa.literal(record.canonical(), sa.LargeBinary)))
-        row = (
-            await connection.execute(
-                sa.insert(t)
-                .values(**record.row(), prev_hash=prev, hash=sa.type_coerce(digest, sa.LargeBinary))
-                .returning(t.c.seq, t.c.prev_hash, t.c.hash)
-            )
-        ).one()
-        return Appended(int(row.seq), record.legal_entity_id, bytes(row.prev_hash), bytes(row.hash))
+        seq = await connection.scalar(
+            sa.insert(self._table).values(**record.row()).returning(self._table.c.seq)
+        )
+        self._wrote(connection)
+        return int(seq)
 
-    async def append_many(self, records: Iterable[AuditRecord]) -> list[Appended]:
-        """Append a batch in one insert, chained in the given order per legal entity.
-
-        Returns where each record landed, in the order given.
-        """
-        batch = list(records)
+    async def append_many(self, records: Iterable[AuditRecord]) -> list[int]:
+        """Append a batch in one INSERT; returns their seqs in the order given."""
+        batch = [r.row() for r in records]
         if not batch:
             return []
-        t = self._table
         connection = self._connection
-        entities = sorted({r.legal_entity_id for r in batch})
-        for entity in entities:  # a fixed order: two batches cannot wait on each other
-            await _lock(connection, t, entity)
-        heads = dict.fromkeys(entities, GENESIS)
-        found = await connection.execute(
-            sa.select(t.c.legal_entity_id, t.c.hash)
-            .where(t.c.legal_entity_id.in_(entities))
-            .order_by(t.c.legal_entity_id, t.c.seq.desc())
-            .ext(distinct_on(t.c.legal_entity_id))
+        # sort_by_parameter_order: the identity values are generated in the order of the rows given.
+        result = await connection.execute(
+            sa.insert(self._table).returning(self._table.c.seq, sort_by_parameter_order=True), batch
         )
-        heads.update({r.legal_entity_id: bytes(r.hash) for r in found})
-        rows: list[dict[str, Any]] = []
-        for record in batch:
-            prev = heads[record.legal_entity_id]
-            digest = chain_hash(prev, record.canonical())
-            heads[record.legal_entity_id] = digest
-            rows.append({**record.row(), "prev_hash": prev, "hash": digest})
-        # sort_by_parameter_order: the identity values are generated in the order of the rows
-        # given (SQLAlchemy's INSERT..SELECT..ORDER BY form), so seq order is chain order.
-        result = await connection.execute(sa.insert(t).returning(t.c.seq, sort_by_parameter_order=True), rows)
-        seqs = [int(s) for s in result.scalars()]
-        return [
-            Appended(seq, r["legal_entity_id"], r["prev_hash"], r["hash"])
-            for seq, r in zip(seqs, rows, strict=True)
-        ]
+        self._wrote(connection)
+        return [int(s) for s in result.scalars()]
+
+
+# -- sealing ---------------------------------------------------------------------------------------
+
+
+def _unsealed(events: sa.Table, chain: sa.Table) -> sa.ColumnElement[bool]:
+    return ~sa.exists().where(chain.c.event_seq == events.c.seq)
+
+
+class AuditSealer:
+    """Links committed events into their legal entity's chain, off the request path.
+
+    `run()` is a Service background task: it seals, then sleeps until an append commits on this
+    engine or `interval` passes (events appended by other processes are found by the interval).
+    Each legal entity is sealed in a transaction of its own under its advisory lock, so sealers of
+    several replicas never interleave within a chain, and one that dies mid-way leaves nothing:
+    the next round (of any sealer) starts again from the chain's committed head.
+
+    Which events are unsealed is an anti-join of the events against the links, bounded below by
+    a floor (`seq` at or below it is known sealed) so a round reads only recent events. An event
+    can commit with a lower seq than others already sealed (its transaction began first and ended
+    last), so the floor trails the highest seq seen by `settle` seconds, and every `sweep` seconds
+    a round looks at the whole table.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        events: sa.Table,
+        *,
+        interval: float = 0.2,
+        batch_size: int = 1000,
+        settle: float = 60.0,
+        sweep: float = 600.0,
+    ) -> None:
+        self._engine = engine
+        self._events = events
+        self._chain = chain_table_of(events)
+        self._interval = interval
+        self._batch_size = batch_size
+        self._settle = settle
+        self._sweep = sweep
+        self._floor = 0
+        self._seen: list[tuple[float, int]] = []  # (monotonic time, highest seq seen then)
+        self._last_sweep = -math.inf
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Seal until cancelled; failures are logged and retried with backoff."""
+        target = self._engine.sync_engine
+        event.listen(target, "commit", self._committed)
+        event.listen(target, "rollback", self._rolled_back)
+        backoff = self._interval
+        try:
+            while True:
+                try:
+                    sealed = await self.seal()
+                    backoff = self._interval
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "audit_sealer_retry", table=self._events.fullname, error=repr(exc), retry_in=backoff
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if sealed >= self._batch_size:
+                    continue  # more is waiting
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+        finally:
+            event.remove(target, "commit", self._committed)
+            event.remove(target, "rollback", self._rolled_back)
+
+    def _committed(self, conn: Connection) -> None:
+        # The outermost commit only (a savepoint's release is another event).
+        if not conn.invalidated and conn.info.pop(WROTE_AUDIT, False):
+            self._wake.set()
+
+    def _rolled_back(self, conn: Connection) -> None:
+        if not conn.invalidated:  # an invalidated connection has no info left to clear
+            conn.info.pop(WROTE_AUDIT, None)
+
+    async def seal(self) -> int:
+        """One round: link every committed unsealed event (up to a batch per legal entity).
+
+        Returns how many links were written.
+        """
+        e = self._events
+        now = time.monotonic()
+        floor = 0 if now - self._last_sweep >= self._sweep else self._floor
+        async with self._engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    sa.select(e.c.legal_entity_id, sa.func.max(e.c.seq))
+                    .where(e.c.seq > floor, _unsealed(e, self._chain))
+                    .group_by(e.c.legal_entity_id)
+                )
+            ).all()
+            top = await conn.scalar(sa.select(sa.func.max(e.c.seq)))
+        sealed = 0
+        for entity, _ in sorted(found):
+            async with self._engine.connect() as conn, conn.begin():
+                sealed += await self.seal_entity(conn, entity, floor)
+        if floor == 0:
+            self._last_sweep = now
+        self._advance(now, int(top or 0))
+        return sealed
+
+    def _advance(self, now: float, top: int) -> None:
+        self._seen.append((now, top))
+        settled = [seq for at, seq in self._seen if now - at >= self._settle]
+        if settled:
+            self._floor = max(self._floor, max(settled))
+            self._seen = [(at, seq) for at, seq in self._seen if now - at < self._settle]
+
+    async def seal_entity(self, connection: AsyncConnection, legal_entity_id: str, floor: int = 0) -> int:
+        """Link one legal entity's unsealed events with seq above `floor`, in the caller's transaction.
+
+        Takes the entity's chain lock (held until the transaction ends); returns how many links.
+        """
+        e, c = self._events, self._chain
+        await _lock(connection, e, legal_entity_id)
+        head = (
+            await connection.execute(
+                sa.select(c.c.position, c.c.hash)
+                .where(c.c.legal_entity_id == legal_entity_id)
+                .order_by(c.c.position.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        position, prev = (int(head.position), bytes(head.hash)) if head is not None else (0, GENESIS)
+        rows = (
+            await connection.execute(
+                sa.select(e.c.seq, *(e.c[name] for name in CANONICAL_FIELDS))
+                .where(e.c.legal_entity_id == legal_entity_id, e.c.seq > floor, _unsealed(e, c))
+                .order_by(e.c.seq)
+                .limit(self._batch_size)
+            )
+        ).all()
+        links: list[dict[str, Any]] = []
+        for row in rows:
+            # Hashed from the row as stored, exactly as verify() will read it back.
+            digest = chain_hash(prev, canonical(row._asdict()))
+            position += 1
+            links.append(
+                {
+                    "legal_entity_id": legal_entity_id,
+                    "position": position,
+                    "event_seq": row.seq,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            prev = digest
+        if links:
+            await connection.execute(sa.insert(c), links)
+        return len(links)
 
 
 # -- verification ----------------------------------------------------------------------------------
 
+LinkProblem = Literal["hash", "prev_hash", "position", "event", "duplicate", "unsealed"]
+
+_WHY: dict[str, str] = {
+    "hash": "the event was changed after it was sealed",
+    "prev_hash": "a link before it was removed, inserted or rewritten",
+    "position": "a link before it is missing",
+    "event": "the event it seals is missing or belongs to another legal entity",
+    "duplicate": "the event is sealed twice",
+    "unsealed": "an event has waited too long for its seal (is a sealer down, or was it inserted around it?)",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class BrokenLink:
-    """The first row of a chain that does not check out.
+    """The first link of a chain that does not check out (`seq`: the event it names).
 
-    field "hash": the row's own content no longer hashes to its stored hash (the row was
-    changed). field "prev_hash": the row does not point at the row before it (a row before it
-    was removed, inserted, or changed and re-hashed).
+    field "hash": the event's content no longer hashes to its link (the event was changed).
+    "prev_hash": the link does not point at the one before it (a link was removed, inserted, or
+    changed and re-hashed). "position": links are missing before it. "event": the event it
+    names is gone (deleted) or is another legal entity's. "duplicate": a second link to an event
+    already sealed. "unsealed": not a link but the oldest event left unsealed past the threshold.
     """
 
     legal_entity_id: str
     seq: int
-    field: Literal["hash", "prev_hash"]
-    expected: bytes
-    found: bytes
+    field: LinkProblem
+    expected: bytes = b""
+    found: bytes = b""
+    position: int = 0
+    detail: str = ""
 
     def __str__(self) -> str:
-        why = (
-            "its content was changed after it was written"
-            if self.field == "hash"
-            else "a row before it was removed, inserted or rewritten"
-        )
-        return (
-            f"legal entity {self.legal_entity_id!r}: row seq {self.seq}: {self.field} is "
-            f"{self.found.hex()}, expected {self.expected.hex()} ({why})"
-        )
+        where = f"legal entity {self.legal_entity_id!r}: event seq {self.seq}"
+        if self.position:
+            where += f" (link {self.position})"
+        if self.expected or self.found:
+            values = f"{self.field} is {self.found.hex()}, expected {self.expected.hex()}"
+        else:
+            values = self.detail or self.field
+        return f"{where}: {values} ({_WHY[self.field]})"
 
 
 @dataclasses.dataclass(frozen=True)
 class ChainHead:
-    """The last row of a chain: keep a copy elsewhere to detect a rewrite of the whole tail."""
+    """The last link of a chain: keep a copy elsewhere to detect a rewrite of the whole tail."""
 
     seq: int
     hash: bytes
@@ -426,16 +598,33 @@ class ChainHead:
 
 
 @dataclasses.dataclass(frozen=True)
+class Unsealed:
+    """A legal entity's events not linked yet: how many, and the oldest (by occurred_at)."""
+
+    count: int
+    oldest_seq: int
+    oldest_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class Verification:
-    """What `verify` found: every chain's head, and the first broken link of each broken chain."""
+    """What `verify` found: every chain's head, the first broken link of each broken chain, the
+    events not sealed yet, and the entities whose oldest unsealed event is stale (in `broken`
+    as field "unsealed" when their chain is otherwise sound)."""
 
     rows: int
     heads: dict[str, ChainHead]
     broken: dict[str, BrokenLink]
+    unsealed: dict[str, Unsealed] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.broken
+
+    @property
+    def pending(self) -> int:
+        """Events not sealed yet, every legal entity together."""
+        return sum(u.count for u in self.unsealed.values())
 
 
 async def verify(
@@ -444,47 +633,149 @@ async def verify(
     *,
     legal_entity_id: str | None = None,
     legal_entity_ids: Iterable[str] | None = None,
+    now: dt.datetime | None = None,
+    stale_after: dt.timedelta = STALE_AFTER,
 ) -> Verification:
-    """Walk every chain (or one legal entity's, or some) and report the first broken link of each."""
-    t = table
-    query = sa.select(t.c.seq, t.c.prev_hash, t.c.hash, *(t.c[name] for name in CANONICAL_FIELDS)).order_by(
-        t.c.legal_entity_id, t.c.seq
-    )
+    """Walk every chain (or one legal entity's, or some) and report the first broken link of each.
+
+    `now` (the caller's injected clock) makes an event unsealed for longer than `stale_after` a
+    problem; without it unsealed events are only counted. Read in one snapshot.
+    """
+    entities: list[str] | None = None
     if legal_entity_id is not None:
-        query = query.where(t.c.legal_entity_id == legal_entity_id)
+        entities = [legal_entity_id]
     if legal_entity_ids is not None:
-        query = query.where(t.c.legal_entity_id.in_(sorted(set(legal_entity_ids))))
+        wanted = set(legal_entity_ids)
+        entities = sorted(wanted if entities is None else wanted & set(entities))
     if isinstance(engine, AsyncConnection):
-        return await _walk(engine, query)
+        return await _verify(engine, table, entities, now, stale_after)
     async with engine.connect() as connection:
-        return await _walk(connection, query)
+        # One snapshot: a sealer linking events meanwhile must not make one look both ways.
+        await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with connection.begin():
+            return await _verify(connection, table, entities, now, stale_after)
 
 
-async def _walk(connection: AsyncConnection, query: sa.Select[Any]) -> Verification:
+async def _verify(
+    connection: AsyncConnection,
+    events: sa.Table,
+    entities: list[str] | None,
+    now: dt.datetime | None,
+    stale_after: dt.timedelta,
+) -> Verification:
+    e, c = events, chain_table_of(events)
+    chain_entity = c.c.legal_entity_id.label("chain_legal_entity_id")
+    walk = (
+        sa.select(
+            chain_entity,
+            c.c.position,
+            c.c.event_seq,
+            c.c.prev_hash,
+            c.c.hash,
+            e.c.seq,
+            *(e.c[name] for name in CANONICAL_FIELDS),
+        )
+        .select_from(c.outerjoin(e, e.c.seq == c.c.event_seq))
+        .order_by(c.c.legal_entity_id, c.c.position)
+    )
+    # Links to an event already linked: the unique index refuses them, unless someone dropped it.
+    duplicates = sa.select(c.c.legal_entity_id, c.c.position).where(
+        sa.exists().where(
+            sa.and_(
+                (other := c.alias("earlier")).c.event_seq == c.c.event_seq,
+                other.c.position < c.c.position,
+            )
+        )
+    )
+    pending = (
+        sa.select(
+            e.c.legal_entity_id,
+            sa.func.count().label("events"),
+            sa.func.min(e.c.occurred_at).label("oldest_at"),
+            sa.literal_column(f"(array_agg({e.c.seq.name} ORDER BY occurred_at, seq))[1]").label(
+                "oldest_seq"
+            ),
+        )
+        .where(_unsealed(e, c))
+        .group_by(e.c.legal_entity_id)
+    )
+    if entities is not None:
+        walk = walk.where(c.c.legal_entity_id.in_(entities))
+        duplicates = duplicates.where(c.c.legal_entity_id.in_(entities))
+        pending = pending.where(e.c.legal_entity_id.in_(entities))
+    doubled = {(r.legal_entity_id, int(r.position)) for r in await connection.execute(duplicates)}
+    result = await _walk(connection, walk, doubled)
+    for row in await connection.execute(pending):
+        unsealed = Unsealed(int(row.events), int(row.oldest_seq), row.oldest_at)
+        result.unsealed[row.legal_entity_id] = unsealed
+        if (
+            now is not None
+            and now - unsealed.oldest_at > stale_after
+            and row.legal_entity_id not in result.broken
+        ):
+            result.broken[row.legal_entity_id] = BrokenLink(
+                row.legal_entity_id,
+                unsealed.oldest_seq,
+                "unsealed",
+                detail=f"{unsealed.count} unsealed, the oldest since {_instant(unsealed.oldest_at)}",
+            )
+    return result
+
+
+async def _walk(
+    connection: AsyncConnection, query: sa.Select[Any], doubled: set[tuple[str, int]]
+) -> Verification:
     rows = 0
     heads: dict[str, ChainHead] = {}
     broken: dict[str, BrokenLink] = {}
-    prev: dict[str, bytes] = {}
-    # Streamed (a server-side cursor in one snapshot): the table may be far larger than memory.
+    last: dict[str, tuple[int, bytes]] = {}  # entity -> (position, hash) of its last good link
+    # Streamed (a server-side cursor in one snapshot): the chain may be far larger than memory.
     result = await connection.stream(query.execution_options(yield_per=1000))
     async for row in result:
         rows += 1
-        entity: str = row.legal_entity_id
-        head = heads.get(entity)
-        heads[entity] = ChainHead(row.seq, bytes(row.hash), 1 if head is None else head.length + 1)
+        entity: str = row.chain_legal_entity_id
+        position = int(row.position)
+        heads[entity] = ChainHead(int(row.event_seq), bytes(row.hash), position)
         if entity in broken:
             continue
-        expected_prev = prev.get(entity, GENESIS)
-        found_prev = bytes(row.prev_hash)
-        if found_prev != expected_prev:
-            broken[entity] = BrokenLink(entity, row.seq, "prev_hash", expected_prev, found_prev)
+        before = last.get(entity, (0, GENESIS))
+        problem = _check(row, entity, position, before, (entity, position) in doubled)
+        if problem is not None:
+            broken[entity] = problem
             continue
-        expected = chain_hash(found_prev, canonical(row._mapping))
-        if expected != bytes(row.hash):
-            broken[entity] = BrokenLink(entity, row.seq, "hash", expected, bytes(row.hash))
-            continue
-        prev[entity] = expected
+        last[entity] = (position, bytes(row.hash))
     return Verification(rows=rows, heads=heads, broken=broken)
+
+
+def _check(
+    row: Any, entity: str, position: int, before: tuple[int, bytes], doubled: bool
+) -> BrokenLink | None:
+    seq = int(row.event_seq)
+    expected_position, expected_prev = before[0] + 1, before[1]
+    if position != expected_position:
+        return BrokenLink(
+            entity,
+            seq,
+            "position",
+            position=position,
+            detail=f"link {expected_position} expected, found {position}",
+        )
+    found_prev = bytes(row.prev_hash)
+    if found_prev != expected_prev:
+        return BrokenLink(entity, seq, "prev_hash", expected_prev, found_prev, position)
+    if doubled:
+        return BrokenLink(
+            entity, seq, "duplicate", position=position, detail="an earlier link names the same event"
+        )
+    if row.seq is None or row.legal_entity_id != entity:
+        detail = (
+            "no such event" if row.seq is None else f"the event is legal entity {row.legal_entity_id!r}'s"
+        )
+        return BrokenLink(entity, seq, "event", position=position, detail=detail)
+    expected = chain_hash(found_prev, canonical(row._mapping))
+    if expected != bytes(row.hash):
+        return BrokenLink(entity, seq, "hash", expected, bytes(row.hash), position)
+    return None
 
 
 # -- DDL for migrations ----------------------------------------------------------------------------
@@ -540,17 +831,90 @@ def _run(executor: Executor, statements: Iterable[str]) -> None:
         executor.execute(sa.text(statement))
 
 
-def create_audit_table(executor: Executor, schema: str, table: str = TABLE_NAME) -> None:
-    """In a migration: the audit table as `audit_table` defines it, its indexes and its triggers.
+def _audit_table_v1(metadata: sa.MetaData, name: str) -> sa.Table:
+    # The shape the first audit migrations created (each event carried its own link); frozen
+    # here so those migrations keep creating exactly it. `upgrade_to_sealed_chain` moves on.
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("legal_entity_id", sa.Text, nullable=False, server_default=""),
+        sa.Column("principal_subject", sa.Text, nullable=False),
+        sa.Column("principal_roles", ARRAY(sa.Text), nullable=False, server_default="{}"),
+        sa.Column("principal_client", sa.Text, nullable=False, server_default=""),
+        sa.Column("operation", sa.Text, nullable=False),
+        sa.Column("resource_type", sa.Text, nullable=False),
+        sa.Column("resource_id", sa.Text, nullable=False, server_default=""),
+        sa.Column("request_id", sa.Text, nullable=False, server_default=""),
+        sa.Column("idempotency_key", sa.Text, nullable=False, server_default=""),
+        sa.Column("outcome", sa.Text, nullable=False),
+        sa.Column("changes", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("prev_hash", sa.LargeBinary, nullable=False),
+        sa.Column("hash", sa.LargeBinary, nullable=False),
+        sa.Index(f"{name}_chain", "legal_entity_id", "seq", unique=True),
+        sa.Index(f"{name}_no_fork", "legal_entity_id", "prev_hash", unique=True),
+        sa.Index(f"{name}_resource", "resource_type", "resource_id", "seq"),
+    )
 
-    A later change to the table's shape needs a migration of its own (and, if it touches a
-    canonical field, a new canonical version): this creates the current shape.
-    """
-    shape = audit_table(sa.MetaData(schema=schema), table)
+
+def create_audit_table(executor: Executor, schema: str, table: str = TABLE_NAME) -> None:
+    """In a migration: the audit table as first released (version 1, each event its own link),
+    its indexes and its triggers. Follow with `upgrade_to_sealed_chain` (a later revision)."""
+    shape = _audit_table_v1(sa.MetaData(schema=schema), table)
     executor.execute(CreateTable(shape))
     for index in sorted(shape.indexes, key=lambda i: str(i.name)):
         executor.execute(CreateIndex(index))
     create_append_only_triggers(executor, schema, table)
+
+
+def upgrade_to_sealed_chain(executor: Executor, schema: str, role: str) -> None:
+    """In a migration (run as the owner): move the links out of the events into `audit_chain`.
+
+    Existing events keep their chains: each becomes the link at its position (the version-1
+    chains were in seq order). Then the events lose their link columns, so an append is a plain
+    INSERT, and `audit_chain` gets the same triggers and grants (`role` may read and append).
+    """
+    events, chain = _qualified(schema, TABLE_NAME), _qualified(schema, CHAIN_TABLE_NAME)
+    shape = chain_table(sa.MetaData(schema=schema))
+    executor.execute(CreateTable(shape))
+    for index in sorted(shape.indexes, key=lambda i: str(i.name)):
+        executor.execute(CreateIndex(index))
+    _run(
+        executor,
+        [
+            # No sealer writes while this runs: the services migrate before they start.
+            f"""INSERT INTO {chain} (legal_entity_id, position, event_seq, prev_hash, hash)
+                SELECT legal_entity_id, row_number() OVER (PARTITION BY legal_entity_id ORDER BY seq),
+                       seq, prev_hash, hash
+                FROM {events} ORDER BY legal_entity_id, seq""",
+            f'DROP INDEX "{schema}"."{TABLE_NAME}_no_fork"',
+            f"ALTER TABLE {events} DROP COLUMN prev_hash, DROP COLUMN hash",
+            *append_only_sql(schema, CHAIN_TABLE_NAME),
+            *append_only_grants_sql(schema, role, CHAIN_TABLE_NAME),
+        ],
+    )
+
+
+def downgrade_from_sealed_chain(executor: Executor, schema: str) -> None:
+    """Undo `upgrade_to_sealed_chain`: unsealed events are left out, and a chain sealed out of seq
+    order no longer verifies in version 1's seq order (the links themselves are copied back)."""
+    events, chain = _qualified(schema, TABLE_NAME), _qualified(schema, CHAIN_TABLE_NAME)
+    _run(
+        executor,
+        [
+            f"ALTER TABLE {events} ADD COLUMN prev_hash bytea, ADD COLUMN hash bytea",
+            f"ALTER TABLE {events} DISABLE TRIGGER {TABLE_NAME}_append_only",
+            f"""UPDATE {events} e SET prev_hash = c.prev_hash, hash = c.hash
+                FROM {chain} c WHERE c.event_seq = e.seq""",
+            f"DELETE FROM {events} WHERE hash IS NULL",
+            f"ALTER TABLE {events} ENABLE TRIGGER {TABLE_NAME}_append_only",
+            f"ALTER TABLE {events} ALTER COLUMN prev_hash SET NOT NULL, ALTER COLUMN hash SET NOT NULL",
+            f'CREATE UNIQUE INDEX "{TABLE_NAME}_no_fork" ON {events} (legal_entity_id, prev_hash)',
+            *drop_append_only_sql(schema, CHAIN_TABLE_NAME),
+            f"DROP TABLE {chain}",
+        ],
+    )
 
 
 def create_append_only_triggers(executor: Executor, schema: str, table: str = TABLE_NAME) -> None:

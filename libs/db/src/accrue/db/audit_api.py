@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accrue.audit.v1 import audit_service_pb2 as pb
 from accrue.audit.v1 import audit_service_pb2_grpc as pb_grpc
-from accrue.db.audit import verify
+from accrue.db.audit import chain_table_of, verify
 from accrue.runtime import audit
+from accrue.runtime.clock import Clock
 from accrue.runtime.errors import InvalidArgument, Unavailable, Violation
 from accrue.runtime.grpc_types import Context
 from accrue.runtime.identity import bound_principal, current_principal, service_principal
@@ -83,18 +84,26 @@ def page_size_of(requested: int) -> int:
 class AuditTrailServicer(pb_grpc.AuditTrailServiceServicer):
     """Lists and verifies the audit table of the service that registers it."""
 
-    def __init__(self, engine: AsyncEngine, table: sa.Table, service: str) -> None:
+    def __init__(self, engine: AsyncEngine, table: sa.Table, service: str, clock: Clock) -> None:
         self._engine = engine
         self._table = table
+        self._chain = chain_table_of(table)
         self._service = service
+        self._clock = clock  # "now" for verify: how long an unsealed event has waited
 
     async def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: Context | None
     ) -> pb.ListAuditEventsResponse:
-        t = self._table
+        t, c = self._table, self._chain
         size = page_size_of(request.page_size)
         entities = _visible(request.legal_entity_ids)
-        query = sa.select(t).order_by(t.c.seq.desc()).limit(size + 1)
+        # Sealed events carry their link's hashes; an event not sealed yet has none (empty).
+        query = (
+            sa.select(t, c.c.prev_hash, c.c.hash)
+            .select_from(t.outerjoin(c, c.c.event_seq == t.c.seq))
+            .order_by(t.c.seq.desc())
+            .limit(size + 1)
+        )
         if entities is not None:
             query = query.where(t.c.legal_entity_id.in_(entities))
         for column, value in (
@@ -128,8 +137,8 @@ class AuditTrailServicer(pb_grpc.AuditTrailServiceServicer):
                 request_id=row.request_id,
                 idempotency_key=row.idempotency_key,
                 outcome=row.outcome,
-                hash=bytes(row.hash).hex(),
-                prev_hash=bytes(row.prev_hash).hex(),
+                hash=bytes(row.hash).hex() if row.hash is not None else "",
+                prev_hash=bytes(row.prev_hash).hex() if row.prev_hash is not None else "",
             )
             event.occur_time.FromDatetime(row.occurred_at)
             changes = struct_pb2.Struct()
@@ -164,17 +173,18 @@ class AuditTrailServicer(pb_grpc.AuditTrailServiceServicer):
         self, request: pb.VerifyAuditTrailRequest, context: Context | None
     ) -> pb.VerifyAuditTrailResponse:
         entities = _visible(request.legal_entity_ids)
-        result = await verify(self._engine, self._table, legal_entity_ids=entities)
-        reply = pb.VerifyAuditTrailResponse(ok=result.ok, events=result.rows)
-        for entity in sorted(result.heads):
-            head = result.heads[entity]
-            chain = reply.chains.add(
-                service=self._service,
-                legal_entity_id=entity,
-                length=head.length,
-                head_seq=head.seq,
-                head_hash=head.hash.hex(),
-            )
+        result = await verify(self._engine, self._table, legal_entity_ids=entities, now=self._clock())
+        reply = pb.VerifyAuditTrailResponse(ok=result.ok, events=result.rows, unsealed=result.pending)
+        for entity in sorted(result.heads.keys() | result.unsealed.keys()):
+            head = result.heads.get(entity)
+            chain = reply.chains.add(service=self._service, legal_entity_id=entity)
+            if head is not None:
+                chain.length, chain.head_seq, chain.head_hash = head.length, head.seq, head.hash.hex()
+            waiting = result.unsealed.get(entity)
+            if waiting is not None:
+                chain.unsealed = waiting.count
+                chain.oldest_unsealed_seq = waiting.oldest_seq
+                chain.oldest_unsealed_time.FromDatetime(waiting.oldest_at)
             broken = result.broken.get(entity)
             if broken is not None:
                 chain.broken.CopyFrom(
@@ -184,6 +194,7 @@ class AuditTrailServicer(pb_grpc.AuditTrailServiceServicer):
                         expected=broken.expected.hex(),
                         found=broken.found.hex(),
                         description=str(broken),
+                        position=broken.position,
                     )
                 )
         return reply
@@ -357,5 +368,6 @@ class AuditAggregator:
             result = await self._call(service, source.VerifyAuditTrail(request, timeout=self.TIMEOUT_SECONDS))
             reply.ok = reply.ok and result.ok
             reply.events += result.events
+            reply.unsealed += result.unsealed
             reply.chains.extend(result.chains)
         return reply

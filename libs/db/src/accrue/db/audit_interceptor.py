@@ -16,8 +16,9 @@ does what the idempotency interceptor did and more, so a call has exactly ONE tr
   its `on_refused` hook: who (when known), what, why; never the token.
 
 A replayed Idempotency-Key returns the stored reply and records nothing: it changes nothing.
-Per call the trail costs a transaction-scoped advisory lock on the legal entity's chain and one
-INSERT that reads the chain's head and hashes in the same statement (`AuditLog.append`).
+Per call the trail costs one plain INSERT (`AuditLog.append`): no lock, no chain read, no hash.
+The service's `AuditSealer` (`AuditTrail.sealer`, a background task) links committed records
+into their legal entity's hash chain a moment later, so no request waits on another's chain.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accrue.audit.v1 import audit_service_pb2_grpc
-from accrue.db.audit import AuditLog, AuditRecord, Outcome, diff
+from accrue.db.audit import AuditLog, AuditRecord, AuditSealer, Outcome, diff
 from accrue.db.audit_api import SERVICE_NAME, AuditTrailServicer, LocalAuditSource
 from accrue.db.idempotency import MAX_KEY_LENGTH, claim_key, request_hash, store_response
 from accrue.db.unit_of_work import ambient_connection
@@ -192,12 +193,18 @@ class AuditTrail:
 
     def local_source(self) -> LocalAuditSource:
         """This trail as an AuditAggregator source, read in-process (observability's own)."""
-        return LocalAuditSource(AuditTrailServicer(self.engine, self.table, self.service), self.service)
+        return LocalAuditSource(
+            AuditTrailServicer(self.engine, self.table, self.service, self.clock), self.service
+        )
+
+    def sealer(self) -> AuditSealer:
+        """Links this trail's committed records into their chains: add `.run` to Service.background."""
+        return AuditSealer(self.engine, self.table)
 
     def register(self, server: grpc.aio.Server) -> None:
         """Serve this trail's read API (accrue.audit.v1.AuditTrailService, `SERVICE_NAME`)."""
         audit_service_pb2_grpc.add_AuditTrailServiceServicer_to_server(
-            AuditTrailServicer(self.engine, self.table, self.service), server
+            AuditTrailServicer(self.engine, self.table, self.service, self.clock), server
         )
 
     def record(
@@ -259,7 +266,7 @@ class AuditTrail:
 
 async def _append(audit: AuditLog, records: Sequence[AuditRecord]) -> None:
     if len(records) == 1:
-        await audit.append(records[0])  # lock + one INSERT that reads the head and hashes
+        await audit.append(records[0])  # one plain INSERT: the sealer links it after commit
     else:
         await audit.append_many(records)
 

@@ -128,9 +128,11 @@ class AuditEvent(_message.Message):
     outcome: _builtins.str
     """OK, FAILED, DENIED or UNAUTHENTICATED."""
     hash: _builtins.str
-    """SHA-256 of the previous event of the chain and this one, hex."""
+    """SHA-256 of the previous event of the chain and this one, hex; empty until the event is
+    sealed (linked into its chain by the service's sealer, moments after it commits).
+    """
     prev_hash: _builtins.str
-    """The previous event's hash, hex (64 zeros for a chain's first event)."""
+    """The previous event's hash, hex (64 zeros for a chain's first event); empty until sealed."""
     @_builtins.property
     def principal_roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The roles the principal held, sorted."""
@@ -285,7 +287,7 @@ Global___VerifyAuditTrailRequest: _TypeAlias = VerifyAuditTrailRequest  # noqa: 
 
 @_typing.final
 class BrokenLink(_message.Message):
-    """BrokenLink is the first event of a chain that does not check out."""
+    """BrokenLink is the first link of a chain that does not check out."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -294,18 +296,23 @@ class BrokenLink(_message.Message):
     EXPECTED_FIELD_NUMBER: _builtins.int
     FOUND_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    """The event's seq."""
+    """The seq of the event the link seals."""
     field: _builtins.str
-    """"hash": the event was changed after it was written; "prev_hash": an event before it was
-    removed, inserted or rewritten.
+    """"hash": the event was changed after it was sealed; "prev_hash": a link before it was
+    removed, inserted or rewritten; "position": links before it are missing; "event": the
+    event it seals is gone or another legal entity's; "duplicate": the event is sealed twice;
+    "unsealed": not a link, the oldest event left unsealed too long (seq names it).
     """
     expected: _builtins.str
-    """What the stored value should be, hex."""
+    """What the stored value should be, hex (empty when the field is not a hash)."""
     found: _builtins.str
-    """What is stored, hex."""
+    """What is stored, hex (empty when the field is not a hash)."""
     description: _builtins.str
     """The same in a sentence."""
+    position: _builtins.int
+    """The link's position in its chain (1 for the first); 0 for "unsealed"."""
     def __init__(
         self,
         *,
@@ -314,10 +321,11 @@ class BrokenLink(_message.Message):
         expected: _builtins.str = ...,
         found: _builtins.str = ...,
         description: _builtins.str = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "expected", b"expected", "field", b"field", "found", b"found", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "expected", b"expected", "field", b"field", "found", b"found", "position", b"position", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -335,6 +343,9 @@ class AuditChain(_message.Message):
     HEAD_SEQ_FIELD_NUMBER: _builtins.int
     HEAD_HASH_FIELD_NUMBER: _builtins.int
     BROKEN_FIELD_NUMBER: _builtins.int
+    UNSEALED_FIELD_NUMBER: _builtins.int
+    OLDEST_UNSEALED_SEQ_FIELD_NUMBER: _builtins.int
+    OLDEST_UNSEALED_TIME_FIELD_NUMBER: _builtins.int
     service: _builtins.str
     """The service whose trail holds the chain (filled in by the aggregating service)."""
     legal_entity_id: _builtins.str
@@ -345,9 +356,17 @@ class AuditChain(_message.Message):
     """The last event's seq."""
     head_hash: _builtins.str
     """The last event's hash, hex: keep a copy elsewhere to detect a rewrite of the whole tail."""
+    unsealed: _builtins.int
+    """Events committed but not sealed into the chain yet."""
+    oldest_unsealed_seq: _builtins.int
+    """The seq of the oldest (by occur time) unsealed event; 0 when none."""
     @_builtins.property
     def broken(self) -> Global___BrokenLink:
         """The first broken link; unset when the chain checks out."""
+
+    @_builtins.property
+    def oldest_unsealed_time(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest unsealed event occurred; unset when none."""
 
     def __init__(
         self,
@@ -358,10 +377,13 @@ class AuditChain(_message.Message):
         head_seq: _builtins.int = ...,
         head_hash: _builtins.str = ...,
         broken: Global___BrokenLink | None = ...,
+        unsealed: _builtins.int = ...,
+        oldest_unsealed_seq: _builtins.int = ...,
+        oldest_unsealed_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["broken", b"broken"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broken", b"broken", "oldest_unsealed_time", b"oldest_unsealed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broken", b"broken", "head_hash", b"head_hash", "head_seq", b"head_seq", "legal_entity_id", b"legal_entity_id", "length", b"length", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broken", b"broken", "head_hash", b"head_hash", "head_seq", b"head_seq", "legal_entity_id", b"legal_entity_id", "length", b"length", "oldest_unsealed_seq", b"oldest_unsealed_seq", "oldest_unsealed_time", b"oldest_unsealed_time", "service", b"service", "unsealed", b"unsealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,10 +398,13 @@ class VerifyAuditTrailResponse(_message.Message):
     OK_FIELD_NUMBER: _builtins.int
     CHAINS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    UNSEALED_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when no chain is broken."""
     events: _builtins.int
-    """How many events were checked."""
+    """How many events were checked (sealed events: one link each)."""
+    unsealed: _builtins.int
+    """How many events are not sealed yet (checked once they are)."""
     @_builtins.property
     def chains(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditChain]:
         """Every chain verified."""
@@ -390,10 +415,11 @@ class VerifyAuditTrailResponse(_message.Message):
         ok: _builtins.bool = ...,
         chains: _abc.Iterable[Global___AuditChain] | None = ...,
         events: _builtins.int = ...,
+        unsealed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chains", b"chains", "events", b"events", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chains", b"chains", "events", b"events", "ok", b"ok", "unsealed", b"unsealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

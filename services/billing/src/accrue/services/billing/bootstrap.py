@@ -126,7 +126,7 @@ async def bootstrap(settings: BillingSettings) -> Service:
         lease=dt.timedelta(seconds=settings.posting_lease_seconds),
         clock=clock,
     )
-    background = [relay.run, *(c.run for c in consumers), poster.run]
+    background = [relay.run, audit.sealer().run, *(c.run for c in consumers), poster.run]
     if settings.schedule_interval_seconds > 0:
         background.append(Scheduler(app, settings.schedule_interval_seconds).run)
 

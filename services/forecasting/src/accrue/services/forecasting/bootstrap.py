@@ -73,7 +73,7 @@ async def bootstrap(settings: ForecastingSettings) -> Service:
     subs = subscriptions(app)
     durables.extend((s.stream, s.durable) for s in subs)
     consumers = [ConsumerRunner(backbone.js, uow, tables.inbox, s, clock=clock) for s in subs]
-    background = [relay.run, *(c.run for c in consumers)]
+    background = [relay.run, audit.sealer().run, *(c.run for c in consumers)]
     if settings.version_schedule_seconds > 0:
         background.append(VersionScheduler(app, settings.version_schedule_seconds).run)
 

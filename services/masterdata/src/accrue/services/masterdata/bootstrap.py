@@ -78,7 +78,7 @@ async def bootstrap(settings: MasterDataSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
-        background=[relay.run, billing_consumer.run],
+        background=[relay.run, audit.sealer().run, billing_consumer.run],
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, engine.dispose],
         interceptors=[audit.interceptor()],

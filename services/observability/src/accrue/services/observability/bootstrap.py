@@ -80,7 +80,7 @@ async def bootstrap(settings: ObservabilitySettings) -> Service:
     async def export() -> None:
         await app.export_metrics(settings.metrics_interval_seconds)
 
-    background: list[Background] = [relay.run, *(c.run for c in consumers), export]
+    background: list[Background] = [relay.run, audit.sealer().run, *(c.run for c in consumers), export]
     if settings.reconciliation_interval_seconds > 0:
 
         async def reconcile() -> None:

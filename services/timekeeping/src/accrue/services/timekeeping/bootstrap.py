@@ -109,7 +109,7 @@ async def bootstrap(settings: TimekeepingSettings) -> Service:
         settings=settings,
         register=register,
         service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
-        background=[relay.run, md_consumer.run, billing_consumer.run, escalations],
+        background=[relay.run, audit.sealer().run, md_consumer.run, billing_consumer.run, escalations],
         warm_up=[partial(fill_pool, engine, settings.database_pool_warm)],
         on_stop=[backbone.close, close_channel, engine.dispose],
         interceptors=[audit.interceptor()],
