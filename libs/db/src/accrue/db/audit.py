@@ -52,6 +52,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -327,6 +328,11 @@ async def _lock(connection: AsyncConnection, table: sa.Table, legal_entity_id: s
     await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(classid, objid)))
 
 
+@functools.cache
+def _insert_one(table: sa.Table) -> sa.Insert:
+    return sa.insert(table).returning(table.c.seq)
+
+
 class AuditLog:
     """Appends audit records in the caller's transaction: one INSERT, no lock, no chain read.
 
@@ -364,9 +370,9 @@ class AuditLog:
     async def append(self, record: AuditRecord) -> int:
         """Append one record in the caller's transaction; returns its seq."""
         connection = self._connection
-        seq = await connection.scalar(
-            sa.insert(self._table).values(**record.row()).returning(self._table.c.seq)
-        )
+        # One statement object per table, built once: building one per call (and its cache
+        # key) cost about a tenth of a millisecond of the request's CPU.
+        seq = await connection.scalar(_insert_one(self._table), record.row())
         self._wrote(connection)
         return int(seq)
 
@@ -395,7 +401,8 @@ class AuditSealer:
     """Links committed events into their legal entity's chain, off the request path.
 
     `run()` is a Service background task: it seals, then sleeps until an append commits on this
-    engine or `interval` passes (events appended by other processes are found by the interval).
+    engine (plus `coalesce`, so a burst is sealed in one round) or `interval` passes (events
+    appended by other processes are found by the interval).
     Each legal entity is sealed in a transaction of its own under its advisory lock, so sealers of
     several replicas never interleave within a chain, and one that dies mid-way leaves nothing:
     the next round (of any sealer) starts again from the chain's committed head.
@@ -404,7 +411,8 @@ class AuditSealer:
     a floor (`seq` at or below it is known sealed) so a round reads only recent events. An event
     can commit with a lower seq than others already sealed (its transaction began first and ended
     last), so the floor trails the highest seq seen by `settle` seconds, and every `sweep` seconds
-    a round looks at the whole table.
+    a round looks at the whole table: the event of a transaction open longer than `settle` is
+    sealed within `sweep`, well inside `STALE_AFTER`.
     """
 
     def __init__(
@@ -413,14 +421,16 @@ class AuditSealer:
         events: sa.Table,
         *,
         interval: float = 0.2,
+        coalesce: float = 0.05,
         batch_size: int = 1000,
-        settle: float = 60.0,
-        sweep: float = 600.0,
+        settle: float = 10.0,
+        sweep: float = 60.0,
     ) -> None:
         self._engine = engine
         self._events = events
         self._chain = chain_table_of(events)
         self._interval = interval
+        self._coalesce = coalesce
         self._batch_size = batch_size
         self._settle = settle
         self._sweep = sweep
@@ -454,6 +464,9 @@ class AuditSealer:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                    # Woken by a commit: let the rest of its burst commit too and seal them in
+                    # one round; a round per commit would cost more than the lock it replaced.
+                    await asyncio.sleep(self._coalesce)
         finally:
             event.remove(target, "commit", self._committed)
             event.remove(target, "rollback", self._rolled_back)
