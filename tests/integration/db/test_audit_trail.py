@@ -31,6 +31,7 @@ from accrue.db.audit import (
     chain_table_of,
     create_append_only_triggers,
     create_audit_table,
+    downgrade_from_sealed_chain,
     grant_append_only,
     upgrade_to_sealed_chain,
     verify,
@@ -552,6 +553,26 @@ async def test_the_migration_moves_existing_chains_into_audit_chain(
         async with engine.begin() as conn:
             with pytest.raises(DBAPIError, match="append-only"):
                 await conn.execute(sa.text(f"DELETE FROM {schema}.audit_chain"))
+        # And back: the links return into the events' own columns, a version-1 chain in seq order.
+        async with engine.begin() as conn:
+            await conn.run_sync(
+                lambda sync: downgrade_from_sealed_chain(Operations(MigrationContext.configure(sync)), schema)
+            )
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text(f"SELECT * FROM {schema}.audit_events ORDER BY seq"))).all()
+            back = {}
+            for row in rows:
+                assert bytes(row.prev_hash) == back.get(row.legal_entity_id, GENESIS)
+                assert bytes(row.hash) == chain_hash(bytes(row.prev_hash), canonical(row._asdict()))
+                back[row.legal_entity_id] = bytes(row.hash)
+            assert len(rows) == 7
+            assert await conn.scalar(sa.text(f"SELECT to_regclass('{schema}.audit_chain')")) is None
+        async with engine.begin() as conn:
+            await conn.run_sync(
+                lambda sync: upgrade_to_sealed_chain(
+                    Operations(MigrationContext.configure(sync)), schema, role
+                )
+            )
         async with engine.connect() as conn:
             granted = await conn.scalars(
                 sa.text(
