@@ -3,9 +3,11 @@
 import datetime as dt
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from accrue.db.audit import (
     CHAIN_TABLE_NAME,
+    AuditSealer,
     BrokenLink,
     ChainHead,
     Unsealed,
@@ -58,3 +60,17 @@ def test_unsealed_events_alone_are_not_a_failure_and_are_counted() -> None:
     )
     assert result.ok
     assert result.pending == 3
+
+
+def test_the_sealers_floor_trails_by_settle_and_its_sweep_reaches_back_to_the_horizon() -> None:
+    # The pacing alone (no database): which seqs a round and a sweep may skip as surely sealed.
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")  # never connects
+    sealer = AuditSealer(engine, audit_table(sa.MetaData()), settle=10, horizon=600)
+    for second in range(0, 700):
+        sealer._advance(float(second), top=second * 100)  # seq grows by 100 a second
+        if second == 5:
+            assert sealer._floor == 0  # nothing seen 10 s ago yet: every round looks at everything
+            assert sealer._seen_before(5.0, 600) == 0  # a sweep looks at the whole table
+    assert sealer._floor == 689 * 100  # what was the top 10 s ago
+    assert sealer._seen_before(699.0, 600) == 99 * 100  # a sweep: back to 600 s ago, not further
+    assert len(sealer._seen) <= 602  # one a second, no older than the horizon needs

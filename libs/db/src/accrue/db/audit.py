@@ -47,6 +47,7 @@ row read back from the database canonicalizes to the same bytes as the record th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -411,8 +412,10 @@ class AuditSealer:
     a floor (`seq` at or below it is known sealed) so a round reads only recent events. An event
     can commit with a lower seq than others already sealed (its transaction began first and ended
     last), so the floor trails the highest seq seen by `settle` seconds, and every `sweep` seconds
-    a round looks at the whole table: the event of a transaction open longer than `settle` is
-    sealed within `sweep`, well inside `STALE_AFTER`.
+    a round looks further back, to the highest seq seen `horizon` seconds ago (the whole table in
+    a sealer's first `horizon`): the event of a transaction open longer than `settle` is sealed
+    within `sweep`, well inside `STALE_AFTER`. One of a transaction open longer than `horizon`
+    waits for the next start of a sealer (verify reports it as stale meanwhile).
     """
 
     def __init__(
@@ -425,6 +428,7 @@ class AuditSealer:
         batch_size: int = 1000,
         settle: float = 10.0,
         sweep: float = 60.0,
+        horizon: float = 600.0,
     ) -> None:
         self._engine = engine
         self._events = events
@@ -434,8 +438,10 @@ class AuditSealer:
         self._batch_size = batch_size
         self._settle = settle
         self._sweep = sweep
+        self._horizon = horizon
         self._floor = 0
-        self._seen: list[tuple[float, int]] = []  # (monotonic time, highest seq seen then)
+        # (monotonic time, highest seq seen then), one a second at most, back to `horizon` ago.
+        self._seen: collections.deque[tuple[float, int]] = collections.deque()
         self._last_sweep = -math.inf
         self._wake = asyncio.Event()
 
@@ -487,7 +493,8 @@ class AuditSealer:
         """
         e = self._events
         now = time.monotonic()
-        floor = 0 if now - self._last_sweep >= self._sweep else self._floor
+        sweeping = now - self._last_sweep >= self._sweep
+        floor = self._seen_before(now, self._horizon) if sweeping else self._floor
         async with self._engine.connect() as conn:
             found = (
                 await conn.execute(
@@ -501,17 +508,24 @@ class AuditSealer:
         for entity, _ in sorted(found):
             async with self._engine.connect() as conn, conn.begin():
                 sealed += await self.seal_entity(conn, entity, floor)
-        if floor == 0:
+        if sweeping:
             self._last_sweep = now
         self._advance(now, int(top or 0))
         return sealed
 
+    def _seen_before(self, now: float, age: float) -> int:
+        """The highest seq seen at least `age` seconds ago (0: nothing seen that long ago)."""
+        for at, seq in reversed(self._seen):  # tops only grow: the newest old enough is the highest
+            if now - at >= age:
+                return seq
+        return 0
+
     def _advance(self, now: float, top: int) -> None:
-        self._seen.append((now, top))
-        settled = [seq for at, seq in self._seen if now - at >= self._settle]
-        if settled:
-            self._floor = max(self._floor, max(settled))
-            self._seen = [(at, seq) for at, seq in self._seen if now - at < self._settle]
+        if not self._seen or now - self._seen[-1][0] >= 1.0:
+            self._seen.append((now, top))
+        while len(self._seen) > 1 and now - self._seen[1][0] >= self._horizon:
+            self._seen.popleft()  # the next one is old enough to be the sweep's floor
+        self._floor = max(self._floor, self._seen_before(now, self._settle))
 
     async def seal_entity(self, connection: AsyncConnection, legal_entity_id: str, floor: int = 0) -> int:
         """Link one legal entity's unsealed events with seq above `floor`, in the caller's transaction.
