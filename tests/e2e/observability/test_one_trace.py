@@ -23,7 +23,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
 from accrue.embedded import free_port
-from accrue.embedded.stack import PortAssignment, stack_processes
+from accrue.testing.plugin import TEST_STACK_ENV
+from accrue.testing.servers import SecuredNats
 from accrue.testing.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -82,26 +83,20 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
 @pytest.fixture(scope="module")
 def stack(
     module_database_url: str,
-    module_nats_url: str,
+    module_nats: SecuredNats,
     tmp_path_factory: pytest.TempPathFactory,
     receiver: tuple[Receiver, int],
     instant: dt.datetime,
 ) -> Iterator[Stack]:
     """The stack (as the plugin's, its clocks started at the pinned instant), every process
     exporting its spans to the receiver."""
-    ports = PortAssignment.free()
-    processes = [
-        dataclasses.replace(p, env={**p.env, "ACCRUE_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}"})
-        for p in stack_processes(
-            database_url=module_database_url, nats_url=module_nats_url, ports=ports, clock_start=instant
-        )
-    ]
-    with Stack(
-        processes,
-        tmp_path_factory.mktemp("traced"),
-        ports=ports,
+    with Stack.from_catalogue(
         database_url=module_database_url,
-        nats_url=module_nats_url,
+        nats_url=module_nats.url,
+        nats_passwords=module_nats.passwords,
+        log_dir=tmp_path_factory.mktemp("traced"),
+        clock_start=instant,
+        extra_env={**TEST_STACK_ENV, "ACCRUE_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}"},
     ) as running:
         yield running
 

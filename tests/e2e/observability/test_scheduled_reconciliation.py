@@ -7,7 +7,6 @@ at that instant (`instant`), never the date the suite happens to run on.
 """
 
 import asyncio
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,10 +18,11 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from accrue.billing.v1 import resources_pb2 as bl
-from accrue.embedded.stack import PortAssignment, stack_processes
 from accrue.events.v1 import billing_events_pb2 as bev
 from accrue.events.v1 import observability_events_pb2 as oev
 from accrue.runtime.clock import local_date
+from accrue.testing.plugin import TEST_STACK_ENV
+from accrue.testing.servers import SecuredNats
 from accrue.testing.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dates]
@@ -31,27 +31,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.dates]
 @pytest.fixture(scope="module")
 def stack(
     module_database_url: str,
-    module_nats_url: str,
+    module_nats: SecuredNats,
     tmp_path_factory: pytest.TempPathFactory,
     instant: dt.datetime,
 ) -> Iterator[Stack]:
     """The stack (as the plugin's: its clocks start at the pinned instant, as the test's does),
     observability reconciling every second."""
-    ports = PortAssignment.free()
-    processes = [
-        dataclasses.replace(p, env={**p.env, "ACCRUE_OBSERVABILITY_RECONCILIATION_INTERVAL_SECONDS": "1"})
-        if p.name == "observability"
-        else p
-        for p in stack_processes(
-            database_url=module_database_url, nats_url=module_nats_url, ports=ports, clock_start=instant
-        )
-    ]
-    with Stack(
-        processes,
-        tmp_path_factory.mktemp("scheduled"),
-        ports=ports,
+    with Stack.from_catalogue(
         database_url=module_database_url,
-        nats_url=module_nats_url,
+        nats_url=module_nats.url,
+        nats_passwords=module_nats.passwords,
+        log_dir=tmp_path_factory.mktemp("scheduled"),
+        clock_start=instant,
+        extra_env={**TEST_STACK_ENV, "ACCRUE_OBSERVABILITY_RECONCILIATION_INTERVAL_SECONDS": "1"},
     ) as running:
         yield running
 

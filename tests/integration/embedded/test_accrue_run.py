@@ -209,6 +209,7 @@ def test_service_env_follows_the_process_contract() -> None:
         "ACCRUE_MASTERDATA_ADDRESS": "127.0.0.1:50051",
         "ACCRUE_TIMEKEEPING_ADDRESS": "127.0.0.1:50052",
         "ACCRUE_BILLING_ADDRESS": "127.0.0.1:50053",
+        "ACCRUE_FORECASTING_ADDRESS": "127.0.0.1:50054",
         "ACCRUE_BILLING_GRPC_PORT": "50053",
         "ACCRUE_BILLING_METRICS_PORT": "9103",
     }
